@@ -1,0 +1,30 @@
+# The two commands of the README: `make run` and `make test`. Both bootstrap .venv first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# Real MNIST for tests and benchmarks; tests skip with a reason where it is absent.
+MNIST_DIR ?= ../shared/data/mnist
+
+.PHONY: install run test bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip setuptools
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	touch $@
+
+# Trains the lecture CNN: on MNIST when it is cached or downloadable, else on the bundled 5,000-digit sample.
+run: install
+	$(BIN)/cnnlab train --model cnn --out runs/quickstart --overwrite
+
+test: install
+	CNNLAB_MNIST_DIR=$(MNIST_DIR) $(BIN)/python -m pytest -q
+
+bench: install
+	$(BIN)/python benchmarks/bench.py --data-dir $(MNIST_DIR)
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

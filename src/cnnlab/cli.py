@@ -1,0 +1,124 @@
+"""Command-line interface: parse arguments, build config objects, call one library function per subcommand."""
+import argparse
+import sys
+import traceback
+
+from cnnlab import CnnlabError, __version__
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line instead of argparse's usage block
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _shape(text: str) -> tuple[int, int, int]:
+    try:
+        shape = tuple(int(d) for d in text.lower().split("x"))
+    except ValueError:
+        shape = ()
+    if len(shape) != 3 or min(shape) < 1:
+        raise argparse.ArgumentTypeError(f"expected CxHxW with positive sizes such as 1x28x28, got {text!r}")
+    return shape
+
+
+def _train_args(p):
+    data = p.add_argument_group("Data")
+    data.add_argument("--dataset", metavar="NAME", help="mnist, fashion-mnist, kmnist or mnist-sample "
+                      "(default: mnist when found or downloadable, else mnist-sample)")
+    data.add_argument("--data-dir", metavar="DIR", help="folder holding the dataset's IDX files (default: $CNNLAB_DATA_DIR, "
+                      "then the cache ~/.cache/cnnlab/<dataset>, then download)")
+    model = p.add_argument_group("Model")
+    model.add_argument("--model", metavar="NAME", help="a name from `cnnlab models` (default: cnn)")
+    model.add_argument("--width", type=int, metavar="W", help="base width for families that have one")
+    opt = p.add_argument_group("Optimization")
+    opt.add_argument("--recipe", metavar="NAME", help="named defaults: lecture (SGD 0.01/0.5, batch 64, 9 epochs) "
+                     "or default (Adam 0.01 one-cycle, batch 128, 3 epochs) (default: default)")
+    opt.add_argument("--epochs", type=int, metavar="N", help="(default: from the recipe)")
+    opt.add_argument("--batch-size", type=int, metavar="B", help="(default: from the recipe)")
+    opt.add_argument("--test-batch-size", type=int, metavar="B", help="(default: 1000)")
+    opt.add_argument("--optimizer", metavar="NAME", help="sgd, adam or adamw (default: from the recipe)")
+    opt.add_argument("--lr", type=float, metavar="LR", help="learning rate, the peak for onecycle (default: from the recipe)")
+    opt.add_argument("--momentum", type=float, metavar="M", help="SGD momentum (default: from the recipe)")
+    opt.add_argument("--weight-decay", type=float, metavar="WD", help="(default: 0)")
+    opt.add_argument("--schedule", metavar="NAME", help="constant or onecycle (default: from the recipe)")
+    opt.add_argument("--label-smoothing", type=float, metavar="EPS", help="(default: 0)")
+    system = p.add_argument_group("Output and system")
+    system.add_argument("--seed", type=int, metavar="S", help="(default: 0)")
+    system.add_argument("--device", metavar="NAME", help="auto, cpu, cuda or mps (default: auto)")
+    system.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default: torch's choice)")
+    system.add_argument("--no-channels-last", dest="channels_last", action="store_const", const=False,
+                        help="keep NCHW memory layout (default: channels_last, faster on CPU)")
+    system.add_argument("--out", metavar="DIR", help="run directory (default: runs/<model>-<dataset>-<time>)")
+    system.add_argument("--overwrite", action="store_const", const=True, help="replace an existing run directory")
+    system.add_argument("--no-progress", dest="progress", action="store_const", const=False, help="no progress bar")
+    system.add_argument("--config", metavar="FILE", help="TOML file of settings (flags override it)")
+    system.add_argument("--print-config", action="store_true", help="print the resolved settings and exit")
+
+
+def cmd_train(args) -> int:
+    import json
+    import dataclasses
+    from cnnlab.engine.config import build_config
+    from cnnlab.engine.train import fit
+    flags = {k: v for k, v in vars(args).items() if k not in ("command", "handler", "debug", "config", "print_config")}
+    config = build_config(flags, args.config)
+    if args.print_config:
+        print(json.dumps(dataclasses.asdict(config), indent=2))
+        return 0
+    result = fit(config, log=print)
+    print(f"Final test accuracy: {result['test_accuracy']:.2f}% on {result['dataset']} (run: {result['run_dir']})")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from cnnlab.engine.evaluate import evaluate_run
+    print(evaluate_run(args.run, args.dataset, args.data_dir, args.batch_size))
+    return 0
+
+
+def cmd_models(args) -> int:
+    from cnnlab.models.stats import models_table
+    print(models_table(args.pattern, args.input))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="cnnlab", description="Convolutional networks on MNIST-style images, after the lecture.")
+    parser.add_argument("--version", action="version", version=f"cnnlab {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    p = sub.add_parser("train", help="train a model and write a run directory")
+    _train_args(p)
+    p.set_defaults(handler=cmd_train)
+
+    p = sub.add_parser("evaluate", help="evaluate a run: loss, accuracy, per-class accuracy, confusion matrix")
+    p.add_argument("run", metavar="RUN_DIR", help="run directory (or checkpoint file)")
+    p.add_argument("--dataset", metavar="NAME", help="evaluate on another dataset (default: the run's)")
+    p.add_argument("--data-dir", metavar="DIR", help="folder holding the dataset's IDX files")
+    p.add_argument("--batch-size", type=int, default=1000, metavar="B", help="(default: 1000)")
+    p.set_defaults(handler=cmd_evaluate)
+
+    p = sub.add_parser("models", help="list models with parameters and forward FLOPs per image")
+    p.add_argument("pattern", nargs="?", default="*", help="fnmatch pattern (default: *)")
+    p.add_argument("--input", type=_shape, default="1x28x28", metavar="CxHxW", help="input shape (default: 1x28x28)")
+    p.set_defaults(handler=cmd_models)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return args.handler(args)
+    except CnnlabError as e:
+        if args.debug:
+            traceback.print_exc()
+        print(f"cnnlab {args.command}: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"cnnlab {args.command}: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,25 @@
+"""In-memory batching: a batch is an index slice of the dataset tensor, normalised on the fly.
+
+No DataLoader and no per-sample Python: one `randperm` per epoch, seeded by (seed, epoch) so that
+every epoch's order can be recomputed exactly (for resume, and for every DDP rank alike).
+"""
+import torch
+
+
+def normalise(images: torch.Tensor, mean: float, std: float) -> torch.Tensor:
+    """uint8 pixels -> float32 with the dataset's mean 0 and std 1."""
+    return (images.float() - 255.0 * mean) * (1.0 / (255.0 * std))
+
+
+def epoch_order(n: int, seed: int, epoch: int, device="cpu") -> torch.Tensor:
+    """The training order of `epoch`: the same on every call, every rank and every resume."""
+    generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    return torch.randperm(n, generator=generator).to(device)
+
+
+def iterate_batches(images, labels, batch_size: int, mean: float, std: float, order=None):
+    """Yield (normalised images, labels) batches, in `order` when given; the last batch may be short."""
+    n = len(labels)
+    for start in range(0, n, batch_size):
+        index = order[start:start + batch_size] if order is not None else slice(start, start + batch_size)
+        yield normalise(images[index], mean, std), labels[index]

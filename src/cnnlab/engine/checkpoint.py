@@ -1,0 +1,88 @@
+"""Run directories and checkpoints: written atomically, loaded with weights_only=True (never pickle code)."""
+import json
+import os
+import pickle
+import shutil
+import tempfile
+import zipfile
+from pathlib import Path
+
+import torch
+
+from cnnlab import CnnlabError
+
+FORMAT = "cnnlab-checkpoint/1"
+CHECKPOINT = "checkpoint.pt"
+METRICS = "metrics.jsonl"
+CONFIG = "config.json"
+
+
+def prepare_run_dir(out: Path, overwrite: bool) -> Path:
+    """Create `out`; an existing run is never replaced unless `overwrite` says so."""
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise CnnlabError(f"run directory {out} already exists and is not empty; pass --overwrite to replace it")
+        if not (out / CONFIG).exists() and not (out / CHECKPOINT).exists():
+            raise CnnlabError(f"{out} is not empty and holds no cnnlab run; refusing to delete it")
+        shutil.rmtree(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise CnnlabError(f"cannot create run directory {out}: {e.strerror}") from None
+    return out
+
+
+def atomic_write(path: Path, write) -> None:
+    """Call write(file) on a temp file beside `path`, fsync, then rename over `path`."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise CnnlabError(f"cannot write {path}: {e.strerror or e}") from None
+        raise
+
+
+def write_json(path: Path, data) -> None:
+    atomic_write(path, lambda f: f.write((json.dumps(data, indent=2) + "\n").encode()))
+
+
+def append_metrics(run_dir: Path, row: dict) -> None:
+    with open(run_dir / METRICS, "a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    path = Path(run_dir) / METRICS
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def save_checkpoint(path: Path, payload: dict) -> None:
+    atomic_write(path, lambda f: torch.save({"format": FORMAT, **payload}, f))
+
+
+def load_checkpoint(path) -> dict:
+    """Load a checkpoint file or the checkpoint of a run directory, refusing anything but plain data."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / CHECKPOINT
+    if not path.is_file():
+        raise CnnlabError(f"no checkpoint at {path} (is it a cnnlab run directory?)")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else "unsupported content"
+        raise CnnlabError(f"{path}: refused: the file holds more than plain tensors and numbers, which could "
+                          f"run code on load ({first[:160]})") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
+        raise CnnlabError(f"{path}: not a readable checkpoint (truncated or corrupt: {str(e).splitlines()[0][:160]})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CnnlabError(f"{path}: not a cnnlab checkpoint")
+    return payload

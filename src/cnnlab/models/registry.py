@@ -1,0 +1,36 @@
+"""Model registry in the manner of timm: `create_model("cnn", in_channels=1, ...)`, `list_models()`."""
+import difflib
+import fnmatch
+import re
+from typing import Callable
+
+from cnnlab import CnnlabError
+
+_entrypoints: dict[str, Callable] = {}  # registered name -> factory
+
+
+def register_model(name: str):
+    """Register a factory under `name` (explicit, so names can carry hyphens: `resnet-20`)."""
+    def decorate(factory):
+        if name in _entrypoints:
+            raise ValueError(f"model {name!r} is registered twice")
+        _entrypoints[name] = factory
+        return factory
+    return decorate
+
+
+def _natural_key(name: str):
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    return sorted((n for n in _entrypoints if fnmatch.fnmatch(n, pattern)), key=_natural_key)
+
+
+def create_model(name: str, **kwargs):
+    """Build a registered model; keyword arguments that are None mean "the model's default"."""
+    if name not in _entrypoints:
+        close = difflib.get_close_matches(name, _entrypoints, n=3)
+        hint = f" (did you mean {', '.join(close)}?)" if close else f"; choose from {', '.join(list_models())}"
+        raise CnnlabError(f"unknown model {name!r}{hint}")
+    return _entrypoints[name](**{k: v for k, v in kwargs.items() if v is not None})
