@@ -24,7 +24,7 @@ test: install
 	CNNLAB_MNIST_DIR=$(MNIST_DIR) $(BIN)/python -m pytest -q
 
 bench: install
-	$(BIN)/python benchmarks/bench.py --data-dir $(MNIST_DIR)
+	$(BIN)/cnnlab bench --data-dir $(MNIST_DIR)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

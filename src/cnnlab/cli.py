@@ -32,7 +32,7 @@ def _train_args(p):
     model.add_argument("--width", type=int, metavar="W", help="base width for families that have one")
     opt = p.add_argument_group("Optimization")
     opt.add_argument("--recipe", metavar="NAME", help="named defaults: lecture (SGD 0.01/0.5, batch 64, 9 epochs) "
-                     "or default (Adam 0.01 one-cycle, batch 128, 3 epochs) (default: default)")
+                     "or default (Adam 0.004 one-cycle, batch 128, 3 epochs) (default: default)")
     opt.add_argument("--epochs", type=int, metavar="N", help="(default: from the recipe)")
     opt.add_argument("--batch-size", type=int, metavar="B", help="(default: from the recipe)")
     opt.add_argument("--test-batch-size", type=int, metavar="B", help="(default: 1000)")
@@ -53,6 +53,7 @@ def _train_args(p):
     system.add_argument("--no-progress", dest="progress", action="store_const", const=False, help="no progress bar")
     system.add_argument("--config", metavar="FILE", help="TOML file of settings (flags override it)")
     system.add_argument("--print-config", action="store_true", help="print the resolved settings and exit")
+    system.add_argument("--plot", action="store_true", help="write curves.png and confusion.png into the run at the end")
 
 
 def cmd_train(args) -> int:
@@ -60,13 +61,24 @@ def cmd_train(args) -> int:
     import dataclasses
     from cnnlab.engine.config import build_config
     from cnnlab.engine.train import fit
-    flags = {k: v for k, v in vars(args).items() if k not in ("command", "handler", "debug", "config", "print_config")}
+    flags = {k: v for k, v in vars(args).items() if k not in ("command", "handler", "debug", "config", "print_config", "plot")}
     config = build_config(flags, args.config)
     if args.print_config:
         print(json.dumps(dataclasses.asdict(config), indent=2))
         return 0
     result = fit(config, log=print)
     print(f"Final test accuracy: {result['test_accuracy']:.2f}% on {result['dataset']} (run: {result['run_dir']})")
+    if args.plot:
+        from cnnlab.viz import draw
+        for what in ("curves", "confusion"):
+            print(f"wrote {draw([result['run_dir']], what, data_dir=config.data_dir)}")
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from cnnlab.compare import compare
+    settings = {k: v for k, v in vars(args).items() if k in ("dataset", "data_dir", "epochs", "recipe", "seed", "progress")}
+    compare(args.models.split(","), args.out, **settings)
     return 0
 
 
@@ -79,6 +91,36 @@ def cmd_evaluate(args) -> int:
 def cmd_models(args) -> int:
     from cnnlab.models.stats import models_table
     print(models_table(args.pattern, args.input))
+    return 0
+
+
+def cmd_summary(args) -> int:
+    from cnnlab.inspect import summary
+    print(summary(args.model, args.input))
+    return 0
+
+
+def cmd_shape(args) -> int:
+    from cnnlab.inspect import shape
+    print(shape(args.input, args.kernel, args.stride, args.padding, args.dilation, args.pool))
+    return 0
+
+
+def cmd_params(args) -> int:
+    from cnnlab.inspect import params
+    print(params(args.input, args.out_channels, args.kernel, args.stride, args.padding))
+    return 0
+
+
+def cmd_viz(args) -> int:
+    from cnnlab.viz import draw
+    print(f"wrote {draw(args.runs, args.what, args.out, args.data_dir, args.image)}")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from cnnlab.bench import run_bench
+    run_bench(args.data_dir, tuple(args.models.split(",")), args.quick, not args.no_reference, args.out)
     return 0
 
 
@@ -103,6 +145,55 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("pattern", nargs="?", default="*", help="fnmatch pattern (default: *)")
     p.add_argument("--input", type=_shape, default="1x28x28", metavar="CxHxW", help="input shape (default: 1x28x28)")
     p.set_defaults(handler=cmd_models)
+
+    p = sub.add_parser("summary", help="layer-by-layer table: shapes, parameters, FLOPs")
+    p.add_argument("model", metavar="MODEL", help="a name from `cnnlab models`")
+    p.add_argument("--input", type=_shape, default="1x28x28", metavar="CxHxW", help="input shape (default: 1x28x28)")
+    p.set_defaults(handler=cmd_summary)
+
+    p = sub.add_parser("shape", help="output size of a convolution (and pooling), formula written out")
+    p.add_argument("--input", type=int, required=True, metavar="N", help="input height = width")
+    p.add_argument("--kernel", type=int, required=True, metavar="K")
+    p.add_argument("--stride", type=int, default=1, metavar="S", help="(default: 1)")
+    p.add_argument("--padding", type=int, default=0, metavar="P", help="(default: 0)")
+    p.add_argument("--dilation", type=int, default=1, metavar="D", help="(default: 1)")
+    p.add_argument("--pool", type=int, metavar="P", help="then a PxP pooling with stride P")
+    p.set_defaults(handler=cmd_shape)
+
+    p = sub.add_parser("params", help="parameters and FLOPs: fully connected vs locally connected vs conv")
+    p.add_argument("--input", type=_shape, required=True, metavar="CxHxW")
+    p.add_argument("--out-channels", type=int, required=True, metavar="O")
+    p.add_argument("--kernel", type=int, required=True, metavar="K")
+    p.add_argument("--stride", type=int, default=1, metavar="S", help="(default: 1)")
+    p.add_argument("--padding", type=int, default=0, metavar="P", help="(default: 0)")
+    p.set_defaults(handler=cmd_params)
+
+    p = sub.add_parser("compare", help="train several models with the same budget; leaderboard and scatter plot")
+    p.add_argument("--models", default="cnn,inception,mlp,lcn", metavar="A,B,...", help="(default: cnn,inception,mlp,lcn)")
+    p.add_argument("--epochs", type=int, metavar="N", help="(default: from the recipe)")
+    p.add_argument("--recipe", metavar="NAME", help="(default: default)")
+    p.add_argument("--dataset", metavar="NAME")
+    p.add_argument("--data-dir", metavar="DIR")
+    p.add_argument("--seed", type=int, metavar="S")
+    p.add_argument("--no-progress", dest="progress", action="store_const", const=False, help="no progress bar")
+    p.add_argument("--out", default="runs/compare", metavar="DIR", help="(default: runs/compare)")
+    p.set_defaults(handler=cmd_compare)
+
+    p = sub.add_parser("viz", help="pictures of a run: curves, confusion, errors, filters, features")
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directory (several for --what curves)")
+    p.add_argument("--what", required=True, metavar="PICTURE", help="curves, confusion, errors, filters or features")
+    p.add_argument("--image", type=int, default=0, metavar="N", help="test image index for features (default: 0)")
+    p.add_argument("--data-dir", metavar="DIR", help="folder holding the dataset's IDX files")
+    p.add_argument("--out", metavar="FILE.png", help="(default: RUN_DIR/<what>.png)")
+    p.set_defaults(handler=cmd_viz)
+
+    p = sub.add_parser("bench", help="seconds per epoch against the lecture's pipeline; inference images/s")
+    p.add_argument("--data-dir", metavar="DIR", help="folder holding MNIST's IDX files (default: cache or download)")
+    p.add_argument("--models", default="cnn,inception", metavar="A,B", help="(default: cnn,inception)")
+    p.add_argument("--quick", action="store_true", help="a tenth of the data, figures scaled per epoch")
+    p.add_argument("--no-reference", action="store_true", help="skip the lecture-pipeline reference")
+    p.add_argument("--out", default="benchmarks/results", metavar="DIR", help="(default: benchmarks/results)")
+    p.set_defaults(handler=cmd_bench)
     return parser
 
 
@@ -119,6 +210,8 @@ def main(argv=None) -> int:
             traceback.print_exc()
         print(f"cnnlab {args.command}: error: {e}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # output piped into head and the like
+        return 0
     except KeyboardInterrupt:
         print(f"cnnlab {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -12,8 +12,9 @@ RECIPES = {
     # The lecture's script exactly: SGD lr 0.01 momentum 0.5, batch 64, 9 epochs (range(1, 10)).
     "lecture": dict(optimizer="sgd", lr=0.01, momentum=0.5, batch_size=64, epochs=9, schedule="constant",
                     weight_decay=0.0, label_smoothing=0.0),
-    # Same network, fewer seconds to the same accuracy: larger batches, Adam, one-cycle schedule.
-    "default": dict(optimizer="adam", lr=0.01, momentum=0.9, batch_size=128, epochs=3, schedule="onecycle",
+    # Fewer seconds to a better accuracy: larger batches, Adam, one-cycle. Peak 0.004: at 0.01 the
+    # Inception net (no BatchNorm) diverged to 10% accuracy in a 3-epoch run.
+    "default": dict(optimizer="adam", lr=0.004, momentum=0.9, batch_size=128, epochs=3, schedule="onecycle",
                     weight_decay=0.0, label_smoothing=0.0),
 }
 
@@ -28,7 +29,7 @@ class TrainConfig:
     batch_size: int = 128
     test_batch_size: int = 1000
     optimizer: str = "adam"         # sgd, adam or adamw
-    lr: float = 0.01
+    lr: float = 0.004
     momentum: float = 0.9           # sgd only
     weight_decay: float = 0.0
     schedule: str = "onecycle"      # constant or onecycle (per step)

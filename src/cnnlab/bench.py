@@ -1,0 +1,147 @@
+"""`cnnlab bench`: seconds per epoch against the lecture's own pipeline, and inference throughput.
+
+The reference is a faithful re-implementation of the lecture script's data path (torchvision is not
+installable beside this torch): a map-style Dataset turning each uint8 image into a PIL image, then
+ToTensor and Normalize per sample, a DataLoader with batch 64 and shuffling, NCHW, test batch 64.
+Both run the lecture recipe (SGD 0.01/0.5, batch 64) on the same data in the same process.
+"""
+import json
+import platform
+import resource
+import statistics
+import time
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from cnnlab.data.batches import epoch_order, iterate_batches
+from cnnlab.data.datasets import load_dataset
+from cnnlab.engine.config import build_config
+from cnnlab.engine.train import build_model, build_optimizer, evaluate, train_one_epoch
+from cnnlab.models import count_parameters
+from cnnlab.tables import format_table
+
+
+class _LectureMNIST(torch.utils.data.Dataset):
+    """torchvision.datasets.MNIST + ToTensor + Normalize((0.1307,), (0.3081,)), per sample."""
+
+    def __init__(self, images, labels, mean, std):
+        self.images, self.labels, self.mean, self.std = images[:, 0].numpy(), labels.numpy(), mean, std
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        picture = Image.fromarray(self.images[i], mode="L")
+        x = torch.from_numpy(np.array(picture, copy=True)).view(1, 28, 28).float().div(255)
+        return (x - self.mean) / self.std, int(self.labels[i])
+
+
+def _reference_epoch(model, optimizer, dataset, seed) -> tuple[float, float]:
+    """One epoch of the lecture script: train() then test(); returns (seconds, test accuracy)."""
+    generator = torch.Generator().manual_seed(seed)
+    train_loader = torch.utils.data.DataLoader(
+        _LectureMNIST(dataset.train_images, dataset.train_labels, dataset.mean, dataset.std),
+        batch_size=64, shuffle=True, generator=generator)
+    test_loader = torch.utils.data.DataLoader(
+        _LectureMNIST(dataset.test_images, dataset.test_labels, dataset.mean, dataset.std), batch_size=64)
+    start = time.perf_counter()
+    model.train()
+    for data, target in train_loader:
+        optimizer.zero_grad()
+        loss = F.nll_loss(model(data), target)
+        loss.backward()
+        optimizer.step()
+    model.eval()
+    correct = 0
+    with torch.no_grad():
+        for data, target in test_loader:
+            correct += int((model(data).argmax(1) == target).sum())
+    return time.perf_counter() - start, 100.0 * correct / len(test_loader.dataset)
+
+
+def _cnnlab_epoch(model, optimizer, dataset, config) -> tuple[float, float]:
+    memory_format = torch.channels_last
+    model.to(memory_format=memory_format)
+    start = time.perf_counter()
+    batches = iterate_batches(dataset.train_images, dataset.train_labels, config.batch_size, dataset.mean,
+                              dataset.std, epoch_order(len(dataset.train_labels), config.seed, 1))
+    train_one_epoch(model, batches, optimizer, None, memory_format=memory_format)
+    result = evaluate(model, dataset.test_images, dataset.test_labels, dataset.mean, dataset.std,
+                      dataset.num_classes, memory_format=memory_format)
+    return time.perf_counter() - start, result["accuracy"]
+
+
+def _inference_rate(model, batch_size, repeats, budget_s=1.0) -> list[float]:
+    """Images/s of forward passes (eval, inference mode, channels_last), one figure per repeat."""
+    model.eval().to(memory_format=torch.channels_last)
+    x = torch.randn(batch_size, 1, 28, 28).contiguous(memory_format=torch.channels_last)
+    rates = []
+    with torch.inference_mode():
+        model(x)
+        for _ in range(repeats):
+            n, start = 0, time.perf_counter()
+            while time.perf_counter() - start < budget_s / repeats:
+                model(x)
+                n += batch_size
+            rates.append(n / (time.perf_counter() - start))
+    return rates
+
+
+def _spread(values) -> str:
+    return f"{statistics.median(values):,.0f} ({min(values):,.0f}-{max(values):,.0f})"
+
+
+def run_bench(data_dir, models=("cnn", "inception"), quick=False, reference=True, out_dir="benchmarks/results",
+              log=print) -> dict:
+    dataset = load_dataset("mnist", data_dir)
+    if quick:  # a tenth of the data: same code paths, seconds scaled up to a full epoch
+        dataset.train_images, dataset.train_labels = dataset.train_images[:6000], dataset.train_labels[:6000]
+        dataset.test_images, dataset.test_labels = dataset.test_images[:1000], dataset.test_labels[:1000]
+    scale = 60000 / len(dataset.train_labels)
+    repeats = 3 if quick else 5
+    results = {"machine": platform.node(), "processor": platform.processor() or platform.machine(),
+               "torch": torch.__version__, "threads": torch.get_num_threads(), "device": "cpu",
+               "date": date.today().isoformat(), "quick": quick, "models": {}}
+    rows = []
+    for name in models:
+        config = build_config({"recipe": "lecture", "model": name})
+        entry = {"parameters": None}
+        for pipeline in ("cnnlab", "reference") if reference else ("cnnlab",):
+            torch.manual_seed(config.seed)
+            model = build_model(name, dataset.describe())
+            entry["parameters"] = count_parameters(model)
+            optimizer = build_optimizer(model, config)
+            seconds, accuracy = (_cnnlab_epoch(model, optimizer, dataset, config) if pipeline == "cnnlab"
+                                 else _reference_epoch(model, optimizer, dataset, config.seed))
+            entry[pipeline] = {"seconds_per_epoch": seconds * scale, "test_accuracy": accuracy,
+                               "train_images_per_s": len(dataset.train_labels) / seconds}
+            log(f"{name} {pipeline}: {seconds * scale:.2f} s/epoch (train + test), test accuracy {accuracy:.2f}%")
+        entry["inference_images_per_s"] = {str(b): _inference_rate(model, b, repeats) for b in (1, 1024)}
+        if reference:
+            entry["speedup"] = entry["reference"]["seconds_per_epoch"] / entry["cnnlab"]["seconds_per_epoch"]
+        results["models"][name] = entry
+        rows.append([name, f"{entry['parameters']:,}", f"{entry['cnnlab']['seconds_per_epoch']:.2f}",
+                     f"{entry['reference']['seconds_per_epoch']:.2f}" if reference else "-",
+                     f"{entry['speedup']:.2f}x" if reference else "-",
+                     f"{entry['cnnlab']['test_accuracy']:.2f}",
+                     f"{entry['reference']['test_accuracy']:.2f}" if reference else "-",
+                     f"{entry['cnnlab']['train_images_per_s']:,.0f}",
+                     _spread(entry["inference_images_per_s"]["1"]), _spread(entry["inference_images_per_s"]["1024"])])
+    results["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    table = format_table(["model", "params", "s/epoch cnnlab", "s/epoch reference", "speed-up", "acc % cnnlab",
+                          "acc % reference", "train img/s", "infer img/s b=1", "infer img/s b=1024"], rows)
+    results["table"] = table
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{results['machine']}-{results['date']}.json"
+    path.write_text(json.dumps(results, indent=2) + "\n")
+    log(f"\nLecture recipe, 1 epoch, {results['threads']} threads, torch {results['torch']}, "
+        f"peak RSS {results['peak_rss_mib']:.0f} MiB; inference: median (min-max) of {repeats}")
+    log(table)
+    log(f"written to {path}")
+    return results

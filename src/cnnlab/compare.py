@@ -1,0 +1,79 @@
+"""`cnnlab compare`: several models, the same budget and recipe, one leaderboard and one scatter plot."""
+import csv
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from cnnlab.data.batches import normalise
+from cnnlab.engine.checkpoint import CHECKPOINT, CONFIG, read_metrics
+from cnnlab.engine.config import build_config
+from cnnlab.engine.train import fit, load_trained
+from cnnlab.models import count_flops, count_parameters
+from cnnlab.tables import format_table
+
+
+def _finished(run_dir: Path, config) -> bool:
+    """A run that completed with the same model, dataset, recipe and epochs is reused, not re-trained."""
+    if not (run_dir / CHECKPOINT).exists() or not (run_dir / CONFIG).exists():
+        return False
+    saved = json.loads((run_dir / CONFIG).read_text())
+    same = all(saved.get(k) == getattr(config, k) for k in ("model", "epochs", "recipe", "seed", "batch_size", "lr"))
+    return same and (config.dataset is None or saved.get("dataset") == config.dataset) and \
+        len(read_metrics(run_dir)) == config.epochs
+
+
+def inference_rate(model, input_shape, batch_size=1024, seconds=0.5) -> float:
+    x = normalise(torch.randint(0, 256, (batch_size, *input_shape), dtype=torch.uint8), 0.1307, 0.3081)
+    with torch.inference_mode():
+        model(x)
+        n, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            model(x)
+            n += batch_size
+    return n / (time.perf_counter() - start)
+
+
+def compare(models, out_dir, log=print, **settings) -> list[dict]:
+    out_dir = Path(out_dir)
+    rows = []
+    for name in models:
+        config = build_config({**settings, "model": name, "out": str(out_dir / name), "overwrite": True})
+        run_dir = out_dir / name
+        if _finished(run_dir, config):
+            log(f"{name}: reusing the finished run in {run_dir}")
+        else:
+            fit(config, log=log)
+        model, payload = load_trained(run_dir)
+        shape = (payload["dataset"]["in_channels"], *payload["dataset"]["input_size"])
+        metrics = read_metrics(run_dir)
+        rows.append({"model": name, "parameters": count_parameters(model), "flops": count_flops(model, shape),
+                     "test_accuracy": metrics[-1]["test_accuracy"], "dataset": payload["dataset"]["name"],
+                     "train_seconds": round(sum(r["train_seconds"] for r in metrics), 2),
+                     "inference_images_per_s": round(inference_rate(model, shape))})
+    rows.sort(key=lambda r: -r["test_accuracy"])
+    with open(out_dir / "leaderboard.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    table = format_table(["model", "parameters", "FLOPs/image", "test accuracy %", "training s", "inference img/s"],
+                         [[r["model"], f"{r['parameters']:,}", f"{r['flops']:,}", f"{r['test_accuracy']:.2f}",
+                           f"{r['train_seconds']:.1f}", f"{r['inference_images_per_s']:,}"] for r in rows])
+    (out_dir / "leaderboard.md").write_text(table + "\n")
+    _scatter(rows, out_dir / "accuracy_vs_parameters.png")
+    log(table)
+    log(f"wrote {out_dir / 'leaderboard.md'}, leaderboard.csv and accuracy_vs_parameters.png")
+    return rows
+
+
+def _scatter(rows, path: Path) -> None:
+    from cnnlab.viz import plt, _save
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for r in rows:
+        ax.scatter(r["parameters"], r["test_accuracy"], s=40)
+        ax.annotate(r["model"], (r["parameters"], r["test_accuracy"]), textcoords="offset points", xytext=(5, 5))
+    ax.set(xscale="log", xlabel="parameters (log scale)", ylabel="test accuracy (%)",
+           title=f"Accuracy against parameters ({rows[0]['dataset']}, same budget)")
+    ax.grid(alpha=0.3, which="both")
+    _save(fig, path)

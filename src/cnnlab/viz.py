@@ -1,0 +1,165 @@
+"""Pictures of a run (matplotlib, PNG): curves, confusion, errors, filters, and feature maps stage by stage."""
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display needed
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+
+from cnnlab import CnnlabError  # noqa: E402
+from cnnlab.data.batches import normalise  # noqa: E402
+from cnnlab.data.datasets import load_dataset  # noqa: E402
+from cnnlab.engine.checkpoint import read_metrics  # noqa: E402
+from cnnlab.engine.train import evaluate, load_trained  # noqa: E402
+from cnnlab.models.local import LocallyConnected2d  # noqa: E402
+
+WHAT = ("curves", "confusion", "errors", "filters", "features")
+STAGE_TYPES = (torch.nn.Conv2d, LocallyConnected2d, torch.nn.MaxPool2d, torch.nn.AvgPool2d)
+
+
+def _save(fig, path: Path) -> Path:
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def curves(run_dirs, out: Path) -> Path:
+    """Training loss and test accuracy against epoch, one line per run."""
+    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(11, 4))
+    for run in run_dirs:
+        rows = read_metrics(run)
+        if not rows:
+            raise CnnlabError(f"{run}: no metrics.jsonl to plot (is it a run directory?)")
+        epochs = [r["epoch"] for r in rows]
+        line, = loss_ax.plot(epochs, [r["train_loss"] for r in rows], marker="o", label=f"{Path(run).name} train")
+        loss_ax.plot(epochs, [r["test_loss"] for r in rows], ls="--", color=line.get_color(), label=f"{Path(run).name} test")
+        acc_ax.plot(epochs, [r["test_accuracy"] for r in rows], marker="o", label=Path(run).name)
+    loss_ax.set(title="Loss (solid: training, dashed: test)", xlabel="epoch", ylabel="cross-entropy", yscale="log")
+    acc_ax.set(title="Test accuracy", xlabel="epoch", ylabel="accuracy (%)")
+    for ax in (loss_ax, acc_ax):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    return _save(fig, out)
+
+
+def _test_outputs(run, data_dir):
+    model, payload = load_trained(run)
+    info = payload["dataset"]
+    dataset = load_dataset(info["name"], data_dir)
+    return model, info, dataset
+
+
+def confusion(run, out: Path, data_dir=None) -> Path:
+    model, info, dataset = _test_outputs(run, data_dir)
+    result = evaluate(model, dataset.test_images, dataset.test_labels, info["mean"], info["std"], dataset.num_classes)
+    matrix = result["confusion"].numpy()
+    fig, ax = plt.subplots(figsize=(7.5, 6.5))
+    image = ax.imshow(matrix, cmap="Blues", norm=matplotlib.colors.LogNorm(vmin=1, vmax=max(matrix.max(), 2)))
+    for i in range(len(matrix)):
+        for j in range(len(matrix)):
+            if matrix[i, j]:
+                ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=8,
+                        color="white" if matrix[i, j] > matrix.max() / 4 else "black")
+    ax.set(xticks=range(len(matrix)), yticks=range(len(matrix)), xlabel="predicted", ylabel="true",
+           title=f"Confusion matrix: {result['correct']:,}/{result['total']:,} correct ({result['accuracy']:.2f}%)")
+    ax.set_xticklabels(dataset.classes, rotation=45 if len(dataset.classes[0]) > 2 else 0)
+    ax.set_yticklabels(dataset.classes)
+    fig.colorbar(image, ax=ax, label="images (log scale)")
+    return _save(fig, out)
+
+
+def errors(run, out: Path, data_dir=None, limit: int = 36) -> Path:
+    """A grid of misclassified test images with true and predicted label and the model's confidence."""
+    model, info, dataset = _test_outputs(run, data_dir)
+    with torch.inference_mode():
+        probabilities = model(normalise(dataset.test_images, info["mean"], info["std"])).softmax(1)
+    confidence, predicted = probabilities.max(1)
+    wrong = (predicted != dataset.test_labels).nonzero().flatten()[:limit]
+    if len(wrong) == 0:
+        raise CnnlabError(f"{run}: the model gets every test image right: no errors to show")
+    cols = min(6, len(wrong))
+    rows = math.ceil(len(wrong) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.9 * cols, 2.2 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, i in zip(axes.flat, wrong.tolist()):
+        ax.imshow(dataset.test_images[i, 0].numpy(), cmap="gray")
+        ax.set_title(f"#{i} true {dataset.classes[dataset.test_labels[i]]}\npred {dataset.classes[predicted[i]]} "
+                     f"({confidence[i]:.0%})", fontsize=8)
+    fig.suptitle(f"{len(wrong)} of {int((predicted != dataset.test_labels).sum())} misclassified test images")
+    return _save(fig, out)
+
+
+def filters(run, out: Path) -> Path:
+    """The first convolution's kernels, one small image per (output, input) channel pair."""
+    model, _ = load_trained(run)
+    conv = next((m for m in model.modules() if isinstance(m, torch.nn.Conv2d)), None)
+    if conv is None:
+        raise CnnlabError(f"{run}: model {type(model).__name__} has no convolution layer")
+    weight = conv.weight.detach()[:, 0]  # (O, k, k), first input channel
+    cols = min(10, len(weight))
+    rows = math.ceil(len(weight) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.4 * cols, 1.6 * rows + 0.6), squeeze=False)
+    limit = weight.abs().max().item()
+    for ax in axes.flat:
+        ax.axis("off")
+    for k, (ax, kernel) in enumerate(zip(axes.flat, weight)):
+        image = ax.imshow(kernel.numpy(), cmap="RdBu_r", vmin=-limit, vmax=limit)
+        ax.set_title(f"filter {k}", fontsize=8)
+    fig.colorbar(image, ax=axes, shrink=0.8, label="weight")
+    fig.suptitle(f"First convolution: {conv.out_channels} kernels of {conv.kernel_size[0]}x{conv.kernel_size[1]}")
+    return _save(fig, out)
+
+
+def features(run, out: Path, image_index: int = 0, data_dir=None, channels: int = 8) -> Path:
+    """One test image and its feature maps after every convolution and pooling stage, shapes in the titles."""
+    model, info, dataset = _test_outputs(run, data_dir)
+    if not 0 <= image_index < len(dataset.test_labels):
+        raise CnnlabError(f"--image must be between 0 and {len(dataset.test_labels) - 1}, got {image_index}")
+    stages = []
+    top = {m: n for n, m in model.named_children()}
+    hooks = [m.register_forward_hook(lambda m, i, o, name=name: stages.append((name, o[0])))
+             for m, name in top.items() if isinstance(m, STAGE_TYPES) or type(m).__name__.startswith("Inception")]
+    x = normalise(dataset.test_images[image_index:image_index + 1], info["mean"], info["std"])
+    with torch.inference_mode():
+        prediction = model(x).argmax(1).item()
+    for hook in hooks:
+        hook.remove()
+    if not stages:
+        raise CnnlabError(f"{run}: model {type(model).__name__} has no convolution or pooling stages to show")
+    fig, axes = plt.subplots(len(stages) + 1, channels, figsize=(1.5 * channels, 1.75 * (len(stages) + 1)), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    axes[0, 0].imshow(dataset.test_images[image_index, 0].numpy(), cmap="gray")
+    axes[0, 0].set_title(f"input {'x'.join(map(str, x.shape[1:]))}\ntrue {dataset.classes[dataset.test_labels[image_index]]}, "
+                         f"pred {dataset.classes[prediction]}", fontsize=8, loc="left")
+    for row, (name, maps) in enumerate(stages, start=1):
+        for c in range(min(channels, len(maps))):
+            axes[row, c].imshow(maps[c].numpy(), cmap="viridis")
+        axes[row, 0].set_title(f"{name} -> {'x'.join(map(str, maps.shape))}" + (f" (first {channels})" if len(maps) > channels else ""),
+                               fontsize=8, loc="left")
+    fig.suptitle(f"Feature extraction, stage by stage: test image #{image_index}")
+    return _save(fig, out)
+
+
+def draw(runs, what: str, out=None, data_dir=None, image_index: int = 0) -> Path:
+    """Dispatch for `cnnlab viz`: the picture is saved in the (first) run directory unless `out` is given."""
+    if what not in WHAT:
+        raise CnnlabError(f"unknown picture {what!r}; choose from {', '.join(WHAT)}")
+    run = Path(runs[0])
+    if not run.is_dir():
+        raise CnnlabError(f"run directory {run} does not exist")
+    out = Path(out) if out else run / (f"{what}-{image_index}.png" if what == "features" else f"{what}.png")
+    if what == "curves":
+        return curves(runs, out)
+    if len(runs) > 1:
+        raise CnnlabError(f"--what {what} takes one run directory, got {len(runs)}")
+    if what == "confusion":
+        return confusion(run, out, data_dir)
+    if what == "errors":
+        return errors(run, out, data_dir)
+    if what == "filters":
+        return filters(run, out)
+    return features(run, out, image_index, data_dir)
