@@ -27,12 +27,14 @@ def _train_args(p):
                       "(default: mnist when found or downloadable, else mnist-sample)")
     data.add_argument("--data-dir", metavar="DIR", help="folder holding the dataset's IDX files (default: $CNNLAB_DATA_DIR, "
                       "then the cache ~/.cache/cnnlab/<dataset>, then download)")
+    data.add_argument("--train-subset", type=int, metavar="K", help="train on K training images (seeded subset)")
     model = p.add_argument_group("Model")
     model.add_argument("--model", metavar="NAME", help="a name from `cnnlab models` (default: cnn)")
     model.add_argument("--width", type=int, metavar="W", help="base width for families that have one")
     opt = p.add_argument_group("Optimization")
-    opt.add_argument("--recipe", metavar="NAME", help="named defaults: lecture (SGD 0.01/0.5, batch 64, 9 epochs) "
-                     "or default (Adam 0.004 one-cycle, batch 128, 3 epochs) (default: default)")
+    opt.add_argument("--recipe", metavar="NAME", help="named defaults: lecture (SGD 0.01/0.5, batch 64, 9 epochs), "
+                     "default (Adam 0.004 one-cycle, batch 128, 3 epochs) or depth (SGD 0.1/0.9, batch 128, "
+                     "3 epochs) (default: default)")
     opt.add_argument("--epochs", type=int, metavar="N", help="(default: from the recipe)")
     opt.add_argument("--batch-size", type=int, metavar="B", help="(default: from the recipe)")
     opt.add_argument("--test-batch-size", type=int, metavar="B", help="(default: 1000)")
@@ -53,6 +55,12 @@ def _train_args(p):
     system.add_argument("--no-progress", dest="progress", action="store_const", const=False, help="no progress bar")
     system.add_argument("--config", metavar="FILE", help="TOML file of settings (flags override it)")
     system.add_argument("--print-config", action="store_true", help="print the resolved settings and exit")
+    system.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run exactly where it stopped")
+    system.add_argument("--checkpoint-every", type=int, metavar="N", help="also checkpoint every N steps")
+    system.add_argument("--deterministic", action="store_const", const=True,
+                        help="torch.use_deterministic_algorithms(True); slower on GPU, same on CPU")
+    system.add_argument("--trace-grad", action="store_const", const=True,
+                        help="record the first layer's gradient norm every step (grad_norms.json)")
     system.add_argument("--plot", action="store_true", help="write curves.png and confusion.png into the run at the end")
 
 
@@ -61,7 +69,13 @@ def cmd_train(args) -> int:
     import dataclasses
     from cnnlab.engine.config import build_config
     from cnnlab.engine.train import fit
-    flags = {k: v for k, v in vars(args).items() if k not in ("command", "handler", "debug", "config", "print_config", "plot")}
+    if args.resume:
+        from cnnlab.engine.train import resume_run
+        result = resume_run(args.resume, log=print)
+        print(f"Final test accuracy: {result['test_accuracy']:.2f}% on {result['dataset']} (run: {result['run_dir']})")
+        return 0
+    flags = {k: v for k, v in vars(args).items()
+             if k not in ("command", "handler", "debug", "config", "print_config", "plot", "resume")}
     config = build_config(flags, args.config)
     if args.print_config:
         print(json.dumps(dataclasses.asdict(config), indent=2))
@@ -109,6 +123,20 @@ def cmd_shape(args) -> int:
 def cmd_params(args) -> int:
     from cnnlab.inspect import params
     print(params(args.input, args.out_channels, args.kernel, args.stride, args.padding))
+    return 0
+
+
+def cmd_depth(args) -> int:
+    from cnnlab.depth import PRESETS, run_depth
+    settings = dict(PRESETS[args.preset]) if args.preset else {}
+    given = {"families": args.families and tuple(args.families.split(",")),
+             "depths": args.depths and tuple(int(d) for d in args.depths.split(",")),
+             "epochs": args.epochs, "train_subset": args.train_subset, "width": args.width}
+    settings.update({k: v for k, v in given.items() if v is not None})
+    settings.setdefault("families", ("plain", "resnet"))
+    settings.setdefault("depths", (8, 20, 56))
+    run_depth(seeds=tuple(int(s) for s in args.seeds.split(",")), out=args.out, dataset=args.dataset,
+              data_dir=args.data_dir, **settings)
     return 0
 
 
@@ -179,6 +207,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/compare", metavar="DIR", help="(default: runs/compare)")
     p.set_defaults(handler=cmd_compare)
 
+    p = sub.add_parser("depth", help="the degradation experiment: plain vs residual nets of growing depth")
+    p.add_argument("--preset", choices=["quick"], help="quick: 12,000 images, width 8, depths 8,20,56, 3 epochs")
+    p.add_argument("--families", metavar="A,B", help="plain and/or resnet (default: plain,resnet)")
+    p.add_argument("--depths", metavar="N,M", help="6n+2 depths (default: 8,20,56)")
+    p.add_argument("--epochs", type=int, metavar="E", help="(default: 3)")
+    p.add_argument("--train-subset", type=int, metavar="K", help="train on K images (default: all, or the preset's)")
+    p.add_argument("--width", type=int, metavar="W", help="base width w (default: 16, or the preset's)")
+    p.add_argument("--seeds", default="0", metavar="S1,S2", help="(default: 0)")
+    p.add_argument("--dataset", metavar="NAME")
+    p.add_argument("--data-dir", metavar="DIR")
+    p.add_argument("--out", default="runs/depth", metavar="DIR", help="(default: runs/depth)")
+    p.set_defaults(handler=cmd_depth)
+
     p = sub.add_parser("viz", help="pictures of a run: curves, confusion, errors, filters, features")
     p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directory (several for --what curves)")
     p.add_argument("--what", required=True, metavar="PICTURE", help="curves, confusion, errors, filters or features")
@@ -208,8 +249,8 @@ def main(argv=None) -> int:
     except CnnlabError as e:
         if args.debug:
             traceback.print_exc()
-        print(f"cnnlab {args.command}: error: {e}", file=sys.stderr)
-        return 1
+        print(f"cnnlab {args.command}: {'' if hasattr(e, 'exit_code') else 'error: '}{e}", file=sys.stderr)
+        return getattr(e, "exit_code", 1)
     except BrokenPipeError:  # output piped into head and the like
         return 0
     except KeyboardInterrupt:

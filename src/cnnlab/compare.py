@@ -1,27 +1,16 @@
 """`cnnlab compare`: several models, the same budget and recipe, one leaderboard and one scatter plot."""
 import csv
-import json
 import time
 from pathlib import Path
 
 import torch
 
 from cnnlab.data.batches import normalise
-from cnnlab.engine.checkpoint import CHECKPOINT, CONFIG, read_metrics
+from cnnlab.engine.checkpoint import is_finished, read_metrics
 from cnnlab.engine.config import build_config
 from cnnlab.engine.train import fit, load_trained
 from cnnlab.models import count_flops, count_parameters
 from cnnlab.tables import format_table
-
-
-def _finished(run_dir: Path, config) -> bool:
-    """A run that completed with the same model, dataset, recipe and epochs is reused, not re-trained."""
-    if not (run_dir / CHECKPOINT).exists() or not (run_dir / CONFIG).exists():
-        return False
-    saved = json.loads((run_dir / CONFIG).read_text())
-    same = all(saved.get(k) == getattr(config, k) for k in ("model", "epochs", "recipe", "seed", "batch_size", "lr"))
-    return same and (config.dataset is None or saved.get("dataset") == config.dataset) and \
-        len(read_metrics(run_dir)) == config.epochs
 
 
 def inference_rate(model, input_shape, batch_size=1024, seconds=0.5) -> float:
@@ -41,7 +30,7 @@ def compare(models, out_dir, log=print, **settings) -> list[dict]:
     for name in models:
         config = build_config({**settings, "model": name, "out": str(out_dir / name), "overwrite": True})
         run_dir = out_dir / name
-        if _finished(run_dir, config):
+        if is_finished(run_dir, config):
             log(f"{name}: reusing the finished run in {run_dir}")
         else:
             fit(config, log=log)

@@ -19,7 +19,7 @@ def epoch_order(n: int, seed: int, epoch: int, device="cpu") -> torch.Tensor:
 
 def iterate_batches(images, labels, batch_size: int, mean: float, std: float, order=None):
     """Yield (normalised images, labels) batches, in `order` when given; the last batch may be short."""
-    n = len(labels)
+    n = len(order) if order is not None else len(labels)
     for start in range(0, n, batch_size):
         index = order[start:start + batch_size] if order is not None else slice(start, start + batch_size)
         yield normalise(images[index], mean, std), labels[index]

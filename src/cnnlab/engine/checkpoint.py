@@ -4,7 +4,6 @@ import os
 import pickle
 import shutil
 import tempfile
-import zipfile
 from pathlib import Path
 
 import torch
@@ -12,7 +11,8 @@ import torch
 from cnnlab import CnnlabError
 
 FORMAT = "cnnlab-checkpoint/1"
-CHECKPOINT = "checkpoint.pt"
+CHECKPOINT = "checkpoint.pt"  # the last one
+BEST = "best.pt"  # by test accuracy
 METRICS = "metrics.jsonl"
 CONFIG = "config.json"
 
@@ -64,6 +64,16 @@ def read_metrics(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def is_finished(run_dir: Path, config) -> bool:
+    """True if `run_dir` holds a completed run of the same settings: sweeps reuse it instead of re-training."""
+    if not (run_dir / CHECKPOINT).exists() or not (run_dir / CONFIG).exists():
+        return False
+    saved = json.loads((run_dir / CONFIG).read_text())
+    keys = ("model", "epochs", "recipe", "seed", "batch_size", "lr", "width", "train_subset")
+    same = all(saved.get(k) == getattr(config, k) for k in keys)
+    return same and config.dataset in (None, saved.get("dataset")) and len(read_metrics(run_dir)) == config.epochs
+
+
 def save_checkpoint(path: Path, payload: dict) -> None:
     atomic_write(path, lambda f: torch.save({"format": FORMAT, **payload}, f))
 
@@ -81,8 +91,8 @@ def load_checkpoint(path) -> dict:
         first = str(e).strip().splitlines()[0] if str(e).strip() else "unsupported content"
         raise CnnlabError(f"{path}: refused: the file holds more than plain tensors and numbers, which could "
                           f"run code on load ({first[:160]})") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
-        raise CnnlabError(f"{path}: not a readable checkpoint (truncated or corrupt: {str(e).splitlines()[0][:160]})") from None
+    except Exception as e:  # a truncated or garbled file fails in many ways inside the unpickler
+        raise CnnlabError(f"{path}: not a readable checkpoint (truncated or corrupt: {(str(e).splitlines() or [type(e).__name__])[0][:160]})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CnnlabError(f"{path}: not a cnnlab checkpoint")
     return payload

@@ -16,6 +16,9 @@ RECIPES = {
     # Inception net (no BatchNorm) diverged to 10% accuracy in a 3-epoch run.
     "default": dict(optimizer="adam", lr=0.004, momentum=0.9, batch_size=128, epochs=3, schedule="onecycle",
                     weight_decay=0.0, label_smoothing=0.0),
+    # He et al.'s CIFAR recipe at a CPU budget, for the depth experiment (cnnlab depth).
+    "depth": dict(optimizer="sgd", lr=0.1, momentum=0.9, batch_size=128, epochs=3, schedule="constant",
+                  weight_decay=0.0, label_smoothing=0.0),
 }
 
 
@@ -24,6 +27,7 @@ class TrainConfig:
     model: str = "cnn"
     dataset: str | None = None      # None: mnist when found or downloadable, else mnist-sample
     data_dir: str | None = None
+    train_subset: int | None = None  # train on this many training images (a seeded, fixed subset)
     recipe: str = "default"         # see RECIPES
     epochs: int = 3
     batch_size: int = 128
@@ -42,6 +46,9 @@ class TrainConfig:
     out: str | None = None          # run directory; None: runs/<model>-<dataset>-<time>
     overwrite: bool = False
     progress: bool = True
+    checkpoint_every: int | None = None  # also checkpoint every N steps (default: each epoch end only)
+    deterministic: bool = False     # torch.use_deterministic_algorithms(True), cudnn.benchmark off
+    trace_grad: bool = False        # record the first layer's gradient norm at every step (grad_norms.json)
 
     def validate(self) -> "TrainConfig":
         checks = [
@@ -59,6 +66,8 @@ class TrainConfig:
             (self.device in ("auto", "cpu", "cuda", "mps"), f"unknown device {self.device!r}; choose auto, cpu, cuda or mps"),
             (self.threads is None or self.threads >= 1, f"--threads must be at least 1, got {self.threads}"),
             (self.width is None or self.width >= 1, f"--width must be at least 1, got {self.width}"),
+            (self.checkpoint_every is None or self.checkpoint_every >= 1, f"--checkpoint-every must be at least 1, got {self.checkpoint_every}"),
+            (self.train_subset is None or self.train_subset >= 1, f"--train-subset must be at least 1, got {self.train_subset}"),
         ]
         for ok, message in checks:
             if not ok:

@@ -4,10 +4,15 @@ Functions with explicit arguments, in the order they run: device, model, optimiz
 evaluation, then `fit`, which ties them together and reports through the `log` callable it is given.
 """
 import dataclasses
+import json
+import random
+import signal
+import threading
 import time
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
@@ -56,29 +61,64 @@ def build_scheduler(optimizer, config: TrainConfig, steps_per_epoch: int):
                                                steps_per_epoch=steps_per_epoch)
 
 
+def first_layer(model) -> torch.nn.Module:
+    return next(m for m in model.modules() if hasattr(m, "weight") and m.weight is not None and m.weight.dim() > 1)
+
+
+class TrainingInterrupted(CnnlabError):
+    """SIGINT or SIGTERM arrived; a checkpoint was saved. `exit_code` is 128 + the signal number."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
 def train_one_epoch(model, batches, optimizer, scheduler, label_smoothing=0.0, memory_format=torch.contiguous_format,
-                    progress=None) -> dict:
-    """One pass over `batches`; returns the mean training loss, seconds and images/s."""
+                    progress=None, grad_norms=None, state=None, on_step=None, stop=lambda: False) -> dict:
+    """One pass over `batches`; returns the mean training loss and accuracy (running, as the model
+    learns: the ResNet paper's training error), seconds and images/s.
+
+    `state` carries the sums of an epoch resumed part-way; `on_step(state)` is called after every step
+    (for step checkpoints); when `stop()` turns true the epoch ends early with state["complete"] False.
+    When `grad_norms` is a list, the first layer's gradient norm is appended to it at every step."""
     model.train()
-    start = time.perf_counter()
-    loss_sum = torch.zeros((), dtype=torch.float64)
-    seen = 0
+    state = dict(state or {"step": 0, "loss_sum": 0.0, "correct": 0, "seen": 0, "seconds": 0.0})
+    start = time.perf_counter() - state["seconds"]
+    loss_sum = torch.tensor(state["loss_sum"], dtype=torch.float64)
+    correct = torch.tensor(state["correct"], dtype=torch.int64)
+    watched = first_layer(model) if grad_norms is not None else None
+    state["complete"] = True
     for images, labels in batches:
         images = images.contiguous(memory_format=memory_format)
         optimizer.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(model(images), labels, label_smoothing=label_smoothing)
+        output = model(images)
+        loss = F.cross_entropy(output, labels, label_smoothing=label_smoothing)
+        if not torch.isfinite(loss):  # before the update, so the weights and the last checkpoint stay good
+            raise CnnlabError(f"training stopped: loss became {loss.item()} at step {state['step'] + 1} of the epoch "
+                              f"(learning rate {optimizer.param_groups[0]['lr']:.3g}); the last checkpoint is intact. "
+                              "Try a lower --lr, or --optimizer adam")
         loss.backward()
+        if watched is not None:
+            grad_norms.append(watched.weight.grad.norm().item())
         optimizer.step()
         if scheduler is not None:
             scheduler.step()
         loss_sum += loss.detach().double().cpu() * len(labels)
-        seen += len(labels)
+        correct += (output.detach().argmax(1) == labels).sum().cpu()
+        state.update(step=state["step"] + 1, seen=state["seen"] + len(labels), loss_sum=loss_sum.item(),
+                     correct=correct.item(), seconds=time.perf_counter() - start)
         if progress is not None:
             progress.update(1)
             if progress.n % 20 == 0:
-                progress.set_postfix(loss=f"{loss.item():.4f}", img_s=f"{seen / (time.perf_counter() - start):,.0f}")
-    seconds = time.perf_counter() - start
-    return {"train_loss": loss_sum.item() / max(seen, 1), "train_seconds": seconds, "images_per_s": seen / seconds}
+                progress.set_postfix(loss=f"{loss.item():.4f}", img_s=f"{state['seen'] / state['seconds']:,.0f}")
+        if on_step is not None:
+            on_step(state)
+        if stop():
+            state["complete"] = False
+            break
+    seen = max(state["seen"], 1)
+    return {**state, "train_loss": state["loss_sum"] / seen, "train_accuracy": 100.0 * state["correct"] / seen,
+            "train_seconds": state["seconds"], "images_per_s": state["seen"] / max(state["seconds"], 1e-9)}
 
 
 @torch.inference_mode()
@@ -103,20 +143,74 @@ def default_run_dir(config: TrainConfig, dataset_name: str) -> Path:
     return Path("runs") / f"{config.model}-{dataset_name}-{datetime.now():%Y%m%d-%H%M%S}"
 
 
-def fit(config: TrainConfig, log=print, dataset: ImageDataset | None = None) -> dict:
-    """Train `config.model` as configured; write config, metrics and checkpoint; return the summary."""
+def _rng_state() -> dict:
+    """Every generator's state, as tensors and numbers only (weights_only loading allows nothing else)."""
+    version, words, gauss = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"torch": torch.get_rng_state(), "python": [version, list(words), gauss],
+             "numpy": [torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached]}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    version, words, gauss = state["python"]
+    random.setstate((version, tuple(words), gauss))
+    keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state(("MT19937", keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class _StopOnSignal:
+    """SIGINT/SIGTERM set a flag that the loop reads after each step, so a checkpoint can be written."""
+
+    def __init__(self):
+        self.signal = None
+
+    def __enter__(self):
+        self.previous = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.signal is not None:  # a second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        self.signal = signum
+
+    def __exit__(self, *exc):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+
+def fit(config: TrainConfig, log=print, dataset: ImageDataset | None = None, resume: dict | None = None) -> dict:
+    """Train `config.model` as configured; write config, metrics and checkpoints; return the summary.
+
+    With `resume` (a checkpoint of this run) training continues exactly where that checkpoint was taken."""
     if config.threads:
         torch.set_num_threads(config.threads)
+    if config.deterministic:
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
     device = select_device(config.device)
     if dataset is None:
         dataset, notice = load_training_dataset(config.dataset, config.data_dir)
         if notice:
             log(notice)
+    if config.train_subset is not None and config.train_subset < len(dataset.train_labels):
+        keep = torch.randperm(len(dataset.train_labels), generator=torch.Generator().manual_seed(config.seed))
+        keep = keep[:config.train_subset].sort().values
+        dataset.train_images, dataset.train_labels = dataset.train_images[keep], dataset.train_labels[keep]
     dataset.to(device)
     data_info = dataset.describe()
     config = dataclasses.replace(config, dataset=dataset.name)
-    run_dir = ckpt.prepare_run_dir(Path(config.out) if config.out else default_run_dir(config, dataset.name),
-                                   config.overwrite)
+    run_dir = Path(config.out) if config.out else default_run_dir(config, dataset.name)
+    if resume is None:
+        ckpt.prepare_run_dir(run_dir, config.overwrite)
 
     torch.manual_seed(config.seed)
     model = build_model(config.model, data_info, config.width)
@@ -125,37 +219,86 @@ def fit(config: TrainConfig, log=print, dataset: ImageDataset | None = None) -> 
     steps_per_epoch = -(-len(dataset.train_labels) // config.batch_size)
     optimizer = build_optimizer(model, config)
     scheduler = build_scheduler(optimizer, config, steps_per_epoch)
-    ckpt.write_json(run_dir / ckpt.CONFIG, {**dataclasses.asdict(config), "device": str(device),
-                                            "torch": torch.__version__, "threads": torch.get_num_threads()})
-    log(f"Training {config.model} ({count_parameters(model):,} parameters) on {dataset.name} "
-        f"({len(dataset.train_labels):,} train / {len(dataset.test_labels):,} test images), recipe {config.recipe}, "
-        f"device {device}, run directory {run_dir}")
+    history, grad_norms, epoch_state, first_epoch = [], [] if config.trace_grad else None, None, 1
+    if resume is not None:
+        model.load_state_dict(resume["state_dict"])
+        optimizer.load_state_dict(resume["optimizer"])
+        if scheduler is not None:
+            scheduler.load_state_dict(resume["scheduler"])
+        _set_rng_state(resume["rng"])
+        history, epoch_state = list(resume["metrics"]), resume.get("epoch_state")
+        first_epoch = resume["epoch"] + 1
+        if grad_norms is not None:
+            grad_norms = list(resume.get("grad_norms") or [])
+        # metrics.jsonl may hold a row written after this checkpoint was taken: rewrite it from the checkpoint
+        ckpt.atomic_write(run_dir / ckpt.METRICS, lambda f: f.write("".join(json.dumps(r) + "\n" for r in history).encode()))
+    else:
+        ckpt.write_json(run_dir / ckpt.CONFIG, {**dataclasses.asdict(config), "device": str(device),
+                                                "torch": torch.__version__, "threads": torch.get_num_threads()})
+    log(f"{'Resuming' if resume else 'Training'} {config.model} ({count_parameters(model):,} parameters) on "
+        f"{dataset.name} ({len(dataset.train_labels):,} train / {len(dataset.test_labels):,} test images), "
+        f"recipe {config.recipe}, device {device}, run directory {run_dir}"
+        + (f", from epoch {first_epoch} step {(epoch_state or {}).get('step', 0)}" if resume else ""))
 
-    history = []
-    for epoch in range(1, config.epochs + 1):
-        order = epoch_order(len(dataset.train_labels), config.seed, epoch, device)
-        batches = iterate_batches(dataset.train_images, dataset.train_labels, config.batch_size,
-                                  dataset.mean, dataset.std, order)
-        with tqdm(total=steps_per_epoch, desc=f"epoch {epoch}/{config.epochs}", unit="batch", leave=False,
-                  disable=not config.progress, dynamic_ncols=True) as bar:
-            train = train_one_epoch(model, batches, optimizer, scheduler, config.label_smoothing, memory_format, bar)
-        test_start = time.perf_counter()
-        test = evaluate(model, dataset.test_images, dataset.test_labels, dataset.mean, dataset.std,
-                        dataset.num_classes, config.test_batch_size, memory_format)
-        row = {"epoch": epoch, "train_loss": round(train["train_loss"], 6), "test_loss": round(test["loss"], 6),
-               "test_accuracy": test["accuracy"], "seconds": round(train["train_seconds"] + time.perf_counter() - test_start, 3),
-               "train_seconds": round(train["train_seconds"], 3), "images_per_s": round(train["images_per_s"], 1)}
-        history.append(row)
-        log(f"Epoch {epoch}: train loss {row['train_loss']:.4f}, {row['seconds']:.2f} s, {row['images_per_s']:,.0f} img/s")
-        log(test_line(test["loss"], test["correct"], test["total"]))
-        ckpt.append_metrics(run_dir, row)
-        ckpt.save_checkpoint(run_dir / ckpt.CHECKPOINT, {
+    def checkpoint(epoch_done: int, state=None, name=ckpt.CHECKPOINT):
+        ckpt.save_checkpoint(run_dir / name, {
             "model": {"name": config.model, "width": config.width}, "dataset": data_info,
             "config": dataclasses.asdict(config), "state_dict": model.state_dict(),
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict() if scheduler else None,
-            "epoch": epoch, "metrics": history})
+            "epoch": epoch_done, "epoch_state": state, "metrics": history, "rng": _rng_state(),
+            "grad_norms": grad_norms})
+
+    def on_step(state):
+        if config.checkpoint_every and state["step"] % config.checkpoint_every == 0:
+            checkpoint(epoch - 1, state)
+
+    with _StopOnSignal() as stopper:
+        for epoch in range(first_epoch, config.epochs + 1):
+            skip = epoch_state["step"] if epoch_state else 0
+            order = epoch_order(len(dataset.train_labels), config.seed, epoch, device)[skip * config.batch_size:]
+            batches = iterate_batches(dataset.train_images, dataset.train_labels, config.batch_size,
+                                      dataset.mean, dataset.std, order)
+            with tqdm(total=steps_per_epoch, initial=skip, desc=f"epoch {epoch}/{config.epochs}", unit="batch",
+                      leave=False, disable=not config.progress, dynamic_ncols=True) as bar:
+                train = train_one_epoch(model, batches, optimizer, scheduler, config.label_smoothing, memory_format,
+                                        bar, grad_norms, epoch_state, on_step, lambda: stopper.signal is not None)
+            epoch_state = None
+            if not train["complete"]:
+                checkpoint(epoch - 1, {k: train[k] for k in ("step", "loss_sum", "correct", "seen", "seconds")})
+                name = signal.Signals(stopper.signal).name
+                raise TrainingInterrupted(f"{name}: stopped at epoch {epoch} step {train['step']}, checkpoint saved; "
+                                          f"resume with: cnnlab train --resume {run_dir}", 128 + stopper.signal)
+            test_start = time.perf_counter()
+            test = evaluate(model, dataset.test_images, dataset.test_labels, dataset.mean, dataset.std,
+                            dataset.num_classes, config.test_batch_size, memory_format)
+            row = {"epoch": epoch, "train_loss": round(train["train_loss"], 6),
+                   "train_accuracy": train["train_accuracy"], "test_loss": round(test["loss"], 6),
+                   "test_accuracy": test["accuracy"],
+                   "seconds": round(train["train_seconds"] + time.perf_counter() - test_start, 3),
+                   "train_seconds": round(train["train_seconds"], 3), "images_per_s": round(train["images_per_s"], 1)}
+            history.append(row)
+            log(f"Epoch {epoch}: train loss {row['train_loss']:.4f}, {row['seconds']:.2f} s, "
+                f"{row['images_per_s']:,.0f} img/s")
+            log(test_line(test["loss"], test["correct"], test["total"]))
+            checkpoint(epoch)
+            if row["test_accuracy"] >= max(r["test_accuracy"] for r in history):
+                checkpoint(epoch, name=ckpt.BEST)
+            ckpt.append_metrics(run_dir, row)
+            if grad_norms is not None:
+                ckpt.write_json(run_dir / "grad_norms.json", {"steps_per_epoch": steps_per_epoch, "grad_norms": grad_norms})
     return {"run_dir": str(run_dir), "dataset": dataset.name, "parameters": count_parameters(model),
             "history": history, "test_accuracy": history[-1]["test_accuracy"]}
+
+
+def resume_run(run_dir, log=print) -> dict:
+    """Continue the run in `run_dir` from its last checkpoint, with the settings it was started with."""
+    payload = ckpt.load_checkpoint(run_dir)
+    if payload.get("rng") is None:
+        raise CnnlabError(f"{run_dir}: checkpoint has no training state to resume from")
+    config = TrainConfig(**{**payload["config"], "out": str(run_dir)})
+    if payload["epoch"] >= config.epochs and not payload.get("epoch_state"):
+        raise CnnlabError(f"{run_dir}: the run already finished its {config.epochs} epochs")
+    return fit(config, log=log, resume=payload)
 
 
 def load_trained(run_or_file) -> tuple[torch.nn.Module, dict]:

@@ -33,4 +33,9 @@ def create_model(name: str, **kwargs):
         close = difflib.get_close_matches(name, _entrypoints, n=3)
         hint = f" (did you mean {', '.join(close)}?)" if close else f"; choose from {', '.join(list_models())}"
         raise CnnlabError(f"unknown model {name!r}{hint}")
-    return _entrypoints[name](**{k: v for k, v in kwargs.items() if v is not None})
+    try:
+        return _entrypoints[name](**{k: v for k, v in kwargs.items() if v is not None})
+    except TypeError as e:
+        if "unexpected keyword argument" not in str(e):
+            raise
+        raise CnnlabError(f"model {name!r} does not take {str(e).split('argument')[-1].strip()}") from None

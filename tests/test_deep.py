@@ -1,0 +1,71 @@
+"""Plain and residual CIFAR-layout nets, DenseNet-BC, and the depth experiment end to end."""
+import pytest
+import torch
+
+from cnnlab.cli import main
+from cnnlab.models import count_parameters, create_model
+
+
+def test_resnet_20_parameters_match_the_paper():
+    # He et al. 2015, Table 6: 0.27M for ResNet-20 on CIFAR-10 (3 channels)
+    assert count_parameters(create_model("resnet-20", in_channels=3, input_size=(32, 32))) == 269_722
+    assert count_parameters(create_model("resnet-20")) == 269_434  # 1 channel: 16 x 9 fewer stem weights
+
+
+@pytest.mark.parametrize("depth", [8, 20, 56])
+def test_plain_and_resnet_share_their_conv_layers(depth):
+    plain, res = create_model(f"plain-{depth}"), create_model(f"resnet-{depth}")
+    shapes = lambda m: [(n, tuple(p.shape)) for n, p in m.named_parameters()]
+    assert shapes(plain) == shapes(res)
+    convs = [m for m in res.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) + 1 == depth  # 6n + 1 convolutions and the final linear layer
+
+
+def test_shortcut_is_the_only_difference():
+    torch.manual_seed(0)
+    plain = create_model("plain-8").eval()
+    res = create_model("resnet-8").eval()
+    res.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 1, 28, 28)
+    assert not torch.allclose(plain(x), res(x))
+    for block in res.modules():
+        if hasattr(block, "shortcut"):
+            block.shortcut = False
+    assert torch.allclose(plain(x), res(x))
+
+
+@pytest.mark.parametrize("name", ["plain-56", "resnet-56", "densenet-bc-40-12"])
+def test_gradient_reaches_the_first_layer(name):
+    torch.manual_seed(0)
+    model = create_model(name)
+    torch.nn.functional.cross_entropy(model(torch.randn(8, 1, 28, 28)), torch.arange(8)).backward()
+    first = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    assert first.weight.grad.norm() > 0
+
+
+def test_width_and_bad_depths():
+    assert create_model("resnet-20", width=8).fc.in_features == 32
+    with pytest.raises(ValueError, match="6n \\+ 2"):
+        from cnnlab.models.resnet import CifarResNet
+        CifarResNet(depth=21)
+    assert main(["train", "--model", "cnn", "--width", "8", "--dataset", "mnist-sample", "--epochs", "1"]) == 1
+
+
+def test_densenet_bc_layout():
+    model = create_model("densenet-bc-40-12")
+    # 2k = 24 stem channels, 6 layers per block of growth 12, compression 0.5 at two transitions
+    assert model.fc.in_features == ((24 + 72) // 2 + 72) // 2 + 72
+    assert model(torch.zeros(2, 3, 32, 32)[:, :1]).shape == (2, 10)
+
+
+def test_depth_sweep_writes_tables_and_figures_and_resumes(tmp_path, capsys):
+    argv = ["depth", "--depths", "8,14", "--epochs", "2", "--train-subset", "600", "--width", "4",
+            "--dataset", "mnist-sample", "--seeds", "0,1", "--out", str(tmp_path)]
+    assert main(argv) == 0
+    lines = (tmp_path / "depth_table.csv").read_text().splitlines()
+    assert lines[0] == "family,depth,parameters,final_train_loss,train_error,test_error,seconds" and len(lines) == 5
+    for picture in ("depth_curves.png", "depth_loss.png", "depth_gradients.png"):
+        assert (tmp_path / picture).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    capsys.readouterr()
+    assert main(argv) == 0
+    assert capsys.readouterr().out.count("finished earlier, kept") == 8
