@@ -59,9 +59,29 @@ def _train_args(p):
     system.add_argument("--checkpoint-every", type=int, metavar="N", help="also checkpoint every N steps")
     system.add_argument("--deterministic", action="store_const", const=True,
                         help="torch.use_deterministic_algorithms(True); slower on GPU, same on CPU")
+    system.add_argument("--nproc", type=int, metavar="N", help="train with N DDP processes on this machine (torchrun)")
+    system.add_argument("--sync-bn", action="store_const", const=True, help="under DDP: SyncBatchNorm")
     system.add_argument("--trace-grad", action="store_const", const=True,
                         help="record the first layer's gradient norm every step (grad_norms.json)")
     system.add_argument("--plot", action="store_true", help="write curves.png and confusion.png into the run at the end")
+
+
+def _without_option(argv: list[str], name: str) -> list[str]:
+    """argv without `name VALUE` / `name=VALUE`."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == name:
+            skip = True
+        elif not arg.startswith(name + "="):
+            out.append(arg)
+    return out
+
+
+def _report(result: dict) -> None:
+    if result["is_main"]:
+        print(f"Final test accuracy: {result['test_accuracy']:.2f}% on {result['dataset']} (run: {result['run_dir']})")
 
 
 def cmd_train(args) -> int:
@@ -69,20 +89,28 @@ def cmd_train(args) -> int:
     import dataclasses
     from cnnlab.engine.config import build_config
     from cnnlab.engine.train import fit
+    if args.nproc:
+        from cnnlab.engine.distributed import launch
+        if args.nproc < 1:
+            raise CnnlabError(f"--nproc must be at least 1, got {args.nproc}")
+        return launch(args.nproc, _without_option(args.argv, "--nproc"))
     if args.resume:
         from cnnlab.engine.train import resume_run
-        result = resume_run(args.resume, log=print)
-        print(f"Final test accuracy: {result['test_accuracy']:.2f}% on {result['dataset']} (run: {result['run_dir']})")
+        _report(resume_run(args.resume, log=print))
         return 0
     flags = {k: v for k, v in vars(args).items()
-             if k not in ("command", "handler", "debug", "config", "print_config", "plot", "resume")}
+             if k not in ("command", "handler", "debug", "config", "print_config", "plot", "resume", "nproc", "argv")}
     config = build_config(flags, args.config)
     if args.print_config:
         print(json.dumps(dataclasses.asdict(config), indent=2))
         return 0
-    result = fit(config, log=print)
-    print(f"Final test accuracy: {result['test_accuracy']:.2f}% on {result['dataset']} (run: {result['run_dir']})")
-    if args.plot:
+    try:
+        result = fit(config, log=print)
+    finally:
+        from cnnlab.engine.distributed import shutdown
+        shutdown()
+    _report(result)
+    if args.plot and result["is_main"]:
         from cnnlab.viz import draw
         for what in ("curves", "confusion"):
             print(f"wrote {draw([result['run_dir']], what, data_dir=config.data_dir)}")
@@ -241,6 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     if args.command is None:
         parser.print_help()
         return 2

@@ -17,9 +17,22 @@ def epoch_order(n: int, seed: int, epoch: int, device="cpu") -> torch.Tensor:
     return torch.randperm(n, generator=generator).to(device)
 
 
-def iterate_batches(images, labels, batch_size: int, mean: float, std: float, order=None):
-    """Yield (normalised images, labels) batches, in `order` when given; the last batch may be short."""
+def iterate_batches(images, labels, batch_size: int, mean: float, std: float, order=None, rank=0, world=1):
+    """Yield (normalised images, labels) batches, in `order` when given; the last batch may be short.
+
+    With `world` > 1 (DDP), each global batch of `batch_size` is split across the ranks, rank r taking
+    every world-th sample; a last global batch smaller than `world` is dropped, so that every rank takes
+    the same number of steps."""
     n = len(order) if order is not None else len(labels)
     for start in range(0, n, batch_size):
         index = order[start:start + batch_size] if order is not None else slice(start, start + batch_size)
+        if world > 1:
+            if min(batch_size, n - start) < world:
+                break
+            index = index[rank::world]
         yield normalise(images[index], mean, std), labels[index]
+
+
+def steps_per_epoch(n: int, batch_size: int, world: int = 1) -> int:
+    steps = -(-n // batch_size)
+    return steps - 1 if world > 1 and n % batch_size and n % batch_size < world else steps

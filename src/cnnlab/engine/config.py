@@ -48,6 +48,7 @@ class TrainConfig:
     progress: bool = True
     checkpoint_every: int | None = None  # also checkpoint every N steps (default: each epoch end only)
     deterministic: bool = False     # torch.use_deterministic_algorithms(True), cudnn.benchmark off
+    sync_bn: bool = False           # under DDP: BatchNorm statistics over the global batch
     trace_grad: bool = False        # record the first layer's gradient norm at every step (grad_norms.json)
 
     def validate(self) -> "TrainConfig":

@@ -4,6 +4,7 @@ Functions with explicit arguments, in the order they run: device, model, optimiz
 evaluation, then `fit`, which ties them together and reports through the `log` callable it is given.
 """
 import dataclasses
+import hashlib
 import json
 import random
 import signal
@@ -18,10 +19,11 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from cnnlab import CnnlabError
-from cnnlab.data.batches import epoch_order, iterate_batches
+from cnnlab.data.batches import epoch_order, iterate_batches, steps_per_epoch as count_steps
 from cnnlab.data.datasets import ImageDataset, load_training_dataset
 from cnnlab.engine import checkpoint as ckpt
 from cnnlab.engine.config import TrainConfig
+from cnnlab.engine.distributed import DistContext, init_distributed
 from cnnlab.engine.metrics import confusion_matrix, test_line
 from cnnlab.models import count_parameters, create_model
 
@@ -123,20 +125,25 @@ def train_one_epoch(model, batches, optimizer, scheduler, label_smoothing=0.0, m
 
 @torch.inference_mode()
 def evaluate(model, images, labels, mean, std, num_classes, batch_size=1000,
-             memory_format=torch.contiguous_format) -> dict:
-    """Summed loss over the whole set divided by its size (exact with a short last batch)."""
+             memory_format=torch.contiguous_format, dist_context=DistContext()) -> dict:
+    """Summed loss over the whole set divided by its size (exact with a short last batch).
+
+    Under DDP each rank evaluates every world-th image and the sums are all-reduced: every image is
+    counted once, however the set divides."""
     model.eval()
+    images, labels = images[dist_context.rank::dist_context.world], labels[dist_context.rank::dist_context.world]
     loss_sum, predictions = 0.0, []
     for x, y in iterate_batches(images, labels, batch_size, mean, std):
         output = model(x.contiguous(memory_format=memory_format))
         loss_sum += F.cross_entropy(output, y, reduction="sum").item()
         predictions.append(output.argmax(1))
     predictions = torch.cat(predictions) if predictions else labels.new_zeros(0)
-    correct = int((predictions == labels).sum())
-    total = len(labels)
-    return {"loss": loss_sum / max(total, 1), "correct": correct, "total": total,
+    local_total = len(labels)
+    loss_sum, correct, total = dist_context.sum(loss_sum, float((predictions == labels).sum()), float(local_total))
+    correct, total = int(correct), int(total)
+    return {"loss": loss_sum / max(total, 1), "correct": correct, "total": total, "local_total": local_total,
             "accuracy": 100.0 * correct / max(total, 1),
-            "confusion": confusion_matrix(labels, predictions, num_classes)}
+            "confusion": dist_context.sum_tensor(confusion_matrix(labels, predictions, num_classes))}
 
 
 def default_run_dir(config: TrainConfig, dataset_name: str) -> Path:
@@ -197,6 +204,14 @@ def fit(config: TrainConfig, log=print, dataset: ImageDataset | None = None, res
         torch.use_deterministic_algorithms(True)
         torch.backends.cudnn.benchmark = False
     device = select_device(config.device)
+    ctx = init_distributed(device.type)
+    if ctx.world > 1:
+        if device.type == "cuda":
+            device = torch.device("cuda", ctx.local_rank)
+        if not ctx.is_main:  # only rank 0 prints, writes metrics and checkpoints
+            log, config = (lambda *_: None), dataclasses.replace(config, progress=False)
+        if config.batch_size < ctx.world:
+            raise CnnlabError(f"--batch-size {config.batch_size} is smaller than the {ctx.world} processes sharing it")
     if dataset is None:
         dataset, notice = load_training_dataset(config.dataset, config.data_dir)
         if notice:
@@ -209,14 +224,17 @@ def fit(config: TrainConfig, log=print, dataset: ImageDataset | None = None, res
     data_info = dataset.describe()
     config = dataclasses.replace(config, dataset=dataset.name)
     run_dir = Path(config.out) if config.out else default_run_dir(config, dataset.name)
-    if resume is None:
+    if resume is None and ctx.is_main:
         ckpt.prepare_run_dir(run_dir, config.overwrite)
+    ctx.barrier()
 
-    torch.manual_seed(config.seed)
+    torch.manual_seed(config.seed)  # the same initial weights on every rank
     model = build_model(config.model, data_info, config.width)
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+    if ctx.world > 1 and config.sync_bn:
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model.to(device=device, memory_format=memory_format)
-    steps_per_epoch = -(-len(dataset.train_labels) // config.batch_size)
+    steps_per_epoch = count_steps(len(dataset.train_labels), config.batch_size, ctx.world)
     optimizer = build_optimizer(model, config)
     scheduler = build_scheduler(optimizer, config, steps_per_epoch)
     history, grad_norms, epoch_state, first_epoch = [], [] if config.trace_grad else None, None, 1
@@ -230,17 +248,22 @@ def fit(config: TrainConfig, log=print, dataset: ImageDataset | None = None, res
         first_epoch = resume["epoch"] + 1
         if grad_norms is not None:
             grad_norms = list(resume.get("grad_norms") or [])
-        # metrics.jsonl may hold a row written after this checkpoint was taken: rewrite it from the checkpoint
-        ckpt.atomic_write(run_dir / ckpt.METRICS, lambda f: f.write("".join(json.dumps(r) + "\n" for r in history).encode()))
-    else:
+        if ctx.is_main:  # metrics.jsonl may hold a row written after this checkpoint: rewrite it from the checkpoint
+            ckpt.atomic_write(run_dir / ckpt.METRICS, lambda f: f.write("".join(json.dumps(r) + "\n" for r in history).encode()))
+    elif ctx.is_main:
         ckpt.write_json(run_dir / ckpt.CONFIG, {**dataclasses.asdict(config), "device": str(device),
                                                 "torch": torch.__version__, "threads": torch.get_num_threads()})
     log(f"{'Resuming' if resume else 'Training'} {config.model} ({count_parameters(model):,} parameters) on "
         f"{dataset.name} ({len(dataset.train_labels):,} train / {len(dataset.test_labels):,} test images), "
         f"recipe {config.recipe}, device {device}, run directory {run_dir}"
+        + (f", {ctx.world} processes of {config.batch_size // ctx.world}+ images per step" if ctx.world > 1 else "")
         + (f", from epoch {first_epoch} step {(epoch_state or {}).get('step', 0)}" if resume else ""))
 
+    trained = torch.nn.parallel.DistributedDataParallel(model) if ctx.world > 1 else model
+
     def checkpoint(epoch_done: int, state=None, name=ckpt.CHECKPOINT):
+        if not ctx.is_main:
+            return
         ckpt.save_checkpoint(run_dir / name, {
             "model": {"name": config.model, "width": config.width}, "dataset": data_info,
             "config": dataclasses.asdict(config), "state_dict": model.state_dict(),
@@ -257,20 +280,25 @@ def fit(config: TrainConfig, log=print, dataset: ImageDataset | None = None, res
             skip = epoch_state["step"] if epoch_state else 0
             order = epoch_order(len(dataset.train_labels), config.seed, epoch, device)[skip * config.batch_size:]
             batches = iterate_batches(dataset.train_images, dataset.train_labels, config.batch_size,
-                                      dataset.mean, dataset.std, order)
+                                      dataset.mean, dataset.std, order, ctx.rank, ctx.world)
             with tqdm(total=steps_per_epoch, initial=skip, desc=f"epoch {epoch}/{config.epochs}", unit="batch",
                       leave=False, disable=not config.progress, dynamic_ncols=True) as bar:
-                train = train_one_epoch(model, batches, optimizer, scheduler, config.label_smoothing, memory_format,
-                                        bar, grad_norms, epoch_state, on_step, lambda: stopper.signal is not None)
+                train = train_one_epoch(trained, batches, optimizer, scheduler, config.label_smoothing, memory_format,
+                                        bar, grad_norms, epoch_state, on_step,
+                                        lambda: ctx.any(stopper.signal is not None))  # all ranks stop at one step
             epoch_state = None
+            if ctx.world > 1:  # the epoch's loss and accuracy over all ranks' shards
+                loss_sum, correct, seen = ctx.sum(train["loss_sum"], train["correct"], train["seen"])
+                train.update(train_loss=loss_sum / seen, train_accuracy=100.0 * correct / seen,
+                             images_per_s=seen / train["train_seconds"], loss_sum=loss_sum, correct=correct, seen=seen)
             if not train["complete"]:
                 checkpoint(epoch - 1, {k: train[k] for k in ("step", "loss_sum", "correct", "seen", "seconds")})
-                name = signal.Signals(stopper.signal).name
-                raise TrainingInterrupted(f"{name}: stopped at epoch {epoch} step {train['step']}, checkpoint saved; "
-                                          f"resume with: cnnlab train --resume {run_dir}", 128 + stopper.signal)
+                number = stopper.signal or signal.SIGTERM  # a rank that got no signal itself stops with the others
+                raise TrainingInterrupted(f"{signal.Signals(number).name}: stopped at epoch {epoch} step {train['step']}, "
+                                          f"checkpoint saved; resume with: cnnlab train --resume {run_dir}", 128 + number)
             test_start = time.perf_counter()
             test = evaluate(model, dataset.test_images, dataset.test_labels, dataset.mean, dataset.std,
-                            dataset.num_classes, config.test_batch_size, memory_format)
+                            dataset.num_classes, config.test_batch_size, memory_format, ctx)
             row = {"epoch": epoch, "train_loss": round(train["train_loss"], 6),
                    "train_accuracy": train["train_accuracy"], "test_loss": round(test["loss"], 6),
                    "test_accuracy": test["accuracy"],
@@ -283,11 +311,20 @@ def fit(config: TrainConfig, log=print, dataset: ImageDataset | None = None, res
             checkpoint(epoch)
             if row["test_accuracy"] >= max(r["test_accuracy"] for r in history):
                 checkpoint(epoch, name=ckpt.BEST)
-            ckpt.append_metrics(run_dir, row)
-            if grad_norms is not None:
+            if ctx.is_main:
+                ckpt.append_metrics(run_dir, row)
+            if grad_norms is not None and ctx.is_main:
                 ckpt.write_json(run_dir / "grad_norms.json", {"steps_per_epoch": steps_per_epoch, "grad_norms": grad_norms})
+    if ctx.world > 1:  # DDP keeps replicas equal; check it, and that every test image was counted once
+        digests = ctx.gather(hashlib.sha256(b"".join(p.detach().cpu().numpy().tobytes() for p in model.parameters())).hexdigest())
+        shares = ctx.gather(test["local_total"])
+        if ctx.is_main:
+            ckpt.write_json(run_dir / "ddp.json", {"world_size": ctx.world, "weight_sha256_per_rank": digests,
+                                                   "test_images_per_rank": shares})
+            if len(set(digests)) != 1:
+                raise CnnlabError(f"ranks ended with different weights: {digests}")
     return {"run_dir": str(run_dir), "dataset": dataset.name, "parameters": count_parameters(model),
-            "history": history, "test_accuracy": history[-1]["test_accuracy"]}
+            "history": history, "test_accuracy": history[-1]["test_accuracy"], "is_main": ctx.is_main}
 
 
 def resume_run(run_dir, log=print) -> dict:
