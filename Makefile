@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # Real MNIST for tests and benchmarks; tests skip with a reason where it is absent.
 MNIST_DIR ?= ../shared/data/mnist
 
-.PHONY: install run test bench clean
+.PHONY: install run test bench clean browser
 
 install: $(VENV)/.installed
 
@@ -20,7 +20,14 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 run: install
 	$(BIN)/cnnlab train --model cnn --out runs/quickstart --overwrite
 
-test: install
+# The browser test drives Debian's Chromium (Playwright's own browser download is not used).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium >/dev/null; \
+	  else sudo -n sh -c 'apt-get update -qq && apt-get install -y -qq chromium' >/dev/null \
+	    || echo "warning: could not install chromium (needs root); the browser test will be skipped"; fi; }
+
+test: install browser
 	CNNLAB_MNIST_DIR=$(MNIST_DIR) $(BIN)/python -m pytest -q
 
 bench: install

@@ -174,6 +174,26 @@ def cmd_viz(args) -> int:
     return 0
 
 
+def cmd_predict(args) -> int:
+    from cnnlab.predict import predict_files
+    if args.top_k < 1:
+        raise CnnlabError(f"--top-k must be at least 1, got {args.top_k}")
+    return predict_files(args.run, args.images, args.top_k, args.backend, args.json, args.show_input)
+
+
+def cmd_export(args) -> int:
+    from cnnlab.export import export
+    path, difference = export(args.run, args.format, args.out, args.data_dir)
+    print(f"wrote {path} (checked: largest difference from PyTorch on 256 test images {difference:.1e})")
+    return 0
+
+
+def cmd_serve(args) -> int:
+    from cnnlab.serve import serve
+    serve(args.run, args.host, args.port)
+    return 0
+
+
 def cmd_bench(args) -> int:
     from cnnlab.bench import run_bench
     run_bench(args.data_dir, tuple(args.models.split(",")), args.quick, not args.no_reference, args.out)
@@ -255,6 +275,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", metavar="DIR", help="folder holding the dataset's IDX files")
     p.add_argument("--out", metavar="FILE.png", help="(default: RUN_DIR/<what>.png)")
     p.set_defaults(handler=cmd_viz)
+
+    p = sub.add_parser("predict", help="classify image files (PNG, JPEG, BMP, GIF, ...) with a trained run")
+    p.add_argument("run", metavar="RUN_DIR")
+    p.add_argument("images", nargs="+", metavar="IMAGE_OR_DIR")
+    p.add_argument("--top-k", type=int, default=3, metavar="K", help="(default: 3)")
+    p.add_argument("--json", action="store_true", help="one JSON object per file")
+    p.add_argument("--backend", default="torch", metavar="NAME", help="torch or onnxruntime (default: torch)")
+    p.add_argument("--show-input", metavar="FILE.png", help="save the 28x28 inputs the model sees")
+    p.set_defaults(handler=cmd_predict)
+
+    p = sub.add_parser("export", help="export a run to ONNX or TorchScript, verified against PyTorch")
+    p.add_argument("run", metavar="RUN_DIR")
+    p.add_argument("--format", default="onnx", metavar="NAME", help="onnx or torchscript (default: onnx)")
+    p.add_argument("--out", metavar="FILE", help="(default: RUN_DIR/model.onnx or model.torchscript.pt)")
+    p.add_argument("--data-dir", metavar="DIR", help="test images to verify on (default: cache; else random)")
+    p.set_defaults(handler=cmd_export)
+
+    p = sub.add_parser("serve", help="a draw-a-digit web page and a JSON API (FastAPI + uvicorn)")
+    p.add_argument("run", metavar="RUN_DIR")
+    p.add_argument("--host", default="127.0.0.1", help="(default: 127.0.0.1, this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="(default: 8000)")
+    p.set_defaults(handler=cmd_serve)
 
     p = sub.add_parser("bench", help="seconds per epoch against the lecture's pipeline; inference images/s")
     p.add_argument("--data-dir", metavar="DIR", help="folder holding MNIST's IDX files (default: cache or download)")
