@@ -32,6 +32,9 @@ test: install browser
 
 bench: install
 	$(BIN)/cnnlab bench --data-dir $(MNIST_DIR)
+	$(BIN)/cnnlab train --dataset mnist-sample --no-progress --out runs/bench-serve --overwrite >/dev/null
+	$(BIN)/python benchmarks/load.py runs/bench-serve --clients 8 --requests 800
+	$(BIN)/python benchmarks/load.py runs/bench-serve --clients 8 --requests 400 --upload
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -92,6 +92,27 @@ def _inference_rate(model, batch_size, repeats, budget_s=1.0) -> list[float]:
     return rates
 
 
+def _onnx_rate(model, batch_size, repeats, budget_s=1.0) -> list[float]:
+    """The same measurement through onnxruntime, on the model exported with a dynamic batch."""
+    import tempfile
+    from cnnlab.export import _write_onnx
+    import onnxruntime
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "model.onnx"
+        _write_onnx(model.to(memory_format=torch.contiguous_format).eval(), torch.randn(2, 1, 28, 28), path)
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x = torch.randn(batch_size, 1, 28, 28).numpy()
+    session.run(None, {"input": x})
+    rates = []
+    for _ in range(repeats):
+        n, start = 0, time.perf_counter()
+        while time.perf_counter() - start < budget_s / repeats:
+            session.run(None, {"input": x})
+            n += batch_size
+        rates.append(n / (time.perf_counter() - start))
+    return rates
+
+
 def _spread(values) -> str:
     return f"{statistics.median(values):,.0f} ({min(values):,.0f}-{max(values):,.0f})"
 
@@ -122,6 +143,7 @@ def run_bench(data_dir, models=("cnn", "inception"), quick=False, reference=True
                                "train_images_per_s": len(dataset.train_labels) / seconds}
             log(f"{name} {pipeline}: {seconds * scale:.2f} s/epoch (train + test), test accuracy {accuracy:.2f}%")
         entry["inference_images_per_s"] = {str(b): _inference_rate(model, b, repeats) for b in (1, 1024)}
+        entry["onnxruntime_images_per_s"] = {str(b): _onnx_rate(model, b, repeats) for b in (1, 1024)}
         if reference:
             entry["speedup"] = entry["reference"]["seconds_per_epoch"] / entry["cnnlab"]["seconds_per_epoch"]
         results["models"][name] = entry
@@ -131,10 +153,12 @@ def run_bench(data_dir, models=("cnn", "inception"), quick=False, reference=True
                      f"{entry['cnnlab']['test_accuracy']:.2f}",
                      f"{entry['reference']['test_accuracy']:.2f}" if reference else "-",
                      f"{entry['cnnlab']['train_images_per_s']:,.0f}",
-                     _spread(entry["inference_images_per_s"]["1"]), _spread(entry["inference_images_per_s"]["1024"])])
+                     _spread(entry["inference_images_per_s"]["1"]), _spread(entry["inference_images_per_s"]["1024"]),
+                     _spread(entry["onnxruntime_images_per_s"]["1"]), _spread(entry["onnxruntime_images_per_s"]["1024"])])
     results["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     table = format_table(["model", "params", "s/epoch cnnlab", "s/epoch reference", "speed-up", "acc % cnnlab",
-                          "acc % reference", "train img/s", "infer img/s b=1", "infer img/s b=1024"], rows)
+                          "acc % reference", "train img/s", "torch img/s b=1", "torch img/s b=1024", "onnxruntime img/s b=1",
+                          "onnxruntime img/s b=1024"], rows)
     results["table"] = table
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
