@@ -44,37 +44,41 @@ def assert_same_run(a, b):
     assert comparable(read_metrics(a)) == comparable(read_metrics(b))
 
 
+def start_and_wait_for_a_checkpoint(out, every=5):
+    """Start training with step checkpoints; return once the first one is on disk."""
+    process = subprocess.Popen([*TRAIN, "--out", str(out), "--checkpoint-every", str(every)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    while not (out / "checkpoint.pt").exists():
+        assert process.poll() is None, process.stderr.read()
+        time.sleep(0.01)
+    return process
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_signal_saves_a_checkpoint_and_resume_is_bit_identical(uninterrupted, tmp_path, sig, code):
     out = tmp_path / "run"
-    process = subprocess.Popen([*TRAIN, "--out", str(out)], stderr=subprocess.PIPE, text=True)
-    while not (out / "config.json").exists():
-        time.sleep(0.05)
-    time.sleep(1.5)
+    process = start_and_wait_for_a_checkpoint(out, every=50)
     process.send_signal(sig)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == code, stderr
     assert "resume with: cnnlab train --resume" in stderr and len(stderr.strip().splitlines()) == 1
+    assert load_checkpoint(out)["epoch_state"] is not None  # stopped part-way through an epoch
     assert main(["train", "--resume", str(out), "--no-progress"]) == 0
     assert_same_run(uninterrupted, out)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("delay", [1.0, 2.5, 4.0, 6.0])
+@pytest.mark.parametrize("delay", [0.0, 0.1, 0.3, 0.6])
 def test_kill_9_at_any_moment_loses_only_the_work_since_the_last_checkpoint(uninterrupted, tmp_path, delay):
+    """A checkpoint every step, so that some kills land in the middle of a checkpoint write."""
     out = tmp_path / "run"
-    process = subprocess.Popen([*TRAIN, "--out", str(out), "--checkpoint-every", "5"], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-    while not (out / "config.json").exists():
-        time.sleep(0.02)
+    process = start_and_wait_for_a_checkpoint(out, every=1)
     time.sleep(delay)
     process.kill()
     process.wait()
-    if not (out / "checkpoint.pt").exists():  # killed before the first checkpoint: start again
-        return
-    load_checkpoint(out)  # whatever the moment, the checkpoint on disk is whole
-    if load_checkpoint(out)["epoch"] == 3:
+    payload = load_checkpoint(out)  # whatever the moment, the checkpoint on disk is whole
+    if payload["epoch"] == 3:
         return  # it had finished
     assert main(["train", "--resume", str(out), "--no-progress"]) == 0
     assert_same_run(uninterrupted, out)
@@ -121,7 +125,7 @@ def test_broken_and_foreign_checkpoints_are_one_line_errors(tmp_path, uninterrup
 
 def test_nan_loss_stops_with_a_message_and_keeps_the_last_checkpoint(tmp_path, capsys):
     out = tmp_path / "run"
-    code = main(["train", "--dataset", "mnist-sample", "--epochs", "3", "--optimizer", "sgd", "--lr", "1e6",
+    code = main(["train", "--dataset", "mnist-sample", "--epochs", "3", "--optimizer", "sgd", "--lr", "1e30",
                  "--schedule", "constant", "--no-progress", "--out", str(out)])
     assert code == 1
     err = capsys.readouterr().err
@@ -135,6 +139,27 @@ def test_unwritable_output_is_a_clear_error(tmp_path):
     locked = tmp_path / "locked"
     locked.mkdir(mode=0o500)
     assert main(["train", "--dataset", "mnist-sample", "--epochs", "1", "--out", str(locked / "run")]) == 1
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 96 KiB tmpfs: room for the config and metrics, not for a checkpoint beside a temp file."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=96k", "tmpfs", str(mount)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_disk_full_is_a_clear_error_and_leaves_no_partial_file(tiny_disk, capsys):
+    out = tiny_disk / "run"
+    code = main(["train", "--dataset", "mnist-sample", "--model", "inception", "--epochs", "1", "--no-progress",
+                 "--out", str(out)])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "No space left on device" in err and len(err.strip().splitlines()) == 1
+    assert not list(out.glob("*.tmp")) and not (out / "checkpoint.pt").exists()
 
 
 def test_deterministic_flag_trains(tmp_path):

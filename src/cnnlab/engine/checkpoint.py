@@ -1,4 +1,5 @@
 """Run directories and checkpoints: written atomically, loaded with weights_only=True (never pickle code)."""
+import io
 import json
 import os
 import pickle
@@ -52,9 +53,9 @@ def write_json(path: Path, data) -> None:
     atomic_write(path, lambda f: f.write((json.dumps(data, indent=2) + "\n").encode()))
 
 
-def append_metrics(run_dir: Path, row: dict) -> None:
-    with open(run_dir / METRICS, "a") as f:
-        f.write(json.dumps(row) + "\n")
+def write_metrics(run_dir: Path, rows: list[dict]) -> None:
+    """metrics.jsonl is rewritten whole (atomically) each epoch: it is never left with half a line."""
+    atomic_write(run_dir / METRICS, lambda f: f.write("".join(json.dumps(r) + "\n" for r in rows).encode()))
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
@@ -75,7 +76,9 @@ def is_finished(run_dir: Path, config) -> bool:
 
 
 def save_checkpoint(path: Path, payload: dict) -> None:
-    atomic_write(path, lambda f: torch.save({"format": FORMAT, **payload}, f))
+    buffer = io.BytesIO()  # serialise first: then a full disk shows up as the OSError of one write
+    torch.save({"format": FORMAT, **payload}, buffer)
+    atomic_write(path, lambda f: f.write(buffer.getbuffer()))
 
 
 def load_checkpoint(path) -> dict:

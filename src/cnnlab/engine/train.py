@@ -5,7 +5,6 @@ evaluation, then `fit`, which ties them together and reports through the `log` c
 """
 import dataclasses
 import hashlib
-import json
 import random
 import signal
 import threading
@@ -249,7 +248,7 @@ def fit(config: TrainConfig, log=print, dataset: ImageDataset | None = None, res
         if grad_norms is not None:
             grad_norms = list(resume.get("grad_norms") or [])
         if ctx.is_main:  # metrics.jsonl may hold a row written after this checkpoint: rewrite it from the checkpoint
-            ckpt.atomic_write(run_dir / ckpt.METRICS, lambda f: f.write("".join(json.dumps(r) + "\n" for r in history).encode()))
+            ckpt.write_metrics(run_dir, history)
     elif ctx.is_main:
         ckpt.write_json(run_dir / ckpt.CONFIG, {**dataclasses.asdict(config), "device": str(device),
                                                 "torch": torch.__version__, "threads": torch.get_num_threads()})
@@ -312,7 +311,7 @@ def fit(config: TrainConfig, log=print, dataset: ImageDataset | None = None, res
             if row["test_accuracy"] >= max(r["test_accuracy"] for r in history):
                 checkpoint(epoch, name=ckpt.BEST)
             if ctx.is_main:
-                ckpt.append_metrics(run_dir, row)
+                ckpt.write_metrics(run_dir, history)
             if grad_norms is not None and ctx.is_main:
                 ckpt.write_json(run_dir / "grad_norms.json", {"steps_per_epoch": steps_per_epoch, "grad_norms": grad_norms})
     if ctx.world > 1:  # DDP keeps replicas equal; check it, and that every test image was counted once
