@@ -32,6 +32,8 @@ test: install browser
 
 bench: install
 	$(BIN)/cnnlab bench --data-dir $(MNIST_DIR)
+	$(BIN)/cnnlab bench --data-dir $(MNIST_DIR) --models resnet-20,densenet-bc-22-8 --quick --no-reference --out benchmarks/results/deep
+	$(BIN)/cnnlab bench --target 99.0 --data-dir $(MNIST_DIR)
 	$(BIN)/cnnlab train --dataset mnist-sample --no-progress --out runs/bench-serve --overwrite >/dev/null
 	$(BIN)/python benchmarks/load.py runs/bench-serve --clients 8 --requests 800
 	$(BIN)/python benchmarks/load.py runs/bench-serve --clients 8 --requests 400 --upload

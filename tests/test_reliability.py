@@ -44,9 +44,9 @@ def assert_same_run(a, b):
     assert comparable(read_metrics(a)) == comparable(read_metrics(b))
 
 
-def start_and_wait_for_a_checkpoint(out, every=5):
+def start_and_wait_for_a_checkpoint(out, every=5, extra=()):
     """Start training with step checkpoints; return once the first one is on disk."""
-    process = subprocess.Popen([*TRAIN, "--out", str(out), "--checkpoint-every", str(every)],
+    process = subprocess.Popen([*TRAIN, *extra, "--out", str(out), "--checkpoint-every", str(every)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     while not (out / "checkpoint.pt").exists():
         assert process.poll() is None, process.stderr.read()
@@ -66,6 +66,19 @@ def test_signal_saves_a_checkpoint_and_resume_is_bit_identical(uninterrupted, tm
     assert load_checkpoint(out)["epoch_state"] is not None  # stopped part-way through an epoch
     assert main(["train", "--resume", str(out), "--no-progress"]) == 0
     assert_same_run(uninterrupted, out)
+
+
+@pytest.mark.slow
+def test_resume_with_augmentation_is_bit_identical(tmp_path):
+    augmented = ["--augment", "affine", "--model", "cnn-bn-8-24"]
+    reference = tmp_path / "reference"
+    subprocess.run([*TRAIN, *augmented, "--out", str(reference)], check=True, capture_output=True)
+    out = tmp_path / "run"
+    process = start_and_wait_for_a_checkpoint(out, every=40, extra=augmented)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) == 143
+    assert main(["train", "--resume", str(out), "--no-progress"]) == 0
+    assert_same_run(reference, out)
 
 
 @pytest.mark.slow

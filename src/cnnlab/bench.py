@@ -117,6 +117,43 @@ def _spread(values) -> str:
     return f"{statistics.median(values):,.0f} ({min(values):,.0f}-{max(values):,.0f})"
 
 
+def time_to_accuracy(data_dir, target: float, recipe: str = "fast", seeds=(0, 1, 2), out_dir="benchmarks/results",
+                     log=print) -> dict:
+    """Seconds from the start of training to the first evaluation at or above `target` (evaluations counted)."""
+    import tempfile
+    from cnnlab.engine.train import fit
+    dataset = load_dataset("mnist", data_dir)
+    runs = []
+    with tempfile.TemporaryDirectory() as folder:
+        for seed in seeds:
+            config = build_config({"recipe": recipe, "seed": seed, "out": f"{folder}/{seed}", "progress": False})
+            history = fit(config, log=lambda line: None, dataset=load_dataset("mnist", data_dir))["history"]
+            elapsed, reached = 0.0, None
+            for row in history:
+                elapsed += row["seconds"]
+                if row["test_accuracy"] >= target:
+                    reached = elapsed
+                    break
+            runs.append({"seed": seed, "seconds": reached, "final_accuracy": history[-1]["test_accuracy"],
+                         "epochs": len(history)})
+            log(f"recipe {recipe}, seed {seed}: " + (f"{target}% after {reached:.2f} s" if reached is not None else
+                f"never reached {target}% (final {history[-1]['test_accuracy']:.2f}%)"))
+    del dataset
+    times = [r["seconds"] for r in runs]
+    median = statistics.median(t if t is not None else float("inf") for t in times)
+    result = {"recipe": recipe, "target": target, "runs": runs, "median_seconds": median,
+              "all_reached": all(t is not None for t in times), "threads": torch.get_num_threads(),
+              "torch": torch.__version__, "machine": platform.node(), "date": date.today().isoformat()}
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{result['machine']}-{result['date']}-time-to-{target}.json"
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    log(f"time to {target}% with recipe {recipe}: median {median:.2f} s over seeds {list(seeds)} "
+        f"(range {min(times, key=lambda t: t or 1e9) or float('nan'):.2f}-{max(t or float('inf') for t in times):.2f} s); "
+        f"written to {path}")
+    return result
+
+
 def run_bench(data_dir, models=("cnn", "inception"), quick=False, reference=True, out_dir="benchmarks/results",
               log=print) -> dict:
     dataset = load_dataset("mnist", data_dir)

@@ -33,7 +33,8 @@ def _train_args(p):
     model.add_argument("--width", type=int, metavar="W", help="base width for families that have one")
     opt = p.add_argument_group("Optimization")
     opt.add_argument("--recipe", metavar="NAME", help="named defaults: lecture (SGD 0.01/0.5, batch 64, 9 epochs), "
-                     "default (Adam 0.004 one-cycle, batch 128, 3 epochs) or depth (SGD 0.1/0.9, batch 128, "
+                     "default (Adam 0.004 one-cycle, batch 128, 3 epochs), fast (cnn-bn-8-24, 2 epochs to 99%%), "
+                     "best (cnn-bn-32-64, affine augmentation, 12 epochs) or depth (SGD 0.1/0.9, batch 128, "
                      "3 epochs) (default: default)")
     opt.add_argument("--epochs", type=int, metavar="N", help="(default: from the recipe)")
     opt.add_argument("--batch-size", type=int, metavar="B", help="(default: from the recipe)")
@@ -44,6 +45,9 @@ def _train_args(p):
     opt.add_argument("--weight-decay", type=float, metavar="WD", help="(default: 0)")
     opt.add_argument("--schedule", metavar="NAME", help="constant or onecycle (default: from the recipe)")
     opt.add_argument("--label-smoothing", type=float, metavar="EPS", help="(default: 0)")
+    aug = p.add_argument_group("Augmentation")
+    aug.add_argument("--augment", metavar="NAME", help="none or affine (batched random rotation, scale, shift) "
+                     "(default: none)")
     system = p.add_argument_group("Output and system")
     system.add_argument("--seed", type=int, metavar="S", help="(default: 0)")
     system.add_argument("--device", metavar="NAME", help="auto, cpu, cuda or mps (default: auto)")
@@ -195,7 +199,11 @@ def cmd_serve(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from cnnlab.bench import run_bench
+    from cnnlab.bench import run_bench, time_to_accuracy
+    if args.target is not None:
+        seeds = tuple(int(s) for s in args.seeds.split(","))
+        result = time_to_accuracy(args.data_dir, args.target, args.recipe, seeds, args.out)
+        return 0 if result["all_reached"] else 1
     run_bench(args.data_dir, tuple(args.models.split(",")), args.quick, not args.no_reference, args.out)
     return 0
 
@@ -303,6 +311,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models", default="cnn,inception", metavar="A,B", help="(default: cnn,inception)")
     p.add_argument("--quick", action="store_true", help="a tenth of the data, figures scaled per epoch")
     p.add_argument("--no-reference", action="store_true", help="skip the lecture-pipeline reference")
+    p.add_argument("--target", type=float, metavar="ACC", help="instead: seconds of training to ACC%% test accuracy")
+    p.add_argument("--recipe", default="fast", metavar="NAME", help="recipe for --target (default: fast)")
+    p.add_argument("--seeds", default="0,1,2", metavar="S1,S2", help="seeds for --target, median reported (default: 0,1,2)")
     p.add_argument("--out", default="benchmarks/results", metavar="DIR", help="(default: benchmarks/results)")
     p.set_defaults(handler=cmd_bench)
     return parser

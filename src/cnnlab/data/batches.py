@@ -17,20 +17,26 @@ def epoch_order(n: int, seed: int, epoch: int, device="cpu") -> torch.Tensor:
     return torch.randperm(n, generator=generator).to(device)
 
 
-def iterate_batches(images, labels, batch_size: int, mean: float, std: float, order=None, rank=0, world=1):
+def iterate_batches(images, labels, batch_size: int, mean: float, std: float, order=None, rank=0, world=1,
+                    augment=None):
     """Yield (normalised images, labels) batches, in `order` when given; the last batch may be short.
 
     With `world` > 1 (DDP), each global batch of `batch_size` is split across the ranks, rank r taking
     every world-th sample; a last global batch smaller than `world` is dropped, so that every rank takes
-    the same number of steps."""
+    the same number of steps. `augment(pixels, step)` transforms each batch of [0, 1] floats before
+    normalisation."""
     n = len(order) if order is not None else len(labels)
-    for start in range(0, n, batch_size):
+    for step, start in enumerate(range(0, n, batch_size)):
         index = order[start:start + batch_size] if order is not None else slice(start, start + batch_size)
         if world > 1:
             if min(batch_size, n - start) < world:
                 break
             index = index[rank::world]
-        yield normalise(images[index], mean, std), labels[index]
+        if augment is None:
+            yield normalise(images[index], mean, std), labels[index]
+        else:
+            pixels = augment(images[index].float() * (1 / 255), step)
+            yield (pixels - mean) * (1 / std), labels[index]
 
 
 def steps_per_epoch(n: int, batch_size: int, world: int = 1) -> int:

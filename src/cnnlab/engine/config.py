@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cnnlab import CnnlabError
+from cnnlab.data.augment import AUGMENTATIONS
 from cnnlab.models import list_models
 
 # A recipe is a named set of defaults; flags given by the user still win.
@@ -16,6 +17,13 @@ RECIPES = {
     # Inception net (no BatchNorm) diverged to 10% accuracy in a 3-epoch run.
     "default": dict(optimizer="adam", lr=0.004, momentum=0.9, batch_size=128, epochs=3, schedule="onecycle",
                     weight_decay=0.0, label_smoothing=0.0),
+    # Least wall time to 99% on MNIST on 2 CPU cores: a BatchNorm CNN, 2 epochs, large batches, Adam one-cycle.
+    "fast": dict(model="cnn-bn-8-24", optimizer="adam", lr=0.01, batch_size=256, epochs=2, schedule="onecycle",
+                 weight_decay=0.0, label_smoothing=0.1),
+    # Highest accuracy in under 10 minutes on 2 CPU cores: a wider BatchNorm CNN with batched random affine
+    # augmentation, 12 epochs.
+    "best": dict(model="cnn-bn-32-64", optimizer="adam", lr=0.005, batch_size=128, epochs=12, schedule="onecycle",
+                 weight_decay=0.0, label_smoothing=0.1, augment="affine"),
     # He et al.'s CIFAR recipe at a CPU budget, for the depth experiment (cnnlab depth).
     "depth": dict(optimizer="sgd", lr=0.1, momentum=0.9, batch_size=128, epochs=3, schedule="constant",
                   weight_decay=0.0, label_smoothing=0.0),
@@ -38,6 +46,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     schedule: str = "onecycle"      # constant or onecycle (per step)
     label_smoothing: float = 0.0
+    augment: str = "none"           # none, or affine: random rotation +-10 deg, scale 0.9-1.1, shift +-2.8 px
     width: int | None = None        # model width, for families that have one
     seed: int = 0
     device: str = "auto"            # auto, cpu, cuda or mps
@@ -62,6 +71,7 @@ class TrainConfig:
             (self.momentum >= 0, f"--momentum must be non-negative, got {self.momentum}"),
             (self.weight_decay >= 0, f"--weight-decay must be non-negative, got {self.weight_decay}"),
             (0 <= self.label_smoothing < 1, f"--label-smoothing must be in [0, 1), got {self.label_smoothing}"),
+            (self.augment in AUGMENTATIONS, f"unknown augmentation {self.augment!r}; choose {' or '.join(AUGMENTATIONS)}"),
             (self.optimizer in ("sgd", "adam", "adamw"), f"unknown optimizer {self.optimizer!r}; choose sgd, adam or adamw"),
             (self.schedule in ("constant", "onecycle"), f"unknown schedule {self.schedule!r}; choose constant or onecycle"),
             (self.device in ("auto", "cpu", "cuda", "mps"), f"unknown device {self.device!r}; choose auto, cpu, cuda or mps"),

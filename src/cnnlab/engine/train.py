@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from cnnlab import CnnlabError
+from cnnlab.data.augment import random_affine
 from cnnlab.data.batches import epoch_order, iterate_batches, steps_per_epoch as count_steps
 from cnnlab.data.datasets import ImageDataset, load_training_dataset
 from cnnlab.engine import checkpoint as ckpt
@@ -149,6 +150,17 @@ def default_run_dir(config: TrainConfig, dataset_name: str) -> Path:
     return Path("runs") / f"{config.model}-{dataset_name}-{datetime.now():%Y%m%d-%H%M%S}"
 
 
+def _augmentation(config: TrainConfig, epoch: int, skip: int):
+    """The batch augmentation of `epoch`, its randomness a function of (seed, epoch, step): exact on resume."""
+    if config.augment == "none":
+        return None
+
+    def augment(pixels, step):
+        generator = torch.Generator().manual_seed((config.seed * 100_003 + epoch) * 1_000_003 + skip + step)
+        return random_affine(pixels, generator)
+    return augment
+
+
 def _rng_state() -> dict:
     """Every generator's state, as tensors and numbers only (weights_only loading allows nothing else)."""
     version, words, gauss = random.getstate()
@@ -244,6 +256,8 @@ def fit(config: TrainConfig, log=print, dataset: ImageDataset | None = None, res
             scheduler.load_state_dict(resume["scheduler"])
         _set_rng_state(resume["rng"])
         history, epoch_state = list(resume["metrics"]), resume.get("epoch_state")
+        if epoch_state and not ctx.is_main:  # the saved partial sums are all ranks' together: count them once
+            epoch_state = {**epoch_state, "loss_sum": 0.0, "correct": 0, "seen": 0}
         first_epoch = resume["epoch"] + 1
         if grad_norms is not None:
             grad_norms = list(resume.get("grad_norms") or [])
@@ -279,7 +293,8 @@ def fit(config: TrainConfig, log=print, dataset: ImageDataset | None = None, res
             skip = epoch_state["step"] if epoch_state else 0
             order = epoch_order(len(dataset.train_labels), config.seed, epoch, device)[skip * config.batch_size:]
             batches = iterate_batches(dataset.train_images, dataset.train_labels, config.batch_size,
-                                      dataset.mean, dataset.std, order, ctx.rank, ctx.world)
+                                      dataset.mean, dataset.std, order, ctx.rank, ctx.world,
+                                      _augmentation(config, epoch, skip))
             with tqdm(total=steps_per_epoch, initial=skip, desc=f"epoch {epoch}/{config.epochs}", unit="batch",
                       leave=False, disable=not config.progress, dynamic_ncols=True) as bar:
                 train = train_one_epoch(trained, batches, optimizer, scheduler, config.label_smoothing, memory_format,

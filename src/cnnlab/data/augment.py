@@ -1,0 +1,26 @@
+"""Batched augmentation: pure functions over a whole batch, no per-sample Python.
+
+No flips: digits are not mirror-symmetric.
+"""
+import math
+
+import torch
+import torch.nn.functional as F
+
+AUGMENTATIONS = ("none", "affine")
+
+
+def random_affine(images: torch.Tensor, generator: torch.Generator, degrees: float = 10.0,
+                  scale=(0.9, 1.1), translate: float = 0.1) -> torch.Tensor:
+    """Rotate, scale and shift every image of a (N, C, H, W) float batch by its own random amounts.
+
+    Pixels brought in from outside are 0 (the black background), so call this before normalising."""
+    n = images.shape[0]
+    draw = lambda low, high: torch.rand(n, generator=generator) * (high - low) + low
+    angle = draw(-degrees, degrees) * (math.pi / 180)
+    factor = draw(*scale)
+    shift_x, shift_y = draw(-2 * translate, 2 * translate), draw(-2 * translate, 2 * translate)  # grid units span 2
+    cos, sin = torch.cos(angle) / factor, torch.sin(angle) / factor
+    theta = torch.stack([torch.stack([cos, -sin, shift_x], 1), torch.stack([sin, cos, shift_y], 1)], 1)
+    grid = F.affine_grid(theta.to(images.device), list(images.shape), align_corners=False)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
