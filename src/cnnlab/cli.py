@@ -93,31 +93,28 @@ def cmd_train(args) -> int:
     import dataclasses
     from cnnlab.engine.config import build_config
     from cnnlab.engine.train import fit
-    if args.nproc:
+    if args.nproc is not None:
         from cnnlab.engine.distributed import launch
         if args.nproc < 1:
             raise CnnlabError(f"--nproc must be at least 1, got {args.nproc}")
         return launch(args.nproc, _without_option(args.argv, "--nproc"))
-    if args.resume:
-        from cnnlab.engine.train import resume_run
-        _report(resume_run(args.resume, log=print))
-        return 0
+    from cnnlab.engine.distributed import shutdown
+    from cnnlab.engine.train import resume_run
     flags = {k: v for k, v in vars(args).items()
              if k not in ("command", "handler", "debug", "config", "print_config", "plot", "resume", "nproc", "argv")}
-    config = build_config(flags, args.config)
-    if args.print_config:
+    config = None if args.resume else build_config(flags, args.config)
+    if args.print_config and config is not None:
         print(json.dumps(dataclasses.asdict(config), indent=2))
         return 0
     try:
-        result = fit(config, log=print)
+        result = resume_run(args.resume, log=print) if args.resume else fit(config, log=print)
     finally:
-        from cnnlab.engine.distributed import shutdown
-        shutdown()
+        shutdown()  # of the DDP process group, when there is one
     _report(result)
     if args.plot and result["is_main"]:
         from cnnlab.viz import draw
         for what in ("curves", "confusion"):
-            print(f"wrote {draw([result['run_dir']], what, data_dir=config.data_dir)}")
+            print(f"wrote {draw([result['run_dir']], what, data_dir=args.data_dir)}")
     return 0
 
 
