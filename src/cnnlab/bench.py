@@ -76,24 +76,29 @@ def _cnnlab_epoch(model, optimizer, dataset, config) -> tuple[float, float]:
     return time.perf_counter() - start, result["accuracy"]
 
 
-def _inference_rate(model, batch_size, repeats, budget_s=1.0) -> list[float]:
-    """Images/s of forward passes (eval, inference mode, channels_last), one figure per repeat."""
-    model.eval().to(memory_format=torch.channels_last)
-    x = torch.randn(batch_size, 1, 28, 28).contiguous(memory_format=torch.channels_last)
+def images_per_second(forward, batch_size: int, repeats: int, budget_s: float = 1.0) -> list[float]:
+    """Call `forward()` (one batch) repeatedly for `budget_s` in all; images/s of each of `repeats` slices."""
+    forward()  # warm-up
     rates = []
-    with torch.inference_mode():
-        model(x)
-        for _ in range(repeats):
-            n, start = 0, time.perf_counter()
-            while time.perf_counter() - start < budget_s / repeats:
-                model(x)
-                n += batch_size
-            rates.append(n / (time.perf_counter() - start))
+    for _ in range(repeats):
+        n, start = 0, time.perf_counter()
+        while time.perf_counter() - start < budget_s / repeats:
+            forward()
+            n += batch_size
+        rates.append(n / (time.perf_counter() - start))
     return rates
 
 
-def _onnx_rate(model, batch_size, repeats, budget_s=1.0) -> list[float]:
-    """The same measurement through onnxruntime, on the model exported with a dynamic batch."""
+def _inference_rate(model, batch_size, repeats) -> list[float]:
+    """PyTorch eager: eval, inference mode, channels_last."""
+    model.eval().to(memory_format=torch.channels_last)
+    x = torch.randn(batch_size, 1, 28, 28).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        return images_per_second(lambda: model(x), batch_size, repeats)
+
+
+def _onnx_rate(model, batch_size, repeats) -> list[float]:
+    """The same model exported with a dynamic batch, through onnxruntime."""
     import tempfile
     from cnnlab.export import _write_onnx
     import onnxruntime
@@ -102,15 +107,7 @@ def _onnx_rate(model, batch_size, repeats, budget_s=1.0) -> list[float]:
         _write_onnx(model.to(memory_format=torch.contiguous_format).eval(), torch.randn(2, 1, 28, 28), path)
         session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     x = torch.randn(batch_size, 1, 28, 28).numpy()
-    session.run(None, {"input": x})
-    rates = []
-    for _ in range(repeats):
-        n, start = 0, time.perf_counter()
-        while time.perf_counter() - start < budget_s / repeats:
-            session.run(None, {"input": x})
-            n += batch_size
-        rates.append(n / (time.perf_counter() - start))
-    return rates
+    return images_per_second(lambda: session.run(None, {"input": x}), batch_size, repeats)
 
 
 def _spread(values) -> str:

@@ -1,10 +1,10 @@
 """`cnnlab compare`: several models, the same budget and recipe, one leaderboard and one scatter plot."""
 import csv
-import time
 from pathlib import Path
 
 import torch
 
+from cnnlab.bench import images_per_second
 from cnnlab.data.batches import normalise
 from cnnlab.engine.checkpoint import is_finished, read_metrics
 from cnnlab.engine.config import build_config
@@ -13,15 +13,10 @@ from cnnlab.models import count_flops, count_parameters
 from cnnlab.tables import format_table
 
 
-def inference_rate(model, input_shape, batch_size=1024, seconds=0.5) -> float:
+def inference_rate(model, input_shape, batch_size=1024) -> float:
     x = normalise(torch.randint(0, 256, (batch_size, *input_shape), dtype=torch.uint8), 0.1307, 0.3081)
     with torch.inference_mode():
-        model(x)
-        n, start = 0, time.perf_counter()
-        while time.perf_counter() - start < seconds:
-            model(x)
-            n += batch_size
-    return n / (time.perf_counter() - start)
+        return images_per_second(lambda: model(x), batch_size, repeats=1, budget_s=0.5)[0]
 
 
 def compare(models, out_dir, log=print, **settings) -> list[dict]:
@@ -57,7 +52,7 @@ def compare(models, out_dir, log=print, **settings) -> list[dict]:
 
 
 def _scatter(rows, path: Path) -> None:
-    from cnnlab.viz import plt, _save
+    from cnnlab.viz import plt, save_figure
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for r in rows:
         ax.scatter(r["parameters"], r["test_accuracy"], s=40)
@@ -65,4 +60,4 @@ def _scatter(rows, path: Path) -> None:
     ax.set(xscale="log", xlabel="parameters (log scale)", ylabel="test accuracy (%)",
            title=f"Accuracy against parameters ({rows[0]['dataset']}, same budget)")
     ax.grid(alpha=0.3, which="both")
-    _save(fig, path)
+    save_figure(fig, path)

@@ -88,7 +88,7 @@ def _write_tables(rows, out: Path, seeds) -> None:
 
 
 def _plot(rows, configs, seeds, out: Path) -> None:
-    from cnnlab.viz import _save, plt
+    from cnnlab.viz import plt, save_figure
     families = list(dict.fromkeys(r["family"] for r in rows))
     colours = {d: c for d, c in zip(sorted({r["depth"] for r in rows}), plt.rcParams["axes.prop_cycle"].by_key()["color"])}
     fig, axes = plt.subplots(1, len(families), figsize=(6 * len(families), 4.2), sharey=True, squeeze=False)
@@ -103,7 +103,7 @@ def _plot(rows, configs, seeds, out: Path) -> None:
                xlabel="epoch", ylabel="error (%)", yscale="log")
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=8)
-    _save(fig, out / "depth_curves.png")
+    save_figure(fig, out / "depth_curves.png")
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for family in families:
@@ -112,7 +112,7 @@ def _plot(rows, configs, seeds, out: Path) -> None:
     ax.set(title="Final training loss against depth", xlabel="layers", ylabel="training loss", yscale="log")
     ax.grid(alpha=0.3, which="both")
     ax.legend()
-    _save(fig, out / "depth_loss.png")
+    save_figure(fig, out / "depth_loss.png")
 
     fig, axes = plt.subplots(1, len(families), figsize=(6 * len(families), 4), sharey=True, squeeze=False)
     for ax, family in zip(axes[0], families):
@@ -124,4 +124,4 @@ def _plot(rows, configs, seeds, out: Path) -> None:
         ax.set(title=f"{family}: first-layer gradient norm (seed {seeds[0]})", xlabel="step", ylabel="||grad||", yscale="log")
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=8)
-    _save(fig, out / "depth_gradients.png")
+    save_figure(fig, out / "depth_gradients.png")

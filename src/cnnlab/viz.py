@@ -19,7 +19,7 @@ WHAT = ("curves", "confusion", "errors", "filters", "features")
 STAGE_TYPES = (torch.nn.Conv2d, LocallyConnected2d, torch.nn.MaxPool2d, torch.nn.AvgPool2d)
 
 
-def _save(fig, path: Path) -> Path:
+def save_figure(fig, path: Path) -> Path:
     fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
     return path
@@ -41,7 +41,7 @@ def curves(run_dirs, out: Path) -> Path:
     for ax in (loss_ax, acc_ax):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    return _save(fig, out)
+    return save_figure(fig, out)
 
 
 def _test_outputs(run, data_dir):
@@ -67,7 +67,7 @@ def confusion(run, out: Path, data_dir=None) -> Path:
     ax.set_xticklabels(dataset.classes, rotation=45 if len(dataset.classes[0]) > 2 else 0)
     ax.set_yticklabels(dataset.classes)
     fig.colorbar(image, ax=ax, label="images (log scale)")
-    return _save(fig, out)
+    return save_figure(fig, out)
 
 
 def errors(run, out: Path, data_dir=None, limit: int = 36) -> Path:
@@ -89,7 +89,7 @@ def errors(run, out: Path, data_dir=None, limit: int = 36) -> Path:
         ax.set_title(f"#{i} true {dataset.classes[dataset.test_labels[i]]}\npred {dataset.classes[predicted[i]]} "
                      f"({confidence[i]:.0%})", fontsize=8)
     fig.suptitle(f"{len(wrong)} of {int((predicted != dataset.test_labels).sum())} misclassified test images")
-    return _save(fig, out)
+    return save_figure(fig, out)
 
 
 def filters(run, out: Path) -> Path:
@@ -110,7 +110,7 @@ def filters(run, out: Path) -> Path:
         ax.set_title(f"filter {k}", fontsize=8)
     fig.colorbar(image, ax=axes, shrink=0.8, label="weight")
     fig.suptitle(f"First convolution: {conv.out_channels} kernels of {conv.kernel_size[0]}x{conv.kernel_size[1]}")
-    return _save(fig, out)
+    return save_figure(fig, out)
 
 
 def features(run, out: Path, image_index: int = 0, data_dir=None, channels: int = 8) -> Path:
@@ -141,7 +141,7 @@ def features(run, out: Path, image_index: int = 0, data_dir=None, channels: int 
         axes[row, 0].set_title(f"{name} -> {'x'.join(map(str, maps.shape))}" + (f" (first {channels})" if len(maps) > channels else ""),
                                fontsize=8, loc="left")
     fig.suptitle(f"Feature extraction, stage by stage: test image #{image_index}")
-    return _save(fig, out)
+    return save_figure(fig, out)
 
 
 def draw(runs, what: str, out=None, data_dir=None, image_index: int = 0) -> Path:
