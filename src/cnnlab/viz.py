@@ -9,7 +9,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from cnnlab import CnnlabError  # noqa: E402
-from cnnlab.data.batches import normalise  # noqa: E402
+from cnnlab.data.batches import iterate_batches, normalise  # noqa: E402
 from cnnlab.data.datasets import load_dataset  # noqa: E402
 from cnnlab.engine.checkpoint import read_metrics  # noqa: E402
 from cnnlab.engine.train import evaluate, load_trained  # noqa: E402
@@ -73,8 +73,9 @@ def confusion(run, out: Path, data_dir=None) -> Path:
 def errors(run, out: Path, data_dir=None, limit: int = 36) -> Path:
     """A grid of misclassified test images with true and predicted label and the model's confidence."""
     model, info, dataset = _test_outputs(run, data_dir)
-    with torch.inference_mode():
-        probabilities = model(normalise(dataset.test_images, info["mean"], info["std"])).softmax(1)
+    with torch.inference_mode():  # in batches: a deep net's activations for 10,000 images at once run to GBs
+        probabilities = torch.cat([model(x).softmax(1) for x, _ in iterate_batches(
+            dataset.test_images, dataset.test_labels, 1000, info["mean"], info["std"])])
     confidence, predicted = probabilities.max(1)
     wrong = (predicted != dataset.test_labels).nonzero().flatten()[:limit]
     if len(wrong) == 0:

@@ -8,7 +8,7 @@ reaches 99% on MNIST in two epochs (`--recipe fast`). `cnn-bn-32-64` is the same
 import torch.nn as nn
 import torch.nn.functional as F
 
-from cnnlab.models.lecture import _flat_features
+from cnnlab.models.lecture import flat_features
 from cnnlab.models.registry import register_model
 
 __all__ = ["BatchNormCNN"]
@@ -22,7 +22,7 @@ class BatchNormCNN(nn.Module):
         self.bn1 = nn.BatchNorm2d(widths[0])
         self.conv2 = nn.Conv2d(widths[0], widths[1], 5, bias=False)
         self.bn2 = nn.BatchNorm2d(widths[1])
-        self.fc = nn.Linear(_flat_features(self.forward_features, in_channels, input_size), num_classes)
+        self.fc = nn.Linear(flat_features(self.forward_features, in_channels, input_size), num_classes)
 
     def forward_features(self, x):
         # Pool before BatchNorm and ReLU: the same layers on a quarter of the values (BN dominated the

@@ -13,7 +13,7 @@ from cnnlab.models.registry import register_model
 __all__ = ["Net", "InceptionA", "InceptionNet"]
 
 
-def _flat_features(features, in_channels: int, input_size) -> int:
+def flat_features(features, in_channels: int, input_size) -> int:
     with torch.no_grad():
         return features(torch.zeros(1, in_channels, *input_size)).numel()
 
@@ -27,7 +27,7 @@ class Net(nn.Module):
         self.conv1 = nn.Conv2d(in_channels, 10, kernel_size=5)
         self.conv2 = nn.Conv2d(10, 20, kernel_size=5)
         self.mp = nn.MaxPool2d(2)
-        self.fc = nn.Linear(_flat_features(self.forward_features, in_channels, input_size), num_classes)
+        self.fc = nn.Linear(flat_features(self.forward_features, in_channels, input_size), num_classes)
 
     def forward_features(self, x):
         x = F.relu(self.mp(self.conv1(x)))  # (N, 10, 12, 12) for 28x28
@@ -86,7 +86,7 @@ class InceptionNet(nn.Module):
         self.incept2 = InceptionA(in_channels=20)
 
         self.mp = nn.MaxPool2d(2)
-        self.fc = nn.Linear(_flat_features(self.forward_features, in_channels, input_size), num_classes)
+        self.fc = nn.Linear(flat_features(self.forward_features, in_channels, input_size), num_classes)
 
     def forward_features(self, x):
         x = F.relu(self.mp(self.conv1(x)))  # (N, 10, 12, 12) for 28x28
