@@ -86,6 +86,9 @@ def test_existing_run_is_not_overwritten_silently(tmp_path):
     (["train", "--epochs", "0"], "--epochs must be at least 1"),
     (["train", "--epochs", "three"], "invalid int value"),
     (["train", "--optimizer", "lion"], "unknown optimizer"),
+    (["train", "--ema", "1.5"], "--ema must be a decay in [0, 1), got 1.5"),
+    (["train", "--precision", "fp16"], "unknown precision 'fp16'; choose auto, fp32 or bf16"),
+    (["bench", "--repeats", "0"], "--repeats must be at least 1, got 0"),
     (["train", "--dataset", "mnist"], "--data-dir"),
     (["evaluate", "/nonexistent/run"], "no checkpoint at"),
     (["models", "--input", "28"], "expected CxHxW"),
@@ -109,6 +112,13 @@ def test_models_lists_counts(capsys):
     assert "| cnn " in printed and "8,490" in printed and "934,400" in printed and "97,298" in printed
 
 
-def test_cnn_reaches_98_5_percent_on_real_mnist_in_3_epochs(tmp_path, mnist_dir, capsys):
+def test_cnn_reaches_98_5_percent_on_real_mnist_in_3_epochs(tmp_path, mnist_dir, capsys, monkeypatch):
     assert main(["train", "--data-dir", str(mnist_dir), "--epochs", "3", "--no-progress", "--out", str(tmp_path / "r")]) == 0
-    assert read_metrics(tmp_path / "r")[-1]["test_accuracy"] >= 98.5
+    accuracy = read_metrics(tmp_path / "r")[-1]["test_accuracy"]
+    assert accuracy >= 98.5
+    # The run remembers where its data came from: evaluate needs no --data-dir (and no cache) to find it.
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "empty-cache"))
+    monkeypatch.delenv("CNNLAB_DATA_DIR", raising=False)
+    capsys.readouterr()
+    assert main(["evaluate", str(tmp_path / "r")]) == 0
+    assert f"({accuracy:.2f}%)" in capsys.readouterr().out

@@ -24,7 +24,9 @@ TRAIN = [sys.executable, "-m", "cnnlab", "train", "--dataset", "mnist-sample", "
 
 
 def weights(run):
-    return load_checkpoint(run)["state_dict"]
+    """The saved weights, and with --ema the training weights beside the average."""
+    payload = load_checkpoint(run)
+    return {**payload["state_dict"], **{f"train.{k}": v for k, v in (payload["train_state_dict"] or {}).items()}}
 
 
 def comparable(rows):
@@ -69,8 +71,8 @@ def test_signal_saves_a_checkpoint_and_resume_is_bit_identical(uninterrupted, tm
 
 
 @pytest.mark.slow
-def test_resume_with_augmentation_is_bit_identical(tmp_path):
-    augmented = ["--augment", "affine", "--model", "cnn-bn-8-24"]
+def test_resume_with_augmentation_and_ema_is_bit_identical(tmp_path):
+    augmented = ["--augment", "affine", "--model", "cnn-bn-8-24", "--ema", "0.99"]
     reference = tmp_path / "reference"
     subprocess.run([*TRAIN, *augmented, "--out", str(reference)], check=True, capture_output=True)
     out = tmp_path / "run"

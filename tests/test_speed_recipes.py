@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from cnnlab.cli import main
-from cnnlab.data.augment import random_affine
-from cnnlab.engine.checkpoint import read_metrics
+from cnnlab.data.augment import one_pixel_shifts, random_affine
+from cnnlab.engine.checkpoint import load_checkpoint, read_metrics
 
 
 def test_affine_augmentation_is_batched_seeded_and_keeps_the_background():
@@ -23,7 +23,7 @@ def test_affine_augmentation_is_batched_seeded_and_keeps_the_background():
     assert torch.allclose(identity, images, atol=1e-5)
 
 
-@pytest.mark.parametrize("recipe, model", [("fast", "cnn-bn-8-24"), ("best", "cnn-bn-32-64")])
+@pytest.mark.parametrize("recipe, model", [("fast", "cnn-bn-8-24"), ("best", "cnn-bn-32-64-64-fc256")])
 def test_recipe_smoke_run(tmp_path, recipe, model):
     out = tmp_path / recipe
     assert main(["train", "--recipe", recipe, "--dataset", "mnist-sample", "--epochs", "1", "--no-progress",
@@ -38,3 +38,60 @@ def test_time_to_accuracy_benchmark(mnist_dir, tmp_path, capsys):
     (result_file,) = tmp_path.glob("*time-to-97.0.json")
     result = json.loads(result_file.read_text())
     assert result["recipe"] == "fast" and result["all_reached"] and 0 < result["median_seconds"] < 120
+
+
+def test_ema_is_what_gets_evaluated_and_saved(tmp_path, capsys):
+    out = tmp_path / "ema"
+    assert main(["train", "--dataset", "mnist-sample", "--model", "cnn-bn-8-24", "--epochs", "2", "--ema", "0.98",
+                 "--no-progress", "--out", str(out)]) == 0
+    payload = load_checkpoint(out)
+    average, trained = payload["state_dict"], payload["train_state_dict"]
+    assert set(average) == set(trained)
+    assert not torch.equal(average["fc.weight"], trained["fc.weight"])
+    assert int(payload["ema"]["n_averaged"]) == 2 * 32  # one update per step: 2 epochs of 4,000 / 128
+    capsys.readouterr()
+    assert main(["evaluate", str(out)]) == 0  # evaluate, predict and export load the averaged weights
+    assert f"{read_metrics(out)[-1]['test_accuracy']:.2f}%" in capsys.readouterr().out
+
+
+def test_bench_times_both_pipelines_repeatedly(mnist_dir, tmp_path, capsys):
+    assert main(["bench", "--quick", "--models", "cnn", "--repeats", "2", "--data-dir", str(mnist_dir),
+                 "--out", str(tmp_path)]) == 0
+    (result_file,) = tmp_path.glob("*.json")
+    cnn = json.loads(result_file.read_text())["models"]["cnn"]
+    for pipeline in ("cnnlab", "reference"):
+        assert len(cnn[pipeline]["epoch_seconds"]) == 2 and cnn[pipeline]["test_accuracy"] > 60  # 1 epoch on 6,000 images: ~80%
+    assert cnn["speedup"] == pytest.approx(cnn["reference"]["seconds_per_epoch"] / cnn["cnnlab"]["seconds_per_epoch"])
+    assert all(len(rates) == 3 for rates in cnn["inference_images_per_s"].values())
+    assert "| cnn" in capsys.readouterr().out
+
+
+def test_one_pixel_shifts_move_the_image_and_fill_with_background():
+    images = torch.arange(2 * 1 * 4 * 5, dtype=torch.float32).view(2, 1, 4, 5)
+    same, down, up, right, left = one_pixel_shifts(images, background=-1.0)
+    assert torch.equal(same, images)
+    assert torch.equal(down[..., 1:, :], images[..., :-1, :]) and (down[..., 0, :] == -1).all()
+    assert torch.equal(up[..., :-1, :], images[..., 1:, :]) and (up[..., -1, :] == -1).all()
+    assert torch.equal(right[..., :, 1:], images[..., :, :-1]) and (right[..., :, 0] == -1).all()
+    assert torch.equal(left[..., :, :-1], images[..., :, 1:]) and (left[..., :, -1] == -1).all()
+
+
+def test_evaluate_with_test_time_augmentation(trained_run, capsys):
+    assert main(["evaluate", str(trained_run)]) == 0
+    plain = capsys.readouterr().out
+    assert main(["evaluate", str(trained_run), "--tta"]) == 0
+    augmented = capsys.readouterr().out
+    assert "with test-time augmentation (5 views)" in augmented and "with test-time" not in plain
+    accuracy = lambda text: float(text.split("Accuracy: ")[1].split("(")[1].split("%")[0])
+    assert abs(accuracy(augmented) - accuracy(plain)) < 3  # the same model seen 5 ways, not another model
+    assert augmented.split("Test set:")[1] != plain.split("Test set:")[1]
+
+
+def test_bf16_autocast_trains_with_float32_weights(tmp_path, capsys):
+    out = tmp_path / "bf16"
+    assert main(["train", "--dataset", "mnist-sample", "--model", "cnn-bn-8-24", "--epochs", "1", "--precision", "bf16",
+                 "--no-progress", "--out", str(out)]) == 0
+    assert "bf16 autocast" in capsys.readouterr().out
+    assert json.loads((out / "config.json").read_text())["precision"] == "bf16"
+    assert all(w.dtype == torch.float32 for w in load_checkpoint(out)["state_dict"].values() if w.is_floating_point())
+    assert read_metrics(out)[0]["test_accuracy"] > 50

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from cnnlab import CnnlabError
 from cnnlab.data.batches import epoch_order, iterate_batches
 from cnnlab.data.datasets import load_dataset
 from cnnlab.engine.config import build_config
@@ -110,8 +111,8 @@ def _onnx_rate(model, batch_size, repeats) -> list[float]:
     return images_per_second(lambda: session.run(None, {"input": x}), batch_size, repeats)
 
 
-def _spread(values) -> str:
-    return f"{statistics.median(values):,.0f} ({min(values):,.0f}-{max(values):,.0f})"
+def _spread(values, digits=0) -> str:
+    return f"{statistics.median(values):,.{digits}f} ({min(values):,.{digits}f}-{max(values):,.{digits}f})"
 
 
 def time_to_accuracy(data_dir, target: float, recipe: str = "fast", seeds=(0, 1, 2), out_dir="benchmarks/results",
@@ -152,7 +153,11 @@ def time_to_accuracy(data_dir, target: float, recipe: str = "fast", seeds=(0, 1,
 
 
 def run_bench(data_dir, models=("cnn", "inception"), quick=False, reference=True, out_dir="benchmarks/results",
-              log=print) -> dict:
+              epoch_repeats=3, log=print) -> dict:
+    """Per model: the lecture recipe's epoch, cnnlab's pipeline and the reference alternately, each from fresh
+    weights `epoch_repeats` times (median and range reported); then inference throughput."""
+    if epoch_repeats < 1:
+        raise CnnlabError(f"--repeats must be at least 1, got {epoch_repeats}")
     dataset = load_dataset("mnist", data_dir)
     if quick:  # a tenth of the data: same code paths, seconds scaled up to a full epoch
         dataset.train_images, dataset.train_labels = dataset.train_images[:6000], dataset.train_labels[:6000]
@@ -165,24 +170,28 @@ def run_bench(data_dir, models=("cnn", "inception"), quick=False, reference=True
     rows = []
     for name in models:
         config = build_config({"recipe": "lecture", "model": name})
-        entry = {"parameters": None}
-        for pipeline in ("cnnlab", "reference") if reference else ("cnnlab",):
-            torch.manual_seed(config.seed)
-            model = build_model(name, dataset.describe())
-            entry["parameters"] = count_parameters(model)
-            optimizer = build_optimizer(model, config)
-            seconds, accuracy = (_cnnlab_epoch(model, optimizer, dataset, config) if pipeline == "cnnlab"
-                                 else _reference_epoch(model, optimizer, dataset, config.seed))
-            entry[pipeline] = {"seconds_per_epoch": seconds * scale, "test_accuracy": accuracy,
-                               "train_images_per_s": len(dataset.train_labels) / seconds}
-            log(f"{name} {pipeline}: {seconds * scale:.2f} s/epoch (train + test), test accuracy {accuracy:.2f}%")
+        pipelines = ("cnnlab", "reference") if reference else ("cnnlab",)
+        entry = {"parameters": None, **{pipeline: {"epoch_seconds": []} for pipeline in pipelines}}
+        for _ in range(epoch_repeats):  # alternated, so that a noisy minute hits both pipelines alike
+            for pipeline in pipelines:
+                torch.manual_seed(config.seed)
+                model = build_model(name, dataset.describe())
+                entry["parameters"] = count_parameters(model)
+                optimizer = build_optimizer(model, config)
+                seconds, accuracy = (_cnnlab_epoch(model, optimizer, dataset, config) if pipeline == "cnnlab"
+                                     else _reference_epoch(model, optimizer, dataset, config.seed))
+                runs = entry[pipeline]["epoch_seconds"]
+                runs.append(seconds * scale)
+                entry[pipeline].update(seconds_per_epoch=statistics.median(runs), test_accuracy=accuracy,
+                                       train_images_per_s=60000 / statistics.median(runs))
+                log(f"{name} {pipeline}: {seconds * scale:.2f} s/epoch (train + test), test accuracy {accuracy:.2f}%")
         entry["inference_images_per_s"] = {str(b): _inference_rate(model, b, repeats) for b in (1, 1024)}
         entry["onnxruntime_images_per_s"] = {str(b): _onnx_rate(model, b, repeats) for b in (1, 1024)}
         if reference:
             entry["speedup"] = entry["reference"]["seconds_per_epoch"] / entry["cnnlab"]["seconds_per_epoch"]
         results["models"][name] = entry
-        rows.append([name, f"{entry['parameters']:,}", f"{entry['cnnlab']['seconds_per_epoch']:.2f}",
-                     f"{entry['reference']['seconds_per_epoch']:.2f}" if reference else "-",
+        rows.append([name, f"{entry['parameters']:,}", _spread(entry["cnnlab"]["epoch_seconds"], 2),
+                     _spread(entry["reference"]["epoch_seconds"], 2) if reference else "-",
                      f"{entry['speedup']:.2f}x" if reference else "-",
                      f"{entry['cnnlab']['test_accuracy']:.2f}",
                      f"{entry['reference']['test_accuracy']:.2f}" if reference else "-",
@@ -199,7 +208,8 @@ def run_bench(data_dir, models=("cnn", "inception"), quick=False, reference=True
     path = out / f"{results['machine']}-{results['date']}.json"
     path.write_text(json.dumps(results, indent=2) + "\n")
     log(f"\nLecture recipe, 1 epoch, {results['threads']} threads, torch {results['torch']}, "
-        f"peak RSS {results['peak_rss_mib']:.0f} MiB; inference: median (min-max) of {repeats}")
+        f"peak RSS {results['peak_rss_mib']:.0f} MiB; epochs: median (min-max) of {epoch_repeats}, "
+        f"inference: of {repeats}")
     log(table)
     log(f"written to {path}")
     return results

@@ -45,6 +45,8 @@ def _train_args(p):
     opt.add_argument("--weight-decay", type=float, metavar="WD", help="(default: 0)")
     opt.add_argument("--schedule", metavar="NAME", help="constant or onecycle (default: from the recipe)")
     opt.add_argument("--label-smoothing", type=float, metavar="EPS", help="(default: 0)")
+    opt.add_argument("--ema", type=float, metavar="DECAY", help="evaluate and save an exponential moving average of the "
+                     "weights, e.g. 0.999 (default: from the recipe; 0 = off)")
     aug = p.add_argument_group("Augmentation")
     aug.add_argument("--augment", metavar="NAME", help="none or affine (batched random rotation, scale, shift) "
                      "(default: none)")
@@ -52,6 +54,8 @@ def _train_args(p):
     system.add_argument("--seed", type=int, metavar="S", help="(default: 0)")
     system.add_argument("--device", metavar="NAME", help="auto, cpu, cuda or mps (default: auto)")
     system.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default: torch's choice)")
+    system.add_argument("--precision", metavar="P", help="fp32, bf16 (autocast; weights stay fp32) or auto: bf16 on a "
+                        "CUDA GPU that supports it, else fp32 (default: auto)")
     system.add_argument("--no-channels-last", dest="channels_last", action="store_const", const=False,
                         help="keep NCHW memory layout (default: channels_last, faster on CPU)")
     system.add_argument("--out", metavar="DIR", help="run directory (default: runs/<model>-<dataset>-<time>)")
@@ -127,7 +131,7 @@ def cmd_compare(args) -> int:
 
 def cmd_evaluate(args) -> int:
     from cnnlab.engine.evaluate import evaluate_run
-    print(evaluate_run(args.run, args.dataset, args.data_dir, args.batch_size))
+    print(evaluate_run(args.run, args.dataset, args.data_dir, args.batch_size, args.tta))
     return 0
 
 
@@ -201,7 +205,7 @@ def cmd_bench(args) -> int:
         seeds = tuple(int(s) for s in args.seeds.split(","))
         result = time_to_accuracy(args.data_dir, args.target, args.recipe, seeds, args.out)
         return 0 if result["all_reached"] else 1
-    run_bench(args.data_dir, tuple(args.models.split(",")), args.quick, not args.no_reference, args.out)
+    run_bench(args.data_dir, tuple(args.models.split(",")), args.quick, not args.no_reference, args.out, args.repeats)
     return 0
 
 
@@ -220,6 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", metavar="NAME", help="evaluate on another dataset (default: the run's)")
     p.add_argument("--data-dir", metavar="DIR", help="folder holding the dataset's IDX files")
     p.add_argument("--batch-size", type=int, default=1000, metavar="B", help="(default: 1000)")
+    p.add_argument("--tta", action="store_true", help="test-time augmentation: average the image and its 4 one-pixel shifts")
     p.set_defaults(handler=cmd_evaluate)
 
     p = sub.add_parser("models", help="list models with parameters and forward FLOPs per image")
@@ -308,6 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models", default="cnn,inception", metavar="A,B", help="(default: cnn,inception)")
     p.add_argument("--quick", action="store_true", help="a tenth of the data, figures scaled per epoch")
     p.add_argument("--no-reference", action="store_true", help="skip the lecture-pipeline reference")
+    p.add_argument("--repeats", type=int, default=3, metavar="N", help="epochs timed per pipeline, median reported (default: 3)")
     p.add_argument("--target", type=float, metavar="ACC", help="instead: seconds of training to ACC%% test accuracy")
     p.add_argument("--recipe", default="fast", metavar="NAME", help="recipe for --target (default: fast)")
     p.add_argument("--seeds", default="0,1,2", metavar="S1,S2", help="seeds for --target, median reported (default: 0,1,2)")

@@ -12,7 +12,7 @@ import torch
 from cnnlab import CnnlabError
 from cnnlab.data.batches import normalise
 from cnnlab.data.datasets import load_dataset
-from cnnlab.engine.train import load_trained
+from cnnlab.engine.train import load_trained, run_data_dir
 
 FORMATS = {"onnx": "model.onnx", "torchscript": "model.torchscript.pt"}
 TOLERANCE = 1e-4
@@ -21,7 +21,7 @@ TOLERANCE = 1e-4
 def _verification_batch(payload, data_dir=None, n=256) -> torch.Tensor:
     info = payload["dataset"]
     try:
-        images = load_dataset(info["name"], data_dir, allow_download=False).test_images[:n]
+        images = load_dataset(info["name"], run_data_dir(payload, data_dir), allow_download=False).test_images[:n]
     except CnnlabError:  # the data is not at hand: random pixels still exercise every operation
         images = torch.randint(0, 256, (n, info["in_channels"], *info["input_size"]), dtype=torch.uint8,
                                generator=torch.Generator().manual_seed(0))

@@ -12,7 +12,7 @@ from cnnlab import CnnlabError  # noqa: E402
 from cnnlab.data.batches import iterate_batches, normalise  # noqa: E402
 from cnnlab.data.datasets import load_dataset  # noqa: E402
 from cnnlab.engine.checkpoint import read_metrics  # noqa: E402
-from cnnlab.engine.train import evaluate, load_trained  # noqa: E402
+from cnnlab.engine.train import evaluate, load_trained, run_data_dir  # noqa: E402
 from cnnlab.models.local import LocallyConnected2d  # noqa: E402
 
 WHAT = ("curves", "confusion", "errors", "filters", "features")
@@ -47,7 +47,7 @@ def curves(run_dirs, out: Path) -> Path:
 def _test_outputs(run, data_dir):
     model, payload = load_trained(run)
     info = payload["dataset"]
-    dataset = load_dataset(info["name"], data_dir)
+    dataset = load_dataset(info["name"], run_data_dir(payload, data_dir))
     return model, info, dataset
 
 

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 AUGMENTATIONS = ("none", "affine")
+ONE_PIXEL_SHIFTS = ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1))
 
 
 def random_affine(images: torch.Tensor, generator: torch.Generator, degrees: float = 10.0,
@@ -24,3 +25,11 @@ def random_affine(images: torch.Tensor, generator: torch.Generator, degrees: flo
     theta = torch.stack([torch.stack([cos, -sin, shift_x], 1), torch.stack([sin, cos, shift_y], 1)], 1)
     grid = F.affine_grid(theta.to(images.device), list(images.shape), align_corners=False)
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def one_pixel_shifts(images: torch.Tensor, background: float) -> list[torch.Tensor]:
+    """The batch itself and shifted by one pixel down, up, right and left, `background` filling in
+    (test-time augmentation: small shifts are what the affine training augmentation taught)."""
+    height, width = images.shape[-2:]
+    padded = F.pad(images, (1, 1, 1, 1), value=background)
+    return [padded[..., 1 - dy:1 - dy + height, 1 - dx:1 - dx + width] for dy, dx in ONE_PIXEL_SHIFTS]

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from cnnlab import CnnlabError
-from cnnlab.data.augment import random_affine
+from cnnlab.data.augment import one_pixel_shifts, random_affine
 from cnnlab.data.batches import epoch_order, iterate_batches, steps_per_epoch as count_steps
 from cnnlab.data.datasets import ImageDataset, load_training_dataset
 from cnnlab.engine import checkpoint as ckpt
@@ -63,6 +63,26 @@ def build_scheduler(optimizer, config: TrainConfig, steps_per_epoch: int):
                                                steps_per_epoch=steps_per_epoch)
 
 
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for `precision` on `device`; None: plain float32."""
+    if precision == "auto":
+        return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
+    return torch.bfloat16 if precision == "bf16" else None
+
+
+def ema_with_warmup(decay: float):
+    """AveragedModel's update for an exponential moving average whose decay grows as (1 + n) / (10 + n)
+    up to `decay` (n: updates so far), so that a short run's average is not stuck near the initial weights."""
+    @torch.no_grad()
+    def update(averaged: list, current: list, num_averaged) -> None:
+        if not averaged[0].is_floating_point():  # BatchNorm's step counters: take the current count
+            torch._foreach_copy_(averaged, current)
+            return
+        n = int(num_averaged)
+        torch._foreach_lerp_(averaged, current, 1.0 - min(decay, (1 + n) / (10 + n)))
+    return update
+
+
 def first_layer(model) -> torch.nn.Module:
     return next(m for m in model.modules() if hasattr(m, "weight") and m.weight is not None and m.weight.dim() > 1)
 
@@ -76,13 +96,16 @@ class TrainingInterrupted(CnnlabError):
 
 
 def train_one_epoch(model, batches, optimizer, scheduler, label_smoothing=0.0, memory_format=torch.contiguous_format,
-                    progress=None, grad_norms=None, state=None, on_step=None, stop=lambda: False) -> dict:
+                    progress=None, grad_norms=None, state=None, on_step=None, stop=lambda: False, ema=None,
+                    amp_dtype=None) -> dict:
     """One pass over `batches`; returns the mean training loss and accuracy (running, as the model
     learns: the ResNet paper's training error), seconds and images/s.
 
     `state` carries the sums of an epoch resumed part-way; `on_step(state)` is called after every step
     (for step checkpoints); when `stop()` turns true the epoch ends early with state["complete"] False.
-    When `grad_norms` is a list, the first layer's gradient norm is appended to it at every step."""
+    When `grad_norms` is a list, the first layer's gradient norm is appended to it at every step; an
+    `ema` (torch.optim.swa_utils.AveragedModel) is updated after every step. With `amp_dtype` the forward
+    pass runs under autocast to that dtype (the weights and their updates stay float32)."""
     model.train()
     state = dict(state or {"step": 0, "loss_sum": 0.0, "correct": 0, "seen": 0, "seconds": 0.0})
     start = time.perf_counter() - state["seconds"]
@@ -93,7 +116,8 @@ def train_one_epoch(model, batches, optimizer, scheduler, label_smoothing=0.0, m
     for images, labels in batches:
         images = images.contiguous(memory_format=memory_format)
         optimizer.zero_grad(set_to_none=True)
-        output = model(images)
+        with torch.autocast(images.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            output = model(images).float()
         loss = F.cross_entropy(output, labels, label_smoothing=label_smoothing)
         if not torch.isfinite(loss):  # before the update, so the weights and the last checkpoint stay good
             raise CnnlabError(f"training stopped: loss became {loss.item()} at step {state['step'] + 1} of the epoch "
@@ -103,6 +127,8 @@ def train_one_epoch(model, batches, optimizer, scheduler, label_smoothing=0.0, m
         if watched is not None:
             grad_norms.append(watched.weight.grad.norm().item())
         optimizer.step()
+        if ema is not None:
+            ema.update_parameters(model)
         if scheduler is not None:
             scheduler.step()
         loss_sum += loss.detach().double().cpu() * len(labels)
@@ -123,10 +149,20 @@ def train_one_epoch(model, batches, optimizer, scheduler, label_smoothing=0.0, m
             "train_seconds": state["seconds"], "images_per_s": state["seen"] / max(state["seconds"], 1e-9)}
 
 
+def _predict(model, x, memory_format, tta: bool, background: float) -> torch.Tensor:
+    if not tta:
+        return model(x.contiguous(memory_format=memory_format))
+    # The log of the mean probability: cross_entropy's log_softmax leaves it as it is.
+    views = one_pixel_shifts(x, background)
+    return sum(F.softmax(model(v.contiguous(memory_format=memory_format)).float(), 1) for v in views).div(len(views)).log()
+
+
 @torch.inference_mode()
 def evaluate(model, images, labels, mean, std, num_classes, batch_size=1000,
-             memory_format=torch.contiguous_format, dist_context=DistContext()) -> dict:
+             memory_format=torch.contiguous_format, dist_context=DistContext(), tta=False, amp_dtype=None) -> dict:
     """Summed loss over the whole set divided by its size (exact with a short last batch).
+
+    With `tta` the prediction is the mean of the softmax over the image and its four one-pixel shifts.
 
     Under DDP each rank evaluates every world-th image and the sums are all-reduced: every image is
     counted once, however the set divides."""
@@ -134,7 +170,8 @@ def evaluate(model, images, labels, mean, std, num_classes, batch_size=1000,
     images, labels = images[dist_context.rank::dist_context.world], labels[dist_context.rank::dist_context.world]
     loss_sum, predictions = 0.0, []
     for x, y in iterate_batches(images, labels, batch_size, mean, std):
-        output = model(x.contiguous(memory_format=memory_format))
+        with torch.autocast(images.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            output = _predict(model, x, memory_format, tta, -mean / std).float()
         loss_sum += F.cross_entropy(output, y, reduction="sum").item()
         predictions.append(output.argmax(1))
     predictions = torch.cat(predictions) if predictions else labels.new_zeros(0)
@@ -232,6 +269,7 @@ def fit(config: TrainConfig, log=print, dataset: ImageDataset | None = None, res
         keep = keep[:config.train_subset].sort().values
         dataset.train_images, dataset.train_labels = dataset.train_images[keep], dataset.train_labels[keep]
     dataset.to(device)
+    amp_dtype = autocast_dtype(config.precision, device)
     data_info = dataset.describe()
     config = dataclasses.replace(config, dataset=dataset.name)
     run_dir = Path(config.out) if config.out else default_run_dir(config, dataset.name)
@@ -248,9 +286,15 @@ def fit(config: TrainConfig, log=print, dataset: ImageDataset | None = None, res
     steps_per_epoch = count_steps(len(dataset.train_labels), config.batch_size, ctx.world)
     optimizer = build_optimizer(model, config)
     scheduler = build_scheduler(optimizer, config, steps_per_epoch)
+    # The average is what gets evaluated and saved as the run's weights; BatchNorm statistics are averaged too.
+    ema = torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=ema_with_warmup(config.ema),
+                                              use_buffers=True) if config.ema else None
+    evaluated = ema.module if ema is not None else model
     history, grad_norms, epoch_state, first_epoch = [], [] if config.trace_grad else None, None, 1
     if resume is not None:
-        model.load_state_dict(resume["state_dict"])
+        model.load_state_dict(resume.get("train_state_dict") or resume["state_dict"])
+        if ema is not None:
+            ema.load_state_dict(resume["ema"])
         optimizer.load_state_dict(resume["optimizer"])
         if scheduler is not None:
             scheduler.load_state_dict(resume["scheduler"])
@@ -268,7 +312,7 @@ def fit(config: TrainConfig, log=print, dataset: ImageDataset | None = None, res
                                                 "torch": torch.__version__, "threads": torch.get_num_threads()})
     log(f"{'Resuming' if resume else 'Training'} {config.model} ({count_parameters(model):,} parameters) on "
         f"{dataset.name} ({len(dataset.train_labels):,} train / {len(dataset.test_labels):,} test images), "
-        f"recipe {config.recipe}, device {device}, run directory {run_dir}"
+        f"recipe {config.recipe}, device {device}{', bf16 autocast' if amp_dtype else ''}, run directory {run_dir}"
         + (f", {ctx.world} processes of {config.batch_size // ctx.world}+ images per step" if ctx.world > 1 else "")
         + (f", from epoch {first_epoch} step {(epoch_state or {}).get('step', 0)}" if resume else ""))
 
@@ -279,7 +323,9 @@ def fit(config: TrainConfig, log=print, dataset: ImageDataset | None = None, res
             return
         ckpt.save_checkpoint(run_dir / name, {
             "model": {"name": config.model, "width": config.width}, "dataset": data_info,
-            "config": dataclasses.asdict(config), "state_dict": model.state_dict(),
+            "config": dataclasses.asdict(config), "state_dict": evaluated.state_dict(),
+            "train_state_dict": model.state_dict() if ema is not None else None,
+            "ema": ema.state_dict() if ema is not None else None,
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict() if scheduler else None,
             "epoch": epoch_done, "epoch_state": state, "metrics": history, "rng": _rng_state(),
             "grad_norms": grad_norms})
@@ -299,7 +345,7 @@ def fit(config: TrainConfig, log=print, dataset: ImageDataset | None = None, res
                       leave=False, disable=not config.progress, dynamic_ncols=True) as bar:
                 train = train_one_epoch(trained, batches, optimizer, scheduler, config.label_smoothing, memory_format,
                                         bar, grad_norms, epoch_state, on_step,
-                                        lambda: ctx.any(stopper.signal is not None))  # all ranks stop at one step
+                                        lambda: ctx.any(stopper.signal is not None), ema, amp_dtype)  # all ranks stop at one step
             epoch_state = None
             if ctx.world > 1:  # the epoch's loss and accuracy over all ranks' shards
                 loss_sum, correct, seen = ctx.sum(train["loss_sum"], train["correct"], train["seen"])
@@ -311,8 +357,8 @@ def fit(config: TrainConfig, log=print, dataset: ImageDataset | None = None, res
                 raise TrainingInterrupted(f"{signal.Signals(number).name}: stopped at epoch {epoch} step {train['step']}, "
                                           f"checkpoint saved; resume with: cnnlab train --resume {run_dir}", 128 + number)
             test_start = time.perf_counter()
-            test = evaluate(model, dataset.test_images, dataset.test_labels, dataset.mean, dataset.std,
-                            dataset.num_classes, config.test_batch_size, memory_format, ctx)
+            test = evaluate(evaluated, dataset.test_images, dataset.test_labels, dataset.mean, dataset.std,
+                            dataset.num_classes, config.test_batch_size, memory_format, ctx, amp_dtype=amp_dtype)
             row = {"epoch": epoch, "train_loss": round(train["train_loss"], 6),
                    "train_accuracy": train["train_accuracy"], "test_loss": round(test["loss"], 6),
                    "test_accuracy": test["accuracy"],
@@ -350,6 +396,12 @@ def resume_run(run_dir, log=print) -> dict:
     if payload["epoch"] >= config.epochs and not payload.get("epoch_state"):
         raise CnnlabError(f"{run_dir}: the run already finished its {config.epochs} epochs")
     return fit(config, log=log, resume=payload)
+
+
+def run_data_dir(payload: dict, data_dir=None):
+    """`data_dir`, else the folder the run was trained from while it still exists, else None (cache)."""
+    saved = (payload.get("config") or {}).get("data_dir")
+    return data_dir or (saved if saved and Path(saved).is_dir() else None)
 
 
 def load_trained(run_or_file) -> tuple[torch.nn.Module, dict]:

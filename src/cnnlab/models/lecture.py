@@ -14,8 +14,16 @@ __all__ = ["Net", "InceptionA", "InceptionNet"]
 
 
 def flat_features(features, in_channels: int, input_size) -> int:
+    """How many values `features` (a function, or a module: run in eval mode, so that BatchNorm's
+    running statistics stay untouched) gives for one image."""
+    if isinstance(features, nn.Module):
+        mode = features.training
+        features.eval()
     with torch.no_grad():
-        return features(torch.zeros(1, in_channels, *input_size)).numel()
+        size = features(torch.zeros(1, in_channels, *input_size)).numel()
+    if isinstance(features, nn.Module):
+        features.train(mode)
+    return size
 
 
 class Net(nn.Module):
