@@ -5,7 +5,6 @@ installable beside this torch): a map-style Dataset turning each uint8 image int
 ToTensor and Normalize per sample, a DataLoader with batch 64 and shuffling, NCHW, test batch 64.
 Both run the lecture recipe (SGD 0.01/0.5, batch 64) on the same data in the same process.
 """
-import json
 import platform
 import resource
 import statistics
@@ -21,6 +20,7 @@ from PIL import Image
 from cnnlab import CnnlabError
 from cnnlab.data.batches import epoch_order, iterate_batches
 from cnnlab.data.datasets import load_dataset
+from cnnlab.engine.checkpoint import write_json
 from cnnlab.engine.config import build_config
 from cnnlab.engine.train import build_model, build_optimizer, evaluate, train_one_epoch
 from cnnlab.models import count_parameters
@@ -111,6 +111,13 @@ def _onnx_rate(model, batch_size, repeats) -> list[float]:
     return images_per_second(lambda: session.run(None, {"input": x}), batch_size, repeats)
 
 
+def _save_result(out_dir, name: str, result: dict) -> Path:
+    """benchmarks/results/<name>, written atomically: an interrupted bench leaves no half a file."""
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    write_json(Path(out_dir) / name, result)
+    return Path(out_dir) / name
+
+
 def _spread(values, digits=0) -> str:
     return f"{statistics.median(values):,.{digits}f} ({min(values):,.{digits}f}-{max(values):,.{digits}f})"
 
@@ -142,10 +149,7 @@ def time_to_accuracy(data_dir, target: float, recipe: str = "fast", seeds=(0, 1,
     result = {"recipe": recipe, "target": target, "runs": runs, "median_seconds": median,
               "all_reached": all(t is not None for t in times), "threads": torch.get_num_threads(),
               "torch": torch.__version__, "machine": platform.node(), "date": date.today().isoformat()}
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"{result['machine']}-{result['date']}-time-to-{target}.json"
-    path.write_text(json.dumps(result, indent=2) + "\n")
+    path = _save_result(out_dir, f"{result['machine']}-{result['date']}-time-to-{target}.json", result)
     log(f"time to {target}% with recipe {recipe}: median {median:.2f} s over seeds {list(seeds)} "
         f"(range {min(times, key=lambda t: t or 1e9) or float('nan'):.2f}-{max(t or float('inf') for t in times):.2f} s); "
         f"written to {path}")
@@ -203,10 +207,7 @@ def run_bench(data_dir, models=("cnn", "inception"), quick=False, reference=True
                           "acc % reference", "train img/s", "torch img/s b=1", "torch img/s b=1024", "onnxruntime img/s b=1",
                           "onnxruntime img/s b=1024"], rows)
     results["table"] = table
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"{results['machine']}-{results['date']}.json"
-    path.write_text(json.dumps(results, indent=2) + "\n")
+    path = _save_result(out_dir, f"{results['machine']}-{results['date']}.json", results)
     log(f"\nLecture recipe, 1 epoch, {results['threads']} threads, torch {results['torch']}, "
         f"peak RSS {results['peak_rss_mib']:.0f} MiB; epochs: median (min-max) of {epoch_repeats}, "
         f"inference: of {repeats}")
