@@ -5,13 +5,12 @@ import hashlib
 import http.server
 import threading
 
-import numpy as np
 import pytest
 
 from cnnlab.data import datasets
 from cnnlab.data.download import download
 from cnnlab.data.idx import DataError
-from conftest import idx_bytes, write_idx_dataset
+from conftest import write_idx_dataset
 
 
 @pytest.fixture

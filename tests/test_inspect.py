@@ -4,7 +4,7 @@ import torch
 
 from cnnlab import CnnlabError
 from cnnlab.cli import main
-from cnnlab.inspect import params, shape, summary_rows
+from cnnlab.explain.arithmetic import params, shape, summary_rows
 from cnnlab.models import count_parameters, create_model
 from cnnlab.models.local import LocallyConnected2d
 

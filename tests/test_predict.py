@@ -7,12 +7,13 @@ import zlib
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
 from cnnlab.cli import main
-from cnnlab.predict import ImageError, Predictor, load_image, preprocess
+from cnnlab.inference.predict import Predictor
+from cnnlab.inference.preprocess import ImageError, load_image, preprocess
 from conftest import draw_digit
 
 
@@ -128,10 +129,10 @@ def test_export_matches_pytorch(trained_run, tmp_path, fmt):
     assert main(["export", str(trained_run), "--format", fmt, "--out", str(out)]) == 0
     from cnnlab.data.batches import normalise
     from cnnlab.data.datasets import load_dataset
-    from cnnlab.engine.train import load_trained
-    model, payload = load_trained(trained_run)
-    x = normalise(load_dataset("mnist-sample").test_images[:256], payload["dataset"]["mean"], payload["dataset"]["std"])
-    expected = model(x).detach()
+    from cnnlab.engine.run import open_run
+    run = open_run(trained_run)
+    x = normalise(load_dataset("mnist-sample").test_images[:256], run.info.mean, run.info.std)
+    expected = run.model(x).detach()
     if fmt == "onnx":
         import onnx
         import onnxruntime

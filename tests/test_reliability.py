@@ -130,9 +130,9 @@ def test_broken_and_foreign_checkpoints_are_one_line_errors(tmp_path, uninterrup
     payload = torch.load(uninterrupted / "checkpoint.pt", weights_only=True)
     payload["model"]["name"] = "inception"
     torch.save(payload, tmp_path / "other.pt")
-    from cnnlab.engine.train import load_trained
+    from cnnlab.engine.run import open_run
     with pytest.raises(CnnlabError, match="do not fit model inception"):
-        load_trained(tmp_path / "other.pt")
+        open_run(tmp_path / "other.pt")
     torch.save({"format": "something else"}, tmp_path / "foreign.pt")
     with pytest.raises(CnnlabError, match="not a cnnlab checkpoint"):
         load_checkpoint(tmp_path / "foreign.pt")

@@ -4,7 +4,6 @@ import shutil
 import socket
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +11,7 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cnnlab.serve import create_app
+from cnnlab.inference.serve import create_app
 from conftest import ROOT, draw_digit
 
 ARTIFACTS = ROOT / "test-artifacts"

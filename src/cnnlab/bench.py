@@ -8,6 +8,7 @@ Both run the lecture recipe (SGD 0.01/0.5, batch 64) on the same data in the sam
 import platform
 import resource
 import statistics
+import tempfile
 import time
 from datetime import date
 from pathlib import Path
@@ -20,11 +21,15 @@ from PIL import Image
 from cnnlab import CnnlabError
 from cnnlab.data.batches import epoch_order, iterate_batches
 from cnnlab.data.datasets import load_dataset
-from cnnlab.engine.checkpoint import write_json
 from cnnlab.engine.config import build_config
-from cnnlab.engine.train import build_model, build_optimizer, evaluate, train_one_epoch
+from cnnlab.engine.evaluate import evaluate
+from cnnlab.engine.run import build_model
+from cnnlab.engine.train import build_optimizer, fit, train_one_epoch
+from cnnlab.files import write_json
+from cnnlab.inference.onnx import onnx_session, to_onnx
 from cnnlab.models import count_parameters
 from cnnlab.tables import format_table
+from cnnlab.timing import images_per_second
 
 
 class _LectureMNIST(torch.utils.data.Dataset):
@@ -72,22 +77,9 @@ def _cnnlab_epoch(model, optimizer, dataset, config) -> tuple[float, float]:
     batches = iterate_batches(dataset.train_images, dataset.train_labels, config.batch_size, dataset.mean,
                               dataset.std, epoch_order(len(dataset.train_labels), config.seed, 1))
     train_one_epoch(model, batches, optimizer, None, memory_format=memory_format)
-    result = evaluate(model, dataset.test_images, dataset.test_labels, dataset.mean, dataset.std,
-                      dataset.num_classes, memory_format=memory_format)
-    return time.perf_counter() - start, result["accuracy"]
-
-
-def images_per_second(forward, batch_size: int, repeats: int, budget_s: float = 1.0) -> list[float]:
-    """Call `forward()` (one batch) repeatedly for `budget_s` in all; images/s of each of `repeats` slices."""
-    forward()  # warm-up
-    rates = []
-    for _ in range(repeats):
-        n, start = 0, time.perf_counter()
-        while time.perf_counter() - start < budget_s / repeats:
-            forward()
-            n += batch_size
-        rates.append(n / (time.perf_counter() - start))
-    return rates
+    result = evaluate(model, dataset.test_images, dataset.test_labels, mean=dataset.mean, std=dataset.std,
+                      num_classes=dataset.num_classes, memory_format=memory_format)
+    return time.perf_counter() - start, result.accuracy
 
 
 def _inference_rate(model, batch_size, repeats) -> list[float]:
@@ -100,13 +92,7 @@ def _inference_rate(model, batch_size, repeats) -> list[float]:
 
 def _onnx_rate(model, batch_size, repeats) -> list[float]:
     """The same model exported with a dynamic batch, through onnxruntime."""
-    import tempfile
-    from cnnlab.export import _write_onnx
-    import onnxruntime
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "model.onnx"
-        _write_onnx(model.to(memory_format=torch.contiguous_format).eval(), torch.randn(2, 1, 28, 28), path)
-        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    session = onnx_session(to_onnx(model.to(memory_format=torch.contiguous_format).eval(), torch.randn(2, 1, 28, 28)))
     x = torch.randn(batch_size, 1, 28, 28).numpy()
     return images_per_second(lambda: session.run(None, {"input": x}), batch_size, repeats)
 
@@ -125,14 +111,12 @@ def _spread(values, digits=0) -> str:
 def time_to_accuracy(data_dir, target: float, recipe: str = "fast", seeds=(0, 1, 2), out_dir="benchmarks/results",
                      log=print) -> dict:
     """Seconds from the start of training to the first evaluation at or above `target` (evaluations counted)."""
-    import tempfile
-    from cnnlab.engine.train import fit
     dataset = load_dataset("mnist", data_dir)
     runs = []
     with tempfile.TemporaryDirectory() as folder:
         for seed in seeds:
             config = build_config({"recipe": recipe, "seed": seed, "out": f"{folder}/{seed}", "progress": False})
-            history = fit(config, log=lambda line: None, dataset=load_dataset("mnist", data_dir))["history"]
+            history = fit(config, log=lambda line: None, dataset=load_dataset("mnist", data_dir)).history
             elapsed, reached = 0.0, None
             for row in history:
                 elapsed += row["seconds"]
@@ -179,7 +163,7 @@ def run_bench(data_dir, models=("cnn", "inception"), quick=False, reference=True
         for _ in range(epoch_repeats):  # alternated, so that a noisy minute hits both pipelines alike
             for pipeline in pipelines:
                 torch.manual_seed(config.seed)
-                model = build_model(name, dataset.describe())
+                model = build_model(name, dataset.info)
                 entry["parameters"] = count_parameters(model)
                 optimizer = build_optimizer(model, config)
                 seconds, accuracy = (_cnnlab_epoch(model, optimizer, dataset, config) if pipeline == "cnnlab"

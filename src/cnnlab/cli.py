@@ -88,8 +88,8 @@ def _without_option(argv: list[str], name: str) -> list[str]:
 
 
 def _report(result: dict) -> None:
-    if result["is_main"]:
-        print(f"Final test accuracy: {result['test_accuracy']:.2f}% on {result['dataset']} (run: {result['run_dir']})")
+    if result.is_main:
+        print(f"Final test accuracy: {result.test_accuracy:.2f}% on {result.dataset} (run: {result.run_dir})")
 
 
 def cmd_train(args) -> int:
@@ -115,22 +115,22 @@ def cmd_train(args) -> int:
     finally:
         shutdown()  # of the DDP process group, when there is one
     _report(result)
-    if args.plot and result["is_main"]:
-        from cnnlab.viz import draw
+    if args.plot and result.is_main:
+        from cnnlab.explain.viz import draw
         for what in ("curves", "confusion"):
-            print(f"wrote {draw([result['run_dir']], what, data_dir=args.data_dir)}")
+            print(f"wrote {draw([result.run_dir], what, data_dir=args.data_dir)}")
     return 0
 
 
 def cmd_compare(args) -> int:
-    from cnnlab.compare import compare
+    from cnnlab.explain.compare import compare
     settings = {k: v for k, v in vars(args).items() if k in ("dataset", "data_dir", "epochs", "recipe", "seed", "progress")}
     compare(args.models.split(","), args.out, **settings)
     return 0
 
 
 def cmd_evaluate(args) -> int:
-    from cnnlab.engine.evaluate import evaluate_run
+    from cnnlab.inference.evaluate import evaluate_run
     print(evaluate_run(args.run, args.dataset, args.data_dir, args.batch_size, args.tta))
     return 0
 
@@ -142,25 +142,25 @@ def cmd_models(args) -> int:
 
 
 def cmd_summary(args) -> int:
-    from cnnlab.inspect import summary
+    from cnnlab.explain.arithmetic import summary
     print(summary(args.model, args.input))
     return 0
 
 
 def cmd_shape(args) -> int:
-    from cnnlab.inspect import shape
+    from cnnlab.explain.arithmetic import shape
     print(shape(args.input, args.kernel, args.stride, args.padding, args.dilation, args.pool))
     return 0
 
 
 def cmd_params(args) -> int:
-    from cnnlab.inspect import params
+    from cnnlab.explain.arithmetic import params
     print(params(args.input, args.out_channels, args.kernel, args.stride, args.padding))
     return 0
 
 
 def cmd_depth(args) -> int:
-    from cnnlab.depth import PRESETS, run_depth
+    from cnnlab.explain.depth import PRESETS, run_depth
     settings = dict(PRESETS[args.preset]) if args.preset else {}
     given = {"families": args.families and tuple(args.families.split(",")),
              "depths": args.depths and tuple(int(d) for d in args.depths.split(",")),
@@ -174,27 +174,27 @@ def cmd_depth(args) -> int:
 
 
 def cmd_viz(args) -> int:
-    from cnnlab.viz import draw
+    from cnnlab.explain.viz import draw
     print(f"wrote {draw(args.runs, args.what, args.out, args.data_dir, args.image)}")
     return 0
 
 
 def cmd_predict(args) -> int:
-    from cnnlab.predict import predict_files
+    from cnnlab.inference.predict import predict_files
     if args.top_k < 1:
         raise CnnlabError(f"--top-k must be at least 1, got {args.top_k}")
     return predict_files(args.run, args.images, args.top_k, args.backend, args.json, args.show_input)
 
 
 def cmd_export(args) -> int:
-    from cnnlab.export import export
+    from cnnlab.inference.export import export
     path, difference = export(args.run, args.format, args.out, args.data_dir)
     print(f"wrote {path} (checked: largest difference from PyTorch on 256 test images {difference:.1e})")
     return 0
 
 
 def cmd_serve(args) -> int:
-    from cnnlab.serve import serve
+    from cnnlab.inference.serve import serve
     serve(args.run, args.host, args.port)
     return 0
 

@@ -67,6 +67,33 @@ SAMPLE_SPLIT_SEED = 0
 SAMPLE_TEST_PER_CLASS = 100
 
 
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What a trained model needs to know of its data: saved in every checkpoint, as a dict."""
+    name: str
+    classes: tuple[str, ...]
+    mean: float  # of the training pixels scaled to [0, 1]
+    std: float
+    in_channels: int
+    input_size: tuple[int, int]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "classes": list(self.classes), "mean": self.mean, "std": self.std,
+                "in_channels": self.in_channels, "input_size": list(self.input_size)}
+
+    @classmethod
+    def from_dict(cls, values) -> "DatasetInfo":
+        try:
+            return cls(str(values["name"]), tuple(str(c) for c in values["classes"]), float(values["mean"]),
+                       float(values["std"]), int(values["in_channels"]), tuple(int(n) for n in values["input_size"]))
+        except (KeyError, TypeError, ValueError) as e:
+            raise DataError(f"dataset description is incomplete or malformed ({type(e).__name__}: {e})") from None
+
+
 @dataclass
 class ImageDataset:
     """A whole dataset in memory: images (N, C, H, W) uint8, labels (N,) int64."""
@@ -91,15 +118,14 @@ class ImageDataset:
     def input_size(self) -> tuple[int, int]:
         return tuple(self.train_images.shape[2:])
 
+    @property
+    def info(self) -> DatasetInfo:
+        return DatasetInfo(self.name, tuple(self.classes), self.mean, self.std, self.in_channels, self.input_size)
+
     def to(self, device) -> "ImageDataset":
         for field in ("train_images", "train_labels", "test_images", "test_labels"):
             setattr(self, field, getattr(self, field).to(device))
         return self
-
-    def describe(self) -> dict:
-        """What a checkpoint needs to know about the data a model was trained on."""
-        return {"name": self.name, "classes": list(self.classes), "mean": self.mean, "std": self.std,
-                "in_channels": self.in_channels, "input_size": list(self.input_size)}
 
 
 def list_datasets() -> list[str]:

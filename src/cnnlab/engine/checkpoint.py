@@ -1,15 +1,14 @@
 """Run directories and checkpoints: written atomically, loaded with weights_only=True (never pickle code)."""
 import io
 import json
-import os
 import pickle
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 
 from cnnlab import CnnlabError
+from cnnlab.files import write_bytes, write_text
 
 FORMAT = "cnnlab-checkpoint/1"
 CHECKPOINT = "checkpoint.pt"  # the last one
@@ -33,29 +32,9 @@ def prepare_run_dir(out: Path, overwrite: bool) -> Path:
     return out
 
 
-def atomic_write(path: Path, write) -> None:
-    """Call write(file) on a temp file beside `path`, fsync, then rename over `path`."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(e, OSError):
-            raise CnnlabError(f"cannot write {path}: {e.strerror or e}") from None
-        raise
-
-
-def write_json(path: Path, data) -> None:
-    atomic_write(path, lambda f: f.write((json.dumps(data, indent=2) + "\n").encode()))
-
-
 def write_metrics(run_dir: Path, rows: list[dict]) -> None:
     """metrics.jsonl is rewritten whole (atomically) each epoch: it is never left with half a line."""
-    atomic_write(run_dir / METRICS, lambda f: f.write("".join(json.dumps(r) + "\n" for r in rows).encode()))
+    write_text(run_dir / METRICS, "".join(json.dumps(r) + "\n" for r in rows))
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
@@ -78,7 +57,7 @@ def is_finished(run_dir: Path, config) -> bool:
 def save_checkpoint(path: Path, payload: dict) -> None:
     buffer = io.BytesIO()  # serialise first: then a full disk shows up as the OSError of one write
     torch.save({"format": FORMAT, **payload}, buffer)
-    atomic_write(path, lambda f: f.write(buffer.getbuffer()))
+    write_bytes(path, buffer.getvalue())
 
 
 def load_checkpoint(path) -> dict:

@@ -1,30 +1,57 @@
-"""`cnnlab evaluate`: a trained run measured on a test set, with per-class accuracy and confusion matrix."""
-from cnnlab import CnnlabError
-from cnnlab.data.datasets import load_dataset
-from cnnlab.engine.metrics import format_confusion, per_class_accuracy, test_line
-from cnnlab.engine.train import evaluate, load_trained, run_data_dir
-from cnnlab.tables import format_table
+"""Evaluation: the summed loss over a whole set divided by its size (exact with a short last batch),
+accuracy and the confusion matrix; optionally with test-time augmentation, and sharded under DDP."""
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from cnnlab.data.augment import one_pixel_shifts
+from cnnlab.data.batches import iterate_batches
+from cnnlab.engine.distributed import DistContext
+from cnnlab.engine.metrics import confusion_matrix
 
 
-def evaluate_run(run, dataset_name=None, data_dir=None, batch_size=1000, tta=False) -> str:
-    model, payload = load_trained(run)
-    trained_on = payload["dataset"]
-    own = dataset_name in (None, trained_on["name"])
-    dataset = load_dataset(dataset_name or trained_on["name"], run_data_dir(payload, data_dir) if own else data_dir)
-    if (dataset.in_channels, list(dataset.input_size), dataset.num_classes) != \
-            (trained_on["in_channels"], trained_on["input_size"], len(trained_on["classes"])):
-        raise CnnlabError(f"dataset {dataset.name} ({dataset.in_channels}x{dataset.input_size[0]}x{dataset.input_size[1]}, "
-                          f"{dataset.num_classes} classes) does not fit the model trained on {trained_on['name']}")
-    # Normalise with the training data's constants: that is what the model learnt on.
-    result = evaluate(model, dataset.test_images, dataset.test_labels, trained_on["mean"], trained_on["std"],
-                      dataset.num_classes, batch_size, tta=tta)
-    per_class = per_class_accuracy(result["confusion"])
-    counts = result["confusion"].sum(1).tolist()
-    lines = [f"Model {payload['model']['name']} trained on {trained_on['name']} (epoch {payload.get('epoch')}), "
-             f"evaluated on the {dataset.name} test set" + (", with test-time augmentation (5 views)" if tta else ""),
-             test_line(result["loss"], result["correct"], result["total"]), "",
-             format_table(["class", "images", "accuracy %"],
-                          [[name, n, f"{acc:.2f}"] for name, n, acc in zip(dataset.classes, counts, per_class)]), "",
-             "Confusion matrix (rows: true class, columns: predicted):",
-             format_confusion(result["confusion"], dataset.classes)]
-    return "\n".join(lines)
+@dataclass
+class Evaluation:
+    loss: float
+    correct: int
+    total: int
+    confusion: torch.Tensor  # (true class, predicted class) counts
+    local_total: int         # images this rank evaluated (all of them without DDP)
+
+    @property
+    def accuracy(self) -> float:
+        return 100.0 * self.correct / max(self.total, 1)
+
+
+def _log_probabilities(model, x, tta: bool, background: float, memory_format) -> torch.Tensor:
+    if not tta:
+        return model(x)
+    # The log of the mean probability: cross_entropy's log_softmax leaves it as it is.
+    views = [v.contiguous(memory_format=memory_format) for v in one_pixel_shifts(x, background)]
+    return torch.stack([F.softmax(model(v).float(), 1) for v in views]).mean(0).log()
+
+
+@torch.inference_mode()
+def evaluate(model, images, labels, *, mean, std, num_classes: int, batch_size: int = 1000,
+             memory_format=torch.contiguous_format, dist: DistContext = DistContext(), tta: bool = False,
+             amp_dtype=None) -> Evaluation:
+    """Evaluate `model` on uint8 `images`, normalised with the training data's `mean` and `std`.
+
+    With `tta` the prediction is the mean of the softmax over the image and its four one-pixel shifts.
+    Under DDP each rank evaluates every world-th image and the sums are all-reduced: every image is
+    counted once, however the set divides."""
+    model.eval()
+    images, labels = images[dist.rank::dist.world], labels[dist.rank::dist.world]
+    loss_sum = torch.zeros((), dtype=torch.float64, device=labels.device)
+    predictions = []
+    for x, y in iterate_batches(images, labels, batch_size, mean, std, memory_format=memory_format):
+        with torch.autocast(x.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            output = _log_probabilities(model, x, tta, -mean / std, memory_format).float()
+        loss_sum += F.cross_entropy(output, y, reduction="sum")
+        predictions.append(output.argmax(1))
+    predictions = torch.cat(predictions) if predictions else labels.new_zeros(0)
+    local_total = len(labels)
+    loss, correct, total = dist.sum(loss_sum.item(), float((predictions == labels).sum()), float(local_total))
+    return Evaluation(loss / max(total, 1), int(correct), int(total),
+                      dist.sum_tensor(confusion_matrix(labels, predictions, num_classes)), local_total)

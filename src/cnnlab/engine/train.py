@@ -18,14 +18,17 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from cnnlab import CnnlabError
-from cnnlab.data.augment import one_pixel_shifts, random_affine
+from cnnlab.data.augment import random_affine
 from cnnlab.data.batches import epoch_order, iterate_batches, steps_per_epoch as count_steps
 from cnnlab.data.datasets import ImageDataset, load_training_dataset
 from cnnlab.engine import checkpoint as ckpt
 from cnnlab.engine.config import TrainConfig
-from cnnlab.engine.distributed import DistContext, init_distributed
-from cnnlab.engine.metrics import confusion_matrix, test_line
-from cnnlab.models import count_parameters, create_model
+from cnnlab.engine.distributed import init_distributed
+from cnnlab.engine.evaluate import evaluate
+from cnnlab.engine.metrics import test_line
+from cnnlab.engine.run import build_model
+from cnnlab.files import write_json
+from cnnlab.models import count_parameters
 
 
 def select_device(name: str) -> torch.device:
@@ -40,12 +43,6 @@ def select_device(name: str) -> torch.device:
     if name == "mps" and not torch.backends.mps.is_available():
         raise CnnlabError("--device mps: Apple's Metal backend is not available here")
     return torch.device(name)
-
-
-def build_model(name: str, dataset_info: dict, width=None) -> torch.nn.Module:
-    """Build a registered model for the data described by ImageDataset.describe()."""
-    return create_model(name, in_channels=dataset_info["in_channels"], num_classes=len(dataset_info["classes"]),
-                        input_size=tuple(dataset_info["input_size"]), width=width)
 
 
 def build_optimizer(model, config: TrainConfig) -> torch.optim.Optimizer:
@@ -149,40 +146,6 @@ def train_one_epoch(model, batches, optimizer, scheduler, label_smoothing=0.0, m
             "train_seconds": state["seconds"], "images_per_s": state["seen"] / max(state["seconds"], 1e-9)}
 
 
-def _predict(model, x, memory_format, tta: bool, background: float) -> torch.Tensor:
-    if not tta:
-        return model(x.contiguous(memory_format=memory_format))
-    # The log of the mean probability: cross_entropy's log_softmax leaves it as it is.
-    views = one_pixel_shifts(x, background)
-    return sum(F.softmax(model(v.contiguous(memory_format=memory_format)).float(), 1) for v in views).div(len(views)).log()
-
-
-@torch.inference_mode()
-def evaluate(model, images, labels, mean, std, num_classes, batch_size=1000,
-             memory_format=torch.contiguous_format, dist_context=DistContext(), tta=False, amp_dtype=None) -> dict:
-    """Summed loss over the whole set divided by its size (exact with a short last batch).
-
-    With `tta` the prediction is the mean of the softmax over the image and its four one-pixel shifts.
-
-    Under DDP each rank evaluates every world-th image and the sums are all-reduced: every image is
-    counted once, however the set divides."""
-    model.eval()
-    images, labels = images[dist_context.rank::dist_context.world], labels[dist_context.rank::dist_context.world]
-    loss_sum, predictions = 0.0, []
-    for x, y in iterate_batches(images, labels, batch_size, mean, std):
-        with torch.autocast(images.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            output = _predict(model, x, memory_format, tta, -mean / std).float()
-        loss_sum += F.cross_entropy(output, y, reduction="sum").item()
-        predictions.append(output.argmax(1))
-    predictions = torch.cat(predictions) if predictions else labels.new_zeros(0)
-    local_total = len(labels)
-    loss_sum, correct, total = dist_context.sum(loss_sum, float((predictions == labels).sum()), float(local_total))
-    correct, total = int(correct), int(total)
-    return {"loss": loss_sum / max(total, 1), "correct": correct, "total": total, "local_total": local_total,
-            "accuracy": 100.0 * correct / max(total, 1),
-            "confusion": dist_context.sum_tensor(confusion_matrix(labels, predictions, num_classes))}
-
-
 def default_run_dir(config: TrainConfig, dataset_name: str) -> Path:
     return Path("runs") / f"{config.model}-{dataset_name}-{datetime.now():%Y%m%d-%H%M%S}"
 
@@ -242,7 +205,20 @@ class _StopOnSignal:
             signal.signal(sig, handler)
 
 
-def fit(config: TrainConfig, log=print, dataset: ImageDataset | None = None, resume: dict | None = None) -> dict:
+@dataclasses.dataclass
+class FitResult:
+    run_dir: Path
+    dataset: str
+    parameters: int
+    history: list[dict]  # one row of metrics per epoch, as in metrics.jsonl
+    is_main: bool        # False on the other ranks of a DDP job
+
+    @property
+    def test_accuracy(self) -> float:
+        return self.history[-1]["test_accuracy"]
+
+
+def fit(config: TrainConfig, log=print, dataset: ImageDataset | None = None, resume: dict | None = None) -> FitResult:
     """Train `config.model` as configured; write config, metrics and checkpoints; return the summary.
 
     With `resume` (a checkpoint of this run) training continues exactly where that checkpoint was taken."""
@@ -270,7 +246,7 @@ def fit(config: TrainConfig, log=print, dataset: ImageDataset | None = None, res
         dataset.train_images, dataset.train_labels = dataset.train_images[keep], dataset.train_labels[keep]
     dataset.to(device)
     amp_dtype = autocast_dtype(config.precision, device)
-    data_info = dataset.describe()
+    data_info = dataset.info.to_dict()
     config = dataclasses.replace(config, dataset=dataset.name)
     run_dir = Path(config.out) if config.out else default_run_dir(config, dataset.name)
     if resume is None and ctx.is_main:
@@ -278,7 +254,7 @@ def fit(config: TrainConfig, log=print, dataset: ImageDataset | None = None, res
     ctx.barrier()
 
     torch.manual_seed(config.seed)  # the same initial weights on every rank
-    model = build_model(config.model, data_info, config.width)
+    model = build_model(config.model, dataset.info, config.width)
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     if ctx.world > 1 and config.sync_bn:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -308,7 +284,7 @@ def fit(config: TrainConfig, log=print, dataset: ImageDataset | None = None, res
         if ctx.is_main:  # metrics.jsonl may hold a row written after this checkpoint: rewrite it from the checkpoint
             ckpt.write_metrics(run_dir, history)
     elif ctx.is_main:
-        ckpt.write_json(run_dir / ckpt.CONFIG, {**dataclasses.asdict(config), "device": str(device),
+        write_json(run_dir / ckpt.CONFIG, {**dataclasses.asdict(config), "device": str(device),
                                                 "torch": torch.__version__, "threads": torch.get_num_threads()})
     log(f"{'Resuming' if resume else 'Training'} {config.model} ({count_parameters(model):,} parameters) on "
         f"{dataset.name} ({len(dataset.train_labels):,} train / {len(dataset.test_labels):,} test images), "
@@ -357,37 +333,37 @@ def fit(config: TrainConfig, log=print, dataset: ImageDataset | None = None, res
                 raise TrainingInterrupted(f"{signal.Signals(number).name}: stopped at epoch {epoch} step {train['step']}, "
                                           f"checkpoint saved; resume with: cnnlab train --resume {run_dir}", 128 + number)
             test_start = time.perf_counter()
-            test = evaluate(evaluated, dataset.test_images, dataset.test_labels, dataset.mean, dataset.std,
-                            dataset.num_classes, config.test_batch_size, memory_format, ctx, amp_dtype=amp_dtype)
+            test = evaluate(evaluated, dataset.test_images, dataset.test_labels, mean=dataset.mean, std=dataset.std,
+                            num_classes=dataset.num_classes, batch_size=config.test_batch_size,
+                            memory_format=memory_format, dist=ctx, amp_dtype=amp_dtype)
             row = {"epoch": epoch, "train_loss": round(train["train_loss"], 6),
-                   "train_accuracy": train["train_accuracy"], "test_loss": round(test["loss"], 6),
-                   "test_accuracy": test["accuracy"],
+                   "train_accuracy": train["train_accuracy"], "test_loss": round(test.loss, 6),
+                   "test_accuracy": test.accuracy,
                    "seconds": round(train["train_seconds"] + time.perf_counter() - test_start, 3),
                    "train_seconds": round(train["train_seconds"], 3), "images_per_s": round(train["images_per_s"], 1)}
             history.append(row)
             log(f"Epoch {epoch}: train loss {row['train_loss']:.4f}, {row['seconds']:.2f} s, "
                 f"{row['images_per_s']:,.0f} img/s")
-            log(test_line(test["loss"], test["correct"], test["total"]))
+            log(test_line(test.loss, test.correct, test.total))
             checkpoint(epoch)
             if row["test_accuracy"] >= max(r["test_accuracy"] for r in history):
                 checkpoint(epoch, name=ckpt.BEST)
             if ctx.is_main:
                 ckpt.write_metrics(run_dir, history)
             if grad_norms is not None and ctx.is_main:
-                ckpt.write_json(run_dir / "grad_norms.json", {"steps_per_epoch": steps_per_epoch, "grad_norms": grad_norms})
+                write_json(run_dir / "grad_norms.json", {"steps_per_epoch": steps_per_epoch, "grad_norms": grad_norms})
     if ctx.world > 1:  # DDP keeps replicas equal; check it, and that every test image was counted once
         digests = ctx.gather(hashlib.sha256(b"".join(p.detach().cpu().numpy().tobytes() for p in model.parameters())).hexdigest())
-        shares = ctx.gather(test["local_total"])
+        shares = ctx.gather(test.local_total)
         if ctx.is_main:
-            ckpt.write_json(run_dir / "ddp.json", {"world_size": ctx.world, "weight_sha256_per_rank": digests,
+            write_json(run_dir / "ddp.json", {"world_size": ctx.world, "weight_sha256_per_rank": digests,
                                                    "test_images_per_rank": shares})
             if len(set(digests)) != 1:
                 raise CnnlabError(f"ranks ended with different weights: {digests}")
-    return {"run_dir": str(run_dir), "dataset": dataset.name, "parameters": count_parameters(model),
-            "history": history, "test_accuracy": history[-1]["test_accuracy"], "is_main": ctx.is_main}
+    return FitResult(run_dir, dataset.name, count_parameters(model), history, ctx.is_main)
 
 
-def resume_run(run_dir, log=print) -> dict:
+def resume_run(run_dir, log=print) -> FitResult:
     """Continue the run in `run_dir` from its last checkpoint, with the settings it was started with."""
     payload = ckpt.load_checkpoint(run_dir)
     if payload.get("rng") is None:
@@ -396,23 +372,3 @@ def resume_run(run_dir, log=print) -> dict:
     if payload["epoch"] >= config.epochs and not payload.get("epoch_state"):
         raise CnnlabError(f"{run_dir}: the run already finished its {config.epochs} epochs")
     return fit(config, log=log, resume=payload)
-
-
-def run_data_dir(payload: dict, data_dir=None):
-    """`data_dir`, else the folder the run was trained from while it still exists, else None (cache)."""
-    saved = (payload.get("config") or {}).get("data_dir")
-    return data_dir or (saved if saved and Path(saved).is_dir() else None)
-
-
-def load_trained(run_or_file) -> tuple[torch.nn.Module, dict]:
-    """Rebuild the model of a run from its checkpoint; returns (model in eval mode, checkpoint)."""
-    payload = ckpt.load_checkpoint(run_or_file)
-    try:
-        model = build_model(payload["model"]["name"], payload["dataset"], payload["model"].get("width"))
-        model.load_state_dict(payload["state_dict"])
-    except (KeyError, TypeError) as e:
-        raise CnnlabError(f"{run_or_file}: checkpoint lacks {e}") from None
-    except RuntimeError as e:
-        raise CnnlabError(f"{run_or_file}: weights do not fit model {payload['model']['name']}: "
-                          f"{str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else e}") from None
-    return model.eval(), payload

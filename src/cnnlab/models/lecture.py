@@ -9,21 +9,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from cnnlab.models.registry import register_model
+from cnnlab.models.shapes import flat_features
 
 __all__ = ["Net", "InceptionA", "InceptionNet"]
-
-
-def flat_features(features, in_channels: int, input_size) -> int:
-    """How many values `features` (a function, or a module: run in eval mode, so that BatchNorm's
-    running statistics stay untouched) gives for one image."""
-    if isinstance(features, nn.Module):
-        mode = features.training
-        features.eval()
-    with torch.no_grad():
-        size = features(torch.zeros(1, in_channels, *input_size)).numel()
-    if isinstance(features, nn.Module):
-        features.train(mode)
-    return size
 
 
 class Net(nn.Module):

@@ -13,13 +13,9 @@ from torch.nn.modules.utils import _pair
 
 from cnnlab.models.lecture import Net
 from cnnlab.models.registry import register_model
+from cnnlab.models.shapes import conv_output_size
 
 __all__ = ["LocallyConnected2d", "LocallyConnectedNet", "MLP"]
-
-
-def conv_output_size(size: int, kernel: int, stride: int = 1, padding: int = 0, dilation: int = 1) -> int:
-    """floor((n + 2p - d(k-1) - 1) / s) + 1, as in the Conv2d documentation."""
-    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
 
 
 class LocallyConnected2d(nn.Module):

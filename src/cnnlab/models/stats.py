@@ -2,6 +2,7 @@
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from cnnlab import CnnlabError
 from cnnlab.models.registry import create_model, list_models
 from cnnlab.tables import format_table
 

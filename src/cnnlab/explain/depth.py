@@ -5,7 +5,6 @@ interrupted sweep resumes where it stopped. Outputs: depth_table.md/.csv, depth_
 error solid, test error dashed, plain and residual side by side), depth_loss.png (final training loss
 against depth) and depth_gradients.png (first-layer gradient norm per step).
 """
-import csv
 import json
 import statistics
 from pathlib import Path
@@ -16,7 +15,9 @@ from cnnlab import CnnlabError
 from cnnlab.engine.checkpoint import is_finished, read_metrics
 from cnnlab.engine.config import build_config
 from cnnlab.engine.train import fit
+from cnnlab.files import write_csv, write_text
 from cnnlab.models import count_parameters, create_model
+from cnnlab.plotting import pyplot, save_figure
 from cnnlab.tables import format_table
 
 # 12,000 images, width 8, SGD 0.1/0.9, batch 128, 3 epochs: a probe showed plain-56 ending at a training
@@ -79,16 +80,15 @@ def _table(rows):
 
 def _write_tables(rows, out: Path, seeds) -> None:
     headers, body = _table(rows)
-    (out / "depth_table.md").write_text(f"Mean over seeds {', '.join(map(str, seeds))}.\n\n" + format_table(headers, body) + "\n")
-    with open(out / "depth_table.csv", "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["family", "depth", "parameters", "final_train_loss", "train_error", "test_error", "seconds"])
-        writer.writerows([[r["family"], r["depth"], r["parameters"], f"{r['final_train_loss']:.6f}",
-                           f"{r['train_error']:.4f}", f"{r['test_error']:.4f}", f"{r['seconds']:.1f}"] for r in rows])
+    write_text(out / "depth_table.md", f"Mean over seeds {', '.join(map(str, seeds))}.\n\n{format_table(headers, body)}\n")
+    header = ["family", "depth", "parameters", "final_train_loss", "train_error", "test_error", "seconds"]
+    write_csv(out / "depth_table.csv", [header] + [
+        [r["family"], r["depth"], r["parameters"], f"{r['final_train_loss']:.6f}", f"{r['train_error']:.4f}",
+         f"{r['test_error']:.4f}", f"{r['seconds']:.1f}"] for r in rows])
 
 
 def _plot(rows, configs, seeds, out: Path) -> None:
-    from cnnlab.viz import plt, save_figure
+    plt = pyplot()
     families = list(dict.fromkeys(r["family"] for r in rows))
     colours = {d: c for d, c in zip(sorted({r["depth"] for r in rows}), plt.rcParams["axes.prop_cycle"].by_key()["color"])}
     fig, axes = plt.subplots(1, len(families), figsize=(6 * len(families), 4.2), sharey=True, squeeze=False)

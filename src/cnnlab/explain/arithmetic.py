@@ -64,7 +64,7 @@ def shape(size: int, kernel: int, stride: int = 1, padding: int = 0, dilation: i
             raise CnnlabError(f"{label} must be at least {low}, got {value}")
     out = conv_output_size(size, kernel, stride, padding, dilation)
     numerator = size + 2 * padding - dilation * (kernel - 1) - 1
-    lines = [f"conv: floor((n + 2p - d(k-1) - 1) / s) + 1",
+    lines = ["conv: floor((n + 2p - d(k-1) - 1) / s) + 1",
              f"    = floor(({size} + 2*{padding} - {dilation}*({kernel}-1) - 1) / {stride}) + 1",
              f"    = floor({numerator} / {stride}) + 1 = {out}"]
     if out < 1:

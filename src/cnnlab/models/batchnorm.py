@@ -1,4 +1,4 @@
-"""Small CNNs with BatchNorm for time-to-accuracy: the lecture CNN's shape, made quick to train.
+"""The lecture CNN's shape with BatchNorm (the `cnn-bn-*` family), made quick to train.
 
 `cnn-bn-8-24` is the lecture CNN (5x5 conv, max-pool, 5x5 conv, max-pool, linear) at widths 8 and 24,
 with BatchNorm after each pooling so that Adam with a one-cycle schedule can take large steps: it
@@ -9,7 +9,7 @@ augmentation and weight averaging.
 """
 import torch.nn as nn
 
-from cnnlab.models.lecture import flat_features
+from cnnlab.models.shapes import flat_features
 from cnnlab.models.registry import register_model
 
 __all__ = ["ConvBlock", "BatchNormCNN"]

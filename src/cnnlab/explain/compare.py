@@ -1,16 +1,18 @@
 """`cnnlab compare`: several models, the same budget and recipe, one leaderboard and one scatter plot."""
-import csv
 from pathlib import Path
 
 import torch
 
-from cnnlab.bench import images_per_second
 from cnnlab.data.batches import normalise
 from cnnlab.engine.checkpoint import is_finished, read_metrics
 from cnnlab.engine.config import build_config
-from cnnlab.engine.train import fit, load_trained
+from cnnlab.engine.run import open_run
+from cnnlab.engine.train import fit
+from cnnlab.files import write_csv, write_text
 from cnnlab.models import count_flops, count_parameters
+from cnnlab.plotting import pyplot, save_figure
 from cnnlab.tables import format_table
+from cnnlab.timing import images_per_second
 
 
 def inference_rate(model, input_shape, batch_size=1024) -> float:
@@ -29,22 +31,19 @@ def compare(models, out_dir, log=print, **settings) -> list[dict]:
             log(f"{name}: reusing the finished run in {run_dir}")
         else:
             fit(config, log=log)
-        model, payload = load_trained(run_dir)
-        shape = (payload["dataset"]["in_channels"], *payload["dataset"]["input_size"])
+        run = open_run(run_dir)
+        model, shape = run.model, (run.info.in_channels, *run.info.input_size)
         metrics = read_metrics(run_dir)
         rows.append({"model": name, "parameters": count_parameters(model), "flops": count_flops(model, shape),
-                     "test_accuracy": metrics[-1]["test_accuracy"], "dataset": payload["dataset"]["name"],
+                     "test_accuracy": metrics[-1]["test_accuracy"], "dataset": run.info.name,
                      "train_seconds": round(sum(r["train_seconds"] for r in metrics), 2),
                      "inference_images_per_s": round(inference_rate(model, shape))})
     rows.sort(key=lambda r: -r["test_accuracy"])
-    with open(out_dir / "leaderboard.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(out_dir / "leaderboard.csv", [list(rows[0])] + [list(r.values()) for r in rows])
     table = format_table(["model", "parameters", "FLOPs/image", "test accuracy %", "training s", "inference img/s"],
                          [[r["model"], f"{r['parameters']:,}", f"{r['flops']:,}", f"{r['test_accuracy']:.2f}",
                            f"{r['train_seconds']:.1f}", f"{r['inference_images_per_s']:,}"] for r in rows])
-    (out_dir / "leaderboard.md").write_text(table + "\n")
+    write_text(out_dir / "leaderboard.md", table + "\n")
     _scatter(rows, out_dir / "accuracy_vs_parameters.png")
     log(table)
     log(f"wrote {out_dir / 'leaderboard.md'}, leaderboard.csv and accuracy_vs_parameters.png")
@@ -52,8 +51,7 @@ def compare(models, out_dir, log=print, **settings) -> list[dict]:
 
 
 def _scatter(rows, path: Path) -> None:
-    from cnnlab.viz import plt, save_figure
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = pyplot().subplots(figsize=(7, 4.5))
     for r in rows:
         ax.scatter(r["parameters"], r["test_accuracy"], s=40)
         ax.annotate(r["model"], (r["parameters"], r["test_accuracy"]), textcoords="offset points", xytext=(5, 5))

@@ -2,32 +2,24 @@
 import math
 from pathlib import Path
 
-import matplotlib
+import torch
+from matplotlib.colors import LogNorm
 
-matplotlib.use("Agg")  # files only, no display needed
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-
-from cnnlab import CnnlabError  # noqa: E402
-from cnnlab.data.batches import iterate_batches, normalise  # noqa: E402
-from cnnlab.data.datasets import load_dataset  # noqa: E402
-from cnnlab.engine.checkpoint import read_metrics  # noqa: E402
-from cnnlab.engine.train import evaluate, load_trained, run_data_dir  # noqa: E402
-from cnnlab.models.local import LocallyConnected2d  # noqa: E402
+from cnnlab import CnnlabError
+from cnnlab.data.batches import iterate_batches, normalise
+from cnnlab.engine.checkpoint import read_metrics
+from cnnlab.engine.evaluate import evaluate
+from cnnlab.engine.run import open_run
+from cnnlab.models.local import LocallyConnected2d
+from cnnlab.plotting import pyplot, save_figure
 
 WHAT = ("curves", "confusion", "errors", "filters", "features")
 STAGE_TYPES = (torch.nn.Conv2d, LocallyConnected2d, torch.nn.MaxPool2d, torch.nn.AvgPool2d)
 
 
-def save_figure(fig, path: Path) -> Path:
-    fig.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    return path
-
-
 def curves(run_dirs, out: Path) -> Path:
     """Training loss and test accuracy against epoch, one line per run."""
-    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (loss_ax, acc_ax) = pyplot().subplots(1, 2, figsize=(11, 4))
     for run in run_dirs:
         rows = read_metrics(run)
         if not rows:
@@ -44,26 +36,21 @@ def curves(run_dirs, out: Path) -> Path:
     return save_figure(fig, out)
 
 
-def _test_outputs(run, data_dir):
-    model, payload = load_trained(run)
-    info = payload["dataset"]
-    dataset = load_dataset(info["name"], run_data_dir(payload, data_dir))
-    return model, info, dataset
-
-
 def confusion(run, out: Path, data_dir=None) -> Path:
-    model, info, dataset = _test_outputs(run, data_dir)
-    result = evaluate(model, dataset.test_images, dataset.test_labels, info["mean"], info["std"], dataset.num_classes)
-    matrix = result["confusion"].numpy()
-    fig, ax = plt.subplots(figsize=(7.5, 6.5))
-    image = ax.imshow(matrix, cmap="Blues", norm=matplotlib.colors.LogNorm(vmin=1, vmax=max(matrix.max(), 2)))
+    saved = open_run(run)
+    dataset = saved.load_dataset(data_dir=data_dir)
+    result = evaluate(saved.model, dataset.test_images, dataset.test_labels, mean=saved.info.mean, std=saved.info.std,
+                      num_classes=dataset.num_classes)
+    matrix = result.confusion.numpy()
+    fig, ax = pyplot().subplots(figsize=(7.5, 6.5))
+    image = ax.imshow(matrix, cmap="Blues", norm=LogNorm(vmin=1, vmax=max(matrix.max(), 2)))
     for i in range(len(matrix)):
         for j in range(len(matrix)):
             if matrix[i, j]:
                 ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=8,
                         color="white" if matrix[i, j] > matrix.max() / 4 else "black")
     ax.set(xticks=range(len(matrix)), yticks=range(len(matrix)), xlabel="predicted", ylabel="true",
-           title=f"Confusion matrix: {result['correct']:,}/{result['total']:,} correct ({result['accuracy']:.2f}%)")
+           title=f"Confusion matrix: {result.correct:,}/{result.total:,} correct ({result.accuracy:.2f}%)")
     ax.set_xticklabels(dataset.classes, rotation=45 if len(dataset.classes[0]) > 2 else 0)
     ax.set_yticklabels(dataset.classes)
     fig.colorbar(image, ax=ax, label="images (log scale)")
@@ -72,17 +59,18 @@ def confusion(run, out: Path, data_dir=None) -> Path:
 
 def errors(run, out: Path, data_dir=None, limit: int = 36) -> Path:
     """A grid of misclassified test images with true and predicted label and the model's confidence."""
-    model, info, dataset = _test_outputs(run, data_dir)
+    saved = open_run(run)
+    dataset = saved.load_dataset(data_dir=data_dir)
     with torch.inference_mode():  # in batches: a deep net's activations for 10,000 images at once run to GBs
-        probabilities = torch.cat([model(x).softmax(1) for x, _ in iterate_batches(
-            dataset.test_images, dataset.test_labels, 1000, info["mean"], info["std"])])
+        probabilities = torch.cat([saved.model(x).softmax(1) for x, _ in iterate_batches(
+            dataset.test_images, dataset.test_labels, 1000, saved.info.mean, saved.info.std)])
     confidence, predicted = probabilities.max(1)
     wrong = (predicted != dataset.test_labels).nonzero().flatten()[:limit]
     if len(wrong) == 0:
         raise CnnlabError(f"{run}: the model gets every test image right: no errors to show")
     cols = min(6, len(wrong))
     rows = math.ceil(len(wrong) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(1.9 * cols, 2.2 * rows), squeeze=False)
+    fig, axes = pyplot().subplots(rows, cols, figsize=(1.9 * cols, 2.2 * rows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, i in zip(axes.flat, wrong.tolist()):
@@ -95,14 +83,14 @@ def errors(run, out: Path, data_dir=None, limit: int = 36) -> Path:
 
 def filters(run, out: Path) -> Path:
     """The first convolution's kernels, one small image per (output, input) channel pair."""
-    model, _ = load_trained(run)
+    model = open_run(run).model
     conv = next((m for m in model.modules() if isinstance(m, torch.nn.Conv2d)), None)
     if conv is None:
         raise CnnlabError(f"{run}: model {type(model).__name__} has no convolution layer")
     weight = conv.weight.detach()[:, 0]  # (O, k, k), first input channel
     cols = min(10, len(weight))
     rows = math.ceil(len(weight) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(1.4 * cols, 1.6 * rows + 0.6), squeeze=False)
+    fig, axes = pyplot().subplots(rows, cols, figsize=(1.4 * cols, 1.6 * rows + 0.6), squeeze=False)
     limit = weight.abs().max().item()
     for ax in axes.flat:
         ax.axis("off")
@@ -116,21 +104,22 @@ def filters(run, out: Path) -> Path:
 
 def features(run, out: Path, image_index: int = 0, data_dir=None, channels: int = 8) -> Path:
     """One test image and its feature maps after every convolution and pooling stage, shapes in the titles."""
-    model, info, dataset = _test_outputs(run, data_dir)
+    saved = open_run(run)
+    model, info, dataset = saved.model, saved.info, saved.load_dataset(data_dir=data_dir)
     if not 0 <= image_index < len(dataset.test_labels):
         raise CnnlabError(f"--image must be between 0 and {len(dataset.test_labels) - 1}, got {image_index}")
     stages = []
     top = {m: n for n, m in model.named_children()}
     hooks = [m.register_forward_hook(lambda m, i, o, name=name: stages.append((name, o[0])))
              for m, name in top.items() if isinstance(m, STAGE_TYPES) or type(m).__name__.startswith("Inception")]
-    x = normalise(dataset.test_images[image_index:image_index + 1], info["mean"], info["std"])
+    x = normalise(dataset.test_images[image_index:image_index + 1], info.mean, info.std)
     with torch.inference_mode():
         prediction = model(x).argmax(1).item()
     for hook in hooks:
         hook.remove()
     if not stages:
         raise CnnlabError(f"{run}: model {type(model).__name__} has no convolution or pooling stages to show")
-    fig, axes = plt.subplots(len(stages) + 1, channels, figsize=(1.5 * channels, 1.75 * (len(stages) + 1)), squeeze=False)
+    fig, axes = pyplot().subplots(len(stages) + 1, channels, figsize=(1.5 * channels, 1.75 * (len(stages) + 1)), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     axes[0, 0].imshow(dataset.test_images[image_index, 0].numpy(), cmap="gray")

@@ -1,4 +1,4 @@
-"""`cnnlab predict`: classify image files the way MNIST itself was made.
+"""Any image of a digit -> the 28x28 input an MNIST model expects, the way MNIST itself was made.
 
 MNIST's digits were size-normalised to fit a 20x20 box keeping their aspect ratio, then centred by
 centre of mass in a 28x28 field (LeCun et al.). `preprocess` does the same to any photo or scan:
@@ -6,18 +6,13 @@ grayscale, ink made bright on dark, background removed, cropped to the ink, long
 pasted so that the centre of mass lands on the centre. Bad files get a per-file error, never a crash.
 """
 import io
-import json
 import warnings
-from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
 
 from cnnlab import CnnlabError
-from cnnlab.data.batches import normalise
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 MAX_PIXELS = 40_000_000  # a 40-megapixel photo is fine; a 50,000 x 50,000 "image" is a decompression bomb
 INK_THRESHOLD = 40       # after background removal, the brightest pixel must reach this to count as ink
 
@@ -85,79 +80,3 @@ def preprocess(image: Image.Image, name: str = "image") -> np.ndarray:
     return np.clip(field, 0, 255).astype(np.uint8)
 
 
-def expand_paths(paths) -> list[Path]:
-    """Files as given; folders replaced by the image files in them, sorted."""
-    files = []
-    for path in map(Path, paths):
-        if path.is_dir():
-            files += sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-        else:
-            files.append(path)
-    return files
-
-
-class Predictor:
-    """A trained run ready to classify 28x28 inputs, with PyTorch eager or onnxruntime."""
-
-    def __init__(self, run_dir, backend: str = "torch"):
-        from cnnlab.engine.train import load_trained
-        self.model, self.payload = load_trained(run_dir)
-        info = self.payload["dataset"]
-        if (info["in_channels"], list(info["input_size"])) != (1, [28, 28]):
-            raise CnnlabError(f"{run_dir}: predict needs a model of 1x28x28 input, this one takes "
-                              f"{info['in_channels']}x{info['input_size'][0]}x{info['input_size'][1]}")
-        self.classes, self.mean, self.std = info["classes"], info["mean"], info["std"]
-        self.backend = backend
-        if backend == "onnxruntime":
-            from cnnlab.export import onnx_session
-            self.session = onnx_session(Path(run_dir))
-        elif backend != "torch":
-            raise CnnlabError(f"unknown backend {backend!r}; choose torch or onnxruntime")
-
-    def probabilities(self, digits: np.ndarray) -> torch.Tensor:
-        """(N, 28, 28) uint8 -> (N, classes) probabilities."""
-        x = normalise(torch.from_numpy(np.ascontiguousarray(digits)).unsqueeze(1), self.mean, self.std)
-        if self.backend == "onnxruntime":
-            output = torch.from_numpy(self.session.run(None, {"input": x.numpy()})[0])
-        else:
-            with torch.inference_mode():
-                output = self.model(x)
-        return output.float().softmax(1)  # softmax of log-probabilities is the same softmax
-
-    def top_k(self, digit: np.ndarray, k: int) -> list[dict]:
-        probabilities = self.probabilities(digit[None])[0]
-        values, indices = probabilities.topk(min(k, len(self.classes)))
-        return [{"class": self.classes[i], "index": i, "probability": round(p, 6)}
-                for p, i in zip(values.tolist(), indices.tolist())]
-
-
-def predict_files(run_dir, paths, top_k=3, backend="torch", as_json=False, show_input=None, log=print) -> int:
-    """Classify every file; print one line (or JSON object) per file; return the exit code."""
-    predictor = Predictor(run_dir, backend)
-    files = expand_paths(paths)
-    if not files:
-        raise CnnlabError("no image files given (folders are searched for " + ", ".join(sorted(IMAGE_SUFFIXES)) + ")")
-    failures, shown = 0, []
-    for path in files:
-        try:
-            data = path.read_bytes()
-        except OSError as e:
-            result = {"file": str(path), "error": f"{path}: cannot read ({e.strerror})"}
-        else:
-            try:
-                digit = preprocess(load_image(data, str(path)), str(path))
-                result = {"file": str(path), "top": predictor.top_k(digit, top_k)}
-                shown.append(digit)
-            except ImageError as e:
-                result = {"file": str(path), "error": str(e)}
-        failures += "error" in result
-        if as_json:
-            log(json.dumps(result))
-        elif "error" in result:
-            log(f"{path}: error: {result['error'].removeprefix(str(path) + ': ')}")
-        else:
-            log(f"{path}: " + ", ".join(f"{t['class']} ({t['probability']:.1%})" for t in result["top"]))
-    if show_input and shown:
-        strip = np.concatenate(shown, axis=1)
-        Image.fromarray(strip).resize((strip.shape[1] * 8, strip.shape[0] * 8), Image.NEAREST).save(show_input)
-    return 1 if failures else 0

@@ -12,9 +12,12 @@ import numpy as np
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.concurrency import run_in_threadpool
+import uvicorn
 
+from cnnlab import CnnlabError
 from cnnlab.models import count_parameters
-from cnnlab.predict import ImageError, Predictor, load_image, preprocess
+from cnnlab.inference.predict import Predictor
+from cnnlab.inference.preprocess import ImageError, load_image, preprocess
 
 MAX_BODY = 2 * 1024 * 1024
 
@@ -57,11 +60,10 @@ def _pixels(payload) -> np.ndarray:
 
 def create_app(run_dir, top_k: int = 3) -> FastAPI:
     predictor = Predictor(run_dir)
-    payload = predictor.payload
-    metrics = payload.get("metrics") or [{}]
-    about = {"name": payload["model"]["name"], "parameters": count_parameters(predictor.model),
-             "dataset": payload["dataset"]["name"], "classes": payload["dataset"]["classes"],
-             "test_accuracy": metrics[-1].get("test_accuracy"), "epochs": payload.get("epoch")}
+    run = predictor.run
+    metrics = run.metrics or [{}]
+    about = {"name": run.model_name, "parameters": count_parameters(run.model), "dataset": run.info.name,
+             "classes": list(run.info.classes), "test_accuracy": metrics[-1].get("test_accuracy"), "epochs": run.epoch}
     page = files("cnnlab").joinpath("static/index.html").read_text()
     app = FastAPI(title="cnnlab", description=f"Digit classifier: {about['name']} trained on {about['dataset']}")
     app.add_middleware(BodyLimit)
@@ -109,9 +111,7 @@ def create_app(run_dir, top_k: int = 3) -> FastAPI:
 
 
 def serve(run_dir, host: str = "127.0.0.1", port: int = 8000) -> None:
-    import uvicorn
     if not Path(run_dir).is_dir():
-        from cnnlab import CnnlabError
         raise CnnlabError(f"run directory {run_dir} does not exist")
     print(f"cnnlab: serving {run_dir} on http://{host}:{port}/ (API docs at /docs)")
     uvicorn.run(create_app(run_dir), host=host, port=port, log_level="warning")

@@ -1,0 +1,75 @@
+"""Open a saved run: the one way every command (evaluate, viz, export, predict, serve, compare) gets a
+trained model, its dataset description and, when asked, its dataset."""
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from cnnlab import CnnlabError
+from cnnlab.data.datasets import DatasetInfo, ImageDataset, load_dataset
+from cnnlab.engine.checkpoint import load_checkpoint
+from cnnlab.models import create_model
+
+
+def build_model(name: str, info: DatasetInfo, width: int | None = None) -> torch.nn.Module:
+    """A registered model shaped for the data `info` describes."""
+    return create_model(name, in_channels=info.in_channels, num_classes=info.num_classes,
+                        input_size=info.input_size, width=width)
+
+
+@dataclass
+class SavedRun:
+    path: Path               # the run directory, or the checkpoint file that was given
+    model: torch.nn.Module   # in eval mode, with the weights the run evaluates (the EMA when it kept one)
+    checkpoint: dict
+    info: DatasetInfo
+
+    @property
+    def model_name(self) -> str:
+        return self.checkpoint["model"]["name"]
+
+    @property
+    def epoch(self) -> int | None:
+        return self.checkpoint.get("epoch")
+
+    @property
+    def metrics(self) -> list[dict]:
+        return list(self.checkpoint.get("metrics") or [])
+
+    @property
+    def config(self) -> dict:
+        return dict(self.checkpoint.get("config") or {})
+
+    def data_dir(self, data_dir=None):
+        """`data_dir`, else the folder the run was trained from while it still exists, else None (cache)."""
+        saved = self.config.get("data_dir")
+        return data_dir or (saved if isinstance(saved, str) and Path(saved).is_dir() else None)
+
+    def load_dataset(self, name: str | None = None, data_dir=None, allow_download: bool = True) -> ImageDataset:
+        """The run's own dataset (from where it was trained, when that still exists), or another of the
+        same shape and classes."""
+        own = name in (None, self.info.name)
+        dataset = load_dataset(self.info.name if own else name, self.data_dir(data_dir) if own else data_dir,
+                               allow_download=allow_download)
+        if (dataset.in_channels, dataset.input_size, dataset.num_classes) != \
+                (self.info.in_channels, self.info.input_size, self.info.num_classes):
+            raise CnnlabError(f"dataset {dataset.name} ({dataset.in_channels}x{dataset.input_size[0]}x"
+                              f"{dataset.input_size[1]}, {dataset.num_classes} classes) does not fit the model "
+                              f"trained on {self.info.name}")
+        return dataset
+
+
+def open_run(path) -> SavedRun:
+    """Rebuild the model of a run directory (or checkpoint file) from its checkpoint, weights loaded."""
+    checkpoint = load_checkpoint(path)
+    try:
+        info = DatasetInfo.from_dict(checkpoint["dataset"])
+        model = build_model(checkpoint["model"]["name"], info, checkpoint["model"].get("width"))
+        model.load_state_dict(checkpoint["state_dict"])
+    except (KeyError, TypeError) as e:
+        raise CnnlabError(f"{path}: checkpoint lacks {e}") from None
+    except RuntimeError as e:
+        lines = str(e).splitlines()
+        raise CnnlabError(f"{path}: weights do not fit model {checkpoint['model']['name']}: "
+                          f"{lines[1].strip() if len(lines) > 1 else e}") from None
+    return SavedRun(Path(path), model.eval(), checkpoint, info)

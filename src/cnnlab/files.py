@@ -1,0 +1,86 @@
+"""Every file cnnlab writes goes through `atomic_write`; every file it reads from a user is read bounded.
+
+A write lands in a temp file beside its target, is fsync'd, then renamed over it: a crash or a full disk
+never leaves half a file, and the new file gets the permissions the user's umask gives any new file.
+"""
+import csv
+import functools
+import io
+import json
+import os
+import stat
+import tempfile
+from pathlib import Path
+
+from cnnlab import CnnlabError
+
+
+@functools.cache
+def _umask() -> int:
+    mask = os.umask(0)  # the only way to read it; set back at once, and once per process
+    os.umask(mask)
+    return mask
+
+
+def atomic_write(path, write) -> Path:
+    """Call write(binary file) on a temp file beside `path`, fsync, then rename it over `path`."""
+    path = Path(path)
+    if path.exists() and not path.is_file():  # a folder, or /dev/null and its kind: never replaced
+        raise CnnlabError(f"cannot write {path}: it is {'a folder' if path.is_dir() else 'not a regular file'}")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise CnnlabError(f"cannot write {path}: {e.strerror or e}") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would make every run private whatever the umask
+        os.replace(tmp, path)
+    except BaseException as e:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise CnnlabError(f"cannot write {path}: {e.strerror or e}") from None
+        raise
+    return path
+
+
+def write_bytes(path, data: bytes) -> Path:
+    return atomic_write(path, lambda f: f.write(data))
+
+
+def write_text(path, text: str) -> Path:
+    return write_bytes(path, text.encode())
+
+
+def write_json(path, data) -> Path:
+    return write_text(path, json.dumps(data, indent=2) + "\n")
+
+
+def write_csv(path, rows) -> Path:
+    """Rows (the first one the header) as a CSV file."""
+    buffer = io.StringIO()
+    csv.writer(buffer).writerows(rows)
+    return write_text(path, buffer.getvalue())
+
+
+def read_bounded(path, limit: int) -> bytes:
+    """The bytes of a regular file of at most `limit` bytes; devices, pipes and folders are refused
+    before anything is read (reading /dev/zero or a FIFO would never end)."""
+    path = Path(path)
+    try:
+        with open(path, "rb", opener=lambda p, flags: os.open(p, flags | os.O_NONBLOCK)) as f:
+            info = os.fstat(f.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                raise CnnlabError(f"{path}: not a regular file")
+            if info.st_size > limit:
+                raise CnnlabError(f"{path}: {info.st_size:,} bytes is more than the {limit:,} allowed")
+            data = f.read(limit + 1)
+    except IsADirectoryError:
+        raise CnnlabError(f"{path}: is a folder, not a file") from None
+    except OSError as e:
+        raise CnnlabError(f"{path}: cannot read ({e.strerror or e})") from None
+    if len(data) > limit:  # grew while we read it
+        raise CnnlabError(f"{path}: more than the {limit:,} bytes allowed")
+    return data

@@ -1,0 +1,62 @@
+"""`cnnlab export`: a trained run as ONNX (dynamic batch) or TorchScript, verified against PyTorch.
+
+The model is exported and verified in memory, then written in one atomic write: a full disk or a bad
+destination leaves nothing behind.
+"""
+import io
+from pathlib import Path
+
+import torch
+
+from cnnlab import CnnlabError
+from cnnlab.data.batches import normalise
+from cnnlab.engine.run import SavedRun, open_run
+from cnnlab.files import write_bytes
+from cnnlab.inference.onnx import onnx_session, to_onnx
+
+FORMATS = {"onnx": "model.onnx", "torchscript": "model.torchscript.pt"}
+TOLERANCE = 1e-4
+
+
+def _verification_batch(run: SavedRun, data_dir=None, n=256) -> torch.Tensor:
+    info = run.info
+    try:
+        images = run.load_dataset(data_dir=data_dir, allow_download=False).test_images[:n]
+    except CnnlabError:  # the data is not at hand: random pixels still exercise every operation
+        images = torch.randint(0, 256, (n, info.in_channels, *info.input_size), dtype=torch.uint8,
+                               generator=torch.Generator().manual_seed(0))
+    return normalise(images, info.mean, info.std)
+
+
+def _torchscript(model, example) -> bytes:
+    buffer = io.BytesIO()
+    with torch.no_grad():
+        torch.jit.save(torch.jit.trace(model, example), buffer)
+    return buffer.getvalue()
+
+
+def export(run_dir, fmt: str = "onnx", out=None, data_dir=None) -> tuple[Path, float]:
+    """Export and verify on 256 test images; returns (path, largest absolute difference from PyTorch)."""
+    if fmt not in FORMATS:
+        raise CnnlabError(f"unknown format {fmt!r}; choose onnx or torchscript")
+    path = Path(out) if out else Path(run_dir) / FORMATS[fmt]
+    if not path.parent.is_dir():
+        raise CnnlabError(f"cannot write {path}: folder {path.parent} does not exist")
+    if path.is_dir():
+        raise CnnlabError(f"cannot write {path}: it is a folder")
+    run = open_run(run_dir)
+    model = run.model.to(memory_format=torch.contiguous_format)
+    x = _verification_batch(run, data_dir)
+    with torch.inference_mode():
+        expected = model(x)
+    if fmt == "onnx":
+        data = to_onnx(model, x[:2])
+        actual = torch.from_numpy(onnx_session(data).run(None, {"input": x.numpy()})[0])
+    else:
+        data = _torchscript(model, x[:2])
+        with torch.inference_mode():
+            actual = torch.jit.load(io.BytesIO(data))(x)
+    difference = (actual - expected).abs().max().item()
+    if difference > TOLERANCE:
+        raise CnnlabError(f"exported {fmt} model differs from PyTorch by {difference:.2e} (> {TOLERANCE})")
+    return write_bytes(path, data), difference

@@ -1,0 +1,112 @@
+"""`cnnlab predict`: classify image files with a trained run, each read bounded and preprocessed
+MNIST-style (`preprocess.py`); a bad file is a per-file error, never a crash."""
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from cnnlab import CnnlabError
+from cnnlab.data.batches import normalise
+from cnnlab.engine.run import open_run
+from cnnlab.files import read_bounded, write_bytes
+from cnnlab.inference.export import FORMATS
+from cnnlab.inference.onnx import onnx_session
+from cnnlab.inference.preprocess import load_image, preprocess
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+MAX_FILE_BYTES = 64 * 1024 * 1024  # larger than any photo a phone takes
+UNSURE_BELOW = 0.5  # a top probability under this is reported as "unsure"
+
+
+def expand_paths(paths) -> list[Path]:
+    """Files as given; folders replaced by the image files in them, sorted."""
+    files = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            files += sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        else:
+            files.append(path)
+    return files
+
+
+class Predictor:
+    """A trained run ready to classify 28x28 inputs, with PyTorch eager or onnxruntime."""
+
+    def __init__(self, run_dir, backend: str = "torch"):
+        if backend not in ("torch", "onnxruntime"):
+            raise CnnlabError(f"unknown backend {backend!r}; choose torch or onnxruntime")
+        self.run = open_run(run_dir)
+        info = self.run.info
+        if (info.in_channels, info.input_size) != (1, (28, 28)):
+            raise CnnlabError(f"{run_dir}: predict needs a model of 1x28x28 input, this one takes "
+                              f"{info.in_channels}x{info.input_size[0]}x{info.input_size[1]}")
+        self.model, self.classes = self.run.model, info.classes
+        self.session = None
+        if backend == "onnxruntime":
+            path = Path(run_dir) / FORMATS["onnx"]
+            if not path.is_file():
+                raise CnnlabError(f"{path} not found: run `cnnlab export {run_dir} --format onnx` first")
+            self.session = onnx_session(path)
+
+    def probabilities(self, digits: np.ndarray) -> torch.Tensor:
+        """(N, 28, 28) uint8 -> (N, classes) probabilities."""
+        x = normalise(torch.from_numpy(np.ascontiguousarray(digits)).unsqueeze(1), self.run.info.mean, self.run.info.std)
+        if self.session is not None:
+            output = torch.from_numpy(self.session.run(None, {"input": x.numpy()})[0])
+        else:
+            with torch.inference_mode():
+                output = self.model(x)
+        return output.float().softmax(1)  # softmax of log-probabilities is the same softmax
+
+    def top_k(self, digit: np.ndarray, k: int) -> list[dict]:
+        probabilities = self.probabilities(digit[None])[0]
+        values, indices = probabilities.topk(min(k, len(self.classes)))
+        return [{"class": self.classes[i], "index": i, "probability": round(p, 6)}
+                for p, i in zip(values.tolist(), indices.tolist())]
+
+
+def is_unsure(top: list[dict]) -> bool:
+    """True when the best class is not probable enough to be stated as the answer."""
+    return top[0]["probability"] < UNSURE_BELOW
+
+
+def predict_files(run_dir, paths, top_k=3, backend="torch", as_json=False, show_input=None, log=print) -> int:
+    """Classify every file; print one line (or JSON object) per file; return the exit code."""
+    if top_k < 1:
+        raise CnnlabError(f"--top-k must be at least 1, got {top_k}")
+    predictor = Predictor(run_dir, backend)
+    files = expand_paths(paths)
+    if not files:
+        raise CnnlabError("no image files given (folders are searched for " + ", ".join(sorted(IMAGE_SUFFIXES)) + ")")
+    failures, shown = 0, []
+    for path in files:
+        try:
+            digit = preprocess(load_image(read_bounded(path, MAX_FILE_BYTES), str(path)), str(path))
+            top = predictor.top_k(digit, top_k)
+            result = {"file": str(path), "top": top, "unsure": is_unsure(top)}
+            shown.append(digit)
+        except CnnlabError as e:  # ImageError, or a file that cannot be read
+            result = {"file": str(path), "error": str(e)}
+        failures += "error" in result
+        if as_json:
+            log(json.dumps(result))
+        elif "error" in result:
+            log(f"{path}: error: {result['error'].removeprefix(str(path) + ': ')}")
+        else:
+            log(f"{path}: " + ("unsure: " if result["unsure"] else "")
+                + ", ".join(f"{t['class']} ({t['probability']:.1%})" for t in result["top"]))
+    if show_input and shown:
+        strip = np.concatenate(shown, axis=1)
+        picture = Image.fromarray(strip).resize((strip.shape[1] * 8, strip.shape[0] * 8), Image.NEAREST)
+        write_bytes(show_input, _png(picture))
+    return 1 if failures else 0
+
+
+def _png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return buffer.getvalue()
+
