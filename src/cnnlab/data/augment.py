@@ -7,7 +7,6 @@ import math
 import torch
 import torch.nn.functional as F
 
-AUGMENTATIONS = ("none", "affine")
 ONE_PIXEL_SHIFTS = ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1))
 
 
@@ -25,6 +24,10 @@ def random_affine(images: torch.Tensor, generator: torch.Generator, degrees: flo
     theta = torch.stack([torch.stack([cos, -sin, shift_x], 1), torch.stack([sin, cos, shift_y], 1)], 1)
     grid = F.affine_grid(theta.to(images.device), list(images.shape), align_corners=False)
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+# name -> batch function (pixels in [0, 1], generator) -> pixels; "none" trains on the images as they are.
+AUGMENTATIONS = {"none": None, "affine": random_affine}
 
 
 def one_pixel_shifts(images: torch.Tensor, background: float) -> list[torch.Tensor]:

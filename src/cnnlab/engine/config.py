@@ -74,7 +74,7 @@ class TrainConfig:
             (self.weight_decay >= 0, f"--weight-decay must be non-negative, got {self.weight_decay}"),
             (0 <= self.label_smoothing < 1, f"--label-smoothing must be in [0, 1), got {self.label_smoothing}"),
             (0 <= self.ema < 1, f"--ema must be a decay in [0, 1), got {self.ema}"),
-            (self.augment in AUGMENTATIONS, f"unknown augmentation {self.augment!r}; choose {' or '.join(AUGMENTATIONS)}"),
+            (self.augment in AUGMENTATIONS, f"unknown augmentation {self.augment!r}; choose from {', '.join(AUGMENTATIONS)}"),
             (self.optimizer in ("sgd", "adam", "adamw"), f"unknown optimizer {self.optimizer!r}; choose sgd, adam or adamw"),
             (self.schedule in ("constant", "onecycle"), f"unknown schedule {self.schedule!r}; choose constant or onecycle"),
             (self.precision in ("auto", "fp32", "bf16"), f"unknown precision {self.precision!r}; choose auto, fp32 or bf16"),

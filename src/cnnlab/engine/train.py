@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from cnnlab import CnnlabError
-from cnnlab.data.augment import random_affine
+from cnnlab.data.augment import AUGMENTATIONS
 from cnnlab.data.batches import epoch_order, iterate_batches, steps_per_epoch as count_steps
 from cnnlab.data.datasets import ImageDataset, load_training_dataset
 from cnnlab.engine import checkpoint as ckpt
@@ -93,14 +93,15 @@ class TrainingInterrupted(CnnlabError):
 
 
 def train_one_epoch(model, batches, optimizer, scheduler, label_smoothing=0.0, memory_format=torch.contiguous_format,
-                    progress=None, grad_norms=None, state=None, on_step=None, stop=lambda: False, ema=None,
+                    progress=None, trace=None, state=None, on_step=None, stop=lambda: False, ema=None,
                     amp_dtype=None) -> dict:
     """One pass over `batches`; returns the mean training loss and accuracy (running, as the model
     learns: the ResNet paper's training error), seconds and images/s.
 
     `state` carries the sums of an epoch resumed part-way; `on_step(state)` is called after every step
     (for step checkpoints); when `stop()` turns true the epoch ends early with state["complete"] False.
-    When `grad_norms` is a list, the first layer's gradient norm is appended to it at every step; an
+    When `trace` is a dict of lists, every step appends the first layer's gradient norm ("grad_norms"), the
+    batch's loss ("train_loss") and its error in % ("train_error") to it; an
     `ema` (torch.optim.swa_utils.AveragedModel) is updated after every step. With `amp_dtype` the forward
     pass runs under autocast to that dtype (the weights and their updates stay float32)."""
     model.train()
@@ -108,7 +109,7 @@ def train_one_epoch(model, batches, optimizer, scheduler, label_smoothing=0.0, m
     start = time.perf_counter() - state["seconds"]
     loss_sum = torch.tensor(state["loss_sum"], dtype=torch.float64)
     correct = torch.tensor(state["correct"], dtype=torch.int64)
-    watched = first_layer(model) if grad_norms is not None else None
+    watched = first_layer(model) if trace is not None else None
     state["complete"] = True
     for images, labels in batches:
         images = images.contiguous(memory_format=memory_format)
@@ -122,14 +123,18 @@ def train_one_epoch(model, batches, optimizer, scheduler, label_smoothing=0.0, m
                               "Try a lower --lr, or --optimizer adam")
         loss.backward()
         if watched is not None:
-            grad_norms.append(watched.weight.grad.norm().item())
+            trace["grad_norms"].append(watched.weight.grad.norm().item())
         optimizer.step()
         if ema is not None:
             ema.update_parameters(model)
         if scheduler is not None:
             scheduler.step()
+        batch_correct = (output.detach().argmax(1) == labels).sum().cpu()
         loss_sum += loss.detach().double().cpu() * len(labels)
-        correct += (output.detach().argmax(1) == labels).sum().cpu()
+        correct += batch_correct
+        if trace is not None:
+            trace["train_loss"].append(loss.item())
+            trace["train_error"].append(100.0 * (1 - batch_correct.item() / len(labels)))
         state.update(step=state["step"] + 1, seen=state["seen"] + len(labels), loss_sum=loss_sum.item(),
                      correct=correct.item(), seconds=time.perf_counter() - start)
         if progress is not None:
@@ -152,12 +157,13 @@ def default_run_dir(config: TrainConfig, dataset_name: str) -> Path:
 
 def _augmentation(config: TrainConfig, epoch: int, skip: int):
     """The batch augmentation of `epoch`, its randomness a function of (seed, epoch, step): exact on resume."""
-    if config.augment == "none":
+    transform = AUGMENTATIONS[config.augment]
+    if transform is None:
         return None
 
     def augment(pixels, step):
         generator = torch.Generator().manual_seed((config.seed * 100_003 + epoch) * 1_000_003 + skip + step)
-        return random_affine(pixels, generator)
+        return transform(pixels, generator)
     return augment
 
 
@@ -266,7 +272,8 @@ def fit(config: TrainConfig, log=print, dataset: ImageDataset | None = None, res
     ema = torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=ema_with_warmup(config.ema),
                                               use_buffers=True) if config.ema else None
     evaluated = ema.module if ema is not None else model
-    history, grad_norms, epoch_state, first_epoch = [], [] if config.trace_grad else None, None, 1
+    trace = {"grad_norms": [], "train_loss": [], "train_error": []} if config.trace_grad else None
+    history, epoch_state, first_epoch = [], None, 1
     if resume is not None:
         model.load_state_dict(resume.get("train_state_dict") or resume["state_dict"])
         if ema is not None:
@@ -279,8 +286,8 @@ def fit(config: TrainConfig, log=print, dataset: ImageDataset | None = None, res
         if epoch_state and not ctx.is_main:  # the saved partial sums are all ranks' together: count them once
             epoch_state = {**epoch_state, "loss_sum": 0.0, "correct": 0, "seen": 0}
         first_epoch = resume["epoch"] + 1
-        if grad_norms is not None:
-            grad_norms = list(resume.get("grad_norms") or [])
+        if trace is not None:
+            trace = {k: list(v) for k, v in (resume.get("trace") or trace).items()}
         if ctx.is_main:  # metrics.jsonl may hold a row written after this checkpoint: rewrite it from the checkpoint
             ckpt.write_metrics(run_dir, history)
     elif ctx.is_main:
@@ -304,7 +311,7 @@ def fit(config: TrainConfig, log=print, dataset: ImageDataset | None = None, res
             "ema": ema.state_dict() if ema is not None else None,
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict() if scheduler else None,
             "epoch": epoch_done, "epoch_state": state, "metrics": history, "rng": _rng_state(),
-            "grad_norms": grad_norms})
+            "trace": trace})
 
     def on_step(state):
         if config.checkpoint_every and state["step"] % config.checkpoint_every == 0:
@@ -320,7 +327,7 @@ def fit(config: TrainConfig, log=print, dataset: ImageDataset | None = None, res
             with tqdm(total=steps_per_epoch, initial=skip, desc=f"epoch {epoch}/{config.epochs}", unit="batch",
                       leave=False, disable=not config.progress, dynamic_ncols=True) as bar:
                 train = train_one_epoch(trained, batches, optimizer, scheduler, config.label_smoothing, memory_format,
-                                        bar, grad_norms, epoch_state, on_step,
+                                        bar, trace, epoch_state, on_step,
                                         lambda: ctx.any(stopper.signal is not None), ema, amp_dtype)  # all ranks stop at one step
             epoch_state = None
             if ctx.world > 1:  # the epoch's loss and accuracy over all ranks' shards
@@ -350,8 +357,8 @@ def fit(config: TrainConfig, log=print, dataset: ImageDataset | None = None, res
                 checkpoint(epoch, name=ckpt.BEST)
             if ctx.is_main:
                 ckpt.write_metrics(run_dir, history)
-            if grad_norms is not None and ctx.is_main:
-                write_json(run_dir / "grad_norms.json", {"steps_per_epoch": steps_per_epoch, "grad_norms": grad_norms})
+            if trace is not None and ctx.is_main:
+                write_json(run_dir / "grad_norms.json", {"steps_per_epoch": steps_per_epoch, **trace})
     if ctx.world > 1:  # DDP keeps replicas equal; check it, and that every test image was counted once
         digests = ctx.gather(hashlib.sha256(b"".join(p.detach().cpu().numpy().tobytes() for p in model.parameters())).hexdigest())
         shares = ctx.gather(test.local_total)
