@@ -7,14 +7,15 @@ import zlib
 import numpy as np
 import pytest
 import torch
+from conftest import draw_digit
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
 from cnnlab.cli import main
+from cnnlab.inference.decode import ImageError, load_image
 from cnnlab.inference.predict import Predictor
-from cnnlab.inference.preprocess import ImageError, load_image, preprocess
-from conftest import draw_digit
+from cnnlab.inference.preprocess import preprocess
 
 
 def png_bytes(image) -> bytes:

@@ -93,8 +93,9 @@ def _report(result: dict) -> None:
 
 
 def cmd_train(args) -> int:
-    import json
     import dataclasses
+    import json
+
     from cnnlab.engine.config import build_config
     from cnnlab.engine.train import fit
     if args.nproc is not None:

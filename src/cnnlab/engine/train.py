@@ -19,7 +19,8 @@ from tqdm import tqdm
 
 from cnnlab import CnnlabError
 from cnnlab.data.augment import AUGMENTATIONS
-from cnnlab.data.batches import epoch_order, iterate_batches, steps_per_epoch as count_steps
+from cnnlab.data.batches import epoch_order, iterate_batches
+from cnnlab.data.batches import steps_per_epoch as count_steps
 from cnnlab.data.datasets import ImageDataset, load_training_dataset
 from cnnlab.engine import checkpoint as ckpt
 from cnnlab.engine.config import TrainConfig

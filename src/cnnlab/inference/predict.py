@@ -12,9 +12,10 @@ from cnnlab import CnnlabError
 from cnnlab.data.batches import normalise
 from cnnlab.engine.run import open_run
 from cnnlab.files import read_bounded, write_bytes
+from cnnlab.inference.decode import load_image
 from cnnlab.inference.export import FORMATS
 from cnnlab.inference.onnx import onnx_session
-from cnnlab.inference.preprocess import load_image, preprocess
+from cnnlab.inference.preprocess import preprocess
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 MAX_FILE_BYTES = 64 * 1024 * 1024  # larger than any photo a phone takes

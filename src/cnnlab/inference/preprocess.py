@@ -5,42 +5,12 @@ centre of mass in a 28x28 field (LeCun et al.). `preprocess` does the same to an
 grayscale, ink made bright on dark, background removed, cropped to the ink, longer side scaled to 20 px,
 pasted so that the centre of mass lands on the centre. Bad files get a per-file error, never a crash.
 """
-import io
-import warnings
-
 import numpy as np
-from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFilter, ImageOps
 
-from cnnlab import CnnlabError
+from cnnlab.inference.decode import ImageError
 
-MAX_PIXELS = 40_000_000  # a 40-megapixel photo is fine; a 50,000 x 50,000 "image" is a decompression bomb
 INK_THRESHOLD = 40       # after background removal, the brightest pixel must reach this to count as ink
-
-
-class ImageError(CnnlabError):
-    """An image file that cannot be read or holds no digit."""
-
-
-def load_image(data: bytes, name: str = "image") -> Image.Image:
-    """Decode `data` as an image, refusing bombs, truncated and non-image files."""
-    if not data:
-        raise ImageError(f"{name}: empty file")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-            if image.width * image.height > MAX_PIXELS:
-                raise ImageError(f"{name}: {image.width:,}x{image.height:,} pixels is more than the "
-                                 f"{MAX_PIXELS:,} allowed (decompression bomb?)")
-            image.seek(0)  # first frame of an animated GIF
-            image.load()
-    except UnidentifiedImageError:
-        raise ImageError(f"{name}: not an image PIL can read (PNG, JPEG, BMP, GIF, ...)") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageError(f"{name}: too many pixels (decompression bomb?)") from None
-    except (OSError, ValueError, SyntaxError, EOFError) as e:
-        raise ImageError(f"{name}: cannot decode ({str(e) or type(e).__name__}): truncated or corrupt?") from None
-    return image
 
 
 def _grayscale(image: Image.Image) -> Image.Image:

@@ -9,15 +9,16 @@ from importlib.resources import files
 from pathlib import Path
 
 import numpy as np
+import uvicorn
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.concurrency import run_in_threadpool
-import uvicorn
 
 from cnnlab import CnnlabError
-from cnnlab.models import count_parameters
+from cnnlab.inference.decode import ImageError, NotAnImageError, load_image
 from cnnlab.inference.predict import Predictor
-from cnnlab.inference.preprocess import ImageError, load_image, preprocess
+from cnnlab.inference.preprocess import preprocess
+from cnnlab.models import count_parameters
 
 MAX_BODY = 2 * 1024 * 1024
 
@@ -95,7 +96,7 @@ def create_app(run_dir, top_k: int = 3) -> FastAPI:
             try:
                 digit = await run_in_threadpool(lambda: preprocess(load_image(data, upload.filename or "upload")))
             except ImageError as e:
-                raise HTTPException(415 if "not an image" in str(e) else 422, str(e)) from None
+                raise HTTPException(415 if isinstance(e, NotAnImageError) else 422, str(e)) from None
         elif kind.startswith("application/json"):
             try:
                 body = await request.json()

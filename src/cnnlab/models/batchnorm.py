@@ -9,8 +9,8 @@ augmentation and weight averaging.
 """
 import torch.nn as nn
 
-from cnnlab.models.shapes import flat_features
 from cnnlab.models.registry import register_model
+from cnnlab.models.shapes import flat_features
 
 __all__ = ["ConvBlock", "BatchNormCNN"]
 
