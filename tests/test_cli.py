@@ -83,7 +83,7 @@ def test_existing_run_is_not_overwritten_silently(tmp_path):
 @pytest.mark.parametrize("argv, message", [
     (["train", "--model", "resnet-9000"], "unknown model 'resnet-9000'"),
     (["train", "--dataset", "cifar"], "unknown dataset 'cifar'"),
-    (["train", "--epochs", "0"], "--epochs must be at least 1"),
+    (["train", "--epochs", "0"], "--epochs must be between 1 and 100,000, got 0"),
     (["train", "--epochs", "three"], "invalid int value"),
     (["train", "--optimizer", "lion"], "unknown optimizer"),
     (["train", "--ema", "1.5"], "--ema must be a decay in [0, 1), got 1.5"),

@@ -1,10 +1,10 @@
 import pytest
 import torch
-from conftest import write_idx_dataset
 
 from cnnlab.data import datasets
 from cnnlab.data.batches import epoch_order, iterate_batches, normalise
 from cnnlab.data.idx import DataError
+from conftest import write_idx_dataset
 
 
 def test_mnist_sample_is_a_stratified_4000_1000_split():

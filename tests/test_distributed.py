@@ -24,7 +24,8 @@ def test_three_processes_train_in_lockstep(tmp_path):
     assert len(rows) == 2 and rows[1]["train_loss"] < rows[0]["train_loss"]
     assert result.stdout.count("Test set:") == 2  # only rank 0 prints
     # only rank 0 writes: the same files as a single-process run, one metrics file, one last checkpoint
-    assert sorted(p.name for p in out.iterdir()) == ["best.pt", "checkpoint.pt", "config.json", "ddp.json", "metrics.jsonl"]
+    assert sorted(p.name for p in out.iterdir()) == [".cnnlab-run", ".lock", "checkpoint.pt", "config.json", "ddp.json",
+                                                     "metrics.jsonl"]
 
 
 @pytest.mark.slow

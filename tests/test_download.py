@@ -6,11 +6,11 @@ import http.server
 import threading
 
 import pytest
-from conftest import write_idx_dataset
 
 from cnnlab.data import datasets
 from cnnlab.data.download import download
 from cnnlab.data.idx import DataError
+from conftest import write_idx_dataset
 
 
 @pytest.fixture

@@ -2,9 +2,9 @@ import gzip
 
 import numpy as np
 import pytest
-from conftest import idx_bytes
 
 from cnnlab.data.idx import DataError, read_idx, read_idx_pair
+from conftest import idx_bytes
 
 
 def write(tmp_path, data: bytes, name="f-idx3-ubyte"):

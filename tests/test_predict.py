@@ -7,7 +7,6 @@ import zlib
 import numpy as np
 import pytest
 import torch
-from conftest import draw_digit
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -16,6 +15,7 @@ from cnnlab.cli import main
 from cnnlab.inference.decode import ImageError, load_image
 from cnnlab.inference.predict import Predictor
 from cnnlab.inference.preprocess import preprocess
+from conftest import draw_digit
 
 
 def png_bytes(image) -> bytes:

@@ -10,7 +10,6 @@ import time
 import numpy as np
 import pytest
 import torch
-from conftest import idx_bytes
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -18,6 +17,7 @@ from cnnlab import CnnlabError
 from cnnlab.cli import main
 from cnnlab.data.idx import DataError, read_idx
 from cnnlab.engine.checkpoint import load_checkpoint, read_metrics
+from conftest import idx_bytes
 
 TRAIN = [sys.executable, "-m", "cnnlab", "train", "--dataset", "mnist-sample", "--epochs", "3", "--seed", "3",
          "--no-progress"]

@@ -7,12 +7,12 @@ import time
 
 import numpy as np
 import pytest
-from conftest import ROOT, draw_digit
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cnnlab.inference.serve import create_app
+from conftest import ROOT, draw_digit
 
 ARTIFACTS = ROOT / "test-artifacts"
 

@@ -23,8 +23,10 @@ from cnnlab.data.batches import epoch_order, iterate_batches
 from cnnlab.data.datasets import load_dataset
 from cnnlab.engine.config import build_config
 from cnnlab.engine.evaluate import evaluate
+from cnnlab.engine.fit import fit
+from cnnlab.engine.loop import train_one_epoch
 from cnnlab.engine.run import build_model
-from cnnlab.engine.train import build_optimizer, fit, train_one_epoch
+from cnnlab.engine.state import build_optimizer
 from cnnlab.files import write_json
 from cnnlab.inference.onnx import onnx_session, to_onnx
 from cnnlab.models import count_parameters
@@ -75,8 +77,9 @@ def _cnnlab_epoch(model, optimizer, dataset, config) -> tuple[float, float]:
     model.to(memory_format=memory_format)
     start = time.perf_counter()
     batches = iterate_batches(dataset.train_images, dataset.train_labels, config.batch_size, dataset.mean,
-                              dataset.std, epoch_order(len(dataset.train_labels), config.seed, 1))
-    train_one_epoch(model, batches, optimizer, None, memory_format=memory_format)
+                              dataset.std, epoch_order(len(dataset.train_labels), config.seed, 1),
+                              memory_format=memory_format)
+    train_one_epoch(model, batches, optimizer=optimizer)
     result = evaluate(model, dataset.test_images, dataset.test_labels, mean=dataset.mean, std=dataset.std,
                       num_classes=dataset.num_classes, memory_format=memory_format)
     return time.perf_counter() - start, result.accuracy

@@ -1,9 +1,18 @@
-"""Command-line interface: parse arguments, build config objects, call one library function per subcommand."""
+"""Command-line interface: parse arguments, then call one library function per subcommand.
+
+Handlers import their command's module when they run, so that `cnnlab shape` does not pay for onnxruntime,
+FastAPI and matplotlib.
+"""
 import argparse
+import dataclasses
+import json
 import sys
 import traceback
 
 from cnnlab import CnnlabError, __version__
+from cnnlab.engine.config import FIELDS, RECIPES, describe_recipe
+
+MAX_PORT = 65535
 
 
 class _Parser(argparse.ArgumentParser):
@@ -11,45 +20,78 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+def _int_range(low: int, high: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be between {low:,} and {high:,}, got {value:,}")
+        return value
+    return parse
+
+
 def _shape(text: str) -> tuple[int, int, int]:
     try:
         shape = tuple(int(d) for d in text.lower().split("x"))
     except ValueError:
         shape = ()
-    if len(shape) != 3 or min(shape) < 1:
-        raise argparse.ArgumentTypeError(f"expected CxHxW with positive sizes such as 1x28x28, got {text!r}")
+    if len(shape) != 3 or min(shape) < 1 or shape[0] > 1024 or max(shape[1:]) > 65536:
+        raise argparse.ArgumentTypeError(f"expected CxHxW with positive sizes (C <= 1024, H, W <= 65536) such as "
+                                         f"1x28x28, got {text!r}")
     return shape
+
+
+def _data_options() -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument("--dataset", metavar="NAME", help="mnist, fashion-mnist, kmnist or mnist-sample "
+                        "(default: mnist when found or downloadable, else mnist-sample)")
+    parent.add_argument("--data-dir", metavar="DIR", help="folder holding the dataset's IDX files (default: "
+                        "$CNNLAB_DATA_DIR, then the cache ~/.cache/cnnlab/<dataset>, then download)")
+    return parent
+
+
+def _sweep_options(out: str) -> argparse.ArgumentParser:
+    """What every sweep (compare, depth) shares: budget, output folder and the overwrite rule."""
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument("--epochs", type=int, metavar="N", help="(default: from the recipe)")
+    parent.add_argument("--no-progress", dest="progress", action="store_const", const=False, help="no progress bar")
+    parent.add_argument("--out", default=out, metavar="DIR", help=f"(default: {out}); finished runs with the same "
+                        "settings are reused, unfinished ones resumed")
+    parent.add_argument("--overwrite", action="store_const", const=True,
+                        help="replace runs in DIR whose settings differ (default: refuse)")
+    return parent
 
 
 def _train_args(p):
     data = p.add_argument_group("Data")
-    data.add_argument("--dataset", metavar="NAME", help="mnist, fashion-mnist, kmnist or mnist-sample "
-                      "(default: mnist when found or downloadable, else mnist-sample)")
-    data.add_argument("--data-dir", metavar="DIR", help="folder holding the dataset's IDX files (default: $CNNLAB_DATA_DIR, "
-                      "then the cache ~/.cache/cnnlab/<dataset>, then download)")
     data.add_argument("--train-subset", type=int, metavar="K", help="train on K training images (seeded subset)")
+    data.add_argument("--val-split", type=int, metavar="N", help="hold out N training images (stratified) to choose "
+                      "the best epoch and stop early; the test set is then only reported (default: 0, none)")
     model = p.add_argument_group("Model")
     model.add_argument("--model", metavar="NAME", help="a name from `cnnlab models` (default: cnn)")
     model.add_argument("--width", type=int, metavar="W", help="base width for families that have one")
     opt = p.add_argument_group("Optimization")
-    opt.add_argument("--recipe", metavar="NAME", help="named defaults: lecture (SGD 0.01/0.5, batch 64, 9 epochs), "
-                     "default (Adam 0.004 one-cycle, batch 128, 3 epochs), fast (cnn-bn-8-24, 2 epochs to 99%%), "
-                     "best (cnn-bn-32-64, affine augmentation, 12 epochs) or depth (SGD 0.1/0.9, batch 128, "
-                     "3 epochs) (default: default)")
+    opt.add_argument("--recipe", metavar="NAME", help="named defaults: " + "; ".join(map(describe_recipe, RECIPES))
+                     + " (default: default)")
     opt.add_argument("--epochs", type=int, metavar="N", help="(default: from the recipe)")
+    opt.add_argument("--patience", type=int, metavar="E", help="with --val-split: stop after E epochs without a "
+                     "better validation accuracy (default: never)")
     opt.add_argument("--batch-size", type=int, metavar="B", help="(default: from the recipe)")
     opt.add_argument("--test-batch-size", type=int, metavar="B", help="(default: 1000)")
     opt.add_argument("--optimizer", metavar="NAME", help="sgd, adam or adamw (default: from the recipe)")
     opt.add_argument("--lr", type=float, metavar="LR", help="learning rate, the peak for onecycle (default: from the recipe)")
-    opt.add_argument("--momentum", type=float, metavar="M", help="SGD momentum (default: from the recipe)")
+    opt.add_argument("--momentum", type=float, metavar="M", help="SGD momentum, with --schedule constant "
+                     "(default: from the recipe)")
     opt.add_argument("--weight-decay", type=float, metavar="WD", help="(default: 0)")
     opt.add_argument("--schedule", metavar="NAME", help="constant or onecycle (default: from the recipe)")
     opt.add_argument("--label-smoothing", type=float, metavar="EPS", help="(default: 0)")
     opt.add_argument("--ema", type=float, metavar="DECAY", help="evaluate and save an exponential moving average of the "
                      "weights, e.g. 0.999 (default: from the recipe; 0 = off)")
     aug = p.add_argument_group("Augmentation")
-    aug.add_argument("--augment", metavar="NAME", help="none or affine (batched random rotation, scale, shift) "
-                     "(default: none)")
+    aug.add_argument("--augment", metavar="NAME", help="none, affine (batched random rotation, scale, shift) or "
+                     "another name from data/augment.py (default: from the recipe)")
     system = p.add_argument_group("Output and system")
     system.add_argument("--seed", type=int, metavar="S", help="(default: 0)")
     system.add_argument("--device", metavar="NAME", help="auto, cpu, cuda or mps (default: auto)")
@@ -58,75 +100,60 @@ def _train_args(p):
                         "CUDA GPU that supports it, else fp32 (default: auto)")
     system.add_argument("--no-channels-last", dest="channels_last", action="store_const", const=False,
                         help="keep NCHW memory layout (default: channels_last, faster on CPU)")
-    system.add_argument("--out", metavar="DIR", help="run directory (default: runs/<model>-<dataset>-<time>)")
-    system.add_argument("--overwrite", action="store_const", const=True, help="replace an existing run directory")
+    system.add_argument("--out", metavar="DIR", help="run folder (default: runs/<model>-<dataset>-<time>)")
+    system.add_argument("--overwrite", action="store_const", const=True,
+                        help="replace an existing cnnlab run folder (never a folder holding other files)")
     system.add_argument("--no-progress", dest="progress", action="store_const", const=False, help="no progress bar")
     system.add_argument("--config", metavar="FILE", help="TOML file of settings (flags override it)")
     system.add_argument("--print-config", action="store_true", help="print the resolved settings and exit")
-    system.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run exactly where it stopped")
+    system.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run exactly where it stopped "
+                        "(with --epochs N: extend a finished constant-rate run)")
     system.add_argument("--checkpoint-every", type=int, metavar="N", help="also checkpoint every N steps")
+    system.add_argument("--check-every", type=int, metavar="N", help="test the loss for NaN every N steps "
+                        "(default: every step on CPU, 50 on a GPU: fewer host syncs)")
     system.add_argument("--deterministic", action="store_const", const=True,
                         help="torch.use_deterministic_algorithms(True); slower on GPU, same on CPU")
     system.add_argument("--nproc", type=int, metavar="N", help="train with N DDP processes on this machine (torchrun)")
     system.add_argument("--sync-bn", action="store_const", const=True, help="under DDP: SyncBatchNorm")
     system.add_argument("--trace-grad", action="store_const", const=True,
-                        help="record the first layer's gradient norm every step (grad_norms.json)")
+                        help="record each step's first-layer gradient norm, loss and error (grad_norms.json)")
     system.add_argument("--plot", action="store_true", help="write curves.png and confusion.png into the run at the end")
 
 
-def _without_option(argv: list[str], name: str) -> list[str]:
-    """argv without `name VALUE` / `name=VALUE`."""
-    out, skip = [], False
-    for arg in argv:
-        if skip:
-            skip = False
-        elif arg == name:
-            skip = True
-        elif not arg.startswith(name + "="):
-            out.append(arg)
-    return out
-
-
-def _report(result: dict) -> None:
-    if result.is_main:
-        print(f"Final test accuracy: {result.test_accuracy:.2f}% on {result.dataset} (run: {result.run_dir})")
+def _config_flags(args) -> dict:
+    """The TrainConfig fields the command line gave (a whitelist: everything else is not a setting)."""
+    return {name: getattr(args, name) for name in FIELDS if getattr(args, name, None) is not None}
 
 
 def cmd_train(args) -> int:
-    import dataclasses
-    import json
-
     from cnnlab.engine.config import build_config
-    from cnnlab.engine.train import fit
+    from cnnlab.engine.distributed import relaunch_under_torchrun, shutdown
+    from cnnlab.engine.fit import fit, resume_run
     if args.nproc is not None:
-        from cnnlab.engine.distributed import launch
-        if args.nproc < 1:
-            raise CnnlabError(f"--nproc must be at least 1, got {args.nproc}")
-        return launch(args.nproc, _without_option(args.argv, "--nproc"))
-    from cnnlab.engine.distributed import shutdown
-    from cnnlab.engine.train import resume_run
-    flags = {k: v for k, v in vars(args).items()
-             if k not in ("command", "handler", "debug", "config", "print_config", "plot", "resume", "nproc", "argv")}
-    config = None if args.resume else build_config(flags, args.config)
-    if args.print_config and config is not None:
+        return relaunch_under_torchrun(args.nproc, args.argv)
+    if args.resume and (args.config or args.print_config):
+        raise CnnlabError("--resume takes the run's own settings: --config and --print-config do not apply")
+    config = None if args.resume else build_config(_config_flags(args), args.config)
+    if args.print_config:
         print(json.dumps(dataclasses.asdict(config), indent=2))
         return 0
     try:
-        result = resume_run(args.resume, log=print) if args.resume else fit(config, log=print)
+        result = resume_run(args.resume, log=print, **_config_flags(args)) if args.resume else fit(config, log=print)
     finally:
         shutdown()  # of the DDP process group, when there is one
-    _report(result)
-    if args.plot and result.is_main:
-        from cnnlab.explain.viz import draw
-        for what in ("curves", "confusion"):
-            print(f"wrote {draw([result.run_dir], what, data_dir=args.data_dir)}")
+    if result.is_main:
+        selected = f" (epoch {result.best_epoch}, chosen on the validation split)" if result.best_epoch else ""
+        print(f"Final test accuracy: {result.test_accuracy:.2f}%{selected} on {result.dataset} (run: {result.run_dir})")
+        if args.plot:
+            from cnnlab.explain.viz import draw
+            for what in ("curves", "confusion"):
+                print(f"wrote {draw([result.run_dir], what, data_dir=args.data_dir)}")
     return 0
 
 
 def cmd_compare(args) -> int:
     from cnnlab.explain.compare import compare
-    settings = {k: v for k, v in vars(args).items() if k in ("dataset", "data_dir", "epochs", "recipe", "seed", "progress")}
-    compare(args.models.split(","), args.out, **settings)
+    compare([name for name in args.models.split(",") if name], args.out, **_config_flags(args))
     return 0
 
 
@@ -170,7 +197,7 @@ def cmd_depth(args) -> int:
     settings.setdefault("families", ("plain", "resnet"))
     settings.setdefault("depths", (8, 20, 56))
     run_depth(seeds=tuple(int(s) for s in args.seeds.split(",")), out=args.out, dataset=args.dataset,
-              data_dir=args.data_dir, **settings)
+              data_dir=args.data_dir, overwrite=bool(args.overwrite), **settings)
     return 0
 
 
@@ -182,8 +209,6 @@ def cmd_viz(args) -> int:
 
 def cmd_predict(args) -> int:
     from cnnlab.inference.predict import predict_files
-    if args.top_k < 1:
-        raise CnnlabError(f"--top-k must be at least 1, got {args.top_k}")
     return predict_files(args.run, args.images, args.top_k, args.backend, args.json, args.show_input)
 
 
@@ -215,16 +240,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"cnnlab {__version__}")
     parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    data = _data_options()
 
-    p = sub.add_parser("train", help="train a model and write a run directory")
+    p = sub.add_parser("train", parents=[data], help="train a model and write a run folder")
     _train_args(p)
     p.set_defaults(handler=cmd_train)
 
-    p = sub.add_parser("evaluate", help="evaluate a run: loss, accuracy, per-class accuracy, confusion matrix")
-    p.add_argument("run", metavar="RUN_DIR", help="run directory (or checkpoint file)")
-    p.add_argument("--dataset", metavar="NAME", help="evaluate on another dataset (default: the run's)")
-    p.add_argument("--data-dir", metavar="DIR", help="folder holding the dataset's IDX files")
-    p.add_argument("--batch-size", type=int, default=1000, metavar="B", help="(default: 1000)")
+    p = sub.add_parser("evaluate", parents=[data], help="evaluate a run: loss, accuracy, per-class accuracy, "
+                       "confusion matrix")
+    p.add_argument("run", metavar="RUN_DIR", help="run folder (or checkpoint file)")
+    p.add_argument("--batch-size", type=_int_range(1, 1 << 20), default=1000, metavar="B", help="(default: 1000)")
     p.add_argument("--tta", action="store_true", help="test-time augmentation: average the image and its 4 one-pixel shifts")
     p.set_defaults(handler=cmd_evaluate)
 
@@ -255,32 +280,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--padding", type=int, default=0, metavar="P", help="(default: 0)")
     p.set_defaults(handler=cmd_params)
 
-    p = sub.add_parser("compare", help="train several models with the same budget; leaderboard and scatter plot")
+    p = sub.add_parser("compare", parents=[data, _sweep_options("runs/compare")],
+                       help="train several models with the same budget; leaderboard and scatter plot")
     p.add_argument("--models", default="cnn,inception,mlp,lcn", metavar="A,B,...", help="(default: cnn,inception,mlp,lcn)")
-    p.add_argument("--epochs", type=int, metavar="N", help="(default: from the recipe)")
     p.add_argument("--recipe", metavar="NAME", help="(default: default)")
-    p.add_argument("--dataset", metavar="NAME")
-    p.add_argument("--data-dir", metavar="DIR")
     p.add_argument("--seed", type=int, metavar="S")
-    p.add_argument("--no-progress", dest="progress", action="store_const", const=False, help="no progress bar")
-    p.add_argument("--out", default="runs/compare", metavar="DIR", help="(default: runs/compare)")
     p.set_defaults(handler=cmd_compare)
 
-    p = sub.add_parser("depth", help="the degradation experiment: plain vs residual nets of growing depth")
+    p = sub.add_parser("depth", parents=[data, _sweep_options("runs/depth")],
+                       help="the degradation experiment: plain vs residual nets of growing depth")
     p.add_argument("--preset", choices=["quick"], help="quick: 12,000 images, width 8, depths 8,20,56, 3 epochs")
     p.add_argument("--families", metavar="A,B", help="plain and/or resnet (default: plain,resnet)")
     p.add_argument("--depths", metavar="N,M", help="6n+2 depths (default: 8,20,56)")
-    p.add_argument("--epochs", type=int, metavar="E", help="(default: 3)")
     p.add_argument("--train-subset", type=int, metavar="K", help="train on K images (default: all, or the preset's)")
     p.add_argument("--width", type=int, metavar="W", help="base width w (default: 16, or the preset's)")
     p.add_argument("--seeds", default="0", metavar="S1,S2", help="(default: 0)")
-    p.add_argument("--dataset", metavar="NAME")
-    p.add_argument("--data-dir", metavar="DIR")
-    p.add_argument("--out", default="runs/depth", metavar="DIR", help="(default: runs/depth)")
     p.set_defaults(handler=cmd_depth)
 
     p = sub.add_parser("viz", help="pictures of a run: curves, confusion, errors, filters, features")
-    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directory (several for --what curves)")
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folder (several for --what curves)")
     p.add_argument("--what", required=True, metavar="PICTURE", help="curves, confusion, errors, filters or features")
     p.add_argument("--image", type=int, default=0, metavar="N", help="test image index for features (default: 0)")
     p.add_argument("--data-dir", metavar="DIR", help="folder holding the dataset's IDX files")
@@ -306,7 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="a draw-a-digit web page and a JSON API (FastAPI + uvicorn)")
     p.add_argument("run", metavar="RUN_DIR")
     p.add_argument("--host", default="127.0.0.1", help="(default: 127.0.0.1, this machine only)")
-    p.add_argument("--port", type=int, default=8000, help="(default: 8000)")
+    p.add_argument("--port", type=_int_range(1, MAX_PORT), default=8000, help="(default: 8000)")
     p.set_defaults(handler=cmd_serve)
 
     p = sub.add_parser("bench", help="seconds per epoch against the lecture's pipeline; inference images/s")

@@ -11,9 +11,15 @@ def normalise(images: torch.Tensor, mean: float, std: float) -> torch.Tensor:
     return (images.float() - 255.0 * mean) * (1.0 / (255.0 * std))
 
 
+def mixed_seed(seed: int, epoch: int, step: int | None = None) -> int:
+    """One generator seed for (seed, epoch) or (seed, epoch, step), kept within the 64 bits a generator takes."""
+    base = seed * 100_003 + epoch
+    return (base if step is None else base * 1_000_003 + step) % 2**64
+
+
 def epoch_order(n: int, seed: int, epoch: int, device="cpu") -> torch.Tensor:
     """The training order of `epoch`: the same on every call, every rank and every resume."""
-    generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    generator = torch.Generator().manual_seed(mixed_seed(seed, epoch))
     return torch.randperm(n, generator=generator).to(device)
 
 

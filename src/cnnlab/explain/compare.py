@@ -4,10 +4,10 @@ from pathlib import Path
 import torch
 
 from cnnlab.data.batches import normalise
-from cnnlab.engine.checkpoint import is_finished, read_metrics
+from cnnlab.engine.checkpoint import read_metrics
 from cnnlab.engine.config import build_config
+from cnnlab.engine.fit import fit_or_reuse
 from cnnlab.engine.run import open_run
-from cnnlab.engine.train import fit
 from cnnlab.files import write_csv, write_text
 from cnnlab.models import count_flops, count_parameters
 from cnnlab.plotting import pyplot, save_figure
@@ -24,13 +24,12 @@ def inference_rate(model, input_shape, batch_size=1024) -> float:
 def compare(models, out_dir, log=print, **settings) -> list[dict]:
     out_dir = Path(out_dir)
     rows = []
-    for name in models:
-        config = build_config({**settings, "model": name, "out": str(out_dir / name), "overwrite": True})
+    # every name and setting is checked before the first model trains
+    configs = [build_config({**settings, "model": name, "out": str(out_dir / name)}) for name in models]
+    for name, config in zip(models, configs):
         run_dir = out_dir / name
-        if is_finished(run_dir, config):
+        if fit_or_reuse(config, log=log) == "reused":
             log(f"{name}: reusing the finished run in {run_dir}")
-        else:
-            fit(config, log=log)
         run = open_run(run_dir)
         model, shape = run.model, (run.info.in_channels, *run.info.input_size)
         metrics = read_metrics(run_dir)

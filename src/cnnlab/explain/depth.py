@@ -12,9 +12,9 @@ from pathlib import Path
 from tqdm import tqdm
 
 from cnnlab import CnnlabError
-from cnnlab.engine.checkpoint import is_finished, read_metrics
+from cnnlab.engine.checkpoint import read_metrics
 from cnnlab.engine.config import build_config
-from cnnlab.engine.train import fit
+from cnnlab.engine.fit import fit_or_reuse
 from cnnlab.files import write_csv, write_text
 from cnnlab.models import count_parameters, create_model
 from cnnlab.plotting import pyplot, save_figure
@@ -30,7 +30,7 @@ def _mean(values):
 
 
 def run_depth(families, depths, seeds, out, epochs=None, train_subset=None, width=None, dataset=None,
-              data_dir=None, recipe="depth", log=print) -> list[dict]:
+              data_dir=None, recipe="depth", overwrite=False, log=print) -> list[dict]:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     for family in families:
@@ -42,14 +42,14 @@ def run_depth(families, depths, seeds, out, epochs=None, train_subset=None, widt
         configs[family, depth, seed] = build_config({
             "model": f"{family}-{depth}", "recipe": recipe, "epochs": epochs, "train_subset": train_subset,
             "width": width, "dataset": dataset, "data_dir": data_dir, "seed": seed, "trace_grad": True,
-            "out": str(out / f"{family}-{depth}-s{seed}"), "overwrite": True, "progress": False})
+            "out": str(out / f"{family}-{depth}-s{seed}"), "overwrite": overwrite, "progress": False})
     for key in tqdm(runs, desc="depth sweep", unit="run"):
         config = configs[key]
-        if is_finished(Path(config.out), config):
+        if fit_or_reuse(config, log=lambda line: None) == "reused":
             log(f"{config.model} seed {config.seed}: finished earlier, kept")
-            continue
-        fit(config, log=lambda line: None)
-        log(f"{config.model} seed {config.seed}: final training loss {read_metrics(config.out)[-1]['train_loss']:.4f}")
+        else:
+            log(f"{config.model} seed {config.seed}: final training loss "
+                f"{read_metrics(config.out)[-1]['train_loss']:.4f}")
     rows = []
     for family in families:
         for depth in depths:

@@ -33,9 +33,15 @@ def create_model(name: str, **kwargs):
         close = difflib.get_close_matches(name, _entrypoints, n=3)
         hint = f" (did you mean {', '.join(close)}?)" if close else f"; choose from {', '.join(list_models())}"
         raise CnnlabError(f"unknown model {name!r}{hint}")
+    given = {k: v for k, v in kwargs.items() if v is not None}
     try:
-        return _entrypoints[name](**{k: v for k, v in kwargs.items() if v is not None})
+        return _entrypoints[name](**given)
     except TypeError as e:
         if "unexpected keyword argument" not in str(e):
             raise
         raise CnnlabError(f"model {name!r} does not take {str(e).split('argument')[-1].strip()}") from None
+    except (ValueError, RuntimeError) as e:  # a shape or size the architecture cannot take
+        detail = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        shape = f" for input {given['in_channels']}x{'x'.join(map(str, given['input_size']))}" \
+            if "input_size" in given and "in_channels" in given else ""
+        raise CnnlabError(f"model {name!r} cannot be built{shape}: {detail}") from None

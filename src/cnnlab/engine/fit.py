@@ -1,0 +1,348 @@
+"""`fit`: set up, then for each epoch train, evaluate and save. The pieces live beside it: the loop in
+loop.py, evaluation in evaluate.py, the training state in state.py, the run folder in rundir.py."""
+import contextlib
+import dataclasses
+import signal
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from cnnlab import CnnlabError
+from cnnlab.data.augment import AUGMENTATIONS
+from cnnlab.data.batches import epoch_order, iterate_batches, mixed_seed, steps_per_epoch
+from cnnlab.data.datasets import ImageDataset, load_training_dataset
+from cnnlab.engine import checkpoint as ckpt
+from cnnlab.engine.config import TrainConfig, config_from_saved, same_settings
+from cnnlab.engine.device import autocast_dtype, select_device, torch_settings
+from cnnlab.engine.distributed import DistContext, init_distributed
+from cnnlab.engine.evaluate import evaluate
+from cnnlab.engine.loop import EpochProgress, NonFiniteLoss, Step, train_one_epoch
+from cnnlab.engine.metrics import test_line
+from cnnlab.engine.run import build_model
+from cnnlab.engine.rundir import RunFolder, is_run
+from cnnlab.engine.state import TrainState
+from cnnlab.files import write_json
+from cnnlab.models import count_parameters
+
+
+@dataclasses.dataclass
+class FitResult:
+    run_dir: Path
+    dataset: str
+    parameters: int
+    history: list[dict]          # one row of metrics per epoch, as in metrics.jsonl
+    best_epoch: int | None       # chosen on the validation split; None without one
+    is_main: bool                # False on the other ranks of a DDP job
+
+    @property
+    def test_accuracy(self) -> float:
+        """Of the selected epoch: the best on validation, else the last."""
+        return self.history[(self.best_epoch or len(self.history)) - 1]["test_accuracy"]
+
+
+class TrainingInterrupted(CnnlabError):
+    """SIGINT or SIGTERM arrived; a checkpoint was saved. `exit_code` is 128 + the signal number."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class StopOnSignal:
+    """SIGINT/SIGTERM set a flag that the loop reads after each step, so a checkpoint can be written."""
+
+    def __init__(self):
+        self.signal, self.previous = None, {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.signal is not None:  # a second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        self.signal = signum
+
+    def __exit__(self, *exc):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+
+def prepare_data(config: TrainConfig, dataset: ImageDataset | None, log) -> ImageDataset:
+    """The run's dataset, checked, with its validation split held out, then subset."""
+    if dataset is None:
+        dataset, notice = load_training_dataset(config.dataset, config.data_dir)
+        if notice:
+            log(notice)
+    dataset.check_trainable()
+    if config.val_split:
+        dataset = dataset.with_validation(config.val_split)
+    return dataset.subset(config.train_subset, config.seed) if config.train_subset else dataset
+
+
+def build_training_model(config: TrainConfig, dataset: ImageDataset, device, dist: DistContext) -> torch.nn.Module:
+    torch.manual_seed(config.seed)  # the same initial weights on every rank
+    model = build_model(config.model, dataset.info, config.width)
+    if dist.world > 1 and config.sync_bn:
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    return model.to(device=device, memory_format=_memory_format(config))
+
+
+def _memory_format(config: TrainConfig):
+    return torch.channels_last if config.channels_last else torch.contiguous_format
+
+
+def _augmentation(config: TrainConfig, epoch: int, skip: int):
+    """The batch augmentation of `epoch`, its randomness a function of (seed, epoch, step): exact on resume."""
+    transform = AUGMENTATIONS[config.augment]
+    if transform is None:
+        return None
+    return lambda pixels, step: transform(pixels, torch.Generator().manual_seed(
+        mixed_seed(config.seed, epoch, skip + step)))
+
+
+class RunWriter:
+    """What rank 0 writes into the run folder (the other ranks hold one with no folder, which writes nothing)."""
+
+    def __init__(self, folder: RunFolder | None, config: TrainConfig, dataset: ImageDataset, steps: int):
+        self.folder, self.config, self.info, self.steps = folder, config, dataset.info, steps
+
+    def checkpoint(self, state: TrainState, name: str = ckpt.CHECKPOINT) -> None:
+        if self.folder is not None:
+            ckpt.save_checkpoint(self.folder.path / name, config=self.config, info=self.info, state=state)
+            self.folder.commit()  # the new run now stands on its own: the run it replaced goes
+
+    def epoch_end(self, state: TrainState) -> None:
+        self.checkpoint(state)
+        if state.best_epoch == state.epoch:
+            self.checkpoint(state, ckpt.BEST)
+        if self.folder is not None:
+            ckpt.write_metrics(self.folder.path, state.history)
+            if state.trace is not None:
+                write_json(self.folder.path / "grad_norms.json", {"steps_per_epoch": self.steps, **state.trace})
+
+
+def fit(config: TrainConfig, log=print, dataset: ImageDataset | None = None, resume: bool = False) -> FitResult:
+    """Train `config.model` as configured into the run folder `config.out`; with `resume`, continue the run
+    there exactly where its last checkpoint was taken."""
+    device = select_device(config.device)
+    dist = init_distributed(device.type, config.batch_size)
+    log = log if dist.is_main else (lambda *_: None)  # only rank 0 prints, writes metrics and checkpoints
+    with torch_settings(config.threads, config.deterministic):
+        device = dist.local_device(device)
+        data = prepare_data(config, dataset, log).to(device)
+        config = dataclasses.replace(config, dataset=data.name, out=config.out or _default_out(config, data.name))
+        steps = steps_per_epoch(len(data.train_labels), config.batch_size, dist.world)
+        state = TrainState.create(build_training_model(config, data, device, dist), config, steps)
+        with _open_folder(config, dist, resume) as folder:
+            if resume:
+                state.load_state_dict(ckpt.load_checkpoint(config.out))
+            writer = RunWriter(folder if dist.is_main else None, config, data, steps)
+            if folder is not None and not resume:
+                ckpt.write_config(folder.path, config, device=str(device), torch=torch.__version__,
+                                  threads=torch.get_num_threads())
+            log(_start_line(config, data, state, device, dist, resume))
+            with StopOnSignal() as stopper:
+                for epoch in range(state.epoch + 1, config.epochs + 1):
+                    _train_epoch(config, data, state, writer, stopper, dist, epoch, steps)
+                    row = _evaluate_epoch(config, data, state, dist, epoch)
+                    state.epoch, state.progress = epoch, None
+                    state.history.append(row)
+                    state.best_epoch = _best_epoch(state.history) if config.val_split else None
+                    log(f"Epoch {epoch}: train loss {row['train_loss']:.4f}, {row['seconds']:.2f} s, "
+                        f"{row['images_per_s']:,.0f} img/s" + (f", validation accuracy {row['val_accuracy']:.2f}%"
+                                                               if config.val_split else ""))
+                    log(test_line(row["test_loss"], row["test_correct"], row["test_total"]))
+                    writer.epoch_end(state)
+                    if config.patience and epoch - state.best_epoch >= config.patience:
+                        state.stopped_early = True
+                        writer.checkpoint(state)
+                        log(f"Early stop: no better validation accuracy for {config.patience} epochs "
+                            f"(best: epoch {state.best_epoch})")
+                        break
+            dist.check_replicas(state.model, len(data.test_labels), folder.path if folder else None)
+    return FitResult(Path(config.out), data.name, count_parameters(state.model), state.history, state.best_epoch,
+                     dist.is_main)
+
+
+def _open_folder(config: TrainConfig, dist: DistContext, resume: bool):
+    """Rank 0 creates (or, resuming, reopens) and locks the run folder; the other ranks wait for it."""
+    folder = None
+    if dist.is_main:
+        folder = RunFolder.open_existing(config.out) if resume else RunFolder.create(config.out, config.overwrite)
+    dist.barrier()
+    return folder if folder is not None else _NoFolder()
+
+
+class _NoFolder:
+    path = None
+
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return None
+
+
+def _train_epoch(config, data, state: TrainState, writer: RunWriter, stopper, dist, epoch: int, steps: int):
+    """One epoch of training, with step checkpoints and progress; on a signal, checkpoint and stop."""
+    skip = state.progress.step if state.progress else 0
+    if dist.world > 1 and state.progress and not dist.is_main:  # saved partial sums are all ranks': count once
+        state.progress = EpochProgress(step=skip, seconds=state.progress.seconds)
+    order = epoch_order(len(data.train_labels), config.seed, epoch, data.train_labels.device)[skip * config.batch_size:]
+    batches = iterate_batches(data.train_images, data.train_labels, config.batch_size, data.mean, data.std, order,
+                              dist.rank, dist.world, _augmentation(config, epoch, skip), _memory_format(config))
+    bar = tqdm(total=steps, initial=skip, desc=f"epoch {epoch}/{config.epochs}", unit="batch", leave=False,
+               disable=not (config.progress and dist.is_main), dynamic_ncols=True)
+    callbacks = [lambda step: bar.update(1)]
+    if config.checkpoint_every:
+        callbacks.append(_step_checkpoints(config.checkpoint_every, state, writer))
+    if state.trace is not None:
+        callbacks.append(_tracer(state.model, state.trace))
+    device = data.train_labels.device
+    with bar, _last_checkpoint_named(state):
+        progress, finished = train_one_epoch(
+            _distributed(state.model, dist), batches, optimizer=state.optimizer, scheduler=state.scheduler,
+            label_smoothing=config.label_smoothing, ema=state.ema, amp_dtype=autocast_dtype(config.precision, device),
+            start=state.progress, callbacks=callbacks, should_stop=lambda: dist.any(stopper.signal is not None),
+            check_every=config.check_every or (1 if device.type == "cpu" else 50))
+    state.progress = dist.sum_progress(progress)
+    if not finished:
+        writer.checkpoint(state)
+        number = stopper.signal or signal.SIGTERM  # a rank that got no signal itself stops with the others
+        raise TrainingInterrupted(f"{signal.Signals(number).name}: stopped at epoch {epoch} step {progress.step}, "
+                                  f"checkpoint saved; resume with: cnnlab train --resume {config.out}", 128 + number)
+
+
+def _step_checkpoints(every: int, state: TrainState, writer: RunWriter):
+    def save(step: Step) -> None:
+        if step.number % every == 0:
+            state.progress = step.sums()
+            writer.checkpoint(state)
+    return save
+
+
+def _tracer(model, trace: dict):
+    watched = next(m for m in model.modules() if getattr(m, "weight", None) is not None and m.weight.dim() > 1)
+
+    def record(step: Step) -> None:
+        trace["grad_norms"].append(watched.weight.grad.norm().item())
+        trace["train_loss"].append(step.loss.item())
+        trace["train_error"].append(100.0 * (1 - (step.output.argmax(1) == step.labels).float().mean().item()))
+    return record
+
+
+@contextlib.contextmanager
+def _last_checkpoint_named(state: TrainState):
+    """Say, when a NaN stops the run, which checkpoint is the last good one."""
+    try:
+        yield
+    except NonFiniteLoss as e:
+        last = f"the checkpoint of epoch {state.epoch} is intact" if state.epoch or state.progress else \
+            "no checkpoint had been written yet"
+        raise NonFiniteLoss(f"{e}; {last}") from None
+
+
+def _distributed(model, dist: DistContext):
+    return torch.nn.parallel.DistributedDataParallel(model) if dist.world > 1 else model
+
+
+def _evaluate_epoch(config, data: ImageDataset, state: TrainState, dist, epoch: int) -> dict:
+    start = time.perf_counter()
+    options = dict(mean=data.mean, std=data.std, num_classes=data.num_classes, batch_size=config.test_batch_size,
+                   memory_format=_memory_format(config), dist=dist,
+                   amp_dtype=autocast_dtype(config.precision, data.train_labels.device))
+    test = evaluate(state.evaluated, data.test_images, data.test_labels, **options)
+    row = {"epoch": epoch, "train_loss": round(state.progress.train_loss, 6),
+           "train_accuracy": state.progress.train_accuracy, "test_loss": round(test.loss, 6),
+           "test_accuracy": test.accuracy, "test_correct": test.correct, "test_total": test.total}
+    if data.val_images is not None:
+        val = evaluate(state.evaluated, data.val_images, data.val_labels, **options)
+        row.update(val_loss=round(val.loss, 6), val_accuracy=val.accuracy)
+    train_seconds = state.progress.seconds
+    row.update(seconds=round(train_seconds + time.perf_counter() - start, 3), train_seconds=round(train_seconds, 3),
+               images_per_s=round(state.progress.seen / max(train_seconds, 1e-9), 1))
+    return row
+
+
+def _best_epoch(history: list[dict]) -> int:
+    """The first epoch with the highest validation accuracy."""
+    return max(history, key=lambda r: (r["val_accuracy"], -r["epoch"]))["epoch"]
+
+
+def _start_line(config, data, state, device, dist, resume) -> str:
+    parts = [f"{'Resuming' if resume else 'Training'} {config.model} ({count_parameters(state.model):,} parameters) "
+             f"on {data.name} ({len(data.train_labels):,} train / "
+             + (f"{len(data.val_labels):,} validation / " if data.val_labels is not None else "")
+             + f"{len(data.test_labels):,} test images)", f"recipe {config.recipe}", f"device {device}"]
+    if autocast_dtype(config.precision, device):
+        parts.append("bf16 autocast")
+    parts.append(f"run folder {config.out}")
+    if dist.world > 1:
+        parts.append(f"{dist.world} processes of {config.batch_size // dist.world}+ images per step")
+    if resume:
+        parts.append(f"from epoch {state.epoch + 1} step {state.progress.step if state.progress else 0}")
+    return ", ".join(parts)
+
+
+def _default_out(config: TrainConfig, dataset_name: str) -> str:
+    return str(Path("runs") / f"{config.model}-{dataset_name}-{datetime.now():%Y%m%d-%H%M%S}")
+
+
+# What `--resume` may change: how the run executes, and `epochs` to extend a constant-rate run.
+RESUME_CHANGES = ("epochs", "progress", "threads", "checkpoint_every", "check_every", "device")
+
+
+def is_finished(checkpoint: dict) -> bool:
+    return not checkpoint.get("epoch_state") and (bool(checkpoint.get("stopped_early")) or
+                                                  checkpoint["epoch"] >= checkpoint["config"]["epochs"])
+
+
+def resume_run(run_dir, log=print, **changes) -> FitResult:
+    """Continue the run in `run_dir` from its last checkpoint, with the settings it was started with.
+
+    `changes` may set RESUME_CHANGES: `epochs` extends a finished constant-rate run (a one-cycle schedule
+    was planned for its epochs and cannot be stretched)."""
+    refused = sorted(k for k, v in changes.items() if v is not None and k not in RESUME_CHANGES)
+    if refused:
+        raise CnnlabError(f"--resume continues a run with its own settings; it cannot change "
+                          f"{', '.join('--' + k.replace('_', '-') for k in refused)} (it can change "
+                          f"{', '.join('--' + k.replace('_', '-') for k in RESUME_CHANGES)})")
+    checkpoint = ckpt.load_checkpoint(run_dir)
+    saved = ckpt.read_config(run_dir)
+    if (checkpoint.get("model") or {}).get("name") != saved.get("model") or checkpoint.get("rng") is None:
+        raise CnnlabError(f"{run_dir}: its checkpoint ({(checkpoint.get('model') or {}).get('name')}) does not "
+                          f"belong to its config.json ({saved.get('model')}), or holds no training state to resume")
+    config = config_from_saved({**checkpoint.get("config", {}), "out": str(run_dir), "overwrite": False}, str(run_dir))
+    if config.model != saved.get("model") or config.dataset != saved.get("dataset"):
+        raise CnnlabError(f"{run_dir}: its checkpoint's settings ({config.model} on {config.dataset}) disagree "
+                          f"with its config.json ({saved.get('model')} on {saved.get('dataset')})")
+    given = {k: v for k, v in changes.items() if v is not None}
+    if given.get("epochs", config.epochs) != config.epochs and config.schedule == "onecycle":
+        raise CnnlabError(f"{run_dir}: its one-cycle schedule was planned for {config.epochs} epochs and cannot "
+                          "be extended; train a new run with more --epochs")
+    config = dataclasses.replace(config, **given).validate()
+    if is_finished({**checkpoint, "config": dataclasses.asdict(config)}):
+        raise CnnlabError(f"{run_dir}: the run already finished its {config.epochs} epochs"
+                          + ("" if checkpoint.get("stopped_early") else "; pass --epochs N to extend it"))
+    return fit(config, log=log, resume=True)
+
+
+def fit_or_reuse(config: TrainConfig, log=print) -> str:
+    """For sweeps (compare, depth): reuse a finished run of the same settings in `config.out`, resume an
+    unfinished one, or else train, a folder holding anything else being replaced only with `overwrite`.
+    Returns what it did: "reused", "resumed" or "trained"."""
+    out = Path(config.out)
+    if is_run(out) and (out / ckpt.CHECKPOINT).is_file() and same_settings(ckpt.read_config(out), config):
+        if is_finished(ckpt.load_checkpoint(out)):
+            return "reused"
+        resume_run(out, log=log, progress=config.progress)
+        return "resumed"
+    fit(config, log=log)
+    return "trained"

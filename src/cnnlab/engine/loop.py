@@ -1,0 +1,101 @@
+"""One training epoch: batches -> forward -> loss -> backward -> update, with no host sync per step.
+
+The running loss and accuracy are summed on the device; the loss is read back only to test it for NaN/inf
+every `check_every` steps (every step on a CPU, where reading it is free; the default on a GPU is 50), and
+callbacks that need a number (a progress bar, a step checkpoint) read it themselves. With `check_every` 1
+the test comes before the update, so the weights are never touched by a bad step; with N > 1 a NaN is
+caught within N steps, the run stops without saving, and resuming starts from the last checkpoint.
+"""
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from cnnlab import CnnlabError
+
+
+@dataclass
+class EpochProgress:
+    """The sums of an epoch so far: a checkpoint taken part-way through an epoch keeps them to resume exactly."""
+    step: int = 0
+    loss_sum: float = 0.0
+    correct: int = 0
+    seen: int = 0
+    seconds: float = 0.0
+
+    @property
+    def train_loss(self) -> float:
+        return self.loss_sum / max(self.seen, 1)
+
+    @property
+    def train_accuracy(self) -> float:
+        return 100.0 * self.correct / max(self.seen, 1)
+
+
+@dataclass
+class Step:
+    """What a callback sees after each update."""
+    number: int                         # steps done in this epoch, this one included
+    loss: torch.Tensor                  # this batch's mean loss, on the device
+    output: torch.Tensor
+    labels: torch.Tensor
+    sums: Callable[[], EpochProgress]   # the epoch's sums so far (reads them back from the device)
+
+
+class NonFiniteLoss(CnnlabError):
+    pass
+
+
+def _guard(loss: torch.Tensor, step: int, optimizer) -> None:
+    if not torch.isfinite(loss):
+        raise NonFiniteLoss(f"training stopped: loss became {loss.item()} by step {step} of the epoch (learning "
+                            f"rate {optimizer.param_groups[0]['lr']:.3g}). Try a lower --lr, or --optimizer adam")
+
+
+def train_one_epoch(model, batches: Iterable, *, optimizer, scheduler=None, label_smoothing: float = 0.0, ema=None,
+                    amp_dtype=None, start: EpochProgress | None = None, callbacks=(), should_stop=lambda: False,
+                    check_every: int = 1) -> tuple[EpochProgress, bool]:
+    """Train on every batch; returns the epoch's sums and whether it ran to the end (False: `should_stop`).
+
+    `start` resumes an epoch part-way; each callback is called with a `Step` after every update."""
+    model.train()
+    begun = start or EpochProgress()
+    clock = time.perf_counter() - begun.seconds
+    device = next(model.parameters()).device
+    total_type = torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64
+    loss_sum = torch.tensor(begun.loss_sum, dtype=total_type, device=device)
+    correct = torch.tensor(begun.correct, dtype=torch.int64, device=device)
+    step, seen = begun.step, begun.seen
+
+    def sums() -> EpochProgress:  # a host sync: for checkpoints, logs and the end of the epoch
+        return EpochProgress(step, loss_sum.item(), int(correct.item()), seen, time.perf_counter() - clock)
+
+    finished = True
+    for images, labels in batches:
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            output = model(images).float()
+        loss = F.cross_entropy(output, labels, label_smoothing=label_smoothing)
+        if check_every == 1:  # before the update, so the weights and the last checkpoint stay good
+            _guard(loss, step + 1, optimizer)
+        loss.backward()
+        optimizer.step()
+        if ema is not None:
+            ema.update_parameters(model)
+        if scheduler is not None:
+            scheduler.step()
+        loss_sum += loss.detach().to(total_type) * len(labels)
+        correct += (output.detach().argmax(1) == labels).sum()
+        step, seen = step + 1, seen + len(labels)
+        if check_every > 1 and step % check_every == 0:
+            _guard(loss_sum, step, optimizer)
+        for callback in callbacks:
+            callback(Step(step, loss, output, labels, sums))
+        if should_stop():
+            finished = False
+            break
+    if check_every > 1:
+        _guard(loss_sum, step, optimizer)
+    return sums(), finished
