@@ -309,11 +309,11 @@ def resume_run(run_dir, log=print, **changes) -> FitResult:
 
     `changes` may set RESUME_CHANGES: `epochs` extends a finished constant-rate run (a one-cycle schedule
     was planned for its epochs and cannot be stretched)."""
+    flag = lambda name: "--no-progress" if name == "progress" else "--" + name.replace("_", "-")
     refused = sorted(k for k, v in changes.items() if v is not None and k not in RESUME_CHANGES)
     if refused:
         raise CnnlabError(f"--resume continues a run with its own settings; it cannot change "
-                          f"{', '.join('--' + k.replace('_', '-') for k in refused)} (it can change "
-                          f"{', '.join('--' + k.replace('_', '-') for k in RESUME_CHANGES)})")
+                          f"{', '.join(map(flag, refused))} (it can change {', '.join(map(flag, RESUME_CHANGES))})")
     checkpoint = ckpt.load_checkpoint(run_dir)
     saved = ckpt.read_config(run_dir)
     if (checkpoint.get("model") or {}).get("name") != saved.get("model") or checkpoint.get("rng") is None:

@@ -39,12 +39,12 @@ def export(run_dir, fmt: str = "onnx", out=None, data_dir=None) -> tuple[Path, f
     """Export and verify on 256 test images; returns (path, largest absolute difference from PyTorch)."""
     if fmt not in FORMATS:
         raise CnnlabError(f"unknown format {fmt!r}; choose onnx or torchscript")
+    run = open_run(run_dir)
     path = Path(out) if out else Path(run_dir) / FORMATS[fmt]
     if not path.parent.is_dir():
         raise CnnlabError(f"cannot write {path}: folder {path.parent} does not exist")
     if path.is_dir():
         raise CnnlabError(f"cannot write {path}: it is a folder")
-    run = open_run(run_dir)
     model = run.model.to(memory_format=torch.contiguous_format)
     x = _verification_batch(run, data_dir)
     with torch.inference_mode():
