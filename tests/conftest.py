@@ -19,8 +19,10 @@ def mnist_dir() -> Path:
 
 @pytest.fixture(autouse=True)
 def isolated_cache(tmp_path, monkeypatch):
-    """No test reads or writes the user's cache, and none reaches the network: mirrors point at a closed port."""
+    """No test reads or writes the user's cache, and none reaches the network: downloads are off in every process a
+    test starts (CNNLAB_OFFLINE), and in this one the mirrors point at a closed port too."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("CNNLAB_OFFLINE", "1")
     monkeypatch.delenv("CNNLAB_DATA_DIR", raising=False)
     from cnnlab.data import datasets
     for name, spec in datasets.SPECS.items():

@@ -201,6 +201,14 @@ def cmd_depth(args) -> int:
     return 0
 
 
+def cmd_overfit(args) -> int:
+    from cnnlab.explain.overfit import run_overfit
+    run_overfit(args.out, cures=tuple(args.cures.split(",")), epochs=args.epochs, train_subset=args.train_subset,
+                val_split=args.val_split, seed=args.seed, dataset=args.dataset, data_dir=args.data_dir,
+                overwrite=bool(args.overwrite))
+    return 0
+
+
 def cmd_viz(args) -> int:
     from cnnlab.explain.viz import draw
     print(f"wrote {draw(args.runs, args.what, args.out, args.data_dir, args.image)}")
@@ -296,6 +304,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--width", type=int, metavar="W", help="base width w (default: 16, or the preset's)")
     p.add_argument("--seeds", default="0", metavar="S1,S2", help="(default: 0)")
     p.set_defaults(handler=cmd_depth)
+
+    p = sub.add_parser("overfit", parents=[data, _sweep_options("runs/overfit")],
+                       help="the overfitting experiment: a big net on few images, then each cure on the same budget")
+    p.add_argument("--cures", default="baseline,augmentation,dropout,weight-decay,early-stopping", metavar="A,B",
+                   help="(default: baseline,augmentation,dropout,weight-decay,early-stopping)")
+    p.add_argument("--train-subset", type=int, metavar="K", help="training images (default: 1000)")
+    p.add_argument("--val-split", type=int, metavar="N", help="held-out validation images (default: 5000)")
+    p.add_argument("--seed", type=int, default=0, metavar="S", help="(default: 0)")
+    p.set_defaults(handler=cmd_overfit)
 
     p = sub.add_parser("viz", help="pictures of a run: curves, confusion, errors, filters, features")
     p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folder (several for --what curves)")

@@ -201,7 +201,8 @@ def _idx_paths(spec: DatasetSpec, data_dir: Path | None, allow_download: bool) -
         path = _find(cache, stem)
         if path is None:
             if not allow_download:
-                raise DownloadError(f"{stem} for {spec.name} is not in {cache} and downloading is off")
+                raise DownloadError(f"{stem} for {spec.name} is not in {cache} and downloading is off "
+                                    f"(CNNLAB_OFFLINE is set, or the caller asked); pass --data-dir DIR")
             try:
                 path = download(f"{stem}.gz", list(spec.mirrors), spec.md5s[stem], cache)
             except DataError as e:
@@ -241,7 +242,8 @@ def load_dataset(name: str, data_dir=None, allow_download: bool = True) -> Image
         arrays = _load_sample()
     else:
         data_dir = data_dir or os.environ.get("CNNLAB_DATA_DIR") or None
-        paths = _idx_paths(spec, Path(data_dir) if data_dir else None, allow_download)
+        offline = bool(os.environ.get("CNNLAB_OFFLINE"))  # like HF_HUB_OFFLINE: never touch the network
+        paths = _idx_paths(spec, Path(data_dir) if data_dir else None, allow_download and not offline)
         arrays = (*read_idx_pair(paths[0], paths[1], len(spec.classes)),
                   *read_idx_pair(paths[2], paths[3], len(spec.classes)))
     train_x, train_y, test_x, test_y = (torch.from_numpy(np.ascontiguousarray(a)) for a in arrays)

@@ -56,11 +56,13 @@ class LocallyConnectedNet(Net):
 
 
 class MLP(nn.Module):
-    """Lecture 9's fully connected classifier: 784-520-320-240-120-10 with ReLU."""
+    """Lecture 9's fully connected classifier: 784-520-320-240-120-10 with ReLU; `dropout` > 0 drops hidden
+    activations with that probability during training (the overfitting experiment's cure)."""
 
-    def __init__(self, in_channels: int = 1, num_classes: int = 10, input_size=(28, 28)):
+    def __init__(self, in_channels: int = 1, num_classes: int = 10, input_size=(28, 28), dropout: float = 0.0):
         super().__init__()
         self.num_classes = num_classes
+        self.dropout = nn.Dropout(dropout)
         h, w = _pair(input_size)
         widths = [in_channels * h * w, 520, 320, 240, 120]
         self.l1, self.l2, self.l3, self.l4 = (nn.Linear(a, b) for a, b in zip(widths, widths[1:]))
@@ -69,7 +71,7 @@ class MLP(nn.Module):
     def forward_features(self, x):
         x = x.flatten(1)
         for layer in (self.l1, self.l2, self.l3, self.l4):
-            x = F.relu(layer(x))
+            x = self.dropout(F.relu(layer(x)))
         return x
 
     def forward(self, x):
@@ -86,3 +88,9 @@ def lcn(**kwargs):
 def mlp(**kwargs):
     """Lecture 9's fully connected net."""
     return MLP(**kwargs)
+
+
+@register_model("mlp-dropout")
+def mlp_dropout(**kwargs):
+    """Lecture 9's fully connected net with dropout 0.5 after every hidden layer."""
+    return MLP(dropout=0.5, **kwargs)
