@@ -16,6 +16,11 @@ MAX_PORT = 65535
 
 
 class _Parser(argparse.ArgumentParser):
+    commands: dict = {}  # the top-level parser's subcommand parsers, by name
+
+    def __init__(self, **kwargs):  # a fixed width: the help reads the same everywhere, and docs/cli.md is its copy
+        super().__init__(**kwargs, formatter_class=lambda prog: argparse.HelpFormatter(prog, width=110))
+
     def error(self, message):  # one line instead of argparse's usage block
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
@@ -243,11 +248,12 @@ def cmd_bench(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> _Parser:
     parser = _Parser(prog="cnnlab", description="Convolutional networks on MNIST-style images, after the lecture.")
     parser.add_argument("--version", action="version", version=f"cnnlab {__version__}")
     parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    parser.commands = sub.choices
     data = _data_options()
 
     p = sub.add_parser("train", parents=[data], help="train a model and write a run folder")
@@ -356,6 +362,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="benchmarks/results", metavar="DIR", help="(default: benchmarks/results)")
     p.set_defaults(handler=cmd_bench)
     return parser
+
+
+def cli_reference() -> str:
+    """docs/cli.md: every command's --help, as the parser prints it (`make docs` writes it; a test compares)."""
+    parser = build_parser()
+    parts = ["# CLI reference", "", "Generated from the parser by `make docs`; `cnnlab COMMAND --help` prints the same.",
+             "", "```", parser.format_help().rstrip(), "```"]
+    for name, command in parser.commands.items():
+        parts += ["", f"## cnnlab {name}", "", "```", command.format_help().rstrip(), "```"]
+    return "\n".join(parts) + "\n"
 
 
 def main(argv=None) -> int:

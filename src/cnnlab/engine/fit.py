@@ -91,7 +91,7 @@ def build_training_model(config: TrainConfig, dataset: ImageDataset, device, dis
     model = build_model(config.model, dataset.info, config.width)
     if dist.world > 1 and config.sync_bn:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    return model.to(device=device, memory_format=_memory_format(config))
+    return model.to(device).to(memory_format=_memory_format(config))
 
 
 def _memory_format(config: TrainConfig):
@@ -150,25 +150,31 @@ def fit(config: TrainConfig, log=print, dataset: ImageDataset | None = None, res
             log(_start_line(config, data, state, device, dist, resume))
             with StopOnSignal() as stopper:
                 for epoch in range(state.epoch + 1, config.epochs + 1):
-                    _train_epoch(config, data, state, writer, stopper, dist, epoch, steps)
-                    row = _evaluate_epoch(config, data, state, dist, epoch)
-                    state.epoch, state.progress = epoch, None
-                    state.history.append(row)
-                    state.best_epoch = _best_epoch(state.history) if config.val_split else None
-                    log(f"Epoch {epoch}: train loss {row['train_loss']:.4f}, {row['seconds']:.2f} s, "
-                        f"{row['images_per_s']:,.0f} img/s" + (f", validation accuracy {row['val_accuracy']:.2f}%"
-                                                               if config.val_split else ""))
-                    log(test_line(row["test_loss"], row["test_correct"], row["test_total"]))
-                    writer.epoch_end(state)
-                    if config.patience and epoch - state.best_epoch >= config.patience:
-                        state.stopped_early = True
-                        writer.checkpoint(state)
-                        log(f"Early stop: no better validation accuracy for {config.patience} epochs "
-                            f"(best: epoch {state.best_epoch})")
+                    progress = _train_epoch(config, data, state, writer, stopper, dist, epoch, steps)
+                    row = _evaluate_epoch(config, data, state.evaluated, progress, dist, epoch)
+                    if _end_epoch(config, state, row, writer, log):
                         break
             dist.check_replicas(state.model, len(data.test_labels), folder.path if folder else None)
-    return FitResult(Path(config.out), data.name, count_parameters(state.model), state.history, state.best_epoch,
-                     dist.is_main)
+    return FitResult(Path(config.out or ""), data.name, count_parameters(state.model), state.history,
+                     state.best_epoch, dist.is_main)
+
+
+def _end_epoch(config: TrainConfig, state: TrainState, row: dict, writer: "RunWriter", log) -> bool:
+    """Record the epoch, report it, save it; True when early stopping ends the run here."""
+    state.epoch, state.progress = row["epoch"], None
+    state.history.append(row)
+    state.best_epoch = _best_epoch(state.history) if config.val_split else None
+    log(f"Epoch {row['epoch']}: train loss {row['train_loss']:.4f}, {row['seconds']:.2f} s, "
+        f"{row['images_per_s']:,.0f} img/s" + (f", validation accuracy {row['val_accuracy']:.2f}%"
+                                               if config.val_split else ""))
+    log(test_line(row["test_loss"], row["test_correct"], row["test_total"]))
+    writer.epoch_end(state)
+    if config.patience and state.best_epoch is not None and row["epoch"] - state.best_epoch >= config.patience:
+        state.stopped_early = True
+        writer.checkpoint(state)
+        log(f"Early stop: no better validation accuracy for {config.patience} epochs (best: epoch {state.best_epoch})")
+        return True
+    return False
 
 
 def _open_folder(config: TrainConfig, dist: DistContext, resume: bool):
@@ -190,7 +196,8 @@ class _NoFolder:
         return None
 
 
-def _train_epoch(config, data, state: TrainState, writer: RunWriter, stopper, dist, epoch: int, steps: int):
+def _train_epoch(config, data, state: TrainState, writer: RunWriter, stopper, dist, epoch: int,
+                 steps: int) -> EpochProgress:
     """One epoch of training, with step checkpoints and progress; on a signal, checkpoint and stop."""
     skip = state.progress.step if state.progress else 0
     if dist.world > 1 and state.progress and not dist.is_main:  # saved partial sums are all ranks': count once
@@ -218,6 +225,7 @@ def _train_epoch(config, data, state: TrainState, writer: RunWriter, stopper, di
         number = stopper.signal or signal.SIGTERM  # a rank that got no signal itself stops with the others
         raise TrainingInterrupted(f"{signal.Signals(number).name}: stopped at epoch {epoch} step {progress.step}, "
                                   f"checkpoint saved; resume with: cnnlab train --resume {config.out}", 128 + number)
+    return state.progress
 
 
 def _step_checkpoints(every: int, state: TrainState, writer: RunWriter):
@@ -253,21 +261,20 @@ def _distributed(model, dist: DistContext):
     return torch.nn.parallel.DistributedDataParallel(model) if dist.world > 1 else model
 
 
-def _evaluate_epoch(config, data: ImageDataset, state: TrainState, dist, epoch: int) -> dict:
+def _evaluate_epoch(config, data: ImageDataset, model, progress: EpochProgress, dist, epoch: int) -> dict:
     start = time.perf_counter()
     options = dict(mean=data.mean, std=data.std, num_classes=data.num_classes, batch_size=config.test_batch_size,
                    memory_format=_memory_format(config), dist=dist,
                    amp_dtype=autocast_dtype(config.precision, data.train_labels.device))
-    test = evaluate(state.evaluated, data.test_images, data.test_labels, **options)
-    row = {"epoch": epoch, "train_loss": round(state.progress.train_loss, 6),
-           "train_accuracy": state.progress.train_accuracy, "test_loss": round(test.loss, 6),
-           "test_accuracy": test.accuracy, "test_correct": test.correct, "test_total": test.total}
+    test = evaluate(model, data.test_images, data.test_labels, **options)
+    row = {"epoch": epoch, "train_loss": round(progress.train_loss, 6), "train_accuracy": progress.train_accuracy,
+           "test_loss": round(test.loss, 6), "test_accuracy": test.accuracy, "test_correct": test.correct,
+           "test_total": test.total}
     if data.val_images is not None:
-        val = evaluate(state.evaluated, data.val_images, data.val_labels, **options)
+        val = evaluate(model, data.val_images, data.val_labels, **options)
         row.update(val_loss=round(val.loss, 6), val_accuracy=val.accuracy)
-    train_seconds = state.progress.seconds
-    row.update(seconds=round(train_seconds + time.perf_counter() - start, 3), train_seconds=round(train_seconds, 3),
-               images_per_s=round(state.progress.seen / max(train_seconds, 1e-9), 1))
+    row.update(seconds=round(progress.seconds + time.perf_counter() - start, 3),
+               train_seconds=round(progress.seconds, 3), images_per_s=round(progress.seen / max(progress.seconds, 1e-9), 1))
     return row
 
 
