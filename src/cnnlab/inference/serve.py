@@ -243,14 +243,14 @@ class JsonRoute(MediaTypeRoute):
     media_type = "application/json"
 
 
-def create_app(run_dirs, *, workers: int = WORKERS, queue: int = QUEUE) -> FastAPI:
+def create_app(run_dirs, *, workers: int = WORKERS, queue: int = QUEUE, body_seconds: float = BODY_SECONDS) -> FastAPI:
     """The lab over one or more trained runs (paths), each loaded once."""
     runs = [LabRun(run_dir) for run_dir in ([run_dirs] if isinstance(run_dirs, (str, Path)) else run_dirs)]
     admission = Admission(workers, queue)
     app = FastAPI(title="cnnlab", docs_url=None, redoc_url=None,
                   description="The lab: " + ", ".join(f"{r.about['name']} ({r.about['run']})" for r in runs),
                   form_limits={"max_files": 1, "max_fields": 0})  # one part, "file": a second one is an error
-    app.add_middleware(BodyGuard)
+    app.add_middleware(BodyGuard, seconds=body_seconds)
 
     def run_at(index: int) -> LabRun:
         if index >= len(runs):
@@ -334,10 +334,10 @@ def create_app(run_dirs, *, workers: int = WORKERS, queue: int = QUEUE) -> FastA
     @app.get("/shape")
     def conv_shape(size: Annotated[int, Query(ge=1, le=10_000)], kernel: Annotated[int, Query(ge=1, le=1000)],
                    stride: Annotated[int, Query(ge=1, le=1000)] = 1, padding: Annotated[int, Query(ge=0, le=1000)] = 0,
-                   dilation: Annotated[int, Query(ge=1, le=1000)] = 1):
-        """`cnnlab shape`: a convolution's output size, formula and numbers written out."""
+                   dilation: Annotated[int, Query(ge=1, le=1000)] = 1, pool: Annotated[int | None, Query(ge=1, le=1000)] = None):
+        """`cnnlab shape`: a convolution's (then pooling's) output size, formula and numbers written out."""
         try:
-            text = shape(size, kernel, stride, padding, dilation)
+            text = shape(size, kernel, stride, padding, dilation, pool)
         except CnnlabError as e:
             raise HTTPException(422, str(e)) from None
         return {"text": text, "output": int(text.rsplit("output: ", 1)[1].split("x")[0])}
