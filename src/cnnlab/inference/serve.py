@@ -30,6 +30,7 @@ import torch
 import uvicorn
 from fastapi import APIRouter, FastAPI, HTTPException, Query, Request, UploadFile
 from fastapi.exception_handlers import http_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import FileResponse, JSONResponse, Response
@@ -377,6 +378,12 @@ def create_app(run_dirs, *, workers: int = WORKERS, queue: int = QUEUE, body_sec
         if error.status_code == 400:
             error = StarletteHTTPException(422, error.detail)
         return await http_exception_handler(request, error)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, error: RequestValidationError):
+        # FastAPI's own handler echoes each bad input, which fails to encode when it is JSON's Infinity or NaN
+        # (Python's parser accepts them): where and what, without the input.
+        return JSONResponse({"detail": [{"loc": e["loc"], "msg": e["msg"], "type": e["type"]} for e in error.errors()]}, 422)
 
     for error_type, status in ((ImageError, 422), (NotAnImageError, 415)):
         app.add_exception_handler(error_type, lambda request, e, status=status: JSONResponse({"detail": str(e)}, status))
