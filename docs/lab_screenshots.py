@@ -38,7 +38,7 @@ def draw(page, strokes=SEVEN, steps=12):
 def shot(page, path: Path, scroll_to: str | None) -> None:
     """A screenshot of the viewport, scrolled to show `scroll_to` at the top (a phone shows one thing at a time)."""
     if scroll_to:
-        page.locator(scroll_to).first.evaluate("e => window.scrollTo(0, e.getBoundingClientRect().top + window.scrollY - 8)")
+        page.locator(scroll_to).first.evaluate("e => window.scrollTo(0, e.getBoundingClientRect().top + scrollY - 8)")
     else:
         page.evaluate("window.scrollTo(0, 0)")
     page.wait_for_timeout(150)

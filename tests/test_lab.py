@@ -19,10 +19,10 @@ from cnnlab.inference.serve import create_app, server_config
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (make test installs it as root)")
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (make test installs it)")
 
-CNN_STAGES = [("conv1", "10", "24x24"), ("mp + ReLU", "10", "12x12"), ("conv2", "20", "8x8"), ("mp + ReLU", "20", "4x4"),
-              ("flatten", "320", None), ("fc", "10", None), ("softmax", "10", None)]
+CNN_STAGES = [("conv1", "10", "24x24"), ("mp + ReLU", "10", "12x12"), ("conv2", "20", "8x8"),
+              ("mp + ReLU", "20", "4x4"), ("flatten", "320", None), ("fc", "10", None), ("softmax", "10", None)]
 
 
 @pytest.fixture(scope="module")
@@ -88,15 +88,15 @@ def page(browser, lab_url):
 
 def stages_of(page, run: int):
     return page.eval_on_selector_all(f'#columns section.stage[data-run="{run}"]',
-                                     "nodes => nodes.map(n => [n.dataset.stage, n.dataset.count, n.dataset.size || null])")
+                                     "ns => ns.map(n => [n.dataset.stage, n.dataset.count, n.dataset.size || null])")
 
 
 def test_drawing_shows_every_cnn_stage(page, tmp_path):
     assert stages_of(page, 0) == [list(s) for s in CNN_STAGES]
     for name, count, size in CNN_STAGES:
         if size:
-            sizes = page.eval_on_selector_all(f'section.stage[data-run="0"][data-stage="{name}"][data-size="{size}"] canvas.map',
-                                              "maps => maps.map(m => `${m.height}x${m.width}`)")
+            selector = f'section.stage[data-run="0"][data-stage="{name}"][data-size="{size}"] canvas.map'
+            sizes = page.eval_on_selector_all(selector, "maps => maps.map(m => `${m.height}x${m.width}`)")
             assert sizes == [size] * int(count)
     assert page.locator('.pred[data-run="0"] .top1').inner_text() == "7"
     page.screenshot(path=str(tmp_path / "layers.png"))
@@ -116,7 +116,7 @@ def test_two_runs_side_by_side(page):
 def test_clicking_a_conv1_cell_shows_the_models_own_arithmetic(page, live_run, tmp_path):
     page.locator('section.stage[data-run="0"][data-stage="conv1"] canvas.map').nth(4).click(position={"x": 22, "y": 18})
     page.wait_for_selector("#arithmetic")
-    selected = page.evaluate("({channel: window.lab.selected.channel, cell: window.lab.selected.cell, input: window.lab.input})")
+    selected = page.evaluate("({channel: lab.selected.channel, cell: lab.selected.cell, input: lab.input})")
     channel, (row, col) = selected["channel"], selected["cell"]
     saved = open_run(live_run)
     x = (torch.tensor(selected["input"], dtype=torch.float32)[None, None] / 255 - saved.info.mean) / saved.info.std
@@ -143,7 +143,8 @@ def test_explorer_output_size_is_cnnlab_shape(page, capsys):
     assert main(["shape", "--input", "28", "--kernel", "5", "--stride", "2", "--padding", "1"]) == 0
     printed = capsys.readouterr().out.strip()
     assert page.locator("#ex-formula").inner_text().strip() == printed
-    assert page.locator("#ex-output").inner_text() == "output: {0}×{0}".format(printed.rsplit("output: ", 1)[1].split("x")[0])
+    size = printed.rsplit("output: ", 1)[1].split("x")[0]
+    assert page.locator("#ex-output").inner_text() == f"output: {size}×{size}"
     page.fill("#ex-kernel", "40")  # larger than the padded input: the same refusal as the CLI
     page.wait_for_function("document.getElementById('ex-output').textContent === 'no output'")
     page.click('.tabs button[data-view="layers"]')
@@ -153,12 +154,12 @@ def test_a_training_runs_curve_updates_live(page, live_run, tmp_path):
     page.click('.tabs button[data-view="training"]')
     card = page.locator('#training-columns section.run[data-run="0"]')
     rows = read_metrics(live_run)
-    page.wait_for_function(f"document.querySelector('#training-columns [data-run=\"0\"] .curves').dataset.epochs === '{len(rows)}'")
+    epochs = "document.querySelector('#training-columns [data-run=\"0\"] .curves').dataset.epochs"
+    page.wait_for_function(f"{epochs} === '{len(rows)}'")
     assert "training" in card.locator(".live").inner_text()
     points = card.locator("circle.point").count()
     write_metrics(live_run, rows + [{**rows[-1], "epoch": len(rows) + 1, "test_accuracy": 97.0}])  # as the engine does
-    page.wait_for_function(f"document.querySelector('#training-columns [data-run=\"0\"] .curves').dataset.epochs === '{len(rows) + 1}'",
-                           timeout=10_000)
+    page.wait_for_function(f"{epochs} === '{len(rows) + 1}'", timeout=10_000)
     assert card.locator("circle.point").count() > points
     assert "finished" in card.locator(".live").inner_text()
     page.wait_for_selector('#training-columns [data-run="0"] table.confusion', timeout=20_000)

@@ -7,7 +7,6 @@ import re
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, draw_digit
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -16,6 +15,7 @@ from cnnlab.data.datasets import load_dataset
 from cnnlab.engine.run import open_run
 from cnnlab.explain.arithmetic import shape
 from cnnlab.inference.serve import create_app
+from conftest import ROOT, draw_digit
 
 STATIC = ROOT / "src" / "cnnlab" / "inference" / "static"
 
@@ -171,7 +171,8 @@ def test_random_uploads_never_crash_the_server(client, data):
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
-                    lambda inner: st.lists(inner, max_size=30) | st.dictionaries(st.text(max_size=8), inner, max_size=3)))
+                    lambda inner: st.lists(inner, max_size=30) | st.dictionaries(st.text(max_size=8), inner),
+                    max_leaves=60))
 def test_random_json_never_crashes_the_server(client, value):
     for body in (value, {"pixels": value}):
         response = client.post("/predict", content=json.dumps(body), headers={"content-type": "application/json"})

@@ -12,13 +12,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import uvicorn
-from conftest import ROOT, draw_digit
 from fastapi.testclient import TestClient
 from PIL import Image
 
 from cnnlab.cli import main
 from cnnlab.inference.decode import load_image
 from cnnlab.inference.serve import MAX_BODY, SERVED_PIXELS, create_app, server_config
+from conftest import ROOT, draw_digit
 
 
 @pytest.fixture(scope="module")
@@ -68,20 +68,26 @@ def multipart(parts) -> tuple[bytes, str]:
 
 
 SEVEN = png(draw_digit("7"))
+JSON = {"content-type": "application/json"}
+TWO_FILES = multipart([("file", SEVEN), ("file", SEVEN)])
+
+
+def head(method: str, kind: str, length: int, close: bool = False) -> bytes:
+    """The start of a raw HTTP/1.1 request to /predict."""
+    return (f"{method} /predict HTTP/1.1\r\nHost: x\r\nContent-Type: {kind}\r\nContent-Length: {length}\r\n"
+            + ("Connection: close\r\n" if close else "") + "\r\n").encode()
 
 
 @pytest.mark.parametrize("name, kwargs, status", [
     ("pixels as strings", dict(json={"pixels": [["255"] * 28] * 28}), 422),
     ("pixels as booleans", dict(json={"pixels": [[True] * 28] * 28}), 422),
     ("a 400-digit pixel", dict(json={"pixels": [[10 ** 400] * 28] * 28}), 422),
-    ("JSON nested 1,000 deep", dict(content=b"[" * 1000 + b"]" * 1000, headers={"content-type": "application/json"}), 422),
-    ("JSON nested 100,000 deep", dict(content=b"[" * 100_000, headers={"content-type": "application/json"}), 422),
-    ("Infinity as the body", dict(content=b"Infinity", headers={"content-type": "application/json"}), 422),
-    ("NaN pixels", dict(content=json.dumps({"pixels": [[float("nan")] * 28] * 28}).encode(),
-                        headers={"content-type": "application/json"}), 422),
-    ("application/jsonp is not JSON", dict(content=b'{"pixels": []}', headers={"content-type": "application/jsonp"}), 415),
-    ("two file parts", dict(zip(("content", "headers"), (lambda b: (b[0], {"content-type": b[1]}))(
-        multipart([("file", SEVEN), ("file", SEVEN)])))), 422),
+    ("JSON nested 1,000 deep", dict(content=b"[" * 1000 + b"]" * 1000, headers=JSON), 422),
+    ("JSON nested 100,000 deep", dict(content=b"[" * 100_000, headers=JSON), 422),
+    ("Infinity as the body", dict(content=b"Infinity", headers=JSON), 422),
+    ("NaN pixels", dict(content=json.dumps({"pixels": [[float("nan")] * 28] * 28}).encode(), headers=JSON), 422),
+    ("application/jsonp is not JSON", dict(content=b"{}", headers={"content-type": "application/jsonp"}), 415),
+    ("two file parts", dict(content=TWO_FILES[0], headers={"content-type": TWO_FILES[1]}), 422),
     ("junk multipart", dict(content=b"--x\r\njunk", headers={"content-type": "multipart/form-data; boundary=x"}), 422),
     ("multipart without a boundary", dict(content=b"junk", headers={"content-type": "multipart/form-data"}), 422),
     ("a Content-Length that is not a number", dict(content=b"{}", headers={"content-type": "application/json",
@@ -123,8 +129,7 @@ def test_overload_gets_503_with_retry_after_and_nothing_else_fails(trained_run):
         def post(_):
             start.wait()
             with live.connect() as s:
-                s.sendall(f"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: {kind}\r\nContent-Length: {len(body)}\r\n"
-                          f"Connection: close\r\n\r\n".encode() + body)
+                s.sendall(head("POST", kind, len(body), close=True) + body)
                 reply = b""
                 while chunk := s.recv(65536):
                     reply += chunk
@@ -146,7 +151,7 @@ def test_slow_headers_are_cut_off(trained_run):
 
 def test_a_body_shorter_than_its_content_length_gets_408(trained_run):
     with LiveServer(create_app([trained_run], body_seconds=0.5)) as live, live.connect() as s:
-        s.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 5000\r\n\r\n{\"pix")
+        s.sendall(head("POST", "application/json", 5000) + b'{"pix')
         reply = b""
         while chunk := s.recv(4096):  # to the end: the server closes the connection (a timeout would raise)
             reply += chunk
@@ -157,8 +162,7 @@ def test_a_client_that_disconnects_mid_body_leaves_no_traceback(trained_run, cap
     body, kind = multipart([("file", SEVEN)])
     with caplog.at_level(logging.WARNING), LiveServer(create_app([trained_run])) as live:
         with live.connect() as s:
-            s.sendall(f"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: {kind}\r\nContent-Length: {len(body)}\r\n\r\n"
-                      .encode() + body[:len(body) // 2])
+            s.sendall(head("POST", kind, len(body)) + body[:len(body) // 2])
             time.sleep(0.2)
         time.sleep(0.5)
         with live.connect() as s:  # and the server still answers

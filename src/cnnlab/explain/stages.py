@@ -183,7 +183,8 @@ def _thin(stages: list[Stage]) -> tuple[list[Stage], str]:
     maps = [i for i, s in enumerate(stages) if s.values.dim() == 3]
     if len(maps) <= MAX_MAP_STAGES:
         return stages, f"all {len(stages)} stages"
-    keep = {maps[0], maps[-1]} | {i for i, j in zip(maps, maps[1:]) if stages[i].values.shape[1:] != stages[j].values.shape[1:]}
+    size = lambda i: stages[i].values.shape[1:]
+    keep = {maps[0], maps[-1]} | {i for i, j in zip(maps, maps[1:]) if size(i) != size(j)}
     kept = [s for i, s in enumerate(stages) if i in keep or s.values.dim() != 3]
     return kept, (f"{len(keep)} of {len(maps)} feature-map stages (the first, the last at each resolution), "
                   f"then the classifier")
@@ -209,7 +210,7 @@ def explain_cell(model: nn.Module, x: torch.Tensor, module_name: str, channel: i
     out = seen["output"][0]
     if not (0 <= channel < out.shape[0] and 0 <= row < out.shape[1] and 0 <= col < out.shape[2]):
         raise ValueError(f"cell ({channel}, {row}, {col}) is outside {module_name}'s {tuple(out.shape)} output")
-    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = (_pair(v) for v in (conv.kernel_size, conv.stride, conv.padding, conv.dilation))
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = map(_pair, (conv.kernel_size, conv.stride, conv.padding, conv.dilation))
     padded = torch.nn.functional.pad(seen["input"][0], (pw, pw, ph, ph))
     patch = padded[:, row * sh:row * sh + dh * (kh - 1) + 1:dh, col * sw:col * sw + dw * (kw - 1) + 1:dw]
     weight = conv.weight.detach()[channel]

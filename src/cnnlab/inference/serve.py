@@ -157,7 +157,8 @@ class LabRun:
                       "kernels": first_conv.weight.detach()[:, 0].tolist() if first_conv is not None else None}
 
     def normalised(self, digit: np.ndarray) -> torch.Tensor:
-        return normalise(torch.from_numpy(np.ascontiguousarray(digit))[None, None], self.run.info.mean, self.run.info.std)
+        x = torch.from_numpy(np.ascontiguousarray(digit))[None, None]
+        return normalise(x, self.run.info.mean, self.run.info.std)
 
     def predict(self, digit: np.ndarray) -> dict:
         with self.lock:
@@ -175,7 +176,8 @@ class LabRun:
         digit = np.array(cell.pixels, dtype=np.uint8)
         with self.lock:
             try:
-                return explain_cell(self.run.model, self.normalised(digit), cell.module, cell.channel, cell.row, cell.col)
+                return explain_cell(self.run.model, self.normalised(digit), cell.module, cell.channel, cell.row,
+                                    cell.col)
             except (AttributeError, ValueError) as e:  # get_submodule's AttributeError: no such module
                 raise HTTPException(422, str(e)) from None
 
@@ -335,7 +337,8 @@ def create_app(run_dirs, *, workers: int = WORKERS, queue: int = QUEUE, body_sec
     @app.get("/shape")
     def conv_shape(size: Annotated[int, Query(ge=1, le=10_000)], kernel: Annotated[int, Query(ge=1, le=1000)],
                    stride: Annotated[int, Query(ge=1, le=1000)] = 1, padding: Annotated[int, Query(ge=0, le=1000)] = 0,
-                   dilation: Annotated[int, Query(ge=1, le=1000)] = 1, pool: Annotated[int | None, Query(ge=1, le=1000)] = None):
+                   dilation: Annotated[int, Query(ge=1, le=1000)] = 1,
+                   pool: Annotated[int | None, Query(ge=1, le=1000)] = None):
         """`cnnlab shape`: a convolution's (then pooling's) output size, formula and numbers written out."""
         try:
             text = shape(size, kernel, stride, padding, dilation, pool)
@@ -383,10 +386,10 @@ def create_app(run_dirs, *, workers: int = WORKERS, queue: int = QUEUE, body_sec
     async def invalid_request(request: Request, error: RequestValidationError):
         # FastAPI's own handler echoes each bad input, which fails to encode when it is JSON's Infinity or NaN
         # (Python's parser accepts them): where and what, without the input.
-        return JSONResponse({"detail": [{"loc": e["loc"], "msg": e["msg"], "type": e["type"]} for e in error.errors()]}, 422)
+        return JSONResponse({"detail": [{k: e[k] for k in ("loc", "msg", "type")} for e in error.errors()]}, 422)
 
     for error_type, status in ((ImageError, 422), (NotAnImageError, 415)):
-        app.add_exception_handler(error_type, lambda request, e, status=status: JSONResponse({"detail": str(e)}, status))
+        app.add_exception_handler(error_type, lambda request, e, code=status: JSONResponse({"detail": str(e)}, code))
     return app
 
 
@@ -457,5 +460,6 @@ def bind(host: str, port: int) -> socket.socket:
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind(address)
     except OSError as e:
-        raise CnnlabError(f"cannot listen on {host}:{port} ({e.strerror or e}): choose another --port or --host") from None
+        raise CnnlabError(f"cannot listen on {host}:{port} ({e.strerror or e}): choose another --port or --host") \
+            from None
     return listener
