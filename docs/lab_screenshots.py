@@ -67,7 +67,7 @@ def main() -> int:
             page.wait_for_function("window.lab.runs.length > 0")
             draw(page)
             shot(page, out / f"{device}-draw.png", "#pad") if device == "phone" else None
-            shot(page, out / f"{device}-layers.png", "section.stage" if device == "phone" else None)
+            shot(page, out / f"{device}-layers.png", "#columns .run" if device == "phone" else None)
             page.locator('section.stage[data-stage="conv1"] canvas.map').nth(3).click(position={"x": 30, "y": 20})
             page.wait_for_selector("#arithmetic")
             shot(page, out / f"{device}-cell.png", "#inspector" if device == "phone" else None)

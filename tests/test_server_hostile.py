@@ -3,6 +3,7 @@ deliberate overload, or a closed connection, never a 5xx, a traceback, unbounded
 import io
 import json
 import logging
+import shutil
 import socket
 import subprocess
 import sys
@@ -201,3 +202,13 @@ def test_serve_says_serving_only_once_it_answers(trained_run):
         server.terminate()
         assert server.wait(10) is not None
     assert "Traceback" not in server.stderr.read()
+
+
+def test_a_hand_edited_run_folder_still_gives_curves(trained_run, tmp_path):
+    run = tmp_path / "cnn"
+    shutil.copytree(trained_run, run)
+    (run / "metrics.jsonl").write_text((run / "metrics.jsonl").read_text() + '{"epoch": 4, "train_lo\n\xff\n')
+    (run / "config.json").write_text("not json")
+    response = TestClient(create_app([run])).get("/runs/0/metrics")
+    assert response.status_code == 200
+    assert [r["epoch"] for r in response.json()["rows"]] == [1, 2, 3] and response.json()["training"] is False

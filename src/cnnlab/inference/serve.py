@@ -183,27 +183,39 @@ class LabRun:
 
     def metrics(self) -> dict:
         """metrics.jsonl as the engine writes it (whole, atomically, each epoch), and the planned epochs."""
-        rows = [json.loads(line) for line in _read_text(self.dir / METRICS).splitlines() if line.strip()]
-        planned = json.loads(_read_text(self.dir / CONFIG) or "{}").get("epochs")
-        return {"rows": rows, "epochs": planned, "training": planned is not None and len(rows) < planned}
+        rows = [row for row in map(_json_or_none, _read_text(self.dir / METRICS).splitlines()) if isinstance(row, dict)]
+        config = _json_or_none(_read_text(self.dir / CONFIG))
+        planned = config.get("epochs") if isinstance(config, dict) else None
+        training = isinstance(planned, int) and len(rows) < planned
+        return {"rows": rows, "epochs": planned if isinstance(planned, int) else None, "training": training}
 
     def confusion(self) -> dict:
         if self.confusion_matrix is None:
-            from_dataset = self.run.load_dataset(allow_download=False)
-            digits = from_dataset.test_images[:, 0].numpy()
+            dataset = self.run.load_dataset(allow_download=False)
+            digits = dataset.test_images[:, 0].numpy()
             with self.lock:
                 predicted = torch.cat([self.predictor.probabilities(digits[i:i + 1000]).argmax(1)
                                        for i in range(0, len(digits), 1000)])
             matrix = torch.zeros(len(self.run.info.classes), len(self.run.info.classes), dtype=torch.int64)
-            matrix.index_put_((from_dataset.test_labels, predicted), torch.ones_like(predicted), accumulate=True)
+            matrix.index_put_((dataset.test_labels, predicted), torch.ones_like(predicted), accumulate=True)
             self.confusion_matrix = {"classes": list(self.run.info.classes), "matrix": matrix.tolist(),
                                      "accuracy": 100.0 * matrix.trace().item() / max(1, matrix.sum().item())}
         return self.confusion_matrix
 
 
 def _read_text(path: Path) -> str:
-    """A run's own small text file, or "" before it exists."""
-    return read_bounded(path, MAX_METRICS_BYTES).decode() if path.exists() else ""
+    """A run's own small text file, or "" before it exists (or when it is not one cnnlab could have written)."""
+    try:
+        return read_bounded(path, MAX_METRICS_BYTES).decode() if path.exists() else ""
+    except (CnnlabError, UnicodeDecodeError):
+        return ""
+
+
+def _json_or_none(text: str):
+    try:
+        return json.loads(text)
+    except ValueError:  # a line cut short or edited by hand: skipped, the curves show the rest
+        return None
 
 
 def stage_json(stage: Stage) -> dict:
