@@ -92,7 +92,7 @@ def head(method: str, kind: str, length: int, close: bool = False) -> bytes:
     ("junk multipart", dict(content=b"--x\r\njunk", headers={"content-type": "multipart/form-data; boundary=x"}), 422),
     ("multipart without a boundary", dict(content=b"junk", headers={"content-type": "multipart/form-data"}), 422),
     ("a Content-Length that is not a number", dict(content=b"{}", headers={"content-type": "application/json",
-                                                                            "content-length": "lots"}), 413),
+                                                                            "content-length": "lots"}), 422),
 ])
 @pytest.mark.parametrize("path", ["/predict", "/activations"])
 def test_hostile_bodies_get_a_clear_4xx(client, path, name, kwargs, status):

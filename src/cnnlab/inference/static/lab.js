@@ -30,7 +30,13 @@ async function getJSON(url, options) {
 // ---- drawing -> activations of every run ----
 let pending = null, inFlight = false, dirty = false;
 const pad = drawingPad($("pad"), strokeEnded => schedule(strokeEnded ? 0 : 90));
-function schedule(delay) { clearTimeout(pending); pending = setTimeout(send, delay); }
+
+// While the pen moves, a drawing goes out at most every 90 ms; at a stroke's end, at once.
+function schedule(delay) {
+  if (delay === 0) clearTimeout(pending);
+  else if (pending !== null) return;
+  pending = setTimeout(() => { pending = null; send(); }, delay);
+}
 
 async function send() {
   if (inFlight) { dirty = true; return; }
