@@ -32,7 +32,7 @@ def draw(page, strokes=SEVEN, steps=12):
         for i in range(1, steps + 1):
             page.mouse.move(*at((a[0] + (b[0] - a[0]) * i / steps, a[1] + (b[1] - a[1]) * i / steps)))
     page.mouse.up()
-    page.wait_for_function("window.lab.results.length === window.lab.runs.length", timeout=20_000)
+    page.wait_for_function("window.lab.results.length === window.lab.runs.length && !window.lab.busy", timeout=30_000)
 
 
 def shot(page, path: Path, scroll_to: str | None) -> None:

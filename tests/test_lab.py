@@ -81,7 +81,7 @@ def page(browser, lab_url):
         for i in range(1, 11):
             page.mouse.move(*at(x0 + (x1 - x0) * i / 10, y0 + (y1 - y0) * i / 10))
     page.mouse.up()
-    page.wait_for_function("window.lab.results.length === 2", timeout=20_000)
+    page.wait_for_function("window.lab.results.length === 2 && !window.lab.busy", timeout=30_000)
     yield page
     page.close()
 
@@ -116,7 +116,7 @@ def test_two_runs_side_by_side(page):
 def test_clicking_a_conv1_cell_shows_the_models_own_arithmetic(page, live_run, tmp_path):
     page.locator('section.stage[data-run="0"][data-stage="conv1"] canvas.map').nth(4).click(position={"x": 22, "y": 18})
     page.wait_for_selector("#arithmetic")
-    selected = page.evaluate("({channel: lab.selected.channel, cell: lab.selected.cell, input: lab.input})")
+    selected = page.evaluate("({channel: lab.selected.channel, cell: lab.selected.cell, input: lab.selected.input})")
     channel, (row, col) = selected["channel"], selected["cell"]
     saved = open_run(live_run)
     x = (torch.tensor(selected["input"], dtype=torch.float32)[None, None] / 255 - saved.info.mean) / saved.info.std

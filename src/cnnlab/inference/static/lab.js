@@ -6,7 +6,7 @@ import { explorer } from "./explorer.js";
 import { training } from "./training.js";
 
 const MAX_MAPS = 32;  // deep stages have up to 132 channels: the first 32 are drawn
-const state = { runs: [], results: [], input: null, selected: null, view: "layers" };
+const state = { runs: [], results: [], input: null, selected: null, view: "layers", busy: false };
 window.lab = state;  // for the browser tests, and for a curious learner's console
 
 const $ = id => document.getElementById(id);
@@ -33,6 +33,7 @@ const pad = drawingPad($("pad"), strokeEnded => schedule(strokeEnded ? 0 : 90));
 
 // While the pen moves, a drawing goes out at most every 90 ms; at a stroke's end, at once.
 function schedule(delay) {
+  state.busy = true;  // until the last drawing's stages are shown
   if (delay === 0) clearTimeout(pending);
   else if (pending !== null) return;
   pending = setTimeout(() => { pending = null; send(); }, delay);
@@ -55,7 +56,7 @@ async function send() {
     $("answer").textContent = err.message;
   } finally {
     inFlight = false;
-    if (dirty) { dirty = false; schedule(0); }
+    if (dirty) { dirty = false; schedule(0); } else if (pending === null) state.busy = false;
   }
 }
 
@@ -248,6 +249,7 @@ function markSelected() {
 }
 
 async function select(selection) {
+  selection.input = state.input;  // the drawing this cell belongs to
   state.selected = selection;
   markSelected();
   const { runIndex, stageIndex, channel, cell: [row, col], branch } = selection;
@@ -272,7 +274,7 @@ async function select(selection) {
   box.append(arithmetic);
   try {
     const e = await getJSON(`/explain?run=${runIndex}`, { method: "POST", headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ pixels: state.input, module, channel: branch ? channel - branch.channels[0] : channel, row, col }) });
+      body: JSON.stringify({ pixels: selection.input, module, channel: branch ? channel - branch.channels[0] : channel, row, col }) });
     if (state.selected !== selection) return;
     arithmetic.replaceChildren(...explanation(e, runIndex));
   } catch (err) {
