@@ -8,28 +8,16 @@ Starts `cnnlab serve` on 127.0.0.1, then N concurrent clients POST a fixed numbe
 import argparse
 import io
 import json
-import socket
 import statistics
-import subprocess
 import sys
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
+from PIL import Image
+from served import multipart, served
+
 from cnnlab.data.datasets import load_dataset
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def multipart(data: bytes) -> tuple[bytes, str]:
-    boundary = "cnnlab-load-boundary"
-    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"d.png\"\r\n"
-            f"Content-Type: image/png\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
-    return body, f"multipart/form-data; boundary={boundary}"
 
 
 def main() -> int:
@@ -41,7 +29,6 @@ def main() -> int:
     args = parser.parse_args()
     digits = load_dataset("mnist-sample").test_images[:100, 0]
     if args.upload:
-        from PIL import Image
         bodies = []
         for d in digits:
             buffer = io.BytesIO()
@@ -49,18 +36,7 @@ def main() -> int:
             bodies.append(multipart(buffer.getvalue()))
     else:
         bodies = [(json.dumps({"pixels": d.tolist()}).encode(), "application/json") for d in digits]
-    port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "cnnlab", "serve", args.run, "--port", str(port)],
-                              stdout=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(200):
-            try:
-                urllib.request.urlopen(url + "/health", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.1)
-
+    with served([args.run]) as (url, _):
         def one(i):
             body, kind = bodies[i % len(bodies)]
             start = time.perf_counter()
@@ -75,9 +51,6 @@ def main() -> int:
         with ThreadPoolExecutor(args.clients) as pool:
             results = list(pool.map(one, range(args.requests)))
         elapsed = time.perf_counter() - start
-    finally:
-        server.terminate()
-        server.wait()
     latencies = sorted(r[0] * 1000 for r in results)
     errors = sum(not r[1] for r in results)
     p99 = latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))]

@@ -234,7 +234,7 @@ def cmd_export(args) -> int:
 
 def cmd_serve(args) -> int:
     from cnnlab.inference.serve import serve
-    serve(args.run, args.host, args.port)
+    serve(args.runs, host=args.host, port=args.port)
     return 0
 
 
@@ -344,8 +344,8 @@ def build_parser() -> _Parser:
     p.add_argument("--data-dir", metavar="DIR", help="test images to verify on (default: cache; else random)")
     p.set_defaults(handler=cmd_export)
 
-    p = sub.add_parser("serve", help="a draw-a-digit web page and a JSON API (FastAPI + uvicorn)")
-    p.add_argument("run", metavar="RUN_DIR")
+    p = sub.add_parser("serve", help="the lab: draw a digit, watch every layer of your runs; a JSON API")
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="one or more runs, shown side by side")
     p.add_argument("--host", default="127.0.0.1", help="(default: 127.0.0.1, this machine only)")
     p.add_argument("--port", type=_int_range(1, MAX_PORT), default=8000, help="(default: 8000)")
     p.set_defaults(handler=cmd_serve)

@@ -1,0 +1,91 @@
+"""Screenshots of the lab for docs/lab.md: every view on a laptop (1366x768) and a phone (390x844) viewport.
+
+    python docs/lab_screenshots.py RUN_DIR [RUN_DIR...] [--out docs/lab]
+
+Serves the runs on a free local port, draws a 7 with the mouse in headless Chromium (Debian's
+/usr/bin/chromium), clicks a conv1 cell, and saves one PNG a view and viewport.
+"""
+import argparse
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+
+import uvicorn
+from playwright.sync_api import sync_playwright
+
+from cnnlab.inference.serve import create_app, server_config
+
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+VIEWPORTS = {"laptop": {"width": 1366, "height": 768}, "phone": {"width": 390, "height": 844}}
+SEVEN = [(0.22, 0.2), (0.78, 0.2), (0.45, 0.85)]  # the strokes of a 7, as fractions of the pad
+
+
+def draw(page, strokes=SEVEN, steps=12):
+    box = page.locator("#pad").bounding_box()
+    at = lambda p: (box["x"] + p[0] * box["width"], box["y"] + p[1] * box["height"])
+    page.mouse.move(*at(strokes[0]))
+    page.mouse.down()
+    for a, b in zip(strokes, strokes[1:]):
+        for i in range(1, steps + 1):
+            page.mouse.move(*at((a[0] + (b[0] - a[0]) * i / steps, a[1] + (b[1] - a[1]) * i / steps)))
+    page.mouse.up()
+    page.wait_for_function("window.lab.results.length === window.lab.runs.length && !window.lab.busy", timeout=30_000)
+
+
+def shot(page, path: Path, scroll_to: str | None) -> None:
+    """A screenshot of the viewport, scrolled to show `scroll_to` at the top (a phone shows one thing at a time)."""
+    if scroll_to:
+        page.locator(scroll_to).first.evaluate("e => window.scrollTo(0, e.getBoundingClientRect().top + scrollY - 8)")
+    else:
+        page.evaluate("window.scrollTo(0, 0)")
+    page.wait_for_timeout(150)
+    page.screenshot(path=str(path))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+")
+    parser.add_argument("--out", default="docs/lab")
+    args = parser.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(server_config(create_app(args.runs), host="127.0.0.1", port=port))
+    threading.Thread(target=server.run, daemon=True).start()
+    while not server.started:
+        time.sleep(0.05)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=CHROMIUM_ARGS)
+        for device, viewport in VIEWPORTS.items():
+            page = browser.new_page(viewport=viewport, device_scale_factor=1)
+            page.goto(f"http://127.0.0.1:{port}/")
+            page.wait_for_function("window.lab.runs.length > 0")
+            draw(page)
+            shot(page, out / f"{device}-draw.png", "#pad") if device == "phone" else None
+            shot(page, out / f"{device}-layers.png", "#columns .run" if device == "phone" else None)
+            page.locator('section.stage[data-stage="conv1"] canvas.map').nth(3).click(position={"x": 30, "y": 20})
+            page.wait_for_selector("#arithmetic")
+            shot(page, out / f"{device}-cell.png", "#inspector" if device == "phone" else None)
+            for view in ("kernels", "explorer", "training"):
+                page.click(f'.tabs button[data-view="{view}"]')
+                if view == "explorer":
+                    page.fill("#ex-stride", "2")
+                    page.fill("#ex-padding", "1")
+                if view == "training":
+                    page.wait_for_selector(".confusion", timeout=30_000)
+                page.wait_for_timeout(700)
+                shot(page, out / f"{device}-{view}.png", f"#view-{view}" if device == "phone" else None)
+            page.close()
+        browser.close()
+    server.should_exit = True
+    print(f"wrote {len(list(out.glob('*.png')))} screenshots to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

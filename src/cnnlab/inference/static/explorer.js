@@ -1,0 +1,127 @@
+// The stride, padding and pooling explorer: a window slides over a padded input; the output size comes from
+// the server's `cnnlab shape` (GET /shape), so the page shows the very formula and numbers the CLI prints.
+import { decodeStage, mapCanvas, scaleFor } from "./render.js";
+
+const CONTROLS = [["size", "input size n", 1, 64, 8], ["kernel", "kernel k", 1, 11, 3], ["stride", "stride s", 1, 6, 1],
+  ["padding", "padding p", 0, 6, 0], ["dilation", "dilation d", 1, 4, 1], ["pool", "then pool (0: none)", 0, 8, 0]];
+
+export function explorer(container) {
+  container.innerHTML = `
+    <div class="explorer">
+      <section class="card">
+        <h2>A convolution's output size</h2>
+        <p class="hint">A k×k window slides over the input padded with p zeros, s pixels at a time; with dilation d its taps are d apart.</p>
+        <div class="controls">${CONTROLS.map(([name, label, lo, hi, value]) =>
+          `<label>${label}<input id="ex-${name}" type="number" min="${lo}" max="${hi}" value="${value}"></label>`).join("")}</div>
+        <p><b id="ex-output">…</b></p>
+        <pre class="formula" id="ex-formula"></pre>
+        <p class="hint">The same as <code id="ex-command"></code></p>
+      </section>
+      <section class="card">
+        <div class="stage-head"><h2>The window, step by step</h2><button id="ex-play" type="button">Pause</button></div>
+        <canvas id="ex-anim" width="520" height="330"></canvas>
+        <p class="hint" id="ex-step"></p>
+      </section>
+      <section class="card wide">
+        <h2>Max against average pooling, on your drawing</h2>
+        <div class="controls">
+          <label>feature map<select id="pool-map"></select></label>
+          <label>pool size<select id="pool-size"><option>2</option><option>3</option><option>4</option></select></label>
+        </div>
+        <div class="pools" id="pools"><p class="hint">Draw a digit: its conv1 maps are pooled here.</p></div>
+      </section>
+    </div>`;
+  const $ = id => container.querySelector(`#${id}`);
+  let geometry = null, step = 0, playing = true, lab = null;
+
+  async function refresh() {
+    const v = Object.fromEntries(CONTROLS.map(([name]) => [name, Number($(`ex-${name}`).value)]));
+    if (!v.pool) delete v.pool;
+    $("ex-command").textContent = `cnnlab shape --input ${v.size} --kernel ${v.kernel} --stride ${v.stride} ` +
+      `--padding ${v.padding} --dilation ${v.dilation}${v.pool ? ` --pool ${v.pool}` : ""}`;
+    const response = await fetch(`/shape?${new URLSearchParams(v)}`);
+    const body = await response.json();
+    if (!response.ok) {
+      const detail = Array.isArray(body.detail) ? body.detail.map(d => `${d.loc.at(-1)}: ${d.msg}`).join("; ") : body.detail;
+      $("ex-output").textContent = "no output";
+      $("ex-output").className = "error";
+      $("ex-formula").textContent = detail;
+      geometry = null;
+      return;
+    }
+    $("ex-output").className = "";
+    $("ex-output").textContent = `output: ${body.output}×${body.output}`;
+    $("ex-output").dataset.output = body.output;
+    $("ex-formula").textContent = body.text;
+    const conv = Number(body.text.match(/output: (\d+)x/)[1]);  // the first "output:" line: the convolution's
+    geometry = { ...v, out: conv };
+    step = 0;
+    draw();
+  }
+
+  function draw() {
+    const canvas = $("ex-anim"), g = canvas.getContext("2d");
+    g.clearRect(0, 0, canvas.width, canvas.height);
+    if (!geometry) return;
+    const { size, kernel, stride, padding, dilation, out } = geometry, padded = size + 2 * padding;
+    const cell = Math.max(3, Math.min(26, Math.floor(300 / padded))), outCell = Math.max(3, Math.min(26, Math.floor(170 / out)));
+    const r = Math.floor(step / out) % out, c = step % out;
+    for (let y = 0; y < padded; y++) {
+      for (let x = 0; x < padded; x++) {
+        const inside = y >= padding && y < padding + size && x >= padding && x < padding + size;
+        g.fillStyle = inside ? "#dfe6f3" : "#f6f7fa";
+        g.fillRect(x * cell, y * cell, cell - 1, cell - 1);
+      }
+    }
+    g.fillStyle = "rgba(194, 65, 12, .75)";
+    for (let i = 0; i < kernel; i++) {
+      for (let j = 0; j < kernel; j++) g.fillRect((c * stride + j * dilation) * cell, (r * stride + i * dilation) * cell, cell - 1, cell - 1);
+    }
+    const ox = padded * cell + 24;
+    for (let y = 0; y < out; y++) {
+      for (let x = 0; x < out; x++) {
+        g.fillStyle = y === r && x === c ? "rgba(194, 65, 12, .9)" : y * out + x < step % (out * out) ? "#9db8e8" : "#e8ecf3";
+        g.fillRect(ox + x * outCell, y * outCell, outCell - 1, outCell - 1);
+      }
+    }
+    g.fillStyle = "#667085"; g.font = "12px system-ui";
+    g.fillText(`input ${size}×${size}${padding ? ` + padding ${padding}` : ""}`, 0, padded * cell + 16);
+    g.fillText(`output ${out}×${out}`, ox, out * outCell + 16);
+    $("ex-step").textContent = `output (${r}, ${c}) reads input rows ${r * stride - padding}…${r * stride - padding + dilation * (kernel - 1)}, ` +
+      `columns ${c * stride - padding}…${c * stride - padding + dilation * (kernel - 1)} (negative: padding)`;
+  }
+
+  setInterval(() => { if (playing && geometry) { step = (step + 1) % (geometry.out * geometry.out); draw(); } }, 400);
+  $("ex-play").addEventListener("click", () => { playing = !playing; $("ex-play").textContent = playing ? "Pause" : "Play"; });
+  for (const [name] of CONTROLS) $(`ex-${name}`).addEventListener("input", refresh);
+  for (const id of ["pool-map", "pool-size"]) $(id).addEventListener("change", () => pools());
+
+  function pools() {
+    const stage = lab && lab.results[0] && lab.results[0].stages.find(s => s.conv);
+    const box = $("pools");
+    if (!stage) return;
+    const [channels, h, w] = stage.shape, values = decodeStage(stage), k = Number($("pool-size").value);
+    const select = $("pool-map");
+    if (select.options.length !== channels) {
+      select.innerHTML = Array.from({ length: channels }, (_, i) => `<option value="${i}">${stage.name} map ${i}</option>`).join("");
+    }
+    const m = Number(select.value), map = values.slice(m * h * w, (m + 1) * h * w), oh = Math.floor(h / k), ow = Math.floor(w / k);
+    const pooled = reduce => Float32Array.from({ length: oh * ow }, (_, i) => {
+      const window = [];
+      for (let y = 0; y < k; y++) for (let x = 0; x < k; x++) window.push(map[(Math.floor(i / ow) * k + y) * w + (i % ow) * k + x]);
+      return reduce(window);
+    });
+    const scale = scaleFor(stage.lo, stage.hi), zoom = Math.max(2, Math.floor(120 / w));
+    const figure = (values_, hh, ww, caption) => {
+      const f = document.createElement("figure");
+      f.append(mapCanvas(values_, 0, hh, ww, scale, Math.floor(zoom * w / ww)), caption);
+      return f;
+    };
+    box.replaceChildren(figure(map, h, w, `${stage.name} map ${m}: ${h}×${w}`),
+      figure(pooled(v => Math.max(...v)), oh, ow, `max pool ${k}×${k}: ${oh}×${ow}, keeps the strongest`),
+      figure(pooled(v => v.reduce((a, b) => a + b, 0) / v.length), oh, ow, `average pool ${k}×${k}: ${oh}×${ow}, blurs`));
+  }
+
+  refresh();
+  return { update(state) { lab = state; pools(); } };
+}

@@ -1,0 +1,214 @@
+"""The server against careless and hostile clients (issue 13): each probe gets a clear 4xx, a 503 under
+deliberate overload, or a closed connection, never a 5xx, a traceback, unbounded memory or a hang."""
+import io
+import json
+import logging
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import uvicorn
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from cnnlab.cli import main
+from cnnlab.inference.decode import load_image
+from cnnlab.inference.serve import MAX_BODY, SERVED_PIXELS, create_app, server_config
+from conftest import ROOT, draw_digit
+
+
+@pytest.fixture(scope="module")
+def client(trained_run):
+    return TestClient(create_app([trained_run]))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LiveServer:
+    """The app under uvicorn with the lab's settings, on a free port, in a thread."""
+
+    def __init__(self, app, **options):
+        self.port = free_port()
+        self.server = uvicorn.Server(server_config(app, host="127.0.0.1", port=self.port, **options))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        while not self.server.started:
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc):
+        self.server.should_exit = True
+        self.thread.join(10)
+
+    def connect(self) -> socket.socket:
+        return socket.create_connection(("127.0.0.1", self.port), timeout=5)
+
+
+def png(image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def multipart(parts) -> tuple[bytes, str]:
+    boundary = "hostile-boundary"
+    body = b"".join(f"--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"; filename=\"{name}.png\"\r\n"
+                    f"Content-Type: image/png\r\n\r\n".encode() + data + b"\r\n" for name, data in parts)
+    return body + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+
+
+SEVEN = png(draw_digit("7"))
+JSON = {"content-type": "application/json"}
+TWO_FILES = multipart([("file", SEVEN), ("file", SEVEN)])
+
+
+def head(method: str, kind: str, length: int, close: bool = False) -> bytes:
+    """The start of a raw HTTP/1.1 request to /predict."""
+    return (f"{method} /predict HTTP/1.1\r\nHost: x\r\nContent-Type: {kind}\r\nContent-Length: {length}\r\n"
+            + ("Connection: close\r\n" if close else "") + "\r\n").encode()
+
+
+@pytest.mark.parametrize("name, kwargs, status", [
+    ("pixels as strings", dict(json={"pixels": [["255"] * 28] * 28}), 422),
+    ("pixels as booleans", dict(json={"pixels": [[True] * 28] * 28}), 422),
+    ("a 400-digit pixel", dict(json={"pixels": [[10 ** 400] * 28] * 28}), 422),
+    ("JSON nested 1,000 deep", dict(content=b"[" * 1000 + b"]" * 1000, headers=JSON), 422),
+    ("JSON nested 100,000 deep", dict(content=b"[" * 100_000, headers=JSON), 422),
+    ("Infinity as the body", dict(content=b"Infinity", headers=JSON), 422),
+    ("NaN pixels", dict(content=json.dumps({"pixels": [[float("nan")] * 28] * 28}).encode(), headers=JSON), 422),
+    ("application/jsonp is not JSON", dict(content=b"{}", headers={"content-type": "application/jsonp"}), 415),
+    ("two file parts", dict(content=TWO_FILES[0], headers={"content-type": TWO_FILES[1]}), 422),
+    ("junk multipart", dict(content=b"--x\r\njunk", headers={"content-type": "multipart/form-data; boundary=x"}), 422),
+    ("multipart without a boundary", dict(content=b"junk", headers={"content-type": "multipart/form-data"}), 422),
+    ("a Content-Length that is not a number", dict(content=b"{}", headers={"content-type": "application/json",
+                                                                            "content-length": "lots"}), 422),
+])
+@pytest.mark.parametrize("path", ["/predict", "/activations"])
+def test_hostile_bodies_get_a_clear_4xx(client, path, name, kwargs, status):
+    response = client.post(path, **kwargs)
+    assert response.status_code == status, f"{name}: {response.status_code} {response.text[:200]}"
+    assert response.json()["detail"]
+
+
+def test_a_bomb_within_the_body_limit_is_refused_by_the_server_but_not_by_the_cli(client):
+    """A 3000x3000 PNG is 30 kB: under the 2 MB body cap, over the server's pixel cap (the CLI's is higher)."""
+    side = int(SERVED_PIXELS ** 0.5) + 100
+    data = png(Image.new("L", (side, side), 255))
+    assert len(data) < MAX_BODY
+    response = client.post("/predict", files={"file": ("bomb.png", data, "image/png")})
+    assert response.status_code == 422 and "pixels" in response.json()["detail"]
+    assert load_image(data, "bomb.png").size == (side, side)
+
+
+def test_a_large_jpeg_is_decoded_at_a_reduced_scale():
+    image = Image.new("RGB", (4000, 3000), "white")
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG")
+    decoded = load_image(buffer.getvalue(), "photo.jpg", max_pixels=SERVED_PIXELS, max_side=1024)
+    assert 1024 <= max(decoded.size) <= 2000  # libjpeg's 1/2 or 1/4 scale: 12 MP never held in memory
+
+
+def test_overload_gets_503_with_retry_after_and_nothing_else_fails(trained_run):
+    side = int(SERVED_PIXELS ** 0.5) - 10  # the largest upload the server decodes
+    big = Image.new("L", (side, side), 255)
+    big.paste(draw_digit("7", size=side // 2), (side // 4, side // 4))
+    body, kind = multipart([("file", png(big))])
+    with LiveServer(create_app([trained_run], workers=1, queue=1)) as live:
+        start = threading.Barrier(8)
+
+        def post(_):
+            start.wait()
+            with live.connect() as s:
+                s.sendall(head("POST", kind, len(body), close=True) + body)
+                reply = b""
+                while chunk := s.recv(65536):
+                    reply += chunk
+            return reply
+
+        replies = list(ThreadPoolExecutor(8).map(post, range(8)))
+    statuses = [int(r.split(b" ", 2)[1]) for r in replies]
+    assert set(statuses) <= {200, 503} and statuses.count(503) >= 1 and statuses.count(200) >= 1, statuses
+    assert all(b"retry-after: 1" in r.lower() for r in replies if b" 503 " in r[:20])
+
+
+def test_slow_headers_are_cut_off(trained_run):
+    with LiveServer(create_app([trained_run]), header_seconds=0.5) as live, live.connect() as s:
+        s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")  # and never the blank line that ends the headers
+        started = time.monotonic()
+        assert s.recv(1024) == b""  # closed by the server (a socket timeout here would mean held open)
+        assert time.monotonic() - started < 4
+
+
+def test_a_body_shorter_than_its_content_length_gets_408(trained_run):
+    with LiveServer(create_app([trained_run], body_seconds=0.5)) as live, live.connect() as s:
+        s.sendall(head("POST", "application/json", 5000) + b'{"pix')
+        reply = b""
+        while chunk := s.recv(4096):  # to the end: the server closes the connection (a timeout would raise)
+            reply += chunk
+    assert reply.startswith(b"HTTP/1.1 408") and b"not complete within 0.5 s" in reply, reply[:200]
+
+
+def test_a_client_that_disconnects_mid_body_leaves_no_traceback(trained_run, caplog):
+    body, kind = multipart([("file", SEVEN)])
+    with caplog.at_level(logging.WARNING), LiveServer(create_app([trained_run])) as live:
+        with live.connect() as s:
+            s.sendall(head("POST", kind, len(body)) + body[:len(body) // 2])
+            time.sleep(0.2)
+        time.sleep(0.5)
+        with live.connect() as s:  # and the server still answers
+            s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            assert s.recv(1024).startswith(b"HTTP/1.1 200")
+    assert not [r for r in caplog.records if r.exc_info or "Exception" in r.getMessage()]
+
+
+@pytest.mark.parametrize("port", ["-1", "0", "70000"])
+def test_serve_port_out_of_range_is_one_line(trained_run, capsys, port):
+    assert main(["serve", str(trained_run), "--port", port]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "1 and 65535" in err and "Traceback" not in err
+
+
+def test_serve_on_a_taken_port_is_one_line(trained_run, capsys):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        assert main(["serve", str(trained_run), "--port", str(taken.getsockname()[1])]) == 1
+    captured = capsys.readouterr()
+    assert captured.err.count("\n") == 1 and "cannot listen" in captured.err and "serving" not in captured.out
+
+
+def test_serve_says_serving_only_once_it_answers(trained_run):
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "cnnlab", "serve", str(trained_run), "--port", str(port)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        line = server.stdout.readline()
+        assert f"serving {trained_run} on http://127.0.0.1:{port}/" in line
+        with socket.create_connection(("127.0.0.1", port), timeout=2) as s:  # no waiting, no retry
+            s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            assert s.recv(1024).startswith(b"HTTP/1.1 200")
+    finally:
+        server.terminate()
+        assert server.wait(10) is not None
+    assert "Traceback" not in server.stderr.read()
+
+
+def test_a_hand_edited_run_folder_still_gives_curves(trained_run, tmp_path):
+    run = tmp_path / "cnn"
+    shutil.copytree(trained_run, run)
+    (run / "metrics.jsonl").write_text((run / "metrics.jsonl").read_text() + '{"epoch": 4, "train_lo\n\xff\n')
+    (run / "config.json").write_text("not json")
+    response = TestClient(create_app([run])).get("/runs/0/metrics")
+    assert response.status_code == 200
+    assert [r["epoch"] for r in response.json()["rows"]] == [1, 2, 3] and response.json()["training"] is False
