@@ -35,8 +35,9 @@ def run_overfit(out, *, cures=tuple(CURES), epochs=None, train_subset=None, val_
     if unknown:
         raise CnnlabError(f"unknown cure {unknown[0]!r}; choose from {', '.join(CURES)}")
     out = Path(out)
-    given = dict(epochs=epochs, train_subset=train_subset, val_split=val_split, seed=seed, dataset=dataset,
-                 data_dir=data_dir, overwrite=overwrite, progress=False)
+    given = {k: v for k, v in dict(epochs=epochs, train_subset=train_subset, val_split=val_split, seed=seed,
+                                   dataset=dataset, data_dir=data_dir, overwrite=overwrite, progress=False).items()
+             if v is not None}
     configs = {cure: build_config({**BASELINE, **CURES[cure], **given, "out": str(out / cure)}) for cure in cures}
     for cure, config in configs.items():
         done = fit_or_reuse(config, log=lambda line: None)
