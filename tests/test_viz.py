@@ -1,9 +1,12 @@
 """Every picture, produced from a real run on mnist-sample, is a valid PNG of a sensible size."""
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from cnnlab.cli import main
+from cnnlab.engine.run import open_run
+from cnnlab.explain.stages import trace
 
 
 @pytest.fixture(scope="module")
@@ -56,3 +59,16 @@ def test_compare_reuses_finished_runs(tmp_path, capsys):
     capsys.readouterr()
     assert main(argv) == 0
     assert capsys.readouterr().out.count("reusing the finished run") == 2
+
+
+@pytest.mark.parametrize("model", ["cnn-bn-8-24", "resnet-8", "densenet-bc-22-8", "inception", "lcn"])
+def test_features_show_every_family_stage_by_stage(model, tmp_path):
+    """The stages come from the model's own modules (explain/stages.py), not from class names: every family."""
+    out = tmp_path / "run"
+    assert main(["train", "--dataset", "mnist-sample", "--model", model, "--epochs", "1", "--train-subset", "256",
+                 "--no-progress", "--out", str(out)]) == 0
+    assert main(["viz", str(out), "--what", "features", "--out", str(tmp_path / "f.png")]) == 0
+    check_png(tmp_path / "f.png", 600, 400)
+    run = open_run(out)
+    maps = [s for s in trace(run.model, torch.zeros(1, 1, 28, 28)).stages if s.values.dim() == 3]
+    assert len(maps) >= 2 and maps[-1].values.shape[-1] < 28  # beyond the stem: down to the last resolution

@@ -10,11 +10,10 @@ from cnnlab.data.batches import iterate_batches, normalise
 from cnnlab.engine.checkpoint import read_metrics
 from cnnlab.engine.evaluate import evaluate
 from cnnlab.engine.run import open_run
-from cnnlab.models.local import LocallyConnected2d
+from cnnlab.explain.stages import trace
 from cnnlab.plotting import pyplot, save_figure
 
 WHAT = ("curves", "confusion", "errors", "filters", "features")
-STAGE_TYPES = (torch.nn.Conv2d, LocallyConnected2d, torch.nn.MaxPool2d, torch.nn.AvgPool2d)
 
 
 def curves(run_dirs, out: Path) -> Path:
@@ -103,34 +102,33 @@ def filters(run, out: Path) -> Path:
 
 
 def features(run, out: Path, image_index: int = 0, data_dir=None, channels: int = 8) -> Path:
-    """One test image and its feature maps after every convolution and pooling stage, shapes in the titles."""
+    """One test image and its feature maps stage by stage (the lab's stages: `stages.trace`), shapes in the titles."""
     saved = open_run(run)
     model, info, dataset = saved.model, saved.info, saved.load_dataset(data_dir=data_dir)
     if not 0 <= image_index < len(dataset.test_labels):
         raise CnnlabError(f"--image must be between 0 and {len(dataset.test_labels) - 1}, got {image_index}")
-    stages = []
-    top = {m: n for n, m in model.named_children()}
-    hooks = [m.register_forward_hook(lambda m, i, o, name=name: stages.append((name, o[0])))
-             for m, name in top.items() if isinstance(m, STAGE_TYPES) or type(m).__name__.startswith("Inception")]
     x = normalise(dataset.test_images[image_index:image_index + 1], info.mean, info.std)
     with torch.inference_mode():
-        prediction = model(x).argmax(1).item()
-    for hook in hooks:
-        hook.remove()
-    if not stages:
-        raise CnnlabError(f"{run}: model {type(model).__name__} has no convolution or pooling stages to show")
-    fig, axes = pyplot().subplots(len(stages) + 1, channels, figsize=(1.5 * channels, 1.75 * (len(stages) + 1)), squeeze=False)
+        traced = trace(model, x)
+    maps = [stage for stage in traced.stages if stage.values.dim() == 3]  # (C, H, W): the feature maps
+    if not maps:
+        raise CnnlabError(f"{run}: model {saved.model_name} has no feature-map stages to show")
+    fig, axes = pyplot().subplots(len(maps) + 1, channels, figsize=(1.5 * channels, 1.75 * (len(maps) + 1)),
+                                  squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
+    prediction = int(traced.output.argmax())
     axes[0, 0].imshow(dataset.test_images[image_index, 0].numpy(), cmap="gray")
-    axes[0, 0].set_title(f"input {'x'.join(map(str, x.shape[1:]))}\ntrue {dataset.classes[dataset.test_labels[image_index]]}, "
-                         f"pred {dataset.classes[prediction]}", fontsize=8, loc="left")
-    for row, (name, maps) in enumerate(stages, start=1):
-        for c in range(min(channels, len(maps))):
-            axes[row, c].imshow(maps[c].numpy(), cmap="viridis")
-        axes[row, 0].set_title(f"{name} -> {'x'.join(map(str, maps.shape))}" + (f" (first {channels})" if len(maps) > channels else ""),
-                               fontsize=8, loc="left")
-    fig.suptitle(f"Feature extraction, stage by stage: test image #{image_index}")
+    axes[0, 0].set_title(f"input {'x'.join(map(str, x.shape[1:]))}\ntrue "
+                         f"{dataset.classes[dataset.test_labels[image_index]]}, pred {dataset.classes[prediction]}",
+                         fontsize=8, loc="left")
+    for row, stage in enumerate(maps, start=1):
+        for c in range(min(channels, len(stage.values))):
+            axes[row, c].imshow(stage.values[c].numpy(), cmap="viridis")
+        first = f" (first {channels})" if len(stage.values) > channels else ""
+        axes[row, 0].set_title(f"{stage.name} -> {'x'.join(map(str, stage.values.shape))}{first}", fontsize=8,
+                               loc="left")
+    fig.suptitle(f"Feature extraction, stage by stage: test image #{image_index} ({traced.shown})")
     return save_figure(fig, out)
 
 
