@@ -50,10 +50,13 @@ def _shape(text: str) -> tuple[int, int, int]:
 
 def _data_options() -> argparse.ArgumentParser:
     parent = argparse.ArgumentParser(add_help=False)
-    parent.add_argument("--dataset", metavar="NAME", help="mnist, fashion-mnist, kmnist or mnist-sample "
-                        "(default: mnist when found or downloadable, else mnist-sample)")
-    parent.add_argument("--data-dir", metavar="DIR", help="folder holding the dataset's IDX files (default: "
-                        "$CNNLAB_DATA_DIR, then the cache ~/.cache/cnnlab/<dataset>, then download)")
+    parent.add_argument("--dataset", metavar="NAME", help="mnist, fashion-mnist, kmnist, mnist-sample, or "
+                        "folder: your own images in --data-dir (default: mnist when found or "
+                        "downloadable, else mnist-sample)")
+    parent.add_argument("--data-dir", metavar="DIR", help="folder holding the dataset's files: IDX files, "
+                        "or for --dataset folder the images as DIR/<class>/* or DIR/train/<class>/* "
+                        "and DIR/test/<class>/* (default: $CNNLAB_DATA_DIR for IDX files, then the cache "
+                        "~/.cache/cnnlab/<dataset>, then download)")
     return parent
 
 
@@ -69,8 +72,20 @@ def _sweep_options(out: str) -> argparse.ArgumentParser:
     return parent
 
 
+def _channels(text: str) -> int | None:
+    if text not in ("1", "3", "auto"):
+        raise argparse.ArgumentTypeError(f"expected 1, 3 or auto, got {text!r}")
+    return None if text == "auto" else int(text)
+
+
 def _train_args(p):
     data = p.add_argument_group("Data")
+    data.add_argument("--image-size", metavar="HxW", help="--dataset folder: scale each image, aspect ratio kept, "
+                      "to cover HxW, then centre-crop it to HxW (default: 32x32)")
+    data.add_argument("--channels", type=_channels, metavar="C", help="--dataset folder: 1 (grey), 3 (colour) or "
+                      "auto: 1 when every image is grey (default: auto)")
+    data.add_argument("--test-split", type=float, metavar="F", help="--dataset folder without train/ and test/: "
+                      "hold out this share of each class as the test set (default: 0.2)")
     data.add_argument("--train-subset", type=int, metavar="K", help="train on K training images (seeded subset)")
     data.add_argument("--val-split", type=int, metavar="N", help="hold out N training images (stratified) to choose "
                       "the best epoch and stop early; the test set is then only reported (default: 0, none)")

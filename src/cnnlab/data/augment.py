@@ -30,9 +30,11 @@ def random_affine(images: torch.Tensor, generator: torch.Generator, degrees: flo
 AUGMENTATIONS = {"none": None, "affine": random_affine}
 
 
-def one_pixel_shifts(images: torch.Tensor, background: float) -> list[torch.Tensor]:
-    """The batch itself and shifted by one pixel down, up, right and left, `background` filling in
-    (test-time augmentation: small shifts are what the affine training augmentation taught)."""
+def one_pixel_shifts(images: torch.Tensor, background) -> list[torch.Tensor]:
+    """The batch itself and shifted by one pixel down, up, right and left, `background` filling in: a number,
+    or one per channel shaped (1, C, 1, 1) (test-time augmentation: small shifts are what the training
+    augmentations taught)."""
     height, width = images.shape[-2:]
-    padded = F.pad(images, (1, 1, 1, 1), value=background)
+    border = F.pad(torch.zeros((1, 1, height, width), dtype=torch.bool, device=images.device), (1, 1, 1, 1), value=True)
+    padded = torch.where(border, background, F.pad(images, (1, 1, 1, 1)))
     return [padded[..., 1 - dy:1 - dy + height, 1 - dx:1 - dx + width] for dy, dx in ONE_PIXEL_SHIFTS]

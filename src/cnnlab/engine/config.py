@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from cnnlab import CnnlabError
 from cnnlab.data.augment import AUGMENTATIONS
+from cnnlab.data.folder import parse_image_size
 from cnnlab.files import read_bounded
 from cnnlab.models import list_models
 
@@ -32,7 +33,6 @@ RECIPES = {
                   weight_decay=0.0, label_smoothing=0.0),
 }
 
-
 def describe_recipe(name: str) -> str:
     """A recipe's settings in a few words, for help texts (generated, so it cannot drift from RECIPES)."""
     r = RECIPES[name]
@@ -55,6 +55,9 @@ class TrainConfig:
     model: str = "cnn"
     dataset: str | None = None      # None: mnist when found or downloadable, else mnist-sample
     data_dir: str | None = None
+    image_size: str | None = None   # --dataset folder: "HxW" every image is fitted to; None: 32x32
+    channels: int | None = None     # --dataset folder: 1 or 3; None: 1 when every image is grey, else 3
+    test_split: float | None = None  # --dataset folder without train/ and test/: share of each class tested; None: 0.2
     train_subset: int | None = None  # train on this many training images (a seeded, fixed subset)
     val_split: int = 0              # hold out this many training images (stratified, seeded) to select the epoch
     patience: int | None = None     # with val_split: stop after this many epochs without a better validation accuracy
@@ -114,10 +117,20 @@ class TrainConfig:
             (between(self.patience, 1, 10**6), f"--patience must be at least 1, got {self.patience}"),
             (self.patience is None or self.val_split > 0,
              "--patience stops on validation accuracy: give --val-split N too (the test set never selects)"),
+            (self.channels in (None, 1, 3), f"--channels must be 1, 3 or auto, got {self.channels}"),
+            (self.test_split is None or 0 < self.test_split < 1,
+             f"--test-split must be a fraction between 0 and 1 such as 0.2, got {self.test_split}"),
+            (self.dataset == "folder" or (self.image_size, self.channels, self.test_split) == (None, None, None),
+             "--image-size, --channels and --test-split are for --dataset folder (other datasets come in one size)"),
+            (self.dataset != "folder" or self.data_dir,
+             "--dataset folder needs --data-dir DIR: DIR/<class>/<images>, "
+             "or DIR/train/<class>/ and DIR/test/<class>/"),
         ]
         for ok, message in checks:
             if not ok:
                 raise CnnlabError(message)
+        if self.image_size is not None:
+            parse_image_size(self.image_size)
         return self
 
 

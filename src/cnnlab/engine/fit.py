@@ -77,7 +77,8 @@ class StopOnSignal:
 def prepare_data(config: TrainConfig, dataset: ImageDataset | None, log) -> ImageDataset:
     """The run's dataset, checked, with its validation split held out, then subset."""
     if dataset is None:
-        dataset, notice = load_training_dataset(config.dataset, config.data_dir)
+        dataset, notice = load_training_dataset(config.dataset, config.data_dir, image_size=config.image_size,
+                                                channels=config.channels, test_split=config.test_split)
         if notice:
             log(notice)
     dataset.check_trainable()
