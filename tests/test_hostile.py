@@ -78,6 +78,9 @@ def toml(tmp_path):
     (["train", "--dataset", "folder", "--data-dir", "/tmp", "--test-split", "nan"], "--test-split must be a fraction"),
     (["train", "--channels", "2"], "--channels: expected 1, 3 or auto, got '2'"),
     (["train", "--image-size", "32x32"], "are for --dataset folder"),
+    (["train", "--dataset", "cifar10"], "cifar10 is not in"),
+    (["train", "--dataset", "cifar10", "--data-dir", "/nonexistent"], "data directory /nonexistent does not exist"),
+    (["train", "--dataset", "cifar10", "--data-dir", "/tmp"], "lacks the cifar10 binary files"),
     (["train", "--augment", "flip"], "unknown augmentation 'flip'"),
 ])
 def test_bad_arguments(argv, message, capsys):

