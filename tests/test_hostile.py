@@ -82,6 +82,7 @@ def toml(tmp_path):
     (["train", "--dataset", "cifar10", "--data-dir", "/nonexistent"], "data directory /nonexistent does not exist"),
     (["train", "--dataset", "cifar10", "--data-dir", "/tmp"], "lacks the cifar10 binary files"),
     (["train", "--augment", "flip"], "unknown augmentation 'flip'"),
+    (["train", "--schedule", "steps"], "unknown schedule 'steps'"),
 ])
 def test_bad_arguments(argv, message, capsys):
     assert_one_line_error(*run_cli(argv, capsys), message)

@@ -94,7 +94,7 @@ def _train_args(p):
     model.add_argument("--width", type=int, metavar="W", help="base width for families that have one")
     opt = p.add_argument_group("Optimization")
     opt.add_argument("--recipe", metavar="NAME", help="named defaults: " + "; ".join(map(describe_recipe, RECIPES))
-                     + " (default: default)")
+                     + " (default: cifar for cifar10 and cifar100, else default)")
     opt.add_argument("--epochs", type=int, metavar="N", help="(default: from the recipe)")
     opt.add_argument("--patience", type=int, metavar="E", help="with --val-split: stop after E epochs without a "
                      "better validation accuracy (default: never)")
@@ -105,13 +105,15 @@ def _train_args(p):
     opt.add_argument("--momentum", type=float, metavar="M", help="SGD momentum, with --schedule constant "
                      "(default: from the recipe)")
     opt.add_argument("--weight-decay", type=float, metavar="WD", help="(default: 0)")
-    opt.add_argument("--schedule", metavar="NAME", help="constant or onecycle (default: from the recipe)")
+    opt.add_argument("--schedule", metavar="NAME", help="constant, onecycle, or step (the rate /10 at half and "
+                     "three quarters of training, as He et al.) (default: from the recipe)")
     opt.add_argument("--label-smoothing", type=float, metavar="EPS", help="(default: 0)")
     opt.add_argument("--ema", type=float, metavar="DECAY", help="evaluate and save an exponential moving average of the "
                      "weights, e.g. 0.999 (default: from the recipe; 0 = off)")
     aug = p.add_argument_group("Augmentation")
-    aug.add_argument("--augment", metavar="NAME", help="none, affine (batched random rotation, scale, shift) or "
-                     "another name from data/augment.py (default: from the recipe)")
+    aug.add_argument("--augment", metavar="NAME", help="none, affine (batched random rotation, scale, shift: "
+                     "digits), crop (random crops of the image padded by 1/8 of its side), crop-flip (and "
+                     "horizontal flips: natural images, never digits) (default: from the recipe)")
     system = p.add_argument_group("Output and system")
     system.add_argument("--seed", type=int, metavar="S", help="(default: 0)")
     system.add_argument("--device", metavar="NAME", help="auto, cpu, cuda or mps (default: auto)")

@@ -332,9 +332,9 @@ def resume_run(run_dir, log=print, **changes) -> FitResult:
         raise CnnlabError(f"{run_dir}: its checkpoint's settings ({config.model} on {config.dataset}) disagree "
                           f"with its config.json ({saved.get('model')} on {saved.get('dataset')})")
     given = {k: v for k, v in changes.items() if v is not None}
-    if given.get("epochs", config.epochs) != config.epochs and config.schedule == "onecycle":
-        raise CnnlabError(f"{run_dir}: its one-cycle schedule was planned for {config.epochs} epochs and cannot "
-                          "be extended; train a new run with more --epochs")
+    if given.get("epochs", config.epochs) != config.epochs and config.schedule != "constant":
+        raise CnnlabError(f"{run_dir}: its {config.schedule} schedule was planned for {config.epochs} epochs and "
+                          "cannot be extended; train a new run with more --epochs")
     config = dataclasses.replace(config, **given).validate()
     if is_finished({**checkpoint, "config": dataclasses.asdict(config)}):
         raise CnnlabError(f"{run_dir}: the run already finished its {config.epochs} epochs"
