@@ -8,7 +8,8 @@ import torch.nn.functional as F
 
 from cnnlab.cli import main
 from cnnlab.data.augment import AUGMENTATIONS, random_crop
-from cnnlab.engine.config import RECIPES
+from cnnlab.engine.config import RECIPES, build_config
+from cnnlab.engine.state import build_optimizer, build_scheduler
 from test_reliability import TRAIN, assert_same_run, start_and_wait_for_a_checkpoint
 
 
@@ -43,6 +44,21 @@ def test_digit_recipes_never_flip():
         {"none", "affine"}
     assert RECIPES["cifar"]["augment"] == RECIPES["he-cifar"]["augment"] == "crop-flip"
     assert AUGMENTATIONS["crop"] is random_crop
+
+
+def test_cifar_datasets_default_to_the_cifar_recipe_and_he_cifar_steps_the_rate():
+    assert build_config({"dataset": "cifar10"}).recipe == "cifar" and build_config({}).recipe == "default"
+    assert build_config({"dataset": "cifar100", "recipe": "lecture"}).model == "cnn"  # a named recipe wins
+    config = build_config({"recipe": "he-cifar", "epochs": 4})
+    optimizer = build_optimizer(torch.nn.Linear(2, 2), config)
+    scheduler = build_scheduler(optimizer, config, steps_per_epoch=10)
+    rates = []
+    for _ in range(40):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert rates[0] == rates[19] == 0.1  # divided by 10 at half and at three quarters of the 40 steps
+    assert rates[20] == rates[29] == pytest.approx(0.01) and rates[30] == rates[39] == pytest.approx(0.001)
 
 
 @pytest.mark.slow
