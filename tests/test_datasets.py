@@ -16,6 +16,7 @@ def test_mnist_sample_is_a_stratified_4000_1000_split():
     again = datasets.load_dataset("mnist-sample")
     assert torch.equal(ds.test_images, again.test_images)  # fixed seed
     assert ds.classes == tuple("0123456789")
+    assert (ds.mean, ds.std) == datasets.MNIST_STATS  # a sample of MNIST's training set, normalised as MNIST
 
 
 def test_real_mnist_by_data_dir(mnist_dir):
@@ -23,7 +24,7 @@ def test_real_mnist_by_data_dir(mnist_dir):
     assert ds.train_images.shape == (60000, 1, 28, 28) and len(ds.test_labels) == 10000
     assert torch.bincount(ds.test_labels).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
     # the normalisation constants are computed from the training set: the familiar ones, so results stay as they were
-    assert (ds.mean, ds.std) == (0.1307, 0.3081)
+    assert (ds.mean, ds.std) == datasets.MNIST_STATS == (0.1307, 0.3081)
 
 
 def test_data_dir_from_environment(tmp_path, monkeypatch):

