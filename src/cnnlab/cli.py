@@ -351,7 +351,8 @@ def build_parser() -> _Parser:
     p.add_argument("--top-k", type=int, default=3, metavar="K", help="(default: 3)")
     p.add_argument("--json", action="store_true", help="one JSON object per file")
     p.add_argument("--backend", default="torch", metavar="NAME", help="torch or onnxruntime (default: torch)")
-    p.add_argument("--show-input", metavar="FILE.png", help="save the 28x28 inputs the model sees")
+    p.add_argument("--show-input", metavar="FILE.png", help="save the inputs the model sees (28x28 digits, or the "
+                   "fitted images)")
     p.set_defaults(handler=cmd_predict)
 
     p = sub.add_parser("export", help="export a run to ONNX or TorchScript, verified against PyTorch")
