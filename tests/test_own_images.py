@@ -10,11 +10,13 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
+from cnnlab import CnnlabError
 from cnnlab.cli import main
 from cnnlab.data import datasets, folder
 from cnnlab.data.folder import FolderError, fit_image, load_folder, luma
 from cnnlab.data.idx import DataError
 from cnnlab.engine.run import open_run
+from cnnlab.inference.decode import ImageError
 from cnnlab.inference.predict import Predictor
 from test_predict import bomb_png
 
@@ -204,9 +206,13 @@ def test_trains_predicts_by_class_name_and_exports(shapes, tmp_path, capsys):
     assert info.classes == SHAPES and info.in_channels == 3 and not info.mnist_style and len(info.mean) == 3
     assert main(["evaluate", str(out)]) == 0  # the run finds its folder again, fitted as for training
     assert "| triangle |" in capsys.readouterr().out
-    predictor = Predictor(out)
+    with pytest.raises(CnnlabError, match="only a digit model .* this one takes 3x32x32 images of folder"):
+        Predictor(out)  # as the drawing canvas asks for it
+    predictor = Predictor(out, digits_only=False)
     assert not predictor.digits and predictor.prepare(draw_shape("circle", np.random.default_rng(3))).shape == \
         (3, 32, 32)
+    with pytest.raises(ImageError, match="the model takes 3x32x32 inputs, not 1x28x28"):
+        predictor.top_k(np.zeros((28, 28), dtype=np.uint8), 1)  # a digit made for another run: a clear error
 
     rng = np.random.default_rng(7)  # new drawings, larger than the training images, not square
     for kind in SHAPES:

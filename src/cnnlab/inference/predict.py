@@ -14,7 +14,7 @@ from cnnlab.data.batches import normalise
 from cnnlab.data.folder import fit_image, luma
 from cnnlab.engine.run import open_run
 from cnnlab.files import read_bounded, write_bytes
-from cnnlab.inference.decode import load_image
+from cnnlab.inference.decode import ImageError, load_image
 from cnnlab.inference.export import FORMATS
 from cnnlab.inference.onnx import onnx_session
 from cnnlab.inference.preprocess import preprocess
@@ -36,15 +36,21 @@ def expand_paths(paths) -> list[Path]:
 
 
 class Predictor:
-    """A trained run ready to classify images, with PyTorch eager or onnxruntime."""
+    """A trained run ready to classify images, with PyTorch eager or onnxruntime.
 
-    def __init__(self, run_dir, backend: str = "torch"):
+    `digits_only` (the default) refuses a run that does not take MNIST-style 28x28 digits, for a caller that can
+    only give those (a drawing canvas); with it False any run is taken, and `prepare` makes its inputs."""
+
+    def __init__(self, run_dir, backend: str = "torch", *, digits_only: bool = True):
         if backend not in ("torch", "onnxruntime"):
             raise CnnlabError(f"unknown backend {backend!r}; choose torch or onnxruntime")
         self.run = open_run(run_dir)
         info = self.run.info
         # A digit run's inputs are made the way MNIST was; any other run's the way its training images were.
         self.digits = info.mnist_style and (info.in_channels, info.input_size) == (1, (28, 28))
+        if digits_only and not self.digits:
+            raise CnnlabError(f"{run_dir}: only a digit model (MNIST-style, 1x28x28) is taken here; this one takes "
+                              f"{info.in_channels}x{info.input_size[0]}x{info.input_size[1]} images of {info.name}")
         self.model, self.classes = self.run.model, info.classes
         self.session = None
         if backend == "onnxruntime":
@@ -65,7 +71,13 @@ class Predictor:
     def probabilities(self, inputs: np.ndarray) -> torch.Tensor:
         """(N, C, H, W) uint8, or (N, H, W) for one channel -> (N, classes) probabilities."""
         x = torch.from_numpy(np.ascontiguousarray(inputs))
-        x = normalise(x.unsqueeze(1) if x.dim() == 3 else x, self.run.info.mean, self.run.info.std)
+        x = x.unsqueeze(1) if x.dim() == 3 else x
+        info = self.run.info
+        if x.shape[1:] != (info.in_channels, *info.input_size):
+            shape = lambda dims: "x".join(map(str, dims))
+            raise ImageError(f"the model takes {shape((info.in_channels, *info.input_size))} inputs, not "
+                             f"{shape(x.shape[1:])}: prepare images with Predictor.prepare")
+        x = normalise(x, info.mean, info.std)
         if self.session is not None:
             output = torch.from_numpy(self.session.run(None, {"input": x.numpy()})[0])
         else:
@@ -90,7 +102,7 @@ def predict_files(run_dir, paths, top_k=3, backend="torch", as_json=False, show_
     """Classify every file; print one line (or JSON object) per file; return the exit code."""
     if top_k < 1:
         raise CnnlabError(f"--top-k must be at least 1, got {top_k}")
-    predictor = Predictor(run_dir, backend)
+    predictor = Predictor(run_dir, backend, digits_only=False)
     files = expand_paths(paths)
     if not files:
         raise CnnlabError("no image files given (folders are searched for " + ", ".join(sorted(IMAGE_SUFFIXES)) + ")")
