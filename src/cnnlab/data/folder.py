@@ -115,7 +115,9 @@ class Folder:
         if self.skipped:
             named = "; ".join(f"{name} ({why})" for name, why in self.skipped[:REPORTED_FILES])
             more = f" and {len(self.skipped) - REPORTED_FILES:,} more" if len(self.skipped) > REPORTED_FILES else ""
-            line += f"; skipped {len(self.skipped):,} files that are not readable images: {named}{more}"
+            files = "1 file that is not a readable image" if len(self.skipped) == 1 else \
+                f"{len(self.skipped):,} files that are not readable images"
+            line += f"; skipped {files}: {named}{more}"
         return line
 
 
