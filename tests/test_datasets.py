@@ -16,15 +16,15 @@ def test_mnist_sample_is_a_stratified_4000_1000_split():
     again = datasets.load_dataset("mnist-sample")
     assert torch.equal(ds.test_images, again.test_images)  # fixed seed
     assert ds.classes == tuple("0123456789")
+    assert (ds.mean, ds.std) == datasets.MNIST_STATS  # a sample of MNIST's training set, normalised as MNIST
 
 
 def test_real_mnist_by_data_dir(mnist_dir):
     ds = datasets.load_dataset("mnist", mnist_dir)
     assert ds.train_images.shape == (60000, 1, 28, 28) and len(ds.test_labels) == 10000
     assert torch.bincount(ds.test_labels).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
-    # the normalisation constants are the training set's
-    pixels = ds.train_images.float() / 255
-    assert abs(pixels.mean().item() - ds.mean) < 1e-4 and abs(pixels.std().item() - ds.std) < 1e-4
+    # the normalisation constants are computed from the training set: the familiar ones, so results stay as they were
+    assert (ds.mean, ds.std) == datasets.MNIST_STATS == (0.1307, 0.3081)
 
 
 def test_data_dir_from_environment(tmp_path, monkeypatch):
@@ -80,3 +80,33 @@ def test_normalise_matches_the_textbook_formula():
     x = torch.randint(0, 256, (5, 1, 28, 28), dtype=torch.uint8)
     expected = (x.float() / 255 - 0.1307) / 0.3081
     assert torch.allclose(normalise(x, 0.1307, 0.3081), expected, atol=1e-5)
+
+
+def test_dataset_info_reads_old_checkpoints_and_round_trips_colour():
+    old = {"name": "mnist", "classes": list("0123456789"), "mean": 0.1307, "std": 0.3081, "in_channels": 1,
+           "input_size": [28, 28]}  # as checkpoints before colour datasets hold it
+    info = datasets.DatasetInfo.from_dict(old)
+    assert (info.mean, info.std, info.mnist_style) == (0.1307, 0.3081, True)
+    assert datasets.DatasetInfo.from_dict(info.to_dict()) == info
+    colour = datasets.DatasetInfo("folder", ("a", "b"), (0.1, 0.2, 0.3), (0.4, 0.5, 0.6), 3, (32, 32), False)
+    assert colour.to_dict()["mean"] == [0.1, 0.2, 0.3] and datasets.DatasetInfo.from_dict(colour.to_dict()) == colour
+    with pytest.raises(DataError, match="2 mean values for 3 channels"):
+        datasets.DatasetInfo.from_dict({**colour.to_dict(), "mean": [0.1, 0.2]})
+
+
+def test_normalise_per_channel_and_bit_for_bit_as_before_with_one_number():
+    x = torch.randint(0, 256, (5, 3, 4, 4), dtype=torch.uint8)
+    mean, std = (0.1, 0.5, 0.9), (0.2, 0.3, 0.4)
+    expected = torch.stack([(x[:, c].float() / 255 - mean[c]) / std[c] for c in range(3)], 1)
+    assert torch.allclose(normalise(x, mean, std), expected, atol=1e-5)
+    grey = x[:, :1]
+    assert torch.equal(normalise(grey, 0.1307, 0.3081), (grey.float() - 255.0 * 0.1307) * (1.0 / (255.0 * 0.3081)))
+
+
+def test_pixel_stats_are_exact_per_channel():
+    x = torch.randint(0, 256, (50, 3, 8, 8), dtype=torch.uint8)
+    mean, std = datasets.pixel_stats(x)
+    pixels = x.double() / 255
+    assert mean == tuple(round(pixels[:, c].mean().item(), 4) for c in range(3))
+    assert std == tuple(round(pixels[:, c].std(unbiased=False).item(), 4) for c in range(3))
+    assert datasets.pixel_stats(torch.zeros(2, 1, 3, 3, dtype=torch.uint8)) == (0.0, round(1 / 255, 4))  # blank

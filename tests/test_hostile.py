@@ -69,6 +69,20 @@ def toml(tmp_path):
     (["viz", "/nonexistent", "--what", "curves"], "does not exist"),
     (["export", "/nonexistent"], "no checkpoint at"),
     (["predict", "/nonexistent", "x.png"], "no checkpoint at"),
+    (["train", "--dataset", "folder"], "--dataset folder needs --data-dir DIR"),
+    (["train", "--dataset", "folder", "--data-dir", "/nonexistent"], "data folder /nonexistent does not exist"),
+    (["train", "--dataset", "folder", "--data-dir", "/tmp", "--image-size", "0x5"], "--image-size must be HxW"),
+    (["train", "--dataset", "folder", "--data-dir", "/tmp", "--image-size", "32x32x3"], "--image-size must be HxW"),
+    (["train", "--dataset", "folder", "--data-dir", "/tmp", "--image-size", "99999"], "--image-size must be HxW"),
+    (["train", "--dataset", "folder", "--data-dir", "/tmp", "--test-split", "1.5"], "--test-split must be a fraction"),
+    (["train", "--dataset", "folder", "--data-dir", "/tmp", "--test-split", "nan"], "--test-split must be a fraction"),
+    (["train", "--channels", "2"], "--channels: expected 1, 3 or auto, got '2'"),
+    (["train", "--image-size", "32x32"], "are for --dataset folder"),
+    (["train", "--dataset", "cifar10"], "cifar10 is not in"),
+    (["train", "--dataset", "cifar10", "--data-dir", "/nonexistent"], "data directory /nonexistent does not exist"),
+    (["train", "--dataset", "cifar10", "--data-dir", "/tmp"], "lacks the cifar10 binary files"),
+    (["train", "--augment", "flip"], "unknown augmentation 'flip'"),
+    (["train", "--schedule", "steps"], "unknown schedule 'steps'"),
 ])
 def test_bad_arguments(argv, message, capsys):
     assert_one_line_error(*run_cli(argv, capsys), message)

@@ -2,6 +2,10 @@ import pytest
 import torch
 
 from cnnlab import CnnlabError
+from cnnlab.data.datasets import ImageDataset, pixel_stats
+from cnnlab.engine.config import build_config
+from cnnlab.engine.fit import fit
+from cnnlab.engine.run import open_run
 from cnnlab.models import count_flops, count_parameters, create_model, list_models
 
 
@@ -52,3 +56,26 @@ def test_state_dict_round_trip(name):
 def test_unknown_model_suggests_close_names():
     with pytest.raises(CnnlabError, match="did you mean cnn"):
         create_model("cnnn")
+
+
+@pytest.fixture(scope="module")
+def colour_images():
+    """CIFAR-shaped data: 3x32x32, 10 classes, each class a colour plus noise."""
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.arange(48) % 10
+    colours = torch.rand(10, 3, 1, 1, generator=generator) * 200
+    images = (colours[labels] + torch.rand(48, 3, 32, 32, generator=generator) * 55).to(torch.uint8)
+    return ImageDataset("colours", tuple("abcdefghij"), *pixel_stats(images[:32]), images[:32], labels[:32],
+                        images[32:], labels[32:], mnist_style=False)
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_model_trains_on_cifar_shaped_data(name, colour_images, tmp_path):
+    """Through the engine as `cnnlab train` runs it: per-channel normalisation, crops and flips, a checkpoint."""
+    config = build_config({"model": name, "epochs": 1, "batch_size": 16, "augment": "crop-flip", "threads": 1,
+                           "progress": False, "out": str(tmp_path / "run")})
+    result = fit(config, log=lambda line: None, dataset=colour_images)
+    assert all(torch.isfinite(torch.tensor(row["train_loss"])) for row in result.history)
+    run = open_run(result.run_dir)
+    assert (run.info.in_channels, run.info.input_size, run.info.num_classes) == (3, (32, 32), 10)
+    assert run.model(torch.zeros(2, 3, 32, 32)).shape == (2, 10)

@@ -50,10 +50,13 @@ def _shape(text: str) -> tuple[int, int, int]:
 
 def _data_options() -> argparse.ArgumentParser:
     parent = argparse.ArgumentParser(add_help=False)
-    parent.add_argument("--dataset", metavar="NAME", help="mnist, fashion-mnist, kmnist or mnist-sample "
-                        "(default: mnist when found or downloadable, else mnist-sample)")
-    parent.add_argument("--data-dir", metavar="DIR", help="folder holding the dataset's IDX files (default: "
-                        "$CNNLAB_DATA_DIR, then the cache ~/.cache/cnnlab/<dataset>, then download)")
+    parent.add_argument("--dataset", metavar="NAME", help="mnist, fashion-mnist, kmnist, mnist-sample, cifar10, "
+                        "cifar100, or folder: your own images in --data-dir (default: mnist when found or "
+                        "downloadable, else mnist-sample)")
+    parent.add_argument("--data-dir", metavar="DIR", help="folder holding the dataset's files: IDX files, CIFAR's "
+                        "binary files, or for --dataset folder the images as DIR/<class>/* or DIR/train/<class>/* "
+                        "and DIR/test/<class>/* (default: $CNNLAB_DATA_DIR for IDX files, then the cache "
+                        "~/.cache/cnnlab/<dataset>, then download)")
     return parent
 
 
@@ -69,8 +72,20 @@ def _sweep_options(out: str) -> argparse.ArgumentParser:
     return parent
 
 
+def _channels(text: str) -> int | None:
+    if text not in ("1", "3", "auto"):
+        raise argparse.ArgumentTypeError(f"expected 1, 3 or auto, got {text!r}")
+    return None if text == "auto" else int(text)
+
+
 def _train_args(p):
     data = p.add_argument_group("Data")
+    data.add_argument("--image-size", metavar="HxW", help="--dataset folder: scale each image, aspect ratio kept, "
+                      "to cover HxW, then centre-crop it to HxW (default: 32x32)")
+    data.add_argument("--channels", type=_channels, metavar="C", help="--dataset folder: 1 (grey), 3 (colour) or "
+                      "auto: 1 when every image is grey (default: auto)")
+    data.add_argument("--test-split", type=float, metavar="F", help="--dataset folder without train/ and test/: "
+                      "hold out this share of each class as the test set (default: 0.2)")
     data.add_argument("--train-subset", type=int, metavar="K", help="train on K training images (seeded subset)")
     data.add_argument("--val-split", type=int, metavar="N", help="hold out N training images (stratified) to choose "
                       "the best epoch and stop early; the test set is then only reported (default: 0, none)")
@@ -79,7 +94,7 @@ def _train_args(p):
     model.add_argument("--width", type=int, metavar="W", help="base width for families that have one")
     opt = p.add_argument_group("Optimization")
     opt.add_argument("--recipe", metavar="NAME", help="named defaults: " + "; ".join(map(describe_recipe, RECIPES))
-                     + " (default: default)")
+                     + " (default: cifar for cifar10 and cifar100, else default)")
     opt.add_argument("--epochs", type=int, metavar="N", help="(default: from the recipe)")
     opt.add_argument("--patience", type=int, metavar="E", help="with --val-split: stop after E epochs without a "
                      "better validation accuracy (default: never)")
@@ -90,13 +105,15 @@ def _train_args(p):
     opt.add_argument("--momentum", type=float, metavar="M", help="SGD momentum, with --schedule constant "
                      "(default: from the recipe)")
     opt.add_argument("--weight-decay", type=float, metavar="WD", help="(default: 0)")
-    opt.add_argument("--schedule", metavar="NAME", help="constant or onecycle (default: from the recipe)")
+    opt.add_argument("--schedule", metavar="NAME", help="constant, onecycle, or step (the rate /10 at half and "
+                     "three quarters of training, as He et al.) (default: from the recipe)")
     opt.add_argument("--label-smoothing", type=float, metavar="EPS", help="(default: 0)")
     opt.add_argument("--ema", type=float, metavar="DECAY", help="evaluate and save an exponential moving average of the "
                      "weights, e.g. 0.999 (default: from the recipe; 0 = off)")
     aug = p.add_argument_group("Augmentation")
-    aug.add_argument("--augment", metavar="NAME", help="none, affine (batched random rotation, scale, shift) or "
-                     "another name from data/augment.py (default: from the recipe)")
+    aug.add_argument("--augment", metavar="NAME", help="none, affine (batched random rotation, scale, shift: "
+                     "digits), crop (random crops of the image padded by 1/8 of its side), crop-flip (and "
+                     "horizontal flips: natural images, never digits) (default: from the recipe)")
     system = p.add_argument_group("Output and system")
     system.add_argument("--seed", type=int, metavar="S", help="(default: 0)")
     system.add_argument("--device", metavar="NAME", help="auto, cpu, cuda or mps (default: auto)")
@@ -334,7 +351,8 @@ def build_parser() -> _Parser:
     p.add_argument("--top-k", type=int, default=3, metavar="K", help="(default: 3)")
     p.add_argument("--json", action="store_true", help="one JSON object per file")
     p.add_argument("--backend", default="torch", metavar="NAME", help="torch or onnxruntime (default: torch)")
-    p.add_argument("--show-input", metavar="FILE.png", help="save the 28x28 inputs the model sees")
+    p.add_argument("--show-input", metavar="FILE.png", help="save the inputs the model sees (28x28 digits, or the "
+                   "fitted images)")
     p.set_defaults(handler=cmd_predict)
 
     p = sub.add_parser("export", help="export a run to ONNX or TorchScript, verified against PyTorch")

@@ -2,13 +2,32 @@
 
 No DataLoader and no per-sample Python: one `randperm` per epoch, seeded by (seed, epoch) so that
 every epoch's order can be recomputed exactly (for resume, and for every DDP rank alike).
+
+A dataset's `mean` and `std` are of its training pixels scaled to [0, 1]: one number per channel (a
+tuple), or a single number for all channels (what checkpoints from before colour datasets hold).
 """
 import torch
 
 
-def normalise(images: torch.Tensor, mean: float, std: float) -> torch.Tensor:
-    """uint8 pixels -> float32 with the dataset's mean 0 and std 1."""
-    return (images.float() - 255.0 * mean) * (1.0 / (255.0 * std))
+def channel_affine(mean, std, scale: float, device="cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """(scale * mean, 1 / (scale * std)) as float32 tensors of shape (C, 1, 1) that broadcast over (N, C, H, W).
+
+    Computed in float64 and rounded once, so a single number gives bit for bit what Python floats gave."""
+    mean = torch.tensor(mean, dtype=torch.float64).reshape(-1, 1, 1)
+    std = torch.tensor(std, dtype=torch.float64).reshape(-1, 1, 1)
+    return (scale * mean).float().to(device), (1 / (scale * std)).float().to(device)
+
+
+def normalise(images: torch.Tensor, mean, std) -> torch.Tensor:
+    """uint8 pixels -> float32 with the dataset's mean 0 and std 1 (per channel)."""
+    shift, factor = channel_affine(mean, std, 255.0, images.device)
+    return (images.float() - shift) * factor
+
+
+def normalised_black(mean, std) -> torch.Tensor:
+    """What a black pixel becomes once normalised, per channel, shaped (1, C, 1, 1): what padding brings in."""
+    mean, std = torch.tensor(mean, dtype=torch.float64), torch.tensor(std, dtype=torch.float64)
+    return (-mean / std).float().reshape(1, -1, 1, 1)
 
 
 def mixed_seed(seed: int, epoch: int, step: int | None = None) -> int:
@@ -23,7 +42,7 @@ def epoch_order(n: int, seed: int, epoch: int, device="cpu") -> torch.Tensor:
     return torch.randperm(n, generator=generator).to(device)
 
 
-def iterate_batches(images, labels, batch_size: int, mean: float, std: float, order=None, rank=0, world=1,
+def iterate_batches(images, labels, batch_size: int, mean, std, order=None, rank=0, world=1,
                     augment=None, memory_format=torch.contiguous_format):
     """Yield (normalised images, labels) batches, in `order` when given; the last batch may be short.
 
@@ -32,6 +51,8 @@ def iterate_batches(images, labels, batch_size: int, mean: float, std: float, or
     the same number of steps. `augment(pixels, step)` transforms each batch of [0, 1] floats before
     normalisation. Batches come in `memory_format` (channels_last is faster on CPU)."""
     n = len(order) if order is not None else len(labels)
+    # The constants go to the device once, not once a batch.
+    shift, factor = channel_affine(mean, std, 255.0 if augment is None else 1.0, images.device)
     for step, start in enumerate(range(0, n, batch_size)):
         index = order[start:start + batch_size] if order is not None else slice(start, start + batch_size)
         if world > 1:
@@ -39,9 +60,9 @@ def iterate_batches(images, labels, batch_size: int, mean: float, std: float, or
                 break
             index = index[rank::world]
         if augment is None:
-            batch = normalise(images[index], mean, std)
+            batch = (images[index].float() - shift) * factor
         else:
-            batch = (augment(images[index].float() * (1 / 255), step) - mean) * (1 / std)
+            batch = (augment(images[index].float() * (1 / 255), step) - shift) * factor
         yield batch.contiguous(memory_format=memory_format), labels[index]
 
 

@@ -1,19 +1,27 @@
 """Fetch a file from a list of mirrors, verify its checksum, and only then move it into place.
 
 A file is written to a temp file in the destination folder and renamed after its md5 matches, so
-the cache never holds a partial or corrupt file, whatever fails and whenever.
+the cache never holds a partial or corrupt file, whatever fails and whenever. A response is read up to
+a size limit only: a mirror that sends more is refused, never held in memory whole.
 """
 import gzip
 import hashlib
 import os
-import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 from cnnlab.data.idx import DataError
+from cnnlab.files import write_bytes
 
 TIMEOUT_S = 30
+MAX_DOWNLOAD_BYTES = 256 << 20  # the largest file cnnlab fetches, CIFAR-10's archive, is 170 MB
+
+
+def cache_dir(name: str) -> Path:
+    """Where dataset `name` is kept: $XDG_CACHE_HOME/cnnlab/<name>, by default ~/.cache/cnnlab/<name>."""
+    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(root) / "cnnlab" / name
 
 
 def _md5_matches(data: bytes, md5s: tuple[str, ...]) -> bool:
@@ -31,33 +39,27 @@ def _md5_matches(data: bytes, md5s: tuple[str, ...]) -> bool:
     return False
 
 
-def download(filename: str, mirrors: list[str], md5s: tuple[str, ...], dest_dir: Path) -> Path:
-    """Download `filename` from the first mirror that serves a verified copy into `dest_dir`."""
+def download(filename: str, mirrors: list[str], md5s: tuple[str, ...], dest_dir: Path,
+             max_bytes: int = MAX_DOWNLOAD_BYTES) -> Path:
+    """Download `filename` from the first mirror that serves a verified copy of at most `max_bytes` into `dest_dir`."""
     dest_dir.mkdir(parents=True, exist_ok=True)
     failures = []
     for mirror in mirrors:
         url = mirror.rstrip("/") + "/" + filename
         try:
             with urllib.request.urlopen(url, timeout=TIMEOUT_S) as response:
-                data = response.read()
+                data = response.read(max_bytes + 1)
         except urllib.error.HTTPError as e:
             failures.append(f"{url}: HTTP {e.code} {e.reason}")
             continue
         except (urllib.error.URLError, OSError) as e:
             failures.append(f"{url}: {getattr(e, 'reason', e)}")
             continue
+        if len(data) > max_bytes:
+            failures.append(f"{url}: more than the {max_bytes:,} bytes expected")
+            continue
         if not _md5_matches(data, md5s):
             failures.append(f"{url}: checksum mismatch")
             continue
-        fd, tmp = tempfile.mkstemp(dir=dest_dir, prefix=f".{filename}.", suffix=".part")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, dest_dir / filename)
-        except BaseException:
-            os.unlink(tmp)
-            raise
-        return dest_dir / filename
+        return write_bytes(dest_dir / filename, data)
     raise DataError(f"could not download {filename}: " + "; ".join(failures))

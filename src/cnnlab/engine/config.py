@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from cnnlab import CnnlabError
 from cnnlab.data.augment import AUGMENTATIONS
+from cnnlab.data.folder import parse_image_size
 from cnnlab.files import read_bounded
 from cnnlab.models import list_models
 
@@ -30,17 +31,34 @@ RECIPES = {
     # He et al.'s CIFAR recipe at a CPU budget, for the depth experiment (cnnlab depth).
     "depth": dict(optimizer="sgd", lr=0.1, momentum=0.9, batch_size=128, epochs=3, schedule="constant",
                   weight_decay=0.0, label_smoothing=0.0),
+    # Natural images at 32x32 (CIFAR-10, photo folders): resnet-20, SGD one-cycle with weight decay, random
+    # crops of the image padded by 4 px and horizontal flips (He et al.'s augmentation) in 30 epochs.
+    "cifar": dict(model="resnet-20", optimizer="sgd", lr=0.1, batch_size=128, epochs=30, schedule="onecycle",
+                  weight_decay=5e-4, label_smoothing=0.0, augment="crop-flip"),
+    # He et al. 2015, section 4.2, as printed: SGD 0.1, momentum 0.9, weight decay 1e-4, batch 128, the rate
+    # divided by 10 at 32k and 48k of 64k iterations (the step schedule: at half and three quarters), crops
+    # and flips; 164 epochs of CIFAR-10's 50,000 images are their 64k iterations. Meant for a GPU.
+    "he-cifar": dict(optimizer="sgd", lr=0.1, momentum=0.9, batch_size=128, epochs=164, schedule="step",
+                     weight_decay=1e-4, label_smoothing=0.0, augment="crop-flip"),
 }
+# What a recipe is expected to reach, and whether that was measured here (shown in the --recipe help).
+EXPECTED = {
+    "cifar": "about 90% on CIFAR-10 expected, unmeasured",
+    "he-cifar": "He et al. report 91.25% (resnet-20) to 93.57% (resnet-110) on CIFAR-10; unmeasured here",
+}
+# The recipe a dataset trains with when none is named.
+DATASET_RECIPES = {"cifar10": "cifar", "cifar100": "cifar"}
 
 
 def describe_recipe(name: str) -> str:
     """A recipe's settings in a few words, for help texts (generated, so it cannot drift from RECIPES)."""
     r = RECIPES[name]
     parts = [r["model"]] if "model" in r else []
-    parts.append(f"{r['optimizer']} {r['lr']:g}" + (f"/{r['momentum']:g}" if r["optimizer"] == "sgd" else ""))
+    parts.append(f"{r['optimizer']} {r['lr']:g}" + (f"/{r['momentum']:g}" if "momentum" in r else ""))
     parts += [r["schedule"], f"batch {r['batch_size']}", f"{r['epochs']} epochs"]
     parts += [f"{r['augment']} augmentation"] if r.get("augment", "none") != "none" else []
     parts += [f"EMA {r['ema']:g}"] if r.get("ema") else []
+    parts += [EXPECTED[name]] if name in EXPECTED else []
     return f"{name} ({', '.join(parts)})"
 
 
@@ -55,10 +73,13 @@ class TrainConfig:
     model: str = "cnn"
     dataset: str | None = None      # None: mnist when found or downloadable, else mnist-sample
     data_dir: str | None = None
+    image_size: str | None = None   # --dataset folder: "HxW" every image is fitted to; None: 32x32
+    channels: int | None = None     # --dataset folder: 1 or 3; None: 1 when every image is grey, else 3
+    test_split: float | None = None  # --dataset folder without train/ and test/: share of each class tested; None: 0.2
     train_subset: int | None = None  # train on this many training images (a seeded, fixed subset)
     val_split: int = 0              # hold out this many training images (stratified, seeded) to select the epoch
     patience: int | None = None     # with val_split: stop after this many epochs without a better validation accuracy
-    recipe: str = "default"         # see RECIPES
+    recipe: str = "default"         # see RECIPES (default: the dataset's in DATASET_RECIPES, else "default")
     epochs: int = 3
     batch_size: int = 128
     test_batch_size: int = 1000
@@ -66,7 +87,7 @@ class TrainConfig:
     lr: float = 0.004
     momentum: float = 0.9           # sgd with a constant schedule only (one-cycle cycles momentum itself)
     weight_decay: float = 0.0
-    schedule: str = "onecycle"      # constant or onecycle (per step)
+    schedule: str = "onecycle"      # constant, onecycle, or step (/10 at half and three quarters); set per step
     label_smoothing: float = 0.0
     augment: str = "none"           # a name in data.augment.AUGMENTATIONS
     ema: float = 0.0                # evaluate and save an exponential moving average of the weights (decay); 0: off
@@ -102,7 +123,8 @@ class TrainConfig:
             (between(self.seed, 0, MAX_SEED), f"--seed must be between 0 and {MAX_SEED:,}, got {self.seed}"),
             (self.augment in AUGMENTATIONS, f"unknown augmentation {self.augment!r}; choose from {', '.join(AUGMENTATIONS)}"),
             (self.optimizer in ("sgd", "adam", "adamw"), f"unknown optimizer {self.optimizer!r}; choose sgd, adam or adamw"),
-            (self.schedule in ("constant", "onecycle"), f"unknown schedule {self.schedule!r}; choose constant or onecycle"),
+            (self.schedule in ("constant", "onecycle", "step"),
+             f"unknown schedule {self.schedule!r}; choose constant, onecycle or step"),
             (self.precision in ("auto", "fp32", "bf16"), f"unknown precision {self.precision!r}; choose auto, fp32 or bf16"),
             (self.device in ("auto", "cpu", "cuda", "mps"), f"unknown device {self.device!r}; choose auto, cpu, cuda or mps"),
             (between(self.threads, 1, 1024), f"--threads must be between 1 and 1024, got {self.threads}"),
@@ -114,10 +136,20 @@ class TrainConfig:
             (between(self.patience, 1, 10**6), f"--patience must be at least 1, got {self.patience}"),
             (self.patience is None or self.val_split > 0,
              "--patience stops on validation accuracy: give --val-split N too (the test set never selects)"),
+            (self.channels in (None, 1, 3), f"--channels must be 1, 3 or auto, got {self.channels}"),
+            (self.test_split is None or 0 < self.test_split < 1,
+             f"--test-split must be a fraction between 0 and 1 such as 0.2, got {self.test_split}"),
+            (self.dataset == "folder" or (self.image_size, self.channels, self.test_split) == (None, None, None),
+             "--image-size, --channels and --test-split are for --dataset folder (other datasets come in one size)"),
+            (self.dataset != "folder" or self.data_dir,
+             "--dataset folder needs --data-dir DIR: DIR/<class>/<images>, "
+             "or DIR/train/<class>/ and DIR/test/<class>/"),
         ]
         for ok, message in checks:
             if not ok:
                 raise CnnlabError(message)
+        if self.image_size is not None:
+            parse_image_size(self.image_size)
         return self
 
 
@@ -183,7 +215,8 @@ def build_config(flags: dict, config_file: str | None = None) -> TrainConfig:
     file_values = _read_config_file(config_file) if config_file else {}
     given = {k: v for k, v in flags.items() if v is not None}
     _check_keys(given, "flags")
-    recipe = given.get("recipe", file_values.get("recipe", "default"))
+    dataset = given.get("dataset", file_values.get("dataset"))
+    recipe = given.get("recipe", file_values.get("recipe", DATASET_RECIPES.get(dataset, "default")))
     if recipe not in RECIPES:
         raise CnnlabError(f"unknown recipe {recipe!r}; choose from {', '.join(RECIPES)}")
     chosen = {k: float(v) if float in typing.get_args(_TYPES[k]) + (_TYPES[k],) and isinstance(v, int) else v

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from cnnlab.data.augment import one_pixel_shifts
-from cnnlab.data.batches import iterate_batches
+from cnnlab.data.batches import iterate_batches, normalised_black
 from cnnlab.engine.distributed import DistContext
 from cnnlab.engine.metrics import confusion_matrix
 
@@ -24,7 +24,7 @@ class Evaluation:
         return 100.0 * self.correct / max(self.total, 1)
 
 
-def _log_probabilities(model, x, tta: bool, background: float, memory_format) -> torch.Tensor:
+def _log_probabilities(model, x, tta: bool, background, memory_format) -> torch.Tensor:
     if not tta:
         return model(x)
     # The log of the mean probability: cross_entropy's log_softmax leaves it as it is.
@@ -45,9 +45,10 @@ def evaluate(model, images, labels, *, mean, std, num_classes: int, batch_size: 
     images, labels = images[dist.rank::dist.world], labels[dist.rank::dist.world]
     loss_sum = torch.zeros((), dtype=torch.float64, device=labels.device)
     predictions = []
+    background = normalised_black(mean, std).to(labels.device)  # black, what the shifts bring in
     for x, y in iterate_batches(images, labels, batch_size, mean, std, memory_format=memory_format):
         with torch.autocast(x.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            output = _log_probabilities(model, x, tta, -mean / std, memory_format).float()
+            output = _log_probabilities(model, x, tta, background, memory_format).float()
         loss_sum += F.cross_entropy(output, y, reduction="sum")
         predictions.append(output.argmax(1))
     predictions = torch.cat(predictions) if predictions else labels.new_zeros(0)

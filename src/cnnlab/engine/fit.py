@@ -77,7 +77,8 @@ class StopOnSignal:
 def prepare_data(config: TrainConfig, dataset: ImageDataset | None, log) -> ImageDataset:
     """The run's dataset, checked, with its validation split held out, then subset."""
     if dataset is None:
-        dataset, notice = load_training_dataset(config.dataset, config.data_dir)
+        dataset, notice = load_training_dataset(config.dataset, config.data_dir, image_size=config.image_size,
+                                                channels=config.channels, test_split=config.test_split)
         if notice:
             log(notice)
     dataset.check_trainable()
@@ -331,9 +332,9 @@ def resume_run(run_dir, log=print, **changes) -> FitResult:
         raise CnnlabError(f"{run_dir}: its checkpoint's settings ({config.model} on {config.dataset}) disagree "
                           f"with its config.json ({saved.get('model')} on {saved.get('dataset')})")
     given = {k: v for k, v in changes.items() if v is not None}
-    if given.get("epochs", config.epochs) != config.epochs and config.schedule == "onecycle":
-        raise CnnlabError(f"{run_dir}: its one-cycle schedule was planned for {config.epochs} epochs and cannot "
-                          "be extended; train a new run with more --epochs")
+    if given.get("epochs", config.epochs) != config.epochs and config.schedule != "constant":
+        raise CnnlabError(f"{run_dir}: its {config.schedule} schedule was planned for {config.epochs} epochs and "
+                          "cannot be extended; train a new run with more --epochs")
     config = dataclasses.replace(config, **given).validate()
     if is_finished({**checkpoint, "config": dataclasses.asdict(config)}):
         raise CnnlabError(f"{run_dir}: the run already finished its {config.epochs} epochs"

@@ -62,8 +62,11 @@ class SavedRun:
         """The run's own dataset (from where it was trained, when that still exists), or another of the
         same shape and classes."""
         own = name in (None, self.info.name)
+        # A folder of images is fitted to the model's input, as it was for training.
+        folder = dict(image_size="x".join(map(str, self.info.input_size)), channels=self.info.in_channels,
+                      test_split=self.config.get("test_split") if own else None)
         dataset = load_dataset(self.info.name if own else name, self.data_dir(data_dir) if own else data_dir,
-                               allow_download=allow_download)
+                               allow_download=allow_download, **folder)
         if (dataset.in_channels, dataset.input_size, dataset.num_classes) != \
                 (self.info.in_channels, self.info.input_size, self.info.num_classes):
             raise CnnlabError(f"dataset {dataset.name} ({dataset.in_channels}x{dataset.input_size[0]}x"

@@ -24,6 +24,9 @@ def build_optimizer(model, config: TrainConfig) -> torch.optim.Optimizer:
 def build_scheduler(optimizer, config: TrainConfig, steps_per_epoch: int):
     if config.schedule == "constant":
         return None
+    if config.schedule == "step":  # He et al.: the rate divided by 10 at half and at three quarters of training
+        steps = config.epochs * steps_per_epoch
+        return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=[steps // 2, steps * 3 // 4], gamma=0.1)
     return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, epochs=config.epochs,
                                                steps_per_epoch=steps_per_epoch)
 

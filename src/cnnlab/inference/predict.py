@@ -1,5 +1,6 @@
-"""`cnnlab predict`: classify image files with a trained run, each read bounded and preprocessed
-MNIST-style (`preprocess.py`); a bad file is a per-file error, never a crash."""
+"""`cnnlab predict`: classify image files with a trained run, each read bounded and prepared as the run's
+training images were (`Predictor.prepare`): MNIST-style (`preprocess.py`) for a digit run, fitted to the
+input size (`data/folder.py`) for a run on colour or own images; a bad file is a per-file error, never a crash."""
 import io
 import json
 from pathlib import Path
@@ -10,9 +11,10 @@ from PIL import Image
 
 from cnnlab import CnnlabError
 from cnnlab.data.batches import normalise
+from cnnlab.data.folder import fit_image, luma
 from cnnlab.engine.run import open_run
 from cnnlab.files import read_bounded, write_bytes
-from cnnlab.inference.decode import load_image
+from cnnlab.inference.decode import ImageError, load_image
 from cnnlab.inference.export import FORMATS
 from cnnlab.inference.onnx import onnx_session
 from cnnlab.inference.preprocess import preprocess
@@ -34,16 +36,21 @@ def expand_paths(paths) -> list[Path]:
 
 
 class Predictor:
-    """A trained run ready to classify 28x28 inputs, with PyTorch eager or onnxruntime."""
+    """A trained run ready to classify images, with PyTorch eager or onnxruntime.
 
-    def __init__(self, run_dir, backend: str = "torch"):
+    `digits_only` (the default) refuses a run that does not take MNIST-style 28x28 digits, for a caller that can
+    only give those (a drawing canvas); with it False any run is taken, and `prepare` makes its inputs."""
+
+    def __init__(self, run_dir, backend: str = "torch", *, digits_only: bool = True):
         if backend not in ("torch", "onnxruntime"):
             raise CnnlabError(f"unknown backend {backend!r}; choose torch or onnxruntime")
         self.run = open_run(run_dir)
         info = self.run.info
-        if (info.in_channels, info.input_size) != (1, (28, 28)):
-            raise CnnlabError(f"{run_dir}: predict needs a model of 1x28x28 input, this one takes "
-                              f"{info.in_channels}x{info.input_size[0]}x{info.input_size[1]}")
+        # A digit run's inputs are made the way MNIST was; any other run's the way its training images were.
+        self.digits = info.mnist_style and (info.in_channels, info.input_size) == (1, (28, 28))
+        if digits_only and not self.digits:
+            raise CnnlabError(f"{run_dir}: only a digit model (MNIST-style, 1x28x28) is taken here; this one takes "
+                              f"{info.in_channels}x{info.input_size[0]}x{info.input_size[1]} images of {info.name}")
         self.model, self.classes = self.run.model, info.classes
         self.session = None
         if backend == "onnxruntime":
@@ -52,9 +59,25 @@ class Predictor:
                 raise CnnlabError(f"{path} not found: run `cnnlab export {run_dir} --format onnx` first")
             self.session = onnx_session(path)
 
-    def probabilities(self, digits: np.ndarray) -> torch.Tensor:
-        """(N, 28, 28) uint8 -> (N, classes) probabilities."""
-        x = normalise(torch.from_numpy(np.ascontiguousarray(digits)).unsqueeze(1), self.run.info.mean, self.run.info.std)
+    def prepare(self, image: Image.Image, name: str = "image") -> np.ndarray:
+        """A decoded image -> the model's input, (C, H, W) uint8: for a digit run, MNIST-style preprocessing
+        (an ImageError when no ink is found); else scaled, aspect ratio kept, to cover the input size and
+        centre-cropped, exactly as the training images were (data/folder.py fit_image), grey when the run is."""
+        if self.digits:
+            return preprocess(image, name)[None]
+        fitted = fit_image(image, self.run.info.input_size)
+        return luma(fitted) if self.run.info.in_channels == 1 else fitted
+
+    def probabilities(self, inputs: np.ndarray) -> torch.Tensor:
+        """(N, C, H, W) uint8, or (N, H, W) for one channel -> (N, classes) probabilities."""
+        x = torch.from_numpy(np.ascontiguousarray(inputs))
+        x = x.unsqueeze(1) if x.dim() == 3 else x
+        info = self.run.info
+        if x.shape[1:] != (info.in_channels, *info.input_size):
+            shape = lambda dims: "x".join(map(str, dims))
+            raise ImageError(f"the model takes {shape((info.in_channels, *info.input_size))} inputs, not "
+                             f"{shape(x.shape[1:])}: prepare images with Predictor.prepare")
+        x = normalise(x, info.mean, info.std)
         if self.session is not None:
             output = torch.from_numpy(self.session.run(None, {"input": x.numpy()})[0])
         else:
@@ -62,8 +85,9 @@ class Predictor:
                 output = self.model(x)
         return output.float().softmax(1)  # softmax of log-probabilities is the same softmax
 
-    def top_k(self, digit: np.ndarray, k: int) -> list[dict]:
-        probabilities = self.probabilities(digit[None])[0]
+    def top_k(self, prepared: np.ndarray, k: int) -> list[dict]:
+        """The k most probable classes of one input, (C, H, W) from `prepare`, or (H, W) for one channel."""
+        probabilities = self.probabilities(prepared[None])[0]
         values, indices = probabilities.topk(min(k, len(self.classes)))
         return [{"class": self.classes[i], "index": i, "probability": round(p, 6)}
                 for p, i in zip(values.tolist(), indices.tolist())]
@@ -78,17 +102,17 @@ def predict_files(run_dir, paths, top_k=3, backend="torch", as_json=False, show_
     """Classify every file; print one line (or JSON object) per file; return the exit code."""
     if top_k < 1:
         raise CnnlabError(f"--top-k must be at least 1, got {top_k}")
-    predictor = Predictor(run_dir, backend)
+    predictor = Predictor(run_dir, backend, digits_only=False)
     files = expand_paths(paths)
     if not files:
         raise CnnlabError("no image files given (folders are searched for " + ", ".join(sorted(IMAGE_SUFFIXES)) + ")")
     failures, shown = 0, []
     for path in files:
         try:
-            digit = preprocess(load_image(read_bounded(path, MAX_FILE_BYTES), str(path)), str(path))
-            top = predictor.top_k(digit, top_k)
+            prepared = predictor.prepare(load_image(read_bounded(path, MAX_FILE_BYTES), str(path)), str(path))
+            top = predictor.top_k(prepared, top_k)
             result = {"file": str(path), "top": top, "unsure": is_unsure(top)}
-            shown.append(digit)
+            shown.append(prepared)
         except CnnlabError as e:  # ImageError, or a file that cannot be read
             result = {"file": str(path), "error": str(e)}
         failures += "error" in result
@@ -100,9 +124,10 @@ def predict_files(run_dir, paths, top_k=3, backend="torch", as_json=False, show_
             log(f"{path}: " + ("unsure: " if result["unsure"] else "")
                 + ", ".join(f"{t['class']} ({t['probability']:.1%})" for t in result["top"]))
     if show_input and shown:
-        strip = np.concatenate(shown, axis=1)
-        picture = Image.fromarray(strip).resize((strip.shape[1] * 8, strip.shape[0] * 8), Image.NEAREST)
-        write_bytes(show_input, _png(picture))
+        strip = np.concatenate(shown, axis=2).transpose(1, 2, 0)  # side by side, (H, W, C)
+        zoom = max(1, 224 // strip.shape[0])  # 8x for 28-pixel digits
+        picture = Image.fromarray(strip[..., 0] if strip.shape[2] == 1 else strip)
+        write_bytes(show_input, _png(picture.resize((strip.shape[1] * zoom, strip.shape[0] * zoom), Image.NEAREST)))
     return 1 if failures else 0
 
 
