@@ -64,6 +64,20 @@ def _sweep_options(out: str) -> argparse.ArgumentParser:
     return parent
 
 
+def _names(text: str) -> tuple[str, ...]:
+    names = tuple(name.strip() for name in text.split(","))
+    if not all(names):
+        raise argparse.ArgumentTypeError(f"expected names separated by commas, got {text!r}")
+    return names
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(n) for n in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected whole numbers separated by commas, got {text!r}") from None
+
+
 def _train_args(p):
     data = p.add_argument_group("Data")
     data.add_argument("--train-subset", type=int, metavar="K", help="train on K training images (seeded subset)")
@@ -188,16 +202,10 @@ def cmd_params(args) -> int:
 
 
 def cmd_depth(args) -> int:
-    from cnnlab.explain.depth import PRESETS, run_depth
-    settings = dict(PRESETS[args.preset]) if args.preset else {}
-    given = {"families": args.families and tuple(args.families.split(",")),
-             "depths": args.depths and tuple(int(d) for d in args.depths.split(",")),
-             "epochs": args.epochs, "train_subset": args.train_subset, "width": args.width}
-    settings.update({k: v for k, v in given.items() if v is not None})
-    settings.setdefault("families", ("plain", "resnet"))
-    settings.setdefault("depths", (8, 20, 56))
-    run_depth(seeds=tuple(int(s) for s in args.seeds.split(",")), out=args.out, dataset=args.dataset,
-              data_dir=args.data_dir, overwrite=bool(args.overwrite), **settings)
+    from cnnlab.explain.depth import run_depth
+    run_depth(preset=args.preset, families=args.families, depths=args.depths, seeds=args.seeds, out=args.out,
+              epochs=args.epochs, train_subset=args.train_subset, width=args.width, dataset=args.dataset,
+              data_dir=args.data_dir, overwrite=bool(args.overwrite))
     return 0
 
 
@@ -288,13 +296,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_compare)
 
     p = sub.add_parser("depth", parents=[data, _sweep_options("runs/depth")],
-                       help="the degradation experiment: plain vs residual nets of growing depth")
+                       help="the degradation experiment: plain, residual and dense nets of growing depth")
     p.add_argument("--preset", choices=["quick"], help="quick: 12,000 images, width 8, depths 8,20,56, 3 epochs")
-    p.add_argument("--families", metavar="A,B", help="plain and/or resnet (default: plain,resnet)")
-    p.add_argument("--depths", metavar="N,M", help="6n+2 depths (default: 8,20,56)")
+    p.add_argument("--families", type=_names, metavar="A,B", help="plain, resnet and/or densenet (DenseNet-BC, "
+                   "k = 8, two layers deeper: densenet-bc-10-8 beside plain-8) (default: plain,resnet)")
+    p.add_argument("--depths", type=_ints, metavar="N,M", help="6n+2 depths (default: 8,20,56)")
     p.add_argument("--train-subset", type=int, metavar="K", help="train on K images (default: all, or the preset's)")
-    p.add_argument("--width", type=int, metavar="W", help="base width w (default: 16, or the preset's)")
-    p.add_argument("--seeds", default="0", metavar="S1,S2", help="(default: 0)")
+    p.add_argument("--width", type=int, metavar="W", help="base width w of plain and resnet nets "
+                   "(default: 16, or the preset's)")
+    p.add_argument("--seeds", type=_ints, default=(0,), metavar="S1,S2", help="(default: 0)")
     p.set_defaults(handler=cmd_depth)
 
     p = sub.add_parser("viz", help="pictures of a run: curves, confusion, errors, filters, features")
