@@ -201,6 +201,19 @@ def cmd_params(args) -> int:
     return 0
 
 
+def cmd_bottleneck(args) -> int:
+    from cnnlab.explain.bottleneck import bottleneck
+    print(bottleneck(args.block, args.input, args.reduce, args.out_channels, args.kernel))
+    return 0
+
+
+def cmd_pool(args) -> int:
+    from cnnlab.explain.pooling import pool_command
+    print(pool_command(args.grid, args.window, args.stride, args.run, args.out, args.image, args.layer, args.channels,
+                       args.data_dir))
+    return 0
+
+
 def cmd_depth(args) -> int:
     from cnnlab.explain.depth import run_depth
     run_depth(preset=args.preset, families=args.families, depths=args.depths, seeds=args.seeds, out=args.out,
@@ -287,6 +300,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stride", type=int, default=1, metavar="S", help="(default: 1)")
     p.add_argument("--padding", type=int, default=0, metavar="P", help="(default: 0)")
     p.set_defaults(handler=cmd_params)
+
+    p = sub.add_parser("bottleneck", help="parameters and FLOPs of an Inception branch with and without its 1x1 "
+                       "reduction")
+    p.add_argument("--block", metavar="NAME", help="incept1 or incept2 (the lecture's InceptionA blocks) or googlenet "
+                   "(192 channels, 1x1 to 16, 5x5 to 32, on 28x28) (default: all three)")
+    p.add_argument("--input", type=_shape, metavar="CxHxW", help="instead, a branch on this input ...")
+    p.add_argument("--reduce", type=int, metavar="R", help="... whose 1x1 convolution produces R channels ...")
+    p.add_argument("--out-channels", type=int, metavar="O", help="... followed by a KxK convolution to O channels")
+    p.add_argument("--kernel", type=int, metavar="K", help="odd kernel size of that convolution")
+    p.set_defaults(handler=cmd_bottleneck)
+
+    p = sub.add_parser("pool", help="max and average pooling side by side: the lecture's 4x4 example, or a run's "
+                       "feature maps as a picture")
+    p.add_argument("--grid", metavar="ROWS", help="pool these numbers instead: rows separated by ';' "
+                   "(default: the lecture's '1 1 2 4; 5 6 7 8; 3 2 1 0; 1 2 3 4')")
+    p.add_argument("--window", type=int, default=2, metavar="K", help="KxK windows (default: 2)")
+    p.add_argument("--stride", type=int, default=2, metavar="S", help="(default: 2)")
+    p.add_argument("--run", metavar="RUN_DIR", help="instead, pool the feature maps of this trained run as a picture")
+    p.add_argument("--out", metavar="FILE.png", help="with --run (default: RUN_DIR/pool-<image>.png)")
+    p.add_argument("--image", type=int, default=0, metavar="N", help="with --run: test image index (default: 0)")
+    p.add_argument("--layer", metavar="NAME", help="with --run: the convolution whose output is pooled "
+                   "(default: the first)")
+    p.add_argument("--channels", type=int, default=4, metavar="C", help="with --run: how many channels, the most "
+                   "active first (default: 4)")
+    p.add_argument("--data-dir", metavar="DIR", help="with --run: folder holding the dataset's IDX files")
+    p.set_defaults(handler=cmd_pool)
 
     p = sub.add_parser("compare", parents=[data, _sweep_options("runs/compare")],
                        help="train several models with the same budget; leaderboard and scatter plot")
