@@ -77,7 +77,7 @@ def _lecture_branches(in_channels: int) -> dict[str, list[Conv]]:
             for branch, names in layers.items()}
 
 
-def _lecture_cases() -> dict[str, Case]:
+def known_cases() -> dict[str, Case]:
     first = conv_output_size(28, 5) // 2   # conv1 (5x5) and a 2x2 max pool: 12
     second = conv_output_size(first, 5) // 2  # conv2 (5x5) and a 2x2 max pool: 4
     return {
@@ -161,7 +161,7 @@ def _cases(block, input_shape, reduce, out_channels, kernel) -> list[Case]:
             raise CnnlabError("describe a branch with all of --input, --reduce, --out-channels and --kernel "
                               "(and no --block)")
         return [custom_case(input_shape, reduce, out_channels, kernel)]
-    cases = _lecture_cases()
+    cases = known_cases()
     if block is not None and block not in cases:
         raise CnnlabError(f"unknown block {block!r}; choose from {', '.join(cases)}")
     return [case for name, case in cases.items() if block in (None, name)]
