@@ -33,6 +33,10 @@ class Conv:
     out_channels: int
     kernel: int
 
+    @classmethod
+    def of(cls, name: str, module: nn.Conv2d) -> "Conv":
+        return cls(name, module.in_channels, module.out_channels, module.kernel_size[0])
+
     def __str__(self):
         return f"{self.name}: {self.kernel}x{self.kernel}, {self.in_channels} -> {self.out_channels}"
 
@@ -72,9 +76,7 @@ def _lecture_branches(in_channels: int) -> dict[str, list[Conv]]:
     block = InceptionA(in_channels)
     layers = {"5x5": ("branch5x5_1", "branch5x5_2"),
               "3x3 double": ("branch3x3dbl_1", "branch3x3dbl_2", "branch3x3dbl_3")}
-    return {branch: [Conv(name, getattr(block, name).in_channels, getattr(block, name).out_channels,
-                          getattr(block, name).kernel_size[0]) for name in names]
-            for branch, names in layers.items()}
+    return {branch: [Conv.of(name, getattr(block, name)) for name in names] for branch, names in layers.items()}
 
 
 def known_cases() -> dict[str, Case]:
@@ -91,9 +93,8 @@ def known_cases() -> dict[str, Case]:
     }
 
 
-
-def _verdict(branch: str, first: Conv, kept: int, kept_flops: int, removed: int, removed_flops: int) -> str:
-    params_ratio, flops_ratio = removed / kept, removed_flops / kept_flops
+def _verdict(branch: str, first: Conv, params: int, flops: int, params_without: int, flops_without: int) -> str:
+    params_ratio, flops_ratio = params_without / params, flops_without / flops
     head = f"{branch} branch: "
     if first.out_channels > first.in_channels:
         head += f"the 1x1 'reduction' expands {first.in_channels} channels to {first.out_channels}; "
