@@ -3,6 +3,8 @@ import pytest
 import torch
 
 from cnnlab.cli import main
+from cnnlab.engine.run import open_run
+from cnnlab.explain.depth import resolve_settings, reuse, smooth
 from cnnlab.models import count_parameters, create_model
 
 
@@ -63,9 +65,33 @@ def test_depth_sweep_writes_tables_and_figures_and_resumes(tmp_path, capsys):
             "--dataset", "mnist-sample", "--seeds", "0,1", "--out", str(tmp_path)]
     assert main(argv) == 0
     lines = (tmp_path / "depth_table.csv").read_text().splitlines()
-    assert lines[0] == "family,depth,parameters,final_train_loss,train_error,test_error,seconds" and len(lines) == 5
+    assert lines[0] == ("family,depth,model,parameters,final_train_loss,train_error,test_error,grad_norm_last_epoch,"
+                        "seconds") and len(lines) == 5
     for picture in ("depth_curves.png", "depth_loss.png", "depth_gradients.png"):
         assert (tmp_path / picture).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     capsys.readouterr()
     assert main(argv) == 0
     assert capsys.readouterr().out.count("finished earlier, kept") == 8
+
+
+def test_densenet_in_the_depth_sweep(tmp_path, capsys):
+    # densenet-bc-16-8 beside plain-14: 2 layers of two convolutions per block, plus 2 transitions
+    assert main(["depth", "--families", "densenet", "--depths", "14", "--epochs", "1", "--train-subset", "256",
+                 "--dataset", "mnist-sample", "--out", str(tmp_path)]) == 0
+    assert "| densenet-bc-16-8 | concat [x, F(x)] |     19,978 |" in capsys.readouterr().out
+    row = (tmp_path / "depth_table.csv").read_text().splitlines()[1].split(",")
+    assert row[:4] == ["densenet", "14", "densenet-bc-16-8", "19978"]
+    for picture in ("depth_curves.png", "depth_loss.png", "depth_gradients.png", "depth_reuse.png"):
+        assert (tmp_path / picture).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    blocks = reuse(open_run(tmp_path / "densenet-bc-16-8-s0").model)
+    assert len(blocks) == 3
+    for matrix in blocks:  # layer 1 reads the block input; layer 2 the input and layer 1's output
+        assert matrix.shape == (2, 2) and torch.isnan(matrix[0, 1]) and not torch.isnan(matrix[1]).any()
+        assert matrix[0, 0] == 1 and matrix[1].max() == 1
+
+
+def test_depth_settings_and_smoothing():
+    assert resolve_settings("quick", families=("densenet",), width=None) == {
+        "families": ("densenet",), "depths": (8, 20, 56), "epochs": 3, "train_subset": 12000, "width": 8}
+    assert resolve_settings(None)["families"] == ("plain", "resnet")
+    assert smooth([1.0, 2.0, 3.0, 4.0], 2) == [1.0, 1.5, 2.5, 3.5]

@@ -78,6 +78,20 @@ def _channels(text: str) -> int | None:
     return None if text == "auto" else int(text)
 
 
+def _names(text: str) -> tuple[str, ...]:
+    names = tuple(name.strip() for name in text.split(","))
+    if not all(names):
+        raise argparse.ArgumentTypeError(f"expected names separated by commas, got {text!r}")
+    return names
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(n) for n in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected whole numbers separated by commas, got {text!r}") from None
+
+
 def _train_args(p):
     data = p.add_argument_group("Data")
     data.add_argument("--image-size", metavar="HxW", help="--dataset folder: scale each image, aspect ratio kept, "
@@ -209,17 +223,24 @@ def cmd_params(args) -> int:
     return 0
 
 
+def cmd_bottleneck(args) -> int:
+    from cnnlab.explain.bottleneck import bottleneck
+    print(bottleneck(args.block, args.input, args.reduce, args.out_channels, args.kernel))
+    return 0
+
+
+def cmd_pool(args) -> int:
+    from cnnlab.explain.pooling import pool_command
+    print(pool_command(args.grid, args.window, args.stride, args.run, args.out, args.image, args.layer, args.channels,
+                       args.data_dir))
+    return 0
+
+
 def cmd_depth(args) -> int:
-    from cnnlab.explain.depth import PRESETS, run_depth
-    settings = dict(PRESETS[args.preset]) if args.preset else {}
-    given = {"families": args.families and tuple(args.families.split(",")),
-             "depths": args.depths and tuple(int(d) for d in args.depths.split(",")),
-             "epochs": args.epochs, "train_subset": args.train_subset, "width": args.width}
-    settings.update({k: v for k, v in given.items() if v is not None})
-    settings.setdefault("families", ("plain", "resnet"))
-    settings.setdefault("depths", (8, 20, 56))
-    run_depth(seeds=tuple(int(s) for s in args.seeds.split(",")), out=args.out, dataset=args.dataset,
-              data_dir=args.data_dir, overwrite=bool(args.overwrite), **settings)
+    from cnnlab.explain.depth import run_depth
+    run_depth(preset=args.preset, families=args.families, depths=args.depths, seeds=args.seeds, out=args.out,
+              epochs=args.epochs, train_subset=args.train_subset, width=args.width, dataset=args.dataset,
+              data_dir=args.data_dir, overwrite=bool(args.overwrite))
     return 0
 
 
@@ -311,6 +332,32 @@ def build_parser() -> _Parser:
     p.add_argument("--padding", type=int, default=0, metavar="P", help="(default: 0)")
     p.set_defaults(handler=cmd_params)
 
+    p = sub.add_parser("bottleneck", help="parameters and FLOPs of an Inception branch with and without its 1x1 "
+                       "reduction")
+    p.add_argument("--block", metavar="NAME", help="incept1 or incept2 (the lecture's InceptionA blocks) or googlenet "
+                   "(192 channels, 1x1 to 16, 5x5 to 32, on 28x28) (default: all three)")
+    p.add_argument("--input", type=_shape, metavar="CxHxW", help="instead, a branch on this input ...")
+    p.add_argument("--reduce", type=int, metavar="R", help="... whose 1x1 convolution produces R channels ...")
+    p.add_argument("--out-channels", type=int, metavar="O", help="... followed by a KxK convolution to O channels")
+    p.add_argument("--kernel", type=int, metavar="K", help="odd kernel size of that convolution")
+    p.set_defaults(handler=cmd_bottleneck)
+
+    p = sub.add_parser("pool", help="max and average pooling side by side: the lecture's 4x4 example, or a run's "
+                       "feature maps as a picture")
+    p.add_argument("--grid", metavar="ROWS", help="pool these numbers instead: rows separated by ';' "
+                   "(default: the lecture's '1 1 2 4; 5 6 7 8; 3 2 1 0; 1 2 3 4')")
+    p.add_argument("--window", type=int, default=2, metavar="K", help="KxK windows (default: 2)")
+    p.add_argument("--stride", type=int, default=2, metavar="S", help="(default: 2)")
+    p.add_argument("--run", metavar="RUN_DIR", help="instead, pool the feature maps of this trained run as a picture")
+    p.add_argument("--out", metavar="FILE.png", help="with --run (default: RUN_DIR/pool-<image>.png)")
+    p.add_argument("--image", type=int, default=0, metavar="N", help="with --run: test image index (default: 0)")
+    p.add_argument("--layer", metavar="NAME", help="with --run: the convolution whose output is pooled "
+                   "(default: the first)")
+    p.add_argument("--channels", type=int, default=4, metavar="C", help="with --run: how many channels, the most "
+                   "active first (default: 4)")
+    p.add_argument("--data-dir", metavar="DIR", help="with --run: folder holding the dataset's IDX files")
+    p.set_defaults(handler=cmd_pool)
+
     p = sub.add_parser("compare", parents=[data, _sweep_options("runs/compare")],
                        help="train several models with the same budget; leaderboard and scatter plot")
     p.add_argument("--models", default="cnn,inception,mlp,lcn", metavar="A,B,...", help="(default: cnn,inception,mlp,lcn)")
@@ -319,13 +366,15 @@ def build_parser() -> _Parser:
     p.set_defaults(handler=cmd_compare)
 
     p = sub.add_parser("depth", parents=[data, _sweep_options("runs/depth")],
-                       help="the degradation experiment: plain vs residual nets of growing depth")
+                       help="the degradation experiment: plain, residual and dense nets of growing depth")
     p.add_argument("--preset", choices=["quick"], help="quick: 12,000 images, width 8, depths 8,20,56, 3 epochs")
-    p.add_argument("--families", metavar="A,B", help="plain and/or resnet (default: plain,resnet)")
-    p.add_argument("--depths", metavar="N,M", help="6n+2 depths (default: 8,20,56)")
+    p.add_argument("--families", type=_names, metavar="A,B", help="plain, resnet and/or densenet (DenseNet-BC, "
+                   "k = 8, two layers deeper: densenet-bc-10-8 beside plain-8) (default: plain,resnet)")
+    p.add_argument("--depths", type=_ints, metavar="N,M", help="6n+2 depths (default: 8,20,56)")
     p.add_argument("--train-subset", type=int, metavar="K", help="train on K images (default: all, or the preset's)")
-    p.add_argument("--width", type=int, metavar="W", help="base width w (default: 16, or the preset's)")
-    p.add_argument("--seeds", default="0", metavar="S1,S2", help="(default: 0)")
+    p.add_argument("--width", type=int, metavar="W", help="base width w of plain and resnet nets "
+                   "(default: 16, or the preset's)")
+    p.add_argument("--seeds", type=_ints, default=(0,), metavar="S1,S2", help="(default: 0)")
     p.set_defaults(handler=cmd_depth)
 
     p = sub.add_parser("overfit", parents=[data, _sweep_options("runs/overfit")],

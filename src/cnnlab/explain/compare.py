@@ -36,12 +36,15 @@ def compare(models, out_dir, log=print, **settings) -> list[dict]:
         rows.append({"model": name, "parameters": count_parameters(model), "flops": count_flops(model, shape),
                      "test_accuracy": metrics[-1]["test_accuracy"], "dataset": run.info.name,
                      "train_seconds": round(sum(r["train_seconds"] for r in metrics), 2),
+                     "train_seconds_per_epoch": round(sum(r["train_seconds"] for r in metrics) / len(metrics), 2),
                      "inference_images_per_s": round(inference_rate(model, shape))})
     rows.sort(key=lambda r: -r["test_accuracy"])
     write_csv(out_dir / "leaderboard.csv", [list(rows[0])] + [list(r.values()) for r in rows])
-    table = format_table(["model", "parameters", "FLOPs/image", "test accuracy %", "training s", "inference img/s"],
+    table = format_table(["model", "parameters", "FLOPs/image", "test accuracy %", "training s", "s/epoch",
+                          "inference img/s"],
                          [[r["model"], f"{r['parameters']:,}", f"{r['flops']:,}", f"{r['test_accuracy']:.2f}",
-                           f"{r['train_seconds']:.1f}", f"{r['inference_images_per_s']:,}"] for r in rows])
+                           f"{r['train_seconds']:.1f}", f"{r['train_seconds_per_epoch']:.1f}",
+                           f"{r['inference_images_per_s']:,}"] for r in rows])
     write_text(out_dir / "leaderboard.md", table + "\n")
     _scatter(rows, out_dir / "accuracy_vs_parameters.png")
     log(table)

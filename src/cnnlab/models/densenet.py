@@ -84,3 +84,15 @@ def densenet_bc_40_12(**kwargs):
 def densenet_bc_22_8(**kwargs):
     """A small DenseNet-BC (L = 22, k = 8) that trains in minutes on a CPU."""
     return DenseNetBC(22, 8, **kwargs)
+
+
+def _register(depth: int, growth_rate: int):
+    register_model(f"densenet-bc-{depth}-{growth_rate}")(lambda **kw: DenseNetBC(depth, growth_rate, **kw))
+
+
+# The counterparts of plain-8, plain-14 and plain-56 (and of resnet-N; plain-20's is densenet-bc-22-8 above)
+# for `cnnlab depth`: n layers of two convolutions per block, as resnet-N has n blocks of two, plus the two
+# transition convolutions, so L = N + 2. k = 8 gives half to two thirds of their parameters at width 8
+# (DenseNet-BC-100 has 0.8 M to ResNet-110's 1.7 M in the paper).
+for _depth in (10, 16, 58):
+    _register(_depth, 8)
