@@ -23,7 +23,7 @@ from PIL import Image, ImageChops, ImageFilter
 from cnnlab.inference.decode import ImageError
 
 WORK_SIDE = 800          # larger images are box-reduced first: time stays bounded, thin strokes stay visible
-CLOSING_FRACTION = 0.25  # the paper level fills in strokes narrower than this fraction of the longer side
+CLOSING_FRACTIONS = (1 / 32, 1 / 16, 1 / 8, 1 / 4)  # closings tried for the paper level (of the longer side)
 PAPER_CELLS = 160        # the paper level is found on a grid of this many cells a side (max of each cell)
 GRID_CELLS = 16          # ink clusters are found on a grid of this many cells a side
 FLAT_PAPER, FLAT_SHARE = 0.05, 0.05  # a paper level within 5% of its median on 95% of the image is uniform
@@ -52,8 +52,22 @@ def preprocess(image: Image.Image, name: str = "image") -> np.ndarray:
 def paper_contrast(image: Image.Image) -> np.ndarray:
     """(H, W) float32: how much more ink than paper each pixel holds, 0 on paper, ~1 on black-on-white ink."""
     paper_bright = _paper_bright(_reduced(image))
-    contrast = [1.0 - channel / np.maximum(paper_level(channel), 1.0) for channel in paper_bright]
+    fraction = _closing_fraction(paper_bright[0] if len(paper_bright) == 1 else np.mean(paper_bright, axis=0))
+    contrast = [1.0 - channel / np.maximum(paper_level(channel, fraction), 1.0) for channel in paper_bright]
     return np.max(contrast, axis=0) if len(contrast) > 1 else contrast[0]
+
+
+def _closing_fraction(grey: np.ndarray) -> float:
+    """The narrowest closing (a fraction of the longer side) at least 3 strokes wide: shadows, page edges
+    and folds wider than that stay paper, where a wider closing would take them for ink. (A page without
+    ink shows none at the narrowest either, while a wide closing would see ink in light falling off
+    towards the border.)"""
+    for fraction in (f for f in CLOSING_FRACTIONS[:-1] if f * max(grey.shape) >= 3):  # 3 px: a 1 px stroke fits
+        contrast = 1.0 - grey / np.maximum(paper_level(grey, fraction), 1.0)
+        ink = contrast > max(MIN_CONTRAST, 0.5 * contrast.max())
+        if not ink.any() or 3 * stroke_width(ink.astype(np.float32)) <= fraction * max(grey.shape):
+            return fraction
+    return CLOSING_FRACTIONS[-1]
 
 
 def _reduced(image: Image.Image) -> Image.Image:
@@ -85,14 +99,14 @@ def _border(pixels: np.ndarray) -> np.ndarray:
     return np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
 
 
-def paper_level(channel: np.ndarray) -> np.ndarray:
+def paper_level(channel: np.ndarray, fraction: float) -> np.ndarray:
     """The paper's brightness under each pixel of a paper-light channel: a closing (max filter, then min
-    filter) by a square a quarter of the image wide fills in every stroke narrower than that and keeps a
+    filter) by a square `fraction` of the image wide fills in every stroke narrower than that and keeps a
     shadow's edge where it is. It runs on the cells' maxima, a grid of PAPER_CELLS, upsampled smoothly."""
     height, width = channel.shape
     cell = -(-max(height, width) // PAPER_CELLS)
     cells = _cell_reduce(channel, cell, np.maximum)
-    size = 2 * round(CLOSING_FRACTION * max(cells.shape) / 2) + 1
+    size = 2 * round(fraction * max(cells.shape) / 2) + 1
     closed = _running_min(_running_min(_running_max(_running_max(cells, size, 0), size, 1), size, 0), size, 1)
     median = np.median(closed)
     if np.mean(np.abs(closed - median) > FLAT_PAPER * median) < FLAT_SHARE:  # a canvas, a scan, a 28x28 digit:
@@ -171,7 +185,9 @@ def _digit_cells(ink: np.ndarray) -> np.ndarray:
     """(H, W) 0/1 float32: the grid cells of the ink clusters that make the digit, with one cell around them.
 
     Cells holding ink are joined into clusters when at most one empty cell lies between them; clusters
-    with less than MIN_CLUSTER_SHARE of the largest cluster's ink (specks, page edges) are dropped."""
+    with less than MIN_CLUSTER_SHARE of the largest cluster's ink (specks) are dropped. Ink in the outer
+    ring of cells does not count towards that share, so a page's edge or a desk along the border of a
+    photo loses to the digit, while a digit cropped tight to its ink still has its middle."""
     cell = _cell_size(ink.shape)
     mass = _cell_reduce(ink, cell, np.add)
     labels = np.where(mass > 0, np.arange(1, mass.size + 1).reshape(mass.shape), 0)
@@ -180,7 +196,9 @@ def _digit_cells(ink: np.ndarray) -> np.ndarray:
         if np.array_equal(spread, labels):
             break
         labels = spread
-    cluster_mass = np.bincount(labels.ravel(), weights=mass.ravel())
+    inner = np.zeros_like(mass)
+    inner[1:-1, 1:-1] = mass[1:-1, 1:-1]
+    cluster_mass = np.bincount(labels.ravel(), weights=(inner if inner.any() else mass).ravel())
     cluster_mass[0] = 0
     kept = _max_filter((cluster_mass >= MIN_CLUSTER_SHARE * cluster_mass.max())[labels].astype(np.float32), 1)
     return np.repeat(np.repeat(kept, cell, axis=0), cell, axis=1)[:ink.shape[0], :ink.shape[1]]
@@ -251,7 +269,7 @@ def centre_by_mass(digit: np.ndarray) -> np.ndarray:
     field[top:top + height, left:left + width] = digit
     total = field.sum()
     ys, xs = np.indices(field.shape)
-    shift_y = int(round(MNIST_CENTRE - (ys * field).sum() / total))
-    shift_x = int(round(MNIST_CENTRE - (xs * field).sum() / total))
-    field = np.roll(field, (shift_y, shift_x), axis=(0, 1))  # the digit fits in 20 px: rolling loses no ink
+    shift_y = int(np.clip(round(MNIST_CENTRE - (ys * field).sum() / total), -top, FIELD - top - height))
+    shift_x = int(np.clip(round(MNIST_CENTRE - (xs * field).sum() / total), -left, FIELD - left - width))
+    field = np.roll(field, (shift_y, shift_x), axis=(0, 1))  # the shift is clipped so that no ink wraps around
     return np.round(field).astype(np.uint8)
