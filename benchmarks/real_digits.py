@@ -236,7 +236,8 @@ def tight_crop(digit, rng) -> bytes:
     coverage = render(strokes(digit), size, box, width, width > 1.0)
     rows, cols = np.nonzero(coverage > 0.05)
     margin = int(rng.integers(0, 3))
-    coverage = coverage[max(0, rows.min() - margin):rows.max() + 1 + margin, max(0, cols.min() - margin):cols.max() + 1 + margin]
+    top, left = max(0, rows.min() - margin), max(0, cols.min() - margin)
+    coverage = coverage[top:rows.max() + 1 + margin, left:cols.max() + 1 + margin]
     pixels = paint(coverage, *_canvas_colours(rng))
     return encode(pixels, "JPEG" if rng.random() < 0.3 else "PNG")
 
@@ -376,6 +377,10 @@ def predictions(predictor, seen) -> list[tuple[str, float] | None]:
     return results
 
 
+def hit(example, result) -> bool:
+    return result is not None and result[0] == str(example["label"])
+
+
 def load_preprocess(path):
     spec = importlib.util.spec_from_file_location("baseline_preprocess", path)
     module = importlib.util.module_from_spec(spec)
@@ -459,13 +464,13 @@ def main(argv=None) -> int:
         index = generated if kind == "all generated" else [i for i, e in enumerate(examples) if e["kind"] == kind]
         row = [f"{kind} ({len(index)})"]
         for column in columns:
-            hits = sum(results[column][i] is not None and results[column][i][0] == str(examples[i]["label"]) for i in index)
+            hits = sum(hit(examples[i], results[column][i]) for i in index)
             row.append(f"{100 * hits / len(index):.1f}%" if kind != "real digits (--real)" else f"{hits}/{len(index)}")
             summary.setdefault(column, {})[kind] = {"correct": hits, "total": len(index)}
         rows.append(row)
     print(format_table(["kind (images)"] + columns, rows))
     for column in columns:
-        misses = [(examples[i], r) for i, r in enumerate(results[column]) if r is None or r[0] != str(examples[i]["label"])]
+        misses = [(e, r) for e, r in zip(examples, results[column]) if not hit(e, r)]
         print(f"\nmisses of {column}: {len(misses)}")
         for kind in kinds:
             shown = [f"{e['label']}->{r[0]} ({r[1]:.0%})" if r else f"{e['label']}->no ink" for e, r in misses

@@ -2,7 +2,6 @@
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, draw_digit
 from PIL import Image
 
 from cnnlab.cli import main
@@ -11,6 +10,7 @@ from cnnlab.data.datasets import load_dataset
 from cnnlab.inference.decode import ImageError, load_image
 from cnnlab.inference.predict import Predictor
 from cnnlab.inference.preprocess import MNIST_WIDTH, preprocess, stroke_width
+from conftest import ROOT, draw_digit
 
 REAL_DIGITS = ROOT.parent / "shared" / "data" / "real-digits"
 DIGITS = "0123456789"

@@ -148,7 +148,8 @@ def _cell_reduce(pixels: np.ndarray, cell: int, ufunc) -> np.ndarray:
 
 def _max_filter(pixels: np.ndarray, radius: int) -> np.ndarray:
     window = 2 * radius + 1
-    return np.lib.stride_tricks.sliding_window_view(np.pad(pixels, radius, mode="edge"), (window, window)).max(axis=(2, 3))
+    padded = np.pad(pixels, radius, mode="edge")
+    return np.lib.stride_tricks.sliding_window_view(padded, (window, window)).max(axis=(2, 3))
 
 
 def _min_filter(pixels: np.ndarray, radius: int) -> np.ndarray:
@@ -249,8 +250,9 @@ def _morph(ink: np.ndarray, radius: int) -> np.ndarray:
     grown = np.pad(ink, size)
     height, width = grown.shape
     shifted = np.pad(grown, size)
-    disk = [shifted[size + dy:size + dy + height, size + dx:size + dx + width]
-            for dy in range(-size, size + 1) for dx in range(-size, size + 1) if dy * dy + dx * dx <= size * size + size]
+    offsets = [(dy, dx) for dy in range(-size, size + 1) for dx in range(-size, size + 1)
+               if dy * dy + dx * dx <= size * size + size]
+    disk = [shifted[size + dy:size + dy + height, size + dx:size + dx + width] for dy, dx in offsets]
     return np.max(disk, axis=0) if radius > 0 else np.min(disk, axis=0)
 
 
