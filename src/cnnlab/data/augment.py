@@ -13,20 +13,83 @@ ONE_PIXEL_SHIFTS = ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1))
 CROP_PADDING = 1 / 8  # of the image side: 4 pixels at 32x32, as He et al.
 
 
+def _uniform(n: int, low: float, high: float, generator: torch.Generator) -> torch.Tensor:
+    return torch.rand(n, generator=generator) * (high - low) + low
+
+
+def _affine_grid(images: torch.Tensor, generator: torch.Generator, degrees: float, scale, translate: float):
+    """The sampling grid that rotates, scales and shifts each image by its own random amounts."""
+    n = images.shape[0]
+    angle = _uniform(n, -degrees, degrees, generator) * (math.pi / 180)
+    factor = _uniform(n, *scale, generator)
+    shift_x = _uniform(n, -2 * translate, 2 * translate, generator)  # grid units span 2
+    shift_y = _uniform(n, -2 * translate, 2 * translate, generator)
+    cos, sin = torch.cos(angle) / factor, torch.sin(angle) / factor
+    theta = torch.stack([torch.stack([cos, -sin, shift_x], 1), torch.stack([sin, cos, shift_y], 1)], 1)
+    return F.affine_grid(theta.to(images.device), list(images.shape), align_corners=False)
+
+
+def _sample(images: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
 def random_affine(images: torch.Tensor, generator: torch.Generator, degrees: float = 10.0,
                   scale=(0.9, 1.1), translate: float = 0.1) -> torch.Tensor:
     """Rotate, scale and shift every image of a (N, C, H, W) float batch by its own random amounts.
 
     Pixels brought in from outside are 0 (the black background), so call this before normalising."""
+    return _sample(images, _affine_grid(images, generator, degrees, scale, translate))
+
+
+def random_elastic_affine(images: torch.Tensor, generator: torch.Generator, degrees: float = 12.0,
+                          scale=(0.85, 1.1), translate: float = 0.08, pixels: float = 1.5) -> torch.Tensor:
+    """random_affine plus an elastic warp (Simard et al. 2003): a smooth random displacement of up to
+    `pixels` pixels, bicubic from a 4x4 grid of random moves, so each stroke bends its own way. One
+    resampling for both."""
+    n, _, height, width = images.shape
+    moves = torch.rand(n, 2, 4, 4, generator=generator) * 2 - 1
+    amount = _uniform(n, 0, pixels, generator).view(n, 1, 1, 1) * torch.tensor([2 / width, 2 / height]).view(1, 2, 1, 1)
+    field = F.interpolate(moves * amount, size=(height, width), mode="bicubic", align_corners=False)
+    grid = _affine_grid(images, generator, degrees, scale, translate) + field.permute(0, 2, 3, 1).to(images.device)
+    return _sample(images, grid)
+
+
+def random_stroke_width(images: torch.Tensor, generator: torch.Generator, thinner: float = 0.6,
+                        thicker: float = 1.0) -> torch.Tensor:
+    """Each image's strokes thinned or thickened by a random fraction of a 3x3 erosion or dilation
+    (max-pooling): pens and preprocessing leave strokes thinner or fatter than MNIST's."""
+    amount = _uniform(images.shape[0], -thinner, thicker, generator).view(-1, 1, 1, 1).to(images.device)
+    dilated = F.max_pool2d(images, 3, stride=1, padding=1)
+    eroded = -F.max_pool2d(-images, 3, stride=1, padding=1)
+    return torch.where(amount > 0, images + amount * (dilated - images), images - amount * (eroded - images))
+
+
+def random_contrast(images: torch.Tensor, generator: torch.Generator, gamma: float = 0.7,
+                    gain=(1.0, 1.8)) -> torch.Tensor:
+    """A random gamma (e^-0.7 to e^0.7) and gain (clipped at white): faint pencil, saturated marker,
+    binary pixel art, where MNIST's strokes have soft grey edges."""
     n = images.shape[0]
-    draw = lambda low, high: torch.rand(n, generator=generator) * (high - low) + low
-    angle = draw(-degrees, degrees) * (math.pi / 180)
-    factor = draw(*scale)
-    shift_x, shift_y = draw(-2 * translate, 2 * translate), draw(-2 * translate, 2 * translate)  # grid units span 2
-    cos, sin = torch.cos(angle) / factor, torch.sin(angle) / factor
-    theta = torch.stack([torch.stack([cos, -sin, shift_x], 1), torch.stack([sin, cos, shift_y], 1)], 1)
-    grid = F.affine_grid(theta.to(images.device), list(images.shape), align_corners=False)
-    return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    exponent = torch.exp(_uniform(n, -gamma, gamma, generator)).view(-1, 1, 1, 1).to(images.device)
+    factor = _uniform(n, *gain, generator).view(-1, 1, 1, 1).to(images.device)
+    return (images.clamp(min=0) ** exponent * factor).clamp(max=1)
+
+
+def random_blur(images: torch.Tensor, generator: torch.Generator, most: float = 0.8) -> torch.Tensor:
+    """Each image blended with its 3x3 binomial blur by a random weight up to `most`: soft photos, JPEG."""
+    kernel = torch.tensor([1.0, 2.0, 1.0], device=images.device)
+    kernel = (kernel[:, None] * kernel[None, :] / 16).view(1, 1, 3, 3).repeat(images.shape[1], 1, 1, 1)
+    blurred = F.conv2d(images, kernel, padding=1, groups=images.shape[1])
+    weight = _uniform(images.shape[0], 0, most, generator).view(-1, 1, 1, 1).to(images.device)
+    return images + weight * (blurred - images)
+
+
+def robust(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """What users' digits differ from MNIST by, once preprocessed: shape (affine and elastic), stroke
+    width, contrast and blur (issue 12, the `robust` recipe)."""
+    images = random_elastic_affine(images, generator)
+    images = random_stroke_width(images, generator)
+    images = random_contrast(images, generator)
+    return random_blur(images, generator)
 
 
 def random_crop(images: torch.Tensor, generator: torch.Generator, flip: bool = False) -> torch.Tensor:
@@ -53,7 +116,8 @@ def random_crop_flip(images: torch.Tensor, generator: torch.Generator) -> torch.
 
 
 # name -> batch function (pixels in [0, 1], generator) -> pixels; "none" trains on the images as they are.
-AUGMENTATIONS = {"none": None, "affine": random_affine, "crop": random_crop, "crop-flip": random_crop_flip}
+AUGMENTATIONS = {"none": None, "affine": random_affine, "robust": robust, "crop": random_crop,
+                 "crop-flip": random_crop_flip}
 
 
 def one_pixel_shifts(images: torch.Tensor, background) -> list[torch.Tensor]:

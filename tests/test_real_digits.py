@@ -1,0 +1,117 @@
+"""Digits as people really make them (issue 12): thin strokes, tight crops, photos, colours, the real set."""
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from cnnlab.cli import main
+from cnnlab.data.augment import AUGMENTATIONS, robust
+from cnnlab.data.datasets import load_dataset
+from cnnlab.inference.decode import ImageError, load_image
+from cnnlab.inference.predict import Predictor
+from cnnlab.inference.preprocess import MNIST_WIDTH, preprocess, stroke_width
+from conftest import ROOT, draw_digit
+
+REAL_DIGITS = ROOT.parent / "shared" / "data" / "real-digits"
+DIGITS = "0123456789"
+
+
+@pytest.fixture(scope="session")
+def robust_run(tmp_path_factory):
+    """The robust recipe on mnist-sample (4,000 images), 8 epochs: about 20 s on 2 cores."""
+    out = tmp_path_factory.mktemp("robust") / "run"
+    assert main(["train", "--recipe", "robust", "--dataset", "mnist-sample", "--epochs", "8", "--seed", "0",
+                 "--no-progress", "--out", str(out)]) == 0
+    return out
+
+
+def photo_with_shadow(digit: str) -> Image.Image:
+    """Blue ballpoint on grey paper, a gradient of light and a soft shadow over a third of the page."""
+    ink = np.asarray(draw_digit(digit, size=480, box=(140, 120, 230), width=5), dtype=np.float32) / 255
+    ys, xs = np.mgrid[0:480, 0:480] / 480
+    light = (1.0 - 0.3 * xs) * (1 - 0.45 / (1 + np.exp(-(xs + 0.5 * ys - 0.95) / 0.03)))
+    paper, pen = np.array([200, 200, 196]), np.array([30, 50, 150])
+    rgb = (pen + (paper - pen) * ink[..., None]) * light[..., None]
+    noisy = rgb + np.random.default_rng(int(digit)).normal(0, 3, rgb.shape)
+    return Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8))
+
+
+def coloured(digit: str) -> Image.Image:
+    """Red ink on yellow paper."""
+    ink = np.asarray(draw_digit(digit, size=300), dtype=np.float32)[..., None] / 255
+    red, yellow = np.array([200, 30, 40]), np.array([250, 238, 160])
+    return Image.fromarray((red + (yellow - red) * ink).astype(np.uint8))
+
+
+def tight_crop(digit: str) -> Image.Image:
+    """Cropped to 1 px around the ink (a straight "1" cropped to the pixel would be a uniform black bar)."""
+    image = np.asarray(draw_digit(digit, size=300))
+    rows, cols = np.nonzero(image < 128)
+    return Image.fromarray(image[rows.min() - 1:rows.max() + 2, cols.min() - 1:cols.max() + 2])
+
+
+KINDS = {
+    "1 px stroke, 28x28": lambda d: draw_digit(d, size=28, box=(4, 4, 20), width=1),
+    "1 px stroke, 28x28, light on dark": lambda d: draw_digit(d, size=28, box=(5, 3, 19), width=1, ink=255, paper=0),
+    "1 px stroke, 400x400": lambda d: draw_digit(d, size=400, box=(120, 80, 180), width=1),
+    "tight crop": tight_crop,
+    "photo with a shadow": photo_with_shadow,
+    "coloured ink and paper": coloured,
+}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_one_pixel_stroke_or_a_photo_still_gives_an_mnist_like_digit(kind):
+    for d in DIGITS:
+        digit = preprocess(KINDS[kind](d))  # never "no ink"
+        assert digit.max() == 255
+        rows, cols = np.nonzero(digit > 76)
+        assert max(np.ptp(rows), np.ptp(cols)) + 1 in range(18, 22)  # the 20 px box
+        width = stroke_width(digit / 255.0) / 20
+        assert MNIST_WIDTH[5] * 0.7 <= width <= MNIST_WIDTH[99] * 1.3, (kind, d, width)  # thickened, not erased
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_real_world_kinds_are_recognised(robust_run, kind):
+    predictor = Predictor(robust_run)
+    hits = [predictor.top_k(preprocess(KINDS[kind](d)), 1)[0]["class"] == d for d in DIGITS]
+    print(f"{kind}: {sum(hits)}/10")
+    assert sum(hits) >= 9, hits
+
+
+def test_blank_and_smooth_images_have_no_ink():
+    ys, xs = np.mgrid[0:300, 0:400]
+    gradient = (120 + 100 * xs / 400 + 20 * ys / 300).astype(np.uint8)  # uneven light on an empty page
+    noisy = np.random.default_rng(0).normal(200, 8, (300, 300)).clip(0, 255).astype(np.uint8)
+    for image in (Image.new("RGB", (640, 480), (240, 230, 200)), Image.fromarray(gradient), Image.fromarray(noisy),
+                  Image.new("L", (28, 28), 0)):
+        with pytest.raises(ImageError, match="no ink"):
+            preprocess(image)
+
+
+def test_mnist_digits_pass_through_unchanged():
+    """A 28x28 MNIST digit is already what the model expects: preprocessing must leave it alone."""
+    digits = load_dataset("mnist-sample").test_images[:200, 0].numpy()
+    changed = [np.abs(preprocess(Image.fromarray(d)).astype(int) - d).mean() for d in digits]
+    assert np.median(changed) < 1.0 and np.mean(np.array(changed) < 4) >= 0.9, np.percentile(changed, [50, 90])
+
+
+def test_robust_augmentation_is_deterministic_and_stays_in_range():
+    images = load_dataset("mnist-sample").train_images[:64].float() / 255
+    a = robust(images, torch.Generator().manual_seed(1))
+    b = robust(images, torch.Generator().manual_seed(1))
+    c = robust(images, torch.Generator().manual_seed(2))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert a.shape == images.shape and a.min() >= 0 and a.max() <= 1
+    assert AUGMENTATIONS["robust"] is robust
+
+
+def test_real_digits_score_19_of_20_with_the_robust_recipe(robust_run):
+    if not REAL_DIGITS.is_dir():
+        pytest.skip(f"the real-digits set is not at {REAL_DIGITS}")
+    predictor = Predictor(robust_run)
+    files = sorted(REAL_DIGITS.glob("*/[0-9].png"))
+    assert len(files) == 20
+    misses = [f"{f.parent.name}/{f.name}" for f in files
+              if predictor.top_k(preprocess(load_image(f.read_bytes())), 1)[0]["class"] != f.stem]
+    assert len(misses) <= 1, misses
