@@ -111,6 +111,9 @@ def _train_args(p):
     system.add_argument("--checkpoint-every", type=int, metavar="N", help="also checkpoint every N steps")
     system.add_argument("--check-every", type=int, metavar="N", help="test the loss for NaN every N steps "
                         "(default: every step on CPU, 50 on a GPU: fewer host syncs)")
+    system.add_argument("--compile", metavar="MODE", help="torch.compile the training step, compiled before the first "
+                        "epoch and timed apart: default, reduce-overhead (CUDA graphs), max-autotune, "
+                        "max-autotune-no-cudagraphs (default: off, eager)")
     system.add_argument("--deterministic", action="store_const", const=True,
                         help="torch.use_deterministic_algorithms(True); slower on GPU, same on CPU")
     system.add_argument("--nproc", type=int, metavar="N", help="train with N DDP processes on this machine (torchrun)")
