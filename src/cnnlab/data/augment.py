@@ -16,7 +16,7 @@ def random_affine(images: torch.Tensor, generator: torch.Generator, degrees: flo
 
     Pixels brought in from outside are 0 (the black background), so call this before normalising."""
     n = images.shape[0]
-    draw = lambda low, high: torch.rand(n, generator=generator) * (high - low) + low
+    draw = lambda low, high: torch.rand(n, generator=generator, device=generator.device) * (high - low) + low
     angle = draw(-degrees, degrees) * (math.pi / 180)
     factor = draw(*scale)
     shift_x, shift_y = draw(-2 * translate, 2 * translate), draw(-2 * translate, 2 * translate)  # grid units span 2

@@ -100,11 +100,14 @@ def _memory_format(config: TrainConfig):
 
 
 def _augmentation(config: TrainConfig, epoch: int, skip: int):
-    """The batch augmentation of `epoch`, its randomness a function of (seed, epoch, step): exact on resume."""
+    """The batch augmentation of `epoch`, its randomness a function of (seed, epoch, step): exact on resume.
+
+    The generator lives on the batch's device: random numbers drawn on the CPU would be copied to a GPU each
+    step, a host sync."""
     transform = AUGMENTATIONS[config.augment]
     if transform is None:
         return None
-    return lambda pixels, step: transform(pixels, torch.Generator().manual_seed(
+    return lambda pixels, step: transform(pixels, torch.Generator(pixels.device).manual_seed(
         mixed_seed(config.seed, epoch, skip + step)))
 
 
