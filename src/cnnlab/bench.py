@@ -159,7 +159,9 @@ def time_to_accuracy(data_dir, target: float, recipe: str = "fast", seeds=(0, 1,
     result = {"recipe": recipe, "settings": settings or {}, "dataset": dataset, "target": target, "runs": runs,
               "median_seconds": median, "all_reached": all(t is not None for t in times), **_environment()}
     if out_dir is not None:
-        path = _save_result(out_dir, name or f"{result['machine']}-{result['date']}-time-to-{target}.json", result)
+        variant = "".join(f"-{value}" for value in (settings or {}).values())
+        path = _save_result(out_dir, name or f"{result['machine']}-{result['date']}-time-to-{target}{variant}.json",
+                            result)
         log(f"time to {target}% with recipe {recipe}{_describe(settings)}: median {median:.2f} s over seeds "
             f"{list(seeds)} (range {_range(times)}); load average {result['load_average'][0]}; written to {path}")
     return result

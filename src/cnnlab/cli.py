@@ -249,7 +249,8 @@ def cmd_bench(args) -> int:
     args.out = args.out or "benchmarks/results"
     if args.target is not None:
         seeds = tuple(int(s) for s in args.seeds.split(","))
-        result = time_to_accuracy(args.data_dir, args.target, args.recipe, seeds, args.out)
+        settings = {"precision": args.precision} if args.precision else None
+        result = time_to_accuracy(args.data_dir, args.target, args.recipe, seeds, args.out, settings=settings)
         return 0 if result["all_reached"] else 1
     run_bench(args.data_dir, tuple(args.models.split(",")), args.quick, not args.no_reference, args.out, args.repeats)
     return 0
@@ -356,6 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", type=float, metavar="ACC", help="instead: seconds of training to ACC%% test accuracy")
     p.add_argument("--recipe", default="fast", metavar="NAME", help="recipe for --target (default: fast)")
     p.add_argument("--seeds", default="0,1,2", metavar="S1,S2", help="seeds for --target, median reported (default: 0,1,2)")
+    p.add_argument("--precision", metavar="P", help="precision for --target: fp32 or bf16 (default: the recipe's)")
     p.add_argument("--inference", metavar="RUN_DIR", help="instead: every inference backend on a trained run "
                    "(accuracy, int8's change, images/s per batch size, latency)")
     p.add_argument("--batches", type=_sizes, default=(1, 64, 1024), metavar="B1,B2", help="batch sizes for --inference "
