@@ -37,6 +37,16 @@ def _int_range(low: int, high: int):
     return parse
 
 
+def _sizes(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(b) for b in text.split(","))
+    except ValueError:
+        sizes = ()
+    if not sizes or not all(1 <= b <= 1 << 20 for b in sizes):
+        raise argparse.ArgumentTypeError(f"expected sizes between 1 and {1 << 20:,} separated by commas, got {text!r}")
+    return sizes
+
+
 def _shape(text: str) -> tuple[int, int, int]:
     try:
         shape = tuple(int(d) for d in text.lower().split("x"))
@@ -147,6 +157,9 @@ def _train_args(p):
     system.add_argument("--checkpoint-every", type=int, metavar="N", help="also checkpoint every N steps")
     system.add_argument("--check-every", type=int, metavar="N", help="test the loss for NaN every N steps "
                         "(default: every step on CPU, 50 on a GPU: fewer host syncs)")
+    system.add_argument("--compile", metavar="MODE", help="torch.compile the training step, compiled before the first "
+                        "epoch and timed apart: default, reduce-overhead (CUDA graphs), max-autotune, "
+                        "max-autotune-no-cudagraphs (default: off, eager)")
     system.add_argument("--deterministic", action="store_const", const=True,
                         help="torch.use_deterministic_algorithms(True); slower on GPU, same on CPU")
     system.add_argument("--nproc", type=int, metavar="N", help="train with N DDP processes on this machine (torchrun)")
@@ -277,10 +290,18 @@ def cmd_serve(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from cnnlab.bench import run_bench, time_to_accuracy
+    from cnnlab.bench import gpu_bench, inference_bench, run_bench, time_to_accuracy
+    if args.gpu:
+        gpu_bench(args.data_dir, args.out or "benchmarks/results/gpu", args.device, args.quick)
+        return 0
+    if args.inference:
+        inference_bench(args.inference, args.data_dir, args.batches, args.threads, args.out or "benchmarks/results")
+        return 0
+    args.out = args.out or "benchmarks/results"
     if args.target is not None:
         seeds = tuple(int(s) for s in args.seeds.split(","))
-        result = time_to_accuracy(args.data_dir, args.target, args.recipe, seeds, args.out)
+        settings = {"precision": args.precision} if args.precision else None
+        result = time_to_accuracy(args.data_dir, args.target, args.recipe, seeds, args.out, settings=settings)
         return 0 if result["all_reached"] else 1
     run_bench(args.data_dir, tuple(args.models.split(",")), args.quick, not args.no_reference, args.out, args.repeats)
     return 0
@@ -426,7 +447,18 @@ def build_parser() -> _Parser:
     p.add_argument("--target", type=float, metavar="ACC", help="instead: seconds of training to ACC%% test accuracy")
     p.add_argument("--recipe", default="fast", metavar="NAME", help="recipe for --target (default: fast)")
     p.add_argument("--seeds", default="0,1,2", metavar="S1,S2", help="seeds for --target, median reported (default: 0,1,2)")
-    p.add_argument("--out", default="benchmarks/results", metavar="DIR", help="(default: benchmarks/results)")
+    p.add_argument("--precision", metavar="P", help="precision for --target: fp32 or bf16 (default: the recipe's)")
+    p.add_argument("--inference", metavar="RUN_DIR", help="instead: every inference backend on a trained run "
+                   "(accuracy, int8's change, images/s per batch size, latency)")
+    p.add_argument("--batches", type=_sizes, default=(1, 64, 1024), metavar="B1,B2", help="batch sizes for --inference "
+                   "(default: 1,64,1024)")
+    p.add_argument("--threads", type=_int_range(1, 1024), default=2, metavar="N", help="threads for --inference "
+                   "(default: 2)")
+    p.add_argument("--gpu", action="store_true", help="instead: the GPU suite (benchmarks/gpu.sh): host syncs, "
+                   "fast time to 99%% cold and warm, compiled and CUDA graphs, lecture and best epochs, inference")
+    p.add_argument("--device", default="cuda", metavar="NAME", help="device for --gpu (default: cuda; cpu with "
+                   "--quick runs its code paths in seconds)")
+    p.add_argument("--out", metavar="DIR", help="(default: benchmarks/results, or benchmarks/results/gpu with --gpu)")
     p.set_defaults(handler=cmd_bench)
     return parser
 

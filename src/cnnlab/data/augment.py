@@ -14,7 +14,7 @@ CROP_PADDING = 1 / 8  # of the image side: 4 pixels at 32x32, as He et al.
 
 
 def _uniform(n: int, low: float, high: float, generator: torch.Generator) -> torch.Tensor:
-    return torch.rand(n, generator=generator) * (high - low) + low
+    return torch.rand(n, generator=generator, device=generator.device) * (high - low) + low
 
 
 def _affine_grid(images: torch.Tensor, generator: torch.Generator, degrees: float, scale, translate: float):
@@ -47,8 +47,8 @@ def random_elastic_affine(images: torch.Tensor, generator: torch.Generator, degr
     `pixels` pixels, bicubic from a 4x4 grid of random moves, so each stroke bends its own way. One
     resampling for both."""
     n, _, height, width = images.shape
-    moves = torch.rand(n, 2, 4, 4, generator=generator) * 2 - 1
-    amount = _uniform(n, 0, pixels, generator).view(n, 1, 1, 1) * torch.tensor([2 / width, 2 / height]).view(1, 2, 1, 1)
+    moves = torch.rand(n, 2, 4, 4, generator=generator, device=generator.device) * 2 - 1
+    amount = _uniform(n, 0, pixels, generator).view(n, 1, 1, 1) * torch.tensor([2 / width, 2 / height], device=generator.device).view(1, 2, 1, 1)
     field = F.interpolate(moves * amount, size=(height, width), mode="bicubic", align_corners=False)
     grid = _affine_grid(images, generator, degrees, scale, translate) + field.permute(0, 2, 3, 1).to(images.device)
     return _sample(images, grid)
@@ -99,11 +99,12 @@ def random_crop(images: torch.Tensor, generator: torch.Generator, flip: bool = F
     One gather does both: the crop offsets the row and column indices, a flip reverses the columns."""
     n, _, height, width = images.shape
     pad = max(1, round(CROP_PADDING * min(height, width)))
-    dy = torch.randint(0, 2 * pad + 1, (n, 1), generator=generator)
-    dx = torch.randint(0, 2 * pad + 1, (n, 1), generator=generator)
-    mirrored = torch.rand(n, 1, generator=generator) < 0.5 if flip else torch.zeros(n, 1, dtype=torch.bool)
-    columns = torch.arange(width)
-    rows = (dy + torch.arange(height)).to(images.device)                                 # (N, H)
+    dy = torch.randint(0, 2 * pad + 1, (n, 1), generator=generator, device=generator.device)
+    dx = torch.randint(0, 2 * pad + 1, (n, 1), generator=generator, device=generator.device)
+    mirrored = (torch.rand(n, 1, generator=generator, device=generator.device) < 0.5 if flip
+                else torch.zeros(n, 1, dtype=torch.bool, device=generator.device))
+    columns = torch.arange(width, device=generator.device)
+    rows = (dy + torch.arange(height, device=generator.device)).to(images.device)                                 # (N, H)
     cols = (dx + torch.where(mirrored, columns.flip(0), columns)).to(images.device)      # (N, W)
     padded = F.pad(images, (pad, pad, pad, pad))
     batch = torch.arange(n, device=images.device)[:, None, None]

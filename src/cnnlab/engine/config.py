@@ -56,6 +56,15 @@ EXPECTED = {
 DATASET_RECIPES = {"cifar10": "cifar", "cifar100": "cifar"}
 
 
+# Per-dataset changes to a recipe, where a dataset needs other defaults than MNIST's; applied over the recipe
+# when the dataset is named (--dataset or a config file), under any flag or config value given.
+DATASET_CHANGES = {
+    # Clothes are photographed upright and centred, and seen from either side: random crops and left-right
+    # flips (as for photos), not the digits' rotations. `fast` needs no change: it has no augmentation.
+    ("best", "fashion-mnist"): dict(augment="crop-flip"),
+}
+
+
 def describe_recipe(name: str) -> str:
     """A recipe's settings in a few words, for help texts (generated, so it cannot drift from RECIPES)."""
     r = RECIPES[name]
@@ -72,6 +81,8 @@ MAX_LR = 1e30                  # larger rates overflow float32 arithmetic in the
 MAX_SEED = 2**32 - 1           # what numpy's and Python's generators take, and what the seed mixing keeps exact
 MAX_WIDTH = 4096
 MAX_BATCH = 1 << 20
+# torch.compile's modes: reduce-overhead replays CUDA graphs, max-autotune also benchmarks kernel choices.
+COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 @dataclass
@@ -108,6 +119,7 @@ class TrainConfig:
     progress: bool = True
     checkpoint_every: int | None = None  # also checkpoint every N steps (default: each epoch end only)
     check_every: int | None = None  # test the loss for NaN/inf every N steps; None: every step on CPU, 50 on a GPU
+    compile: str = "off"            # off, or a torch.compile mode for the training step (default, reduce-overhead, ...)
     deterministic: bool = False     # torch.use_deterministic_algorithms(True), cudnn.benchmark off
     sync_bn: bool = False           # under DDP: BatchNorm statistics over the global batch
     trace_grad: bool = False        # record each step's first-layer gradient norm, loss and error (grad_norms.json)
@@ -137,6 +149,8 @@ class TrainConfig:
             (between(self.width, 1, MAX_WIDTH), f"--width must be between 1 and {MAX_WIDTH}, got {self.width}"),
             (between(self.checkpoint_every, 1, 10**9), f"--checkpoint-every must be at least 1, got {self.checkpoint_every}"),
             (between(self.check_every, 1, 10**9), f"--check-every must be at least 1, got {self.check_every}"),
+            (self.compile in COMPILE_MODES,
+             f"unknown --compile mode {self.compile!r}; choose from {', '.join(COMPILE_MODES)}"),
             (between(self.train_subset, 1, 10**9), f"--train-subset must be at least 1, got {self.train_subset}"),
             (between(self.val_split, 0, 10**9), f"--val-split must be at least 0, got {self.val_split}"),
             (between(self.patience, 1, 10**6), f"--patience must be at least 1, got {self.patience}"),
@@ -184,7 +198,8 @@ def _check_keys(values: dict, source: str) -> None:
 
 
 # Settings that change how a run executes, not what it computes: a sweep reuses a run that differs only in these.
-HOW_TO_RUN = ("out", "overwrite", "progress", "threads", "checkpoint_every", "check_every", "data_dir", "device")
+HOW_TO_RUN = ("out", "overwrite", "progress", "threads", "checkpoint_every", "check_every", "data_dir", "device",
+              "compile")
 
 
 def config_from_saved(values: dict, source: str) -> TrainConfig:
@@ -230,4 +245,5 @@ def build_config(flags: dict, config_file: str | None = None) -> TrainConfig:
     if "momentum" in chosen and chosen.get("schedule", RECIPES[recipe]["schedule"]) == "onecycle":
         raise CnnlabError("--momentum has no effect with the one-cycle schedule, which cycles momentum itself "
                           "(0.85-0.95); use it with --optimizer sgd --schedule constant")
-    return TrainConfig(**{**RECIPES[recipe], **chosen, "recipe": recipe}).validate()
+    for_dataset = DATASET_CHANGES.get((recipe, chosen.get("dataset")), {})
+    return TrainConfig(**{**RECIPES[recipe], **for_dataset, **chosen, "recipe": recipe}).validate()

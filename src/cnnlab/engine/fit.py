@@ -20,7 +20,7 @@ from cnnlab.engine.config import TrainConfig, config_from_saved, same_settings
 from cnnlab.engine.device import autocast_dtype, select_device, torch_settings
 from cnnlab.engine.distributed import DistContext, init_distributed
 from cnnlab.engine.evaluate import evaluate
-from cnnlab.engine.loop import EpochProgress, NonFiniteLoss, Step, train_one_epoch
+from cnnlab.engine.loop import EpochProgress, NonFiniteLoss, Step, compile_for_training, train_one_epoch
 from cnnlab.engine.metrics import test_line
 from cnnlab.engine.run import build_model
 from cnnlab.engine.rundir import RunFolder, is_run
@@ -37,6 +37,7 @@ class FitResult:
     history: list[dict]          # one row of metrics per epoch, as in metrics.jsonl
     best_epoch: int | None       # chosen on the validation split; None without one
     is_main: bool                # False on the other ranks of a DDP job
+    compile_seconds: float = 0.0  # with --compile: the compile, timed apart from the epochs
 
     @property
     def test_accuracy(self) -> float:
@@ -100,11 +101,14 @@ def _memory_format(config: TrainConfig):
 
 
 def _augmentation(config: TrainConfig, epoch: int, skip: int):
-    """The batch augmentation of `epoch`, its randomness a function of (seed, epoch, step): exact on resume."""
+    """The batch augmentation of `epoch`, its randomness a function of (seed, epoch, step): exact on resume.
+
+    The generator lives on the batch's device: random numbers drawn on the CPU would be copied to a GPU each
+    step, a host sync."""
     transform = AUGMENTATIONS[config.augment]
     if transform is None:
         return None
-    return lambda pixels, step: transform(pixels, torch.Generator().manual_seed(
+    return lambda pixels, step: transform(pixels, torch.Generator(pixels.device).manual_seed(
         mixed_seed(config.seed, epoch, skip + step)))
 
 
@@ -135,6 +139,8 @@ def fit(config: TrainConfig, log=print, dataset: ImageDataset | None = None, res
     device = select_device(config.device)
     dist = init_distributed(device.type, config.batch_size)
     log = log if dist.is_main else (lambda *_: None)  # only rank 0 prints, writes metrics and checkpoints
+    if config.compile != "off" and dist.world > 1:
+        raise CnnlabError("--compile does not run under DDP (--nproc) yet: leave out one of the two")
     with torch_settings(config.threads, config.deterministic):
         device = dist.local_device(device)
         data = prepare_data(config, dataset, log).to(device)
@@ -149,15 +155,18 @@ def fit(config: TrainConfig, log=print, dataset: ImageDataset | None = None, res
                 ckpt.write_config(folder.path, config, device=str(device), torch=torch.__version__,
                                   threads=torch.get_num_threads())
             log(_start_line(config, data, state, device, dist, resume))
+            compiled, compile_seconds = _compiled(config, data, state, log) if config.compile != "off" else (None, 0.0)
             with StopOnSignal() as stopper:
                 for epoch in range(state.epoch + 1, config.epochs + 1):
-                    progress = _train_epoch(config, data, state, writer, stopper, dist, epoch, steps)
+                    progress = _train_epoch(config, data, state, writer, stopper, dist, epoch, steps, compiled)
                     row = _evaluate_epoch(config, data, state.evaluated, progress, dist, epoch)
+                    if compile_seconds and not any("compile_seconds" in r for r in state.history):
+                        row["compile_seconds"] = round(compile_seconds, 3)
                     if _end_epoch(config, state, row, writer, log):
                         break
             dist.check_replicas(state.model, len(data.test_labels), folder.path if folder else None)
     return FitResult(Path(config.out or ""), data.name, count_parameters(state.model), state.history,
-                     state.best_epoch, dist.is_main)
+                     state.best_epoch, dist.is_main, compile_seconds)
 
 
 def _end_epoch(config: TrainConfig, state: TrainState, row: dict, writer: "RunWriter", log) -> bool:
@@ -197,9 +206,25 @@ class _NoFolder:
         return None
 
 
-def _train_epoch(config, data, state: TrainState, writer: RunWriter, stopper, dist, epoch: int,
-                 steps: int) -> EpochProgress:
-    """One epoch of training, with step checkpoints and progress; on a signal, checkpoint and stop."""
+def _compiled(config, data: ImageDataset, state: TrainState, log) -> tuple[torch.nn.Module, float]:
+    """The training model under torch.compile, compiled on each batch shape of an epoch before training starts."""
+    n, size = len(data.train_labels), config.batch_size
+    shapes = [min(size, n)] + ([n % size] if n > size and n % size else [])  # full batches, then the last one
+    batches = [next(iterate_batches(data.train_images[:k], data.train_labels[:k], k, data.mean, data.std,
+                                    memory_format=_memory_format(config))) for k in shapes]
+    compiled, seconds = compile_for_training(state.model, batches, mode=config.compile,
+                                             label_smoothing=config.label_smoothing,
+                                             amp_dtype=autocast_dtype(config.precision, data.train_labels.device))
+    log(f"Compiled the training step (torch.compile, mode {config.compile}, batches of {shapes}) in {seconds:.1f} s, "
+        "not counted in the epoch times")
+    return compiled, seconds
+
+
+def _train_epoch(config, data, state: TrainState, writer: RunWriter, stopper, dist, epoch: int, steps: int,
+                 compiled=None) -> EpochProgress:
+    """One epoch of training, with step checkpoints and progress; on a signal, checkpoint and stop.
+
+    `compiled`: the model under torch.compile, trained in place of the plain one (they share the weights)."""
     skip = state.progress.step if state.progress else 0
     if dist.world > 1 and state.progress and not dist.is_main:  # saved partial sums are all ranks': count once
         state.progress = EpochProgress(step=skip, seconds=state.progress.seconds)
@@ -216,7 +241,8 @@ def _train_epoch(config, data, state: TrainState, writer: RunWriter, stopper, di
     device = data.train_labels.device
     with bar, _last_checkpoint_named(state):
         progress, finished = train_one_epoch(
-            _distributed(state.model, dist), batches, optimizer=state.optimizer, scheduler=state.scheduler,
+            compiled if compiled is not None else _distributed(state.model, dist), batches,
+            optimizer=state.optimizer, scheduler=state.scheduler,
             label_smoothing=config.label_smoothing, ema=state.ema, amp_dtype=autocast_dtype(config.precision, device),
             start=state.progress, callbacks=callbacks, should_stop=lambda: dist.any(stopper.signal is not None),
             check_every=config.check_every or (1 if device.type == "cpu" else 50))

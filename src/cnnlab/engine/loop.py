@@ -5,6 +5,9 @@ every `check_every` steps (every step on a CPU, where reading it is free; the de
 callbacks that need a number (a progress bar, a step checkpoint) read it themselves. With `check_every` 1
 the test comes before the update, so the weights are never touched by a bad step; with N > 1 a NaN is
 caught within N steps, the run stops without saving, and resuming starts from the last checkpoint.
+
+`compile_for_training` wraps a model in `torch.compile` and compiles it before the first epoch, so that
+the compile is timed on its own rather than inside the first epoch.
 """
 import time
 from collections.abc import Callable, Iterable
@@ -54,6 +57,34 @@ def _guard(loss: torch.Tensor, step: int, optimizer) -> None:
                             f"rate {optimizer.param_groups[0]['lr']:.3g}). Try a lower --lr, or --optimizer adam")
 
 
+def _loss(model, images, labels, amp_dtype, label_smoothing: float) -> tuple[torch.Tensor, torch.Tensor]:
+    with torch.autocast(images.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+        output = model(images).float()
+    return F.cross_entropy(output, labels, label_smoothing=label_smoothing), output
+
+
+def compile_for_training(model, batches: Iterable, *, mode: str, amp_dtype=None,
+                         label_smoothing: float = 0.0) -> tuple[torch.nn.Module, float]:
+    """`torch.compile(model, mode=mode)`, compiled now by a forward and backward pass on each of `batches` (one
+    per batch shape the epoch will show: compiled for fixed shapes, a new shape would compile again mid-epoch).
+    The weights, buffers (BatchNorm's running statistics), gradients and generators are put back afterwards,
+    so training then runs exactly as if the passes had not happened. Returns the compiled model and the
+    seconds the compile took."""
+    start = time.perf_counter()
+    compiled = torch.compile(model, mode=mode, dynamic=False)
+    saved = {name: value.clone() for name, value in model.state_dict().items()}
+    device = next(model.parameters()).device
+    model.train()
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        for images, labels in batches:
+            _loss(compiled, images, labels, amp_dtype, label_smoothing)[0].backward()
+    model.load_state_dict(saved)
+    model.zero_grad(set_to_none=True)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return compiled, time.perf_counter() - start
+
+
 def train_one_epoch(model, batches: Iterable, *, optimizer, scheduler=None, label_smoothing: float = 0.0, ema=None,
                     amp_dtype=None, start: EpochProgress | None = None, callbacks=(), should_stop=lambda: False,
                     check_every: int = 1) -> tuple[EpochProgress, bool]:
@@ -75,9 +106,7 @@ def train_one_epoch(model, batches: Iterable, *, optimizer, scheduler=None, labe
     finished = True
     for images, labels in batches:
         optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            output = model(images).float()
-        loss = F.cross_entropy(output, labels, label_smoothing=label_smoothing)
+        loss, output = _loss(model, images, labels, amp_dtype, label_smoothing)
         if check_every == 1:  # before the update, so the weights and the last checkpoint stay good
             _guard(loss, step + 1, optimizer)
         loss.backward()

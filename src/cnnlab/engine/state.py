@@ -31,20 +31,29 @@ def build_scheduler(optimizer, config: TrainConfig, steps_per_epoch: int):
                                                steps_per_epoch=steps_per_epoch)
 
 
-def ema_with_warmup(decay: float):
-    """AveragedModel's update for an exponential moving average whose decay grows as (1 + n) / (10 + n)
+class WeightAverage(torch.optim.swa_utils.AveragedModel):
+    """An exponential moving average of a model's weights and buffers, whose decay grows as (1 + n) / (10 + n)
     up to `decay` (n: updates so far), so that a short run's average is not stuck near the initial weights.
-    The decay is computed on the device: no host sync per step."""
+
+    No host sync per update: the count n stays on the CPU and the decay is a Python number (AveragedModel's
+    own update copies its count to the device each step, which on a GPU waits for the queued work)."""
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        super().__init__(model, use_buffers=True)
+        self.decay = decay
+
     @torch.no_grad()
-    def update(averaged: list, current: list, num_averaged: torch.Tensor) -> None:
-        if not averaged[0].is_floating_point():  # BatchNorm's step counters: take the current count
-            torch._foreach_copy_(averaged, current)
-            return
-        weight = 1.0 - torch.clamp((1 + num_averaged) / (10 + num_averaged), max=decay)
-        steps = torch._foreach_sub(current, averaged)
-        torch._foreach_mul_(steps, weight.to(averaged[0].dtype))
-        torch._foreach_add_(averaged, steps)
-    return update
+    def update_parameters(self, model: torch.nn.Module) -> None:
+        n = int(self.n_averaged)  # a CPU tensor: free to read
+        weight = 1.0 if n == 0 else 1.0 - min((1 + n) / (10 + n), self.decay)  # the first update copies
+        pairs = zip([*self.module.parameters(), *self.module.buffers()], [*model.parameters(), *model.buffers()])
+        floats, counters = [], []  # weights and statistics; BatchNorm's step counts, which take the current value
+        for averaged, current in pairs:
+            (floats if averaged.is_floating_point() else counters).append((averaged, current))
+        torch._foreach_lerp_([a for a, _ in floats], [c for _, c in floats], weight)
+        if counters:
+            torch._foreach_copy_([a for a, _ in counters], [c for _, c in counters])
+        self.n_averaged += 1
 
 
 def rng_state() -> dict:
@@ -85,8 +94,7 @@ class TrainState:
     def create(cls, model, config: TrainConfig, steps_per_epoch: int) -> "TrainState":
         optimizer = build_optimizer(model, config)
         # The average is what gets evaluated and saved as the run's weights; BatchNorm statistics are averaged too.
-        ema = torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=ema_with_warmup(config.ema),
-                                                  use_buffers=True) if config.ema else None
+        ema = WeightAverage(model, config.ema) if config.ema else None
         trace = {"grad_norms": [], "train_loss": [], "train_error": []} if config.trace_grad else None
         return cls(model, optimizer, build_scheduler(optimizer, config, steps_per_epoch), ema, trace=trace)
 
