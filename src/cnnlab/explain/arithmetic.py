@@ -48,6 +48,7 @@ def summary_rows(model: torch.nn.Module, input_shape) -> list[list]:
 
 
 def summary(name: str, input_shape=(1, 28, 28)) -> str:
+    """`cnnlab summary`: model `name` layer by layer (input and output shape, parameters, FLOPs), then totals."""
     with torch.device("meta"):  # shapes, parameters and FLOPs need no real tensors: a huge --input costs nothing
         model = create_model(name, in_channels=input_shape[0], input_size=tuple(input_shape[1:]))
     try:

@@ -80,6 +80,7 @@ def _lecture_branches(in_channels: int) -> dict[str, list[Conv]]:
 
 
 def known_cases() -> dict[str, Case]:
+    """The blocks `cnnlab bottleneck --block` knows: the lecture's incept1 and incept2, and GoogLeNet's (3a)."""
     first = conv_output_size(28, 5) // 2   # conv1 (5x5) and a 2x2 max pool: 12
     second = conv_output_size(first, 5) // 2  # conv2 (5x5) and a 2x2 max pool: 4
     return {
@@ -109,6 +110,7 @@ def _verdict(branch: str, first: Conv, params: int, flops: int, params_without: 
 
 
 def branch_costs(branch: list[Conv], height: int, width: int) -> tuple[int, int]:
+    """(parameters, FLOPs) of a branch's convolutions on a height x width input."""
     return sum(c.parameters for c in branch), sum(c.flops(height, width) for c in branch)
 
 

@@ -53,6 +53,7 @@ def layers(family: str, depth: int) -> int:
 
 
 def model_name(family: str, depth: int) -> str:
+    """The registered model of `family` at `depth` (DenseNet-BC: the counterpart with as many block layers)."""
     if family == "densenet":
         return f"densenet-bc-{layers(family, depth)}-{DENSENET_GROWTH}"
     return f"{family}-{depth}"

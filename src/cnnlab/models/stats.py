@@ -8,6 +8,7 @@ from cnnlab.tables import format_table
 
 
 def count_parameters(model: torch.nn.Module) -> int:
+    """All parameters of `model`, trainable or not (BatchNorm's running statistics are buffers: not counted)."""
     return sum(p.numel() for p in model.parameters())
 
 
