@@ -107,12 +107,15 @@ def pixel_stats(images: torch.Tensor) -> tuple[PerChannel, PerChannel]:
 
 def stratified_holdout(labels: torch.Tensor, n: int, num_classes: int, seed: int) -> torch.Tensor:
     """The sorted indices of `n` of `labels`, each class giving its share (largest remainders), drawn by a
-    permutation seeded with `seed`: the same labels always give the same indices."""
+    permutation seeded with `seed`: the same labels always give the same indices. A class's last image is
+    never taken (a class held out whole could not be learnt), so tiny classes may make it fewer than `n`."""
     order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
-    quota = torch.bincount(labels, minlength=num_classes).double() * n / len(labels)
-    take = quota.floor().long()
-    extra = (quota - take).argsort(descending=True)[:n - int(take.sum())]  # largest remainders
-    take[extra] += 1
+    counts = torch.bincount(labels, minlength=num_classes)
+    quota = counts.double() * n / len(labels)
+    take = quota.floor().long()  # below counts, as n < len(labels)
+    room = take < counts - 1
+    extra = torch.where(room, quota - take, -1.0).argsort(descending=True)[:n - int(take.sum())]  # largest remainders
+    take[extra[room[extra]]] += 1
     return torch.cat([order[labels[order] == c][:take[c]] for c in range(num_classes)]).sort().values
 
 
@@ -336,7 +339,8 @@ def load_folder_dataset(data_dir, image_size: str | None = None, channels: int |
     images = _select_channels(folder.images, folder.grey, channels)
     arrays = (images[~is_test], folder.labels[~is_test], images[is_test], folder.labels[is_test])
     dataset = _from_arrays(FOLDER, folder.classes, [a.numpy() for a in arrays], mnist_style=False)
-    dataset.notice = folder.report(Path(data_dir))
+    untested = [name for c, name in enumerate(folder.classes) if not (dataset.test_labels == c).any()]
+    dataset.notice = folder.report(Path(data_dir)) + (f"; no test image of: {', '.join(untested)}" if untested else "")
     return dataset
 
 
