@@ -220,8 +220,9 @@ def test_trains_predicts_by_class_name_and_exports(shapes, tmp_path, capsys):
     assert info.classes == SHAPES and info.in_channels == 3 and not info.mnist_style and len(info.mean) == 3
     assert main(["evaluate", str(out)]) == 0  # the run finds its folder again, fitted as for training
     assert "| triangle |" in capsys.readouterr().out
-    with pytest.raises(CnnlabError, match="only a digit model .* this one takes 3x32x32 images of folder"):
-        Predictor(out)  # as the drawing canvas asks for it
+    with pytest.raises(CnnlabError, match="only a digit model .* this one takes 3x32x32 images of folder: classify "
+                       "its images with `cnnlab predict"):
+        Predictor(out)  # as the drawing canvas and `serve` ask for it
     predictor = Predictor(out, digits_only=False)
     assert not predictor.digits and predictor.prepare(draw_shape("circle", np.random.default_rng(3))).shape == \
         (3, 32, 32)
@@ -239,9 +240,26 @@ def test_trains_predicts_by_class_name_and_exports(shapes, tmp_path, capsys):
     assert right >= 8, results  # of 9
     assert Image.open(tmp_path / "seen.png").size == (9 * 32 * 7, 32 * 7)
 
-    assert main(["export", str(out)]) == 0 and "largest difference" in capsys.readouterr().out
+    assert main(["export", str(out)]) == 0 and "largest difference from PyTorch on 60 test images" in \
+        capsys.readouterr().out
     assert main(["predict", str(out), str(files[0]), "--backend", "onnxruntime", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["top"][0]["class"] == results[0]["top"][0]["class"]
 
     assert main([*train[:-1], str(tmp_path / "again"), "--epochs", "1"]) == 0  # the cache serves a second run
     assert "read from the cache" in capsys.readouterr().out
+
+
+def test_a_run_finds_its_folder_from_anywhere_and_says_when_it_is_gone(shapes, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(shapes.parent)
+    assert main(["train", "--dataset", "folder", "--data-dir", "shapes", "--model", "cnn-bn-8-24", "--epochs", "1",
+                 "--threads", "1", "--no-progress", "--out", str(tmp_path / "run")]) == 0
+    monkeypatch.chdir(tmp_path / "run")  # the relative --data-dir was saved absolute
+    assert main(["evaluate", str(tmp_path / "run")]) == 0 and "evaluated on the folder test set" in \
+        capsys.readouterr().out
+    shapes.rename(tmp_path / "moved")
+    assert main(["evaluate", str(tmp_path / "run")]) == 1
+    assert capsys.readouterr().err == f"cnnlab evaluate: error: {shapes}, the folder of images this run was " \
+                                      "trained on, is gone: pass --data-dir DIR\n"
+    assert main(["evaluate", str(tmp_path / "run"), "--data-dir", str(tmp_path / "moved")]) == 0
+    assert main(["export", str(tmp_path / "run")]) == 0
+    assert "on 256 random images (the run's test images are not at hand)" in capsys.readouterr().out

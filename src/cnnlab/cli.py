@@ -279,8 +279,8 @@ def cmd_predict(args) -> int:
 
 def cmd_export(args) -> int:
     from cnnlab.inference.export import export
-    path, difference = export(args.run, args.format, args.out, args.data_dir)
-    print(f"wrote {path} (checked: largest difference from PyTorch on 256 test images {difference:.1e})")
+    path, difference, checked_on = export(args.run, args.format, args.out, args.data_dir)
+    print(f"wrote {path} (checked: largest difference from PyTorch on {checked_on} {difference:.1e})")
     return 0
 
 

@@ -109,7 +109,7 @@ class Folder:
     def report(self, root: Path) -> str:
         """One line: what was read, from where, and what was skipped."""
         how = (f"read from the cache {self.cache}" if self.cache_hit else
-               f"decoded and cached in {self.cache}" if self.cache else "decoded (no cache could be written)")
+               f"decoded and cached in {self.cache}" if self.cache else "decoded, not cached")
         line = (f"folder {root}: {len(self.labels):,} images of {len(self.classes)} classes "
                 f"({', '.join(self.classes[:10])}{', ...' if len(self.classes) > 10 else ''}), {how}")
         if self.skipped:

@@ -144,7 +144,9 @@ def fit(config: TrainConfig, log=print, dataset: ImageDataset | None = None, res
     with torch_settings(config.threads, config.deterministic):
         device = dist.local_device(device)
         data = prepare_data(config, dataset, log).to(device)
-        config = dataclasses.replace(config, dataset=data.name, out=config.out or _default_out(config, data.name))
+        # The data folder saved absolute: evaluate, export and resume find it from any working directory.
+        config = dataclasses.replace(config, dataset=data.name, out=config.out or _default_out(config, data.name),
+                                     data_dir=config.data_dir and str(Path(config.data_dir).resolve()))
         steps = steps_per_epoch(len(data.train_labels), config.batch_size, dist.world)
         state = TrainState.create(build_training_model(config, data, device, dist), config, steps)
         with _open_folder(config, dist, resume) as folder:

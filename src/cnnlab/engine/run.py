@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from cnnlab import CnnlabError
-from cnnlab.data.datasets import DatasetInfo, ImageDataset, load_dataset
+from cnnlab.data.datasets import FOLDER, DatasetInfo, ImageDataset, load_dataset
 from cnnlab.engine.checkpoint import BEST, load_checkpoint
 from cnnlab.models import count_parameters, create_model
 
@@ -56,7 +56,11 @@ class SavedRun:
     def data_dir(self, data_dir=None):
         """`data_dir`, else the folder the run was trained from while it still exists, else None (cache)."""
         saved = self.config.get("data_dir")
-        return data_dir or (saved if isinstance(saved, str) and Path(saved).is_dir() else None)
+        if data_dir or (isinstance(saved, str) and Path(saved).is_dir()):
+            return data_dir or saved
+        if self.info.name == FOLDER:  # a folder of images has no cache to fall back on
+            raise CnnlabError(f"{saved}, the folder of images this run was trained on, is gone: pass --data-dir DIR")
+        return None
 
     def load_dataset(self, name: str | None = None, data_dir=None, allow_download: bool = True) -> ImageDataset:
         """The run's own dataset (from where it was trained, when that still exists), or another of the

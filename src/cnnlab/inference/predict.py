@@ -50,7 +50,8 @@ class Predictor:
         self.digits = info.mnist_style and (info.in_channels, info.input_size) == (1, (28, 28))
         if digits_only and not self.digits:
             raise CnnlabError(f"{run_dir}: only a digit model (MNIST-style, 1x28x28) is taken here; this one takes "
-                              f"{info.in_channels}x{info.input_size[0]}x{info.input_size[1]} images of {info.name}")
+                              f"{info.in_channels}x{info.input_size[0]}x{info.input_size[1]} images of {info.name}: "
+                              f"classify its images with `cnnlab predict {run_dir} IMAGE...`")
         self.model, self.classes = self.run.model, info.classes
         self.session = None
         if backend == "onnxruntime":
