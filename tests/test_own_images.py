@@ -250,12 +250,15 @@ def test_trains_predicts_by_class_name_and_exports(shapes, tmp_path, capsys):
 
 
 def test_a_run_finds_its_folder_from_anywhere_and_says_when_it_is_gone(shapes, tmp_path, monkeypatch, capsys):
+    (shapes / "star").mkdir()  # one image: trained on, never tested
+    draw_shape("circle", np.random.default_rng(3)).save(shapes / "star" / "only.png")
     monkeypatch.chdir(shapes.parent)
     assert main(["train", "--dataset", "folder", "--data-dir", "shapes", "--model", "cnn-bn-8-24", "--epochs", "1",
                  "--threads", "1", "--no-progress", "--out", str(tmp_path / "run")]) == 0
     monkeypatch.chdir(tmp_path / "run")  # the relative --data-dir was saved absolute
-    assert main(["evaluate", str(tmp_path / "run")]) == 0 and "evaluated on the folder test set" in \
-        capsys.readouterr().out
+    assert main(["evaluate", str(tmp_path / "run")]) == 0
+    printed = capsys.readouterr().out
+    assert "evaluated on the folder test set" in printed and "| star     |      0 |          - |" in printed
     shapes.rename(tmp_path / "moved")
     assert main(["evaluate", str(tmp_path / "run")]) == 1
     assert capsys.readouterr().err == f"cnnlab evaluate: error: {shapes}, the folder of images this run was " \

@@ -16,7 +16,7 @@ def evaluate_run(run_dir, dataset_name=None, data_dir=None, batch_size=1000, tta
              f"evaluated on the {dataset.name} test set" + (", with test-time augmentation (5 views)" if tta else ""),
              test_line(result.loss, result.correct, result.total), "",
              format_table(["class", "images", "accuracy %"],
-                          [[name, n, f"{acc:.2f}"] for name, n, acc in
+                          [[name, n, f"{acc:.2f}" if n else "-"] for name, n, acc in  # "-": none to test
                            zip(dataset.classes, counts, per_class_accuracy(result.confusion))]), "",
              "Confusion matrix (rows: true class, columns: predicted):",
              format_confusion(result.confusion, dataset.classes)]
