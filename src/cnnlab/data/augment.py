@@ -21,7 +21,7 @@ def _affine_grid(images: torch.Tensor, generator: torch.Generator, degrees: floa
     """The sampling grid that rotates, scales and shifts each image by its own random amounts."""
     n = images.shape[0]
     angle = _uniform(n, -degrees, degrees, generator) * (math.pi / 180)
-    factor = _uniform(n, *scale, generator)
+    factor = _uniform(n, scale[0], scale[1], generator)
     shift_x = _uniform(n, -2 * translate, 2 * translate, generator)  # grid units span 2
     shift_y = _uniform(n, -2 * translate, 2 * translate, generator)
     cos, sin = torch.cos(angle) / factor, torch.sin(angle) / factor
@@ -70,7 +70,7 @@ def random_contrast(images: torch.Tensor, generator: torch.Generator, gamma: flo
     binary pixel art, where MNIST's strokes have soft grey edges."""
     n = images.shape[0]
     exponent = torch.exp(_uniform(n, -gamma, gamma, generator)).view(-1, 1, 1, 1).to(images.device)
-    factor = _uniform(n, *gain, generator).view(-1, 1, 1, 1).to(images.device)
+    factor = _uniform(n, gain[0], gain[1], generator).view(-1, 1, 1, 1).to(images.device)
     return (images.clamp(min=0) ** exponent * factor).clamp(max=1)
 
 

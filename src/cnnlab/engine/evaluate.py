@@ -44,14 +44,14 @@ def evaluate(model, images, labels, *, mean, std, num_classes: int, batch_size: 
     model.eval()
     images, labels = images[dist.rank::dist.world], labels[dist.rank::dist.world]
     loss_sum = torch.zeros((), dtype=torch.float64, device=labels.device)
-    predictions = []
+    batches: list[torch.Tensor] = []
     background = normalised_black(mean, std).to(labels.device)  # black, what the shifts bring in
     for x, y in iterate_batches(images, labels, batch_size, mean, std, memory_format=memory_format):
         with torch.autocast(x.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             output = _log_probabilities(model, x, tta, background, memory_format).float()
         loss_sum += F.cross_entropy(output, y, reduction="sum")
-        predictions.append(output.argmax(1))
-    predictions = torch.cat(predictions) if predictions else labels.new_zeros(0)
+        batches.append(output.argmax(1))
+    predictions = torch.cat(batches) if batches else labels.new_zeros(0)
     local_total = len(labels)
     loss, correct, total = dist.sum(loss_sum.item(), float((predictions == labels).sum()), float(local_total))
     return Evaluation(loss / max(total, 1), int(correct), int(total),
