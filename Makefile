@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # Real MNIST for tests and benchmarks; tests skip with a reason where it is absent.
 MNIST_DIR ?= ../shared/data/mnist
 
-.PHONY: install run test bench clean browser
+.PHONY: install run test bench clean browser docs
 
 install: $(VENV)/.installed
 
@@ -44,6 +44,10 @@ bench: install
 	$(BIN)/cnnlab train --dataset mnist-sample --no-progress --out runs/bench-serve --overwrite >/dev/null
 	$(BIN)/python benchmarks/load.py runs/bench-serve --clients 8 --requests 800
 	$(BIN)/python benchmarks/load.py runs/bench-serve --clients 8 --requests 400 --upload
+
+# docs/cli.md is every command's --help, generated (tests/test_docs.py fails when it is out of date).
+docs: install
+	$(BIN)/python -c "from cnnlab.cli import cli_reference; print(cli_reference(), end='')" > docs/cli.md
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
