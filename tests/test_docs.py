@@ -17,14 +17,19 @@ COMMAND_LINE = re.compile(r"^(?:\$ )?(?:\S*python3? -m |torchrun .*-m )?cnnlab (
 FLAG = re.compile(r"(?<![\w-])--[a-z][\w-]*")
 
 
+FENCED = re.compile(r"^```[^\n]*\n(.*?)^```", flags=re.M | re.S)
+INLINE = re.compile(r"`([^`\n]+)`")
+
+
 def _prose(text: str) -> str:
     """`text` without its fenced code blocks and inline code spans, where brackets are not links."""
-    return re.sub(r"`[^`\n]*`", "", re.sub(r"^```.*?^```", "", text, flags=re.M | re.S))
+    return INLINE.sub("", FENCED.sub("", text))
 
 
-def _code_lines(text: str) -> list[str]:
-    return [line.strip() for block in re.findall(r"^```[^\n]*\n(.*?)^```", text, flags=re.M | re.S)
-            for line in block.splitlines()]
+def _code(text: str) -> list[str]:
+    """Every line of the fenced code blocks of `text`, and every inline code span."""
+    return ([line.strip() for block in FENCED.findall(text) for line in block.splitlines()]
+            + INLINE.findall(FENCED.sub("", text)))
 
 
 def test_cli_reference_is_current():
@@ -48,7 +53,7 @@ def test_every_recipe_is_described_as_it_is():
 def test_command_lines_use_real_commands_and_flags(page):
     commands = build_parser().commands
     wrong = []
-    for line in _code_lines(page.read_text()):
+    for line in _code(page.read_text()):
         match = COMMAND_LINE.match(line)
         if match is None:
             continue
