@@ -36,11 +36,21 @@ def test_cli_reference_is_current():
     assert (ROOT / "docs" / "cli.md").read_text() == cli_reference(), "docs/cli.md is out of date: run `make docs`"
 
 
+def _anchors(page: Path) -> set[str]:
+    """The anchors GitHub gives the headings of a Markdown page: lower case, punctuation dropped, spaces -> '-'."""
+    headings = re.findall(r"^#+ (.+)$", FENCED.sub("", page.read_text()), flags=re.M)
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in headings}
+
+
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
 def test_relative_links_point_to_files(page):
-    targets = [t for t in LINK.findall(_prose(page.read_text())) if not re.match(r"[a-z]+:|#", t)]
+    targets = [t for t in LINK.findall(_prose(page.read_text())) if not re.match(r"[a-z]+:", t)]
     missing = [t for t in targets if not (page.parent / t.split("#")[0]).exists()]
     assert not missing, f"{page.name} links to missing files: {missing}"
+    sections = [t.split("#", 1) for t in targets if "#" in t and t not in missing]
+    unknown = [f"{path}#{anchor}" for path, anchor in sections
+               if anchor not in _anchors(page.parent / path if path else page)]
+    assert not unknown, f"{page.name} links to sections that do not exist: {unknown}"
 
 
 def test_every_recipe_is_described_as_it_is():
