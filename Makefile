@@ -38,7 +38,8 @@ lint: install
 
 # docs/cli.md is the parser's own help (tests/test_docs.py fails when it has drifted).
 docs: install
-	$(BIN)/python -c "from cnnlab.cli import cli_reference; print(cli_reference(), end='')" > docs/cli.md
+	$(BIN)/python -c "from cnnlab.cli import cli_reference; from cnnlab.files import write_text; \
+	  write_text('docs/cli.md', cli_reference())"
 
 # Every CPU figure of docs/speed.md: lecture recipe against the lecture's pipeline, deep models, time to 99% (float32
 # and bf16), inference backends, the serving load test. About 12 minutes on 2 idle cores. The GPU figures come from

@@ -118,8 +118,9 @@ def _train_args(p):
     model.add_argument("--model", metavar="NAME", help="a name from `cnnlab models` (default: cnn)")
     model.add_argument("--width", type=int, metavar="W", help="base width for families that have one")
     opt = p.add_argument_group("Optimization")
-    opt.add_argument("--recipe", metavar="NAME", help="named defaults: " + "; ".join(map(describe_recipe, RECIPES))
-                     + " (default: cifar for cifar10 and cifar100, else default)")
+    recipes = "; ".join(map(describe_recipe, RECIPES)).replace("%", "%%")  # argparse formats help with %
+    opt.add_argument("--recipe", metavar="NAME", help=f"named defaults: {recipes} "
+                     "(default: cifar for cifar10 and cifar100, else default)")
     opt.add_argument("--epochs", type=int, metavar="N", help="(default: from the recipe)")
     opt.add_argument("--patience", type=int, metavar="E", help="with --val-split: stop after E epochs without a "
                      "better validation accuracy (default: never)")
