@@ -41,7 +41,7 @@ def test_each_image_is_one_padded_crop_of_itself(flip):
 
 def test_digit_recipes_never_flip():
     assert {r.get("augment", "none") for name, r in RECIPES.items() if name not in ("cifar", "he-cifar")} <= \
-        {"none", "affine"}
+        {"none", "affine", "robust"}  # robust: shape, stroke width, contrast and blur; no flips either
     assert RECIPES["cifar"]["augment"] == RECIPES["he-cifar"]["augment"] == "crop-flip"
     assert AUGMENTATIONS["crop"] is random_crop
 

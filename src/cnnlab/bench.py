@@ -13,9 +13,9 @@ import statistics
 import tempfile
 import time
 import warnings
-from typing import Any
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -375,7 +375,7 @@ def gpu_bench(data_dir, out_dir="benchmarks/results/gpu", device_name: str = "cu
     not countable."""
     device = select_device(device_name)
     start = time.perf_counter()
-    small = {"train_subset": 256, "epochs": 1} if quick else {}
+    small = {"train_subset": 1024, "epochs": 1} if quick else {}
     target = 50.0 if quick else 99.0
     results = {**_environment(), "device": str(device), "quick": quick, "sections": {}}
     if device.type == "cuda":

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from cnnlab.data.augment import one_pixel_shifts
 from cnnlab.data.batches import iterate_batches, normalised_black
-from cnnlab.engine.distributed import DistContext
+from cnnlab.engine.distributed import SINGLE_PROCESS, DistContext
 from cnnlab.engine.metrics import confusion_matrix
 
 
@@ -34,7 +34,7 @@ def _log_probabilities(model, x, tta: bool, background, memory_format) -> torch.
 
 @torch.inference_mode()
 def evaluate(model, images, labels, *, mean, std, num_classes: int, batch_size: int = 1000,
-             memory_format=torch.contiguous_format, dist: DistContext = DistContext(), tta: bool = False,
+             memory_format=torch.contiguous_format, dist: DistContext = SINGLE_PROCESS, tta: bool = False,
              amp_dtype=None) -> Evaluation:
     """Evaluate `model` on uint8 `images`, normalised with the training data's `mean` and `std`.
 
