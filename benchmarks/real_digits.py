@@ -332,6 +332,7 @@ KINDS = {  # name -> (digit, rng) -> encoded file
     "coloured ink and paper": coloured,
 }
 FONT_KIND = "handwriting font"
+COVERAGE_THRESHOLDS = (0.0, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
 
 
 def make_examples(images: np.ndarray, labels: np.ndarray, per_kind: int, seed: int = 0) -> list[dict]:
@@ -379,6 +380,18 @@ def predictions(predictor, seen) -> list[tuple[str, float] | None]:
 
 def hit(example, result) -> bool:
     return result is not None and result[0] == str(example["label"])
+
+
+def coverage_rows(examples, results, thresholds) -> list[list]:
+    """For each threshold on the top probability: the share of images answered (the rest "unsure" or no
+    ink), the accuracy of those answers, and the share of all images given a wrong answer as fact."""
+    rows = []
+    for threshold in thresholds:
+        answered = [hit(e, r) for e, r in zip(examples, results) if r is not None and r[1] >= threshold]
+        rows.append([f"{threshold:.2f}", f"{100 * len(answered) / len(examples):.1f}%",
+                     f"{100 * sum(answered) / max(len(answered), 1):.1f}%",
+                     f"{100 * (len(answered) - sum(answered)) / len(examples):.1f}%"])
+    return rows
 
 
 def load_preprocess(path):
@@ -480,6 +493,12 @@ def main(argv=None) -> int:
             if shown:
                 print(f"  {kind}: " + ", ".join((f"{n}: {s}" for n, s in zip(names, shown)) if real else shown[:30])
                       + (" ..." if len(shown) > 30 and not real else ""))
+    print("\ncoverage against the top probability, all generated images (calibrates UNSURE_BELOW in predict.py):")
+    for column in [c for c in columns if c.endswith("(preprocess)")]:
+        print(f"\n{column}")
+        print(format_table(["answer at p >=", "answered", "accuracy of answers", "wrong answers stated"],
+                           coverage_rows([examples[i] for i in generated], [results[column][i] for i in generated],
+                                         COVERAGE_THRESHOLDS)))
     web = [{"data": encode(paint(render(strokes(dataset.test_images[i, 0].numpy()), (280, 280), (50, 40, 190), 18.0),
                                  (17, 17, 17), (255, 255, 255)))} for i in range(20)]
     photo_rng = np.random.default_rng(args.seed)

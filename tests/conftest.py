@@ -1,6 +1,7 @@
 import gzip
 import os
 import struct
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,25 @@ def isolated_cache(tmp_path, monkeypatch):
     for name, spec in datasets.SPECS.items():
         if spec.mirrors:
             monkeypatch.setitem(datasets.SPECS, name, spec.__class__(**{**spec.__dict__, "mirrors": ("http://127.0.0.1:9/",)}))
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """mount(size): a folder on a tmpfs of that size ("16k"), to fill up; skips where mounting needs root."""
+    mounts = []
+
+    def mount(size: str) -> Path:
+        folder = tmp_path / f"disk-{len(mounts)}"
+        folder.mkdir()
+        if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+                          capture_output=True).returncode:
+            pytest.skip("cannot mount a tmpfs here (needs root)")
+        mounts.append(folder)
+        return folder
+
+    yield mount
+    for folder in mounts:
+        subprocess.run(["umount", str(folder)], check=True)
 
 
 def idx_bytes(array: np.ndarray) -> bytes:

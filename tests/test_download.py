@@ -56,7 +56,6 @@ def test_corrupt_and_missing_files_leave_nothing_in_the_cache(server, tmp_path):
 
 
 def test_dataset_downloads_into_the_cache_then_reads_from_it(server, tmp_path, monkeypatch):
-    monkeypatch.delenv("CNNLAB_OFFLINE")  # the server is local: this test is the one place downloads run
     root, url = server
     monkeypatch.delenv("CNNLAB_OFFLINE")  # the mirrors are this test's own server
     write_idx_dataset(root / "good", n_train=30, n_test=10)

@@ -217,13 +217,8 @@ def test_predict_refuses_devices_and_pipes_without_reading_them(run, tmp_path, c
 
 
 @pytest.fixture
-def tiny_disk(tmp_path):
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(mount)], capture_output=True).returncode:
-        pytest.skip("cannot mount a tmpfs here (needs root)")
-    yield mount
-    subprocess.run(["umount", str(mount)], check=True)
+def tiny_disk(small_disk):
+    return small_disk("16k")
 
 
 def test_export_onto_a_full_disk_is_one_line_and_leaves_no_temp_file(run, tiny_disk):

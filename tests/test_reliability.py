@@ -135,6 +135,12 @@ def test_broken_and_foreign_checkpoints_are_one_line_errors(tmp_path, uninterrup
     torch.save({"format": "something else"}, tmp_path / "foreign.pt")
     with pytest.raises(CnnlabError, match="not a cnnlab checkpoint"):
         load_checkpoint(tmp_path / "foreign.pt")
+    payload = torch.load(uninterrupted / "checkpoint.pt", weights_only=True)
+    next(iter(payload["state_dict"].values()))[0] = float("nan")  # would make every prediction NaN (a 500 in serve)
+    torch.save(payload, tmp_path / "nan.pt")
+    with pytest.raises(CnnlabError, match="weights are not finite"):
+        open_run(tmp_path / "nan.pt")
+    assert main(["evaluate", str(tmp_path / "nan.pt")]) == 1  # one line, as every command that opens a run
 
 
 def test_nan_loss_stops_with_a_message_and_keeps_the_last_checkpoint(tmp_path, capsys):
@@ -156,14 +162,9 @@ def test_unwritable_output_is_a_clear_error(tmp_path):
 
 
 @pytest.fixture
-def tiny_disk(tmp_path):
+def tiny_disk(small_disk):
     """A 96 KiB tmpfs: room for the config and metrics, not for a checkpoint beside a temp file."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=96k", "tmpfs", str(mount)], capture_output=True).returncode:
-        pytest.skip("cannot mount a tmpfs here (needs root)")
-    yield mount
-    subprocess.run(["umount", str(mount)], check=True)
+    return small_disk("96k")
 
 
 def test_disk_full_is_a_clear_error_and_leaves_no_partial_file(tiny_disk, capsys):

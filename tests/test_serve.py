@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from cnnlab.data.datasets import load_dataset
 from cnnlab.engine.run import open_run
 from cnnlab.explain.arithmetic import shape
+from cnnlab.inference.predict import UNSURE_BELOW
 from cnnlab.inference.serve import create_app
 from conftest import ROOT, draw_digit
 
@@ -63,7 +64,7 @@ def test_predict_upload_says_when_unsure(client):
     assert body["unsure"] is False
     assert np.array(body["input"]).shape == (28, 28)
     flat = client.post("/predict", json={"pixels": [[40] * 28] * 28}).json()  # a grey square is no digit
-    assert flat["unsure"] is (flat["predictions"][0]["probability"] < 0.5)
+    assert flat["unsure"] is (flat["predictions"][0]["probability"] < UNSURE_BELOW)
 
 
 def test_predict_pixels(client):

@@ -42,7 +42,9 @@ def test_time_to_accuracy_benchmark(mnist_dir, tmp_path, capsys):
     assert main(["bench", "--target", "97", "--seeds", "0", "--data-dir", str(mnist_dir), "--out", str(tmp_path)]) == 0
     (result_file,) = tmp_path.glob("*time-to-97.0.json")
     result = json.loads(result_file.read_text())
-    assert result["recipe"] == "fast" and result["all_reached"] and 0 < result["median_seconds"] < 120
+    assert result["recipe"] == "fast" and result["all_reached"]
+    (run,) = result["runs"]  # the time is the run's own: reached within the epochs it trained, evaluations included
+    assert result["median_seconds"] == run["seconds"] and 0 < run["seconds"] <= sum(run["epoch_seconds"])
 
 
 def test_ema_is_what_gets_evaluated_and_saved(tmp_path, capsys):

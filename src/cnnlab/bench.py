@@ -15,6 +15,7 @@ import time
 import warnings
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -73,7 +74,7 @@ def _reference_epoch(model, optimizer, dataset, seed) -> tuple[float, float]:
     with torch.no_grad():
         for data, target in test_loader:
             correct += int((model(data).argmax(1) == target).sum())
-    return time.perf_counter() - start, 100.0 * correct / len(test_loader.dataset)
+    return time.perf_counter() - start, 100.0 * correct / len(test_loader.dataset)  # type: ignore[arg-type]
 
 
 def _cnnlab_epoch(model, optimizer, dataset, config) -> tuple[float, float]:
@@ -156,15 +157,15 @@ def time_to_accuracy(data_dir, target: float, recipe: str = "fast", seeds=(0, 1,
                 (f" (+ {result.compile_seconds:.1f} s compile)" if result.compile_seconds else ""))
     times = [r["seconds"] for r in runs]
     median = statistics.median(t if t is not None else float("inf") for t in times)
-    result = {"recipe": recipe, "settings": settings or {}, "dataset": dataset, "target": target, "runs": runs,
-              "median_seconds": median, "all_reached": all(t is not None for t in times), **_environment()}
+    summary = {"recipe": recipe, "settings": settings or {}, "dataset": dataset, "target": target, "runs": runs,
+               "median_seconds": median, "all_reached": all(t is not None for t in times), **_environment()}
     if out_dir is not None:
         variant = "".join(f"-{value}" for value in (settings or {}).values())
-        path = _save_result(out_dir, name or f"{result['machine']}-{result['date']}-time-to-{target}{variant}.json",
-                            result)
+        path = _save_result(out_dir, name or f"{summary['machine']}-{summary['date']}-time-to-{target}{variant}.json",
+                            summary)
         log(f"time to {target}% with recipe {recipe}{_describe(settings)}: median {median:.2f} s over seeds "
-            f"{list(seeds)} (range {_range(times)}); load average {result['load_average'][0]}; written to {path}")
-    return result
+            f"{list(seeds)} (range {_range(times)}); load average {summary['load_average'][0]}; written to {path}")
+    return summary
 
 
 def _describe(settings: dict | None) -> str:
@@ -193,7 +194,7 @@ def run_bench(data_dir, models=("cnn", "inception"), quick=False, reference=True
     for name in models:
         config = build_config({"recipe": "lecture", "model": name})
         pipelines = ("cnnlab", "reference") if reference else ("cnnlab",)
-        entry = {"parameters": None, **{pipeline: {"epoch_seconds": []} for pipeline in pipelines}}
+        entry: dict[str, Any] = {"parameters": None, **{pipeline: {"epoch_seconds": []} for pipeline in pipelines}}
         for _ in range(epoch_repeats):  # alternated, so that a noisy minute hits both pipelines alike
             for pipeline in pipelines:
                 torch.manual_seed(config.seed)
@@ -289,7 +290,7 @@ def inference_bench(run_dir, data_dir=None, batches=(1, 64, 1024), threads: int 
         for name, make in INFERENCE_BACKENDS.items():
             prepare = make(run.model, float_onnx, int8_onnx, threads)
             predictions = np.concatenate([prepare(test[i:i + 1000])().argmax(1) for i in range(0, len(test), 1000)])
-            entry = {"accuracy": 100.0 * float((predictions == labels).mean()), "images_per_s": {},
+            entry: dict[str, Any] = {"accuracy": 100.0 * float((predictions == labels).mean()), "images_per_s": {},
                      "images_per_cpu_s": {}}
             for b in batches:
                 forward = prepare(np.ascontiguousarray(np.resize(test, (b, *test.shape[1:]))))
@@ -321,7 +322,7 @@ def _host_syncs(data, device, steps: int) -> dict:
     end of the epoch adds 3."""
     config = build_config({"recipe": "fast", "ema": 0.99})
     torch.manual_seed(0)
-    model = build_model(config.model, data.info).to(device=device, memory_format=torch.channels_last)
+    model = build_model(config.model, data.info).to(device=device, memory_format=torch.channels_last)  # type: ignore[call-overload]
     optimizer, average = build_optimizer(model, config), WeightAverage(model, config.ema)
     order = epoch_order(len(data.train_labels), 0, 1, device)[:steps * config.batch_size]
     batches = list(iterate_batches(data.train_images, data.train_labels, config.batch_size, data.mean, data.std,
@@ -364,7 +365,7 @@ def _synchronised_forward(model, x, amp_dtype):
     return forward
 
 
-def gpu_bench(data_dir, out_dir="benchmarks/results/gpu", device: str = "cuda", quick: bool = False,
+def gpu_bench(data_dir, out_dir="benchmarks/results/gpu", device_name: str = "cuda", quick: bool = False,
               budget_s: float = 330.0, log=print) -> dict:
     """The GPU figures of issue 17 in one run, each section written to the JSON file as soon as it is done and
     skipped once `budget_s` has passed: host syncs per step, `fast` time to 99% cold (the process's first run)
@@ -372,9 +373,9 @@ def gpu_bench(data_dir, out_dir="benchmarks/results/gpu", device: str = "cuda", 
     3 epochs in bf16 and float32, and inference images/s. `quick`: tiny runs of the same code on mnist-sample
     (for a test on a CPU); on a CPU the compiled sections are left out (minutes of compile) and host syncs are
     not countable."""
-    device = select_device(device)
+    device = select_device(device_name)
     start = time.perf_counter()
-    small = {"train_subset": 256, "epochs": 1} if quick else {}
+    small = {"train_subset": 1024, "epochs": 1} if quick else {}
     target = 50.0 if quick else 99.0
     results = {**_environment(), "device": str(device), "quick": quick, "sections": {}}
     if device.type == "cuda":

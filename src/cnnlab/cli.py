@@ -5,6 +5,7 @@ FastAPI and matplotlib.
 """
 import argparse
 import dataclasses
+import functools
 import json
 import sys
 import traceback
@@ -58,8 +59,8 @@ def _shape(text: str) -> tuple[int, int, int]:
     return shape
 
 
-def _data_options() -> argparse.ArgumentParser:
-    parent = argparse.ArgumentParser(add_help=False)
+def _data_options() -> _Parser:
+    parent = _Parser(add_help=False)
     parent.add_argument("--dataset", metavar="NAME", help="mnist, fashion-mnist, kmnist, mnist-sample, cifar10, "
                         "cifar100, or folder: your own images in --data-dir (default: mnist when found or "
                         "downloadable, else mnist-sample)")
@@ -70,9 +71,9 @@ def _data_options() -> argparse.ArgumentParser:
     return parent
 
 
-def _sweep_options(out: str) -> argparse.ArgumentParser:
+def _sweep_options(out: str) -> _Parser:
     """What every sweep (compare, depth) shares: budget, output folder and the overwrite rule."""
-    parent = argparse.ArgumentParser(add_help=False)
+    parent = _Parser(add_help=False)
     parent.add_argument("--epochs", type=int, metavar="N", help="(default: from the recipe)")
     parent.add_argument("--no-progress", dest="progress", action="store_const", const=False, help="no progress bar")
     parent.add_argument("--out", default=out, metavar="DIR", help=f"(default: {out}); finished runs with the same "
@@ -117,9 +118,9 @@ def _train_args(p):
     model.add_argument("--model", metavar="NAME", help="a name from `cnnlab models` (default: cnn)")
     model.add_argument("--width", type=int, metavar="W", help="base width for families that have one")
     opt = p.add_argument_group("Optimization")
-    opt.add_argument("--recipe", metavar="NAME", help="named defaults: " + "; ".join(map(describe_recipe, RECIPES))
-                     .replace("%", "%%")  # argparse formats help with %: the expected accuracies carry one
-                     + " (default: cifar for cifar10 and cifar100, else default)")
+    recipes = "; ".join(map(describe_recipe, RECIPES)).replace("%", "%%")  # argparse formats help with %
+    opt.add_argument("--recipe", metavar="NAME", help=f"named defaults: {recipes} "
+                     "(default: cifar for cifar10 and cifar100, else default)")
     opt.add_argument("--epochs", type=int, metavar="N", help="(default: from the recipe)")
     opt.add_argument("--patience", type=int, metavar="E", help="with --val-split: stop after E epochs without a "
                      "better validation accuracy (default: never)")
@@ -183,12 +184,16 @@ def cmd_train(args) -> int:
         return relaunch_under_torchrun(args.nproc, args.argv)
     if args.resume and (args.config or args.print_config):
         raise CnnlabError("--resume takes the run's own settings: --config and --print-config do not apply")
-    config = None if args.resume else build_config(_config_flags(args), args.config)
-    if args.print_config:
-        print(json.dumps(dataclasses.asdict(config), indent=2))
-        return 0
+    if args.resume:
+        run = functools.partial(resume_run, args.resume, log=print, **_config_flags(args))
+    else:
+        config = build_config(_config_flags(args), args.config)
+        if args.print_config:
+            print(json.dumps(dataclasses.asdict(config), indent=2))
+            return 0
+        run = functools.partial(fit, config, log=print)
     try:
-        result = resume_run(args.resume, log=print, **_config_flags(args)) if args.resume else fit(config, log=print)
+        result = run()
     finally:
         shutdown()  # of the DDP process group, when there is one
     if result.is_main:

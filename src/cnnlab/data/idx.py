@@ -43,7 +43,7 @@ def read_idx(path, ndim: int) -> np.ndarray:
             if len(dims_raw) < 4 * ndim:
                 raise DataError(f"{path}: truncated IDX header")
             shape = tuple(int(d) for d in np.frombuffer(dims_raw, dtype=">u4"))
-            dtype = np.dtype(_DTYPES[header[2]])
+            dtype: np.dtype = np.dtype(_DTYPES[header[2]])  # type: ignore[call-overload]
             expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
             if expected > MAX_PAYLOAD:
                 raise DataError(f"{path}: header claims {shape}, {expected:,} bytes: too large to be real")

@@ -13,7 +13,7 @@ from cnnlab.models import list_models
 MAX_CONFIG_BYTES = 1 << 20
 
 # A recipe is a named set of defaults; flags given by the user still win.
-RECIPES = {
+RECIPES: dict[str, dict[str, typing.Any]] = {
     # The lecture's script exactly: SGD lr 0.01 momentum 0.5, batch 64, 9 epochs (range(1, 10)).
     "lecture": dict(optimizer="sgd", lr=0.01, momentum=0.5, batch_size=64, epochs=9, schedule="constant",
                     weight_decay=0.0, label_smoothing=0.0),
@@ -237,7 +237,7 @@ def build_config(flags: dict, config_file: str | None = None) -> TrainConfig:
     given = {k: v for k, v in flags.items() if v is not None}
     _check_keys(given, "flags")
     dataset = given.get("dataset", file_values.get("dataset"))
-    recipe = given.get("recipe", file_values.get("recipe", DATASET_RECIPES.get(dataset, "default")))
+    recipe = given.get("recipe", file_values.get("recipe", DATASET_RECIPES.get(str(dataset), "default")))
     if recipe not in RECIPES:
         raise CnnlabError(f"unknown recipe {recipe!r}; choose from {', '.join(RECIPES)}")
     chosen = {k: float(v) if float in typing.get_args(_TYPES[k]) + (_TYPES[k],) and isinstance(v, int) else v
@@ -245,5 +245,5 @@ def build_config(flags: dict, config_file: str | None = None) -> TrainConfig:
     if "momentum" in chosen and chosen.get("schedule", RECIPES[recipe]["schedule"]) == "onecycle":
         raise CnnlabError("--momentum has no effect with the one-cycle schedule, which cycles momentum itself "
                           "(0.85-0.95); use it with --optimizer sgd --schedule constant")
-    for_dataset = DATASET_CHANGES.get((recipe, chosen.get("dataset")), {})
+    for_dataset = DATASET_CHANGES.get((recipe, str(dataset)), {})
     return TrainConfig(**{**RECIPES[recipe], **for_dataset, **chosen, "recipe": recipe}).validate()

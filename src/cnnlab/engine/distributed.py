@@ -89,6 +89,9 @@ class DistContext:
         return torch.device("cuda", self.local_rank) if dist.get_backend() == "nccl" else torch.device("cpu")
 
 
+SINGLE_PROCESS = DistContext()  # immutable, so one instance serves as every default
+
+
 def init_distributed(device_type: str, batch_size: int) -> DistContext:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1:

@@ -93,7 +93,7 @@ def build_training_model(config: TrainConfig, dataset: ImageDataset, device, dis
     model = build_model(config.model, dataset.info, config.width)
     if dist.world > 1 and config.sync_bn:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    return model.to(device).to(memory_format=_memory_format(config))
+    return model.to(device).to(memory_format=_memory_format(config))  # type: ignore[call-overload]  # torch's stubs lack it
 
 
 def _memory_format(config: TrainConfig):
@@ -374,7 +374,7 @@ def fit_or_reuse(config: TrainConfig, log=print) -> str:
     """For sweeps (compare, depth): reuse a finished run of the same settings in `config.out`, resume an
     unfinished one, or else train, a folder holding anything else being replaced only with `overwrite`.
     Returns what it did: "reused", "resumed" or "trained"."""
-    out = Path(config.out)
+    out = Path(config.out or "")
     if is_run(out) and (out / ckpt.CHECKPOINT).is_file() and same_settings(ckpt.read_config(out), config):
         if is_finished(ckpt.load_checkpoint(out)):
             return "reused"

@@ -3,6 +3,7 @@ trained model, its dataset description and, when asked, its dataset."""
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -67,9 +68,9 @@ class SavedRun:
         same shape and classes."""
         own = name in (None, self.info.name)
         # A folder of images is fitted to the model's input, as it was for training.
-        folder = dict(image_size="x".join(map(str, self.info.input_size)), channels=self.info.in_channels,
+        folder: dict[str, Any] = dict(image_size="x".join(map(str, self.info.input_size)), channels=self.info.in_channels,
                       test_split=self.config.get("test_split") if own else None)
-        dataset = load_dataset(self.info.name if own else name, self.data_dir(data_dir) if own else data_dir,
+        dataset = load_dataset(self.info.name if own or name is None else name, self.data_dir(data_dir) if own else data_dir,
                                allow_download=allow_download, **folder)
         if (dataset.in_channels, dataset.input_size, dataset.num_classes) != \
                 (self.info.in_channels, self.info.input_size, self.info.num_classes):
@@ -94,4 +95,9 @@ def open_run(path) -> SavedRun:
         lines = str(e).splitlines()
         raise CnnlabError(f"{path}: weights do not fit model {checkpoint['model']['name']}: "
                           f"{lines[1].strip() if len(lines) > 1 else e}") from None
+    broken = [name for name, value in model.state_dict().items() if value.is_floating_point() and
+              not bool(torch.isfinite(value).all())]
+    if broken:  # training stops at a non-finite loss, so only an edited or damaged file gets here
+        raise CnnlabError(f"{path}: weights are not finite (NaN or infinity in {broken[0]}"
+                          f"{f' and {len(broken) - 1} more' if len(broken) > 1 else ''}); the checkpoint is damaged")
     return SavedRun(Path(path), model.eval(), checkpoint, info)

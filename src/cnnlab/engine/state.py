@@ -47,7 +47,8 @@ class WeightAverage(torch.optim.swa_utils.AveragedModel):
         n = int(self.n_averaged)  # a CPU tensor: free to read
         weight = 1.0 if n == 0 else 1.0 - min((1 + n) / (10 + n), self.decay)  # the first update copies
         pairs = zip([*self.module.parameters(), *self.module.buffers()], [*model.parameters(), *model.buffers()])
-        floats, counters = [], []  # weights and statistics; BatchNorm's step counts, which take the current value
+        floats: list[tuple[torch.Tensor, torch.Tensor]] = []  # weights and statistics
+        counters: list[tuple[torch.Tensor, torch.Tensor]] = []  # BatchNorm's step counts, which take the current value
         for averaged, current in pairs:
             (floats if averaged.is_floating_point() else counters).append((averaged, current))
         torch._foreach_lerp_([a for a, _ in floats], [c for _, c in floats], weight)
@@ -61,7 +62,7 @@ def rng_state() -> dict:
     version, words, gauss = random.getstate()
     _, keys, pos, has_gauss, cached = np.random.get_state()
     state = {"torch": torch.get_rng_state(), "python": [version, list(words), gauss],
-             "numpy": [torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached]}
+             "numpy": [torch.from_numpy(np.asarray(keys, dtype=np.int64)), pos, has_gauss, cached]}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -95,7 +96,8 @@ class TrainState:
         optimizer = build_optimizer(model, config)
         # The average is what gets evaluated and saved as the run's weights; BatchNorm statistics are averaged too.
         ema = WeightAverage(model, config.ema) if config.ema else None
-        trace = {"grad_norms": [], "train_loss": [], "train_error": []} if config.trace_grad else None
+        trace: dict[str, list[float]] | None = (
+            {"grad_norms": [], "train_loss": [], "train_error": []} if config.trace_grad else None)
         return cls(model, optimizer, build_scheduler(optimizer, config, steps_per_epoch), ema, trace=trace)
 
     @property

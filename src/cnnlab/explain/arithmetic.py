@@ -20,7 +20,8 @@ def _shape(t) -> str:
 
 def summary_rows(model: torch.nn.Module, input_shape) -> list[list]:
     """One row per call of a leaf module (or of a direct child): name, type, in/out shape, params, FLOPs."""
-    rows, counting = [], [False]
+    rows: list[list] = []
+    counting = [False]
     names = {module: name for name, module in model.named_modules() if name}
     children = set(model.children())
 

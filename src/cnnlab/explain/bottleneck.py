@@ -128,12 +128,12 @@ def explain_case(case: Case) -> str:
     lines = [case.title, "", format_table(["branch", "layer", "parameters (formula)", "parameters",
                                            "FLOPs (formula)", "FLOPs"], rows), ""] + verdicts
     if case.block_in_channels is not None:
-        lecture, naive = InceptionA(case.block_in_channels), NaiveInceptionA(case.block_in_channels)
+        lecture, naive_block = InceptionA(case.block_in_channels), NaiveInceptionA(case.block_in_channels)
         lines += ["whole block, all four branches, counted by torch on the modules themselves:",
                   f"  InceptionA({case.block_in_channels}) (models/lecture.py): {count_parameters(lecture):,} "
                   f"parameters, {count_flops(lecture, case.input_shape):,} FLOPs",
                   f"  without the 1x1 reductions (inception-naive's block, models/variants.py): "
-                  f"{count_parameters(naive):,} parameters, {count_flops(naive, case.input_shape):,} FLOPs"]
+                  f"{count_parameters(naive_block):,} parameters, {count_flops(naive_block, case.input_shape):,} FLOPs"]
     return "\n".join(lines)
 
 

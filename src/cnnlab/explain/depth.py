@@ -44,7 +44,7 @@ def resolve_settings(preset: str | None = None, **given) -> dict:
     """DEFAULTS, then the preset's settings, then those given (None: not given)."""
     if preset is not None and preset not in PRESETS:
         raise CnnlabError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
-    return {**DEFAULTS, **PRESETS.get(preset, {}), **{k: v for k, v in given.items() if v is not None}}
+    return {**DEFAULTS, **PRESETS.get(preset or "", {}), **{k: v for k, v in given.items() if v is not None}}
 
 
 def layers(family: str, depth: int) -> int:
@@ -112,7 +112,7 @@ def run_depth(*, preset=None, families=None, depths=None, seeds=(0,), out="runs/
         else:
             log(f"{config.model} seed {config.seed}: final training loss "
                 f"{read_metrics(config.out)[-1]['train_loss']:.4f}")
-    rows = [_summarise(family, depth, [Path(configs[family, depth, s].out) for s in seeds],
+    rows = [_summarise(family, depth, [Path(str(configs[family, depth, s].out)) for s in seeds],
                        configs[family, depth, seeds[0]].width) for family in families for depth in depths]
     _write_tables(rows, out, seeds)
     written = _plot(rows, out)

@@ -7,6 +7,7 @@ the same validation images (`--val-split`); early stopping and the selected epoc
 only reported.
 """
 from pathlib import Path
+from typing import Any
 
 from cnnlab import CnnlabError
 from cnnlab.engine.checkpoint import read_metrics
@@ -17,9 +18,9 @@ from cnnlab.plotting import pyplot, save_figure
 from cnnlab.tables import format_table
 
 # Adam at a constant 1e-3 and batch 64: no schedule that would itself damp the late epochs.
-BASELINE = dict(model="mlp", optimizer="adam", lr=0.001, schedule="constant", batch_size=64, epochs=40,
+BASELINE: dict[str, Any] = dict(model="mlp", optimizer="adam", lr=0.001, schedule="constant", batch_size=64, epochs=40,
                 train_subset=1000, val_split=5000)
-CURES = {  # name -> what it changes from the baseline
+CURES: dict[str, dict[str, Any]] = {  # name -> what it changes from the baseline
     "baseline": {},
     "augmentation": {"augment": "affine"},          # new views of the same 1,000 digits every epoch
     "dropout": {"model": "mlp-dropout"},            # p = 0.5 after every hidden layer

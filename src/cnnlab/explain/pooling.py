@@ -40,7 +40,8 @@ def parse_grid(text: str) -> tuple[tuple[float, ...], ...]:
 
 def pool(values: torch.Tensor, how: str, window: int, stride: int) -> torch.Tensor:
     """Max or average pooling of (C, H, W) maps, no padding."""
-    return {"max": F.max_pool2d, "average": F.avg_pool2d}[how](values, window, stride)
+    pooling = F.max_pool2d if how == "max" else F.avg_pool2d
+    return pooling(values, window, stride)
 
 
 def _check_window(height: int, width: int, window: int, stride: int) -> None:
@@ -123,7 +124,8 @@ def pool_picture(run, out, image_index: int = 0, window: int = 2, stride: int = 
     """A picture: the test image, then for the `channels` most active channels of `layer`'s output the map,
     its max pooling and its average pooling, each row on one colour scale."""
     name, image, maps = feature_maps(run, image_index, layer, data_dir)
-    _check_window(*maps.shape[1:], window, stride)
+    height, width = maps.shape[1:]
+    _check_window(height, width, window, stride)
     if channels < 1:
         raise CnnlabError(f"--channels must be at least 1, got {channels}")
     strongest = maps.amax((1, 2)).argsort(descending=True)[:channels].tolist()

@@ -36,9 +36,9 @@ class ReceptiveField:
         """The field after one more windowed module (kernel k, stride s, padding p, dilation d)."""
         k, s, p, d = (_pair(getattr(module, a, 1 if a == "dilation" else 0)) for a in
                       ("kernel_size", "stride", "padding", "dilation"))
-        return ReceptiveField(tuple(n + (d_ * (k_ - 1)) * st for n, k_, d_, st in zip(self.size, k, d, self.stride)),
-                     tuple(st * s_ for st, s_ in zip(self.stride, s)),
-                     tuple(o - p_ * st for o, p_, st in zip(self.offset, p, self.stride)))
+        (n0, n1), (s0, s1), (o0, o1) = self.size, self.stride, self.offset
+        return ReceptiveField((n0 + d[0] * (k[0] - 1) * s0, n1 + d[1] * (k[1] - 1) * s1), (s0 * s[0], s1 * s[1]),
+                              (o0 - p[0] * s0, o1 - p[1] * s1))
 
 
 INPUT_FIELD = ReceptiveField((1, 1), (1, 1), (0, 0))
@@ -92,7 +92,7 @@ def trace(model: nn.Module, x: torch.Tensor) -> Trace:
     """Run `model` (eval mode) on one normalised input (1, C, H, W) and read every stage."""
     calls, output = _record(model, x)
     stages = []
-    rf = INPUT_FIELD
+    rf: ReceptiveField | None = INPUT_FIELD
     if calls and calls[0].input.shape != x.shape and calls[0].input.numel() == x.numel():
         stages.append(Stage("flatten", calls[0].input[0]))  # an MLP flattens its input first
     for i, call in enumerate(calls):
@@ -200,7 +200,7 @@ def explain_cell(model: nn.Module, x: torch.Tensor, module_name: str, channel: i
     conv = model.get_submodule(module_name)
     if not isinstance(conv, nn.Conv2d) or conv.groups != 1:
         raise ValueError(f"{module_name} is not a plain convolution")
-    seen = {}
+    seen: dict[str, torch.Tensor] = {}
     handle = conv.register_forward_hook(lambda m, i, o: seen.update(input=i[0].detach(), output=o.detach()))
     try:
         with torch.inference_mode():

@@ -49,7 +49,7 @@ def export(run_dir, fmt: str = "onnx", out=None, data_dir=None) -> tuple[Path, f
         raise CnnlabError(f"cannot write {path}: folder {path.parent} does not exist")
     if path.is_dir():
         raise CnnlabError(f"cannot write {path}: it is a folder")
-    model = run.model.to(memory_format=torch.contiguous_format)
+    model = run.model.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]  # torch's stubs lack it
     x, checked_on = _verification_batch(run, data_dir)
     with torch.inference_mode():
         expected = model(x)

@@ -31,6 +31,7 @@ def to_onnx(model: torch.nn.Module, example: torch.Tensor) -> bytes:
         warnings.simplefilter("ignore")
         program = torch.onnx.export(model, (example,), input_names=["input"], output_names=["output"],
                                     dynamic_shapes=({0: torch.export.Dim("batch")},), dynamo=True, verbose=False)
+    assert program is not None  # dynamo=True always returns the program
     onnx.checker.check_model(program.model_proto, full_check=True)
     return program.model_proto.SerializeToString()
 

@@ -387,7 +387,7 @@ def create_app(run_dirs, *, workers: int = WORKERS, queue: int = QUEUE, body_sec
             app.openapi_schema = schema
         return app.openapi_schema
 
-    app.openapi = openapi
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented way to customise the schema
 
     @app.exception_handler(StarletteHTTPException)
     async def unparsable_body(request: Request, error: StarletteHTTPException):

@@ -46,7 +46,7 @@ class DenseNetBC(nn.Module):
         layers_per_block = (depth - 4) // 6
         self.num_classes = num_classes
         num_features = 2 * growth_rate
-        features = OrderedDict(conv0=nn.Conv2d(in_channels, num_features, 3, padding=1, bias=False))
+        features: OrderedDict[str, nn.Module] = OrderedDict(conv0=nn.Conv2d(in_channels, num_features, 3, padding=1, bias=False))
         for block in range(1, 4):
             for i in range(layers_per_block):
                 features[f"denseblock{block}_layer{i + 1}"] = _DenseLayer(num_features + i * growth_rate, growth_rate)

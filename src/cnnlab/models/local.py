@@ -50,9 +50,10 @@ class LocallyConnectedNet(Net):
     def __init__(self, in_channels: int = 1, num_classes: int = 10, input_size=(28, 28)):
         super().__init__(in_channels, num_classes, input_size)
         h, w = _pair(input_size)
-        self.conv1 = LocallyConnected2d(in_channels, 10, (h, w), 5)
-        h, w = (self.conv1.output_size[0] // 2, self.conv1.output_size[1] // 2)
-        self.conv2 = LocallyConnected2d(10, 20, (h, w), 5)
+        conv1 = LocallyConnected2d(in_channels, 10, (h, w), 5)
+        h, w = (conv1.output_size[0] // 2, conv1.output_size[1] // 2)
+        self.conv1 = conv1  # type: ignore[assignment]  # the lecture's names, locally connected
+        self.conv2 = LocallyConnected2d(10, 20, (h, w), 5)  # type: ignore[assignment]
 
 
 class MLP(nn.Module):

@@ -2,7 +2,7 @@
 import difflib
 import fnmatch
 import re
-from typing import Callable
+from collections.abc import Callable
 
 from cnnlab import CnnlabError
 
