@@ -259,7 +259,7 @@ def cmd_depth(args) -> int:
     from cnnlab.explain.depth import run_depth
     run_depth(preset=args.preset, families=args.families, depths=args.depths, seeds=args.seeds, out=args.out,
               epochs=args.epochs, train_subset=args.train_subset, width=args.width, dataset=args.dataset,
-              data_dir=args.data_dir, overwrite=bool(args.overwrite))
+              data_dir=args.data_dir, overwrite=bool(args.overwrite), progress=args.progress is not False)
     return 0
 
 

@@ -85,7 +85,7 @@ def _read_trace(run_dir: Path) -> dict:
 
 def run_depth(*, preset=None, families=None, depths=None, seeds=(0,), out="runs/depth", epochs=None,
               train_subset=None, width=None, dataset=None, data_dir=None, recipe=None, overwrite=False,
-              log=print) -> list[dict]:
+              progress=True, log=print) -> list[dict]:
     """Train every (family, depth, seed) with one budget; write the table and figures into `out`.
     Finished runs of the same settings are reused, unfinished ones resumed; with `overwrite`, runs of other
     settings in `out` are replaced."""
@@ -105,7 +105,7 @@ def run_depth(*, preset=None, families=None, depths=None, seeds=(0,), out="runs/
             "width": None if family == "densenet" else settings.get("width"),  # DenseNet's width is k
             "trace_grad": True, "out": str(out / f"{model_name(family, depth)}-s{seed}"), "overwrite": overwrite,
             "progress": False})
-    for key in tqdm(runs, desc="depth sweep", unit="run"):
+    for key in tqdm(runs, desc="depth sweep", unit="run", disable=not progress):
         config = configs[key]
         if fit_or_reuse(config, log=lambda line: None) == "reused":
             log(f"{config.model} seed {config.seed}: finished earlier, kept")
