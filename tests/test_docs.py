@@ -1,6 +1,7 @@
 """The documentation cannot drift from the code: docs/cli.md is the parser's own help, every recipe the
 docs describe is RECIPES as it is, every command line in the docs names real commands and flags, and every
 relative link in README.md and docs/*.md points to a file that exists."""
+
 import re
 from pathlib import Path
 
@@ -28,8 +29,9 @@ def _prose(text: str) -> str:
 
 def _code(text: str) -> list[str]:
     """Every line of the fenced code blocks of `text`, and every inline code span."""
-    return ([line.strip() for block in FENCED.findall(text) for line in block.splitlines()]
-            + INLINE.findall(FENCED.sub("", text)))
+    return [line.strip() for block in FENCED.findall(text) for line in block.splitlines()] + INLINE.findall(
+        FENCED.sub("", text)
+    )
 
 
 def test_cli_reference_is_current():
@@ -48,8 +50,9 @@ def test_relative_links_point_to_files(page):
     missing = [t for t in targets if not (page.parent / t.split("#")[0]).exists()]
     assert not missing, f"{page.name} links to missing files: {missing}"
     sections = [t.split("#", 1) for t in targets if "#" in t and t not in missing]
-    unknown = [f"{path}#{anchor}" for path, anchor in sections
-               if anchor not in _anchors(page.parent / path if path else page)]
+    unknown = [
+        f"{path}#{anchor}" for path, anchor in sections if anchor not in _anchors(page.parent / path if path else page)
+    ]
     assert not unknown, f"{page.name} links to sections that do not exist: {unknown}"
 
 
@@ -72,6 +75,9 @@ def test_command_lines_use_real_commands_and_flags(page):
             wrong.append(line)
             continue
         usage = commands[name].format_help()
-        wrong += [f"{line}  ({flag})" for flag in FLAG.findall(rest.split("#")[0])
-                  if not re.search(rf"(?<![\w-]){flag}(?![\w-])", usage)]
+        wrong += [
+            f"{line}  ({flag})"
+            for flag in FLAG.findall(rest.split("#")[0])
+            if not re.search(rf"(?<![\w-]){flag}(?![\w-])", usage)
+        ]
     assert not wrong, f"{page.name} shows command lines the CLI does not take: {wrong}"

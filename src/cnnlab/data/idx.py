@@ -5,6 +5,7 @@ the number of dimensions, each dimension as a big-endian uint32, then the values
 Every claim the header makes is checked against the bytes that are really there, so a truncated or
 lying file is an error naming the file, never a silently short dataset or a huge allocation.
 """
+
 import gzip
 import zlib
 from pathlib import Path
@@ -54,8 +55,10 @@ def read_idx(path, ndim: int) -> np.ndarray:
         raise DataError(f"{path}: corrupt gzip stream ({e})") from None
     if len(payload) != expected:
         what = "truncated" if len(payload) < expected else "longer than its header says"
-        raise DataError(f"{path}: {what}: header {shape} needs {expected:,} data bytes, found "
-                        f"{len(payload):,}{'+' if len(payload) > expected else ''}")
+        raise DataError(
+            f"{path}: {what}: header {shape} needs {expected:,} data bytes, found "
+            f"{len(payload):,}{'+' if len(payload) > expected else ''}"
+        )
     return np.frombuffer(payload, dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="))
 
 

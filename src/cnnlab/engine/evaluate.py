@@ -1,5 +1,6 @@
 """Evaluation: the summed loss over a whole set divided by its size (exact with a short last batch),
 accuracy and the confusion matrix; optionally with test-time augmentation, and sharded under DDP."""
+
 from dataclasses import dataclass
 
 import torch
@@ -17,7 +18,7 @@ class Evaluation:
     correct: int
     total: int
     confusion: torch.Tensor  # (true class, predicted class) counts
-    local_total: int         # images this rank evaluated (all of them without DDP)
+    local_total: int  # images this rank evaluated (all of them without DDP)
 
     @property
     def accuracy(self) -> float:
@@ -33,16 +34,27 @@ def _log_probabilities(model, x, tta: bool, background, memory_format) -> torch.
 
 
 @torch.inference_mode()
-def evaluate(model, images, labels, *, mean, std, num_classes: int, batch_size: int = 1000,
-             memory_format=torch.contiguous_format, dist: DistContext = SINGLE_PROCESS, tta: bool = False,
-             amp_dtype=None) -> Evaluation:
+def evaluate(
+    model,
+    images,
+    labels,
+    *,
+    mean,
+    std,
+    num_classes: int,
+    batch_size: int = 1000,
+    memory_format=torch.contiguous_format,
+    dist: DistContext = SINGLE_PROCESS,
+    tta: bool = False,
+    amp_dtype=None,
+) -> Evaluation:
     """Evaluate `model` on uint8 `images`, normalised with the training data's `mean` and `std`.
 
     With `tta` the prediction is the mean of the softmax over the image and its four one-pixel shifts.
     Under DDP each rank evaluates every world-th image and the sums are all-reduced: every image is
     counted once, however the set divides."""
     model.eval()
-    images, labels = images[dist.rank::dist.world], labels[dist.rank::dist.world]
+    images, labels = images[dist.rank :: dist.world], labels[dist.rank :: dist.world]
     loss_sum = torch.zeros((), dtype=torch.float64, device=labels.device)
     batches: list[torch.Tensor] = []
     background = normalised_black(mean, std).to(labels.device)  # black, what the shifts bring in
@@ -54,5 +66,10 @@ def evaluate(model, images, labels, *, mean, std, num_classes: int, batch_size: 
     predictions = torch.cat(batches) if batches else labels.new_zeros(0)
     local_total = len(labels)
     loss, correct, total = dist.sum(loss_sum.item(), float((predictions == labels).sum()), float(local_total))
-    return Evaluation(loss / max(total, 1), int(correct), int(total),
-                      dist.sum_tensor(confusion_matrix(labels, predictions, num_classes)), local_total)
+    return Evaluation(
+        loss / max(total, 1),
+        int(correct),
+        int(total),
+        dist.sum_tensor(confusion_matrix(labels, predictions, num_classes)),
+        local_total,
+    )

@@ -3,6 +3,7 @@
 The model is exported and verified in memory, then written in one atomic write: a full disk or a bad
 destination leaves nothing behind.
 """
+
 import io
 from pathlib import Path
 
@@ -25,8 +26,13 @@ def _verification_batch(run: SavedRun, data_dir=None, n=256) -> tuple[torch.Tens
         images = run.load_dataset(data_dir=data_dir, allow_download=False).test_images[:n]
         what = f"{len(images):,} test images"
     except CnnlabError:  # the data is not at hand: random pixels still exercise every operation
-        images = torch.randint(0, 256, (n, info.in_channels, *info.input_size), dtype=torch.uint8,
-                               generator=torch.Generator().manual_seed(0))
+        images = torch.randint(
+            0,
+            256,
+            (n, info.in_channels, *info.input_size),
+            dtype=torch.uint8,
+            generator=torch.Generator().manual_seed(0),
+        )
         what = f"{n} random images (the run's test images are not at hand)"
     return normalise(images, info.mean, info.std), what
 

@@ -4,6 +4,7 @@
 filter (PyTorch has no such layer). `lcn` is the lecture CNN with its two convolutions replaced by
 locally connected layers; `mlp` is the fully connected net of lecture 9 (784-520-320-240-120-10).
 """
+
 import math
 
 import torch
@@ -24,8 +25,10 @@ class LocallyConnected2d(nn.Module):
     def __init__(self, in_channels, out_channels, input_size, kernel_size, stride=1, padding=0, bias=True):
         super().__init__()
         self.kernel_size, self.stride, self.padding = _pair(kernel_size), _pair(stride), _pair(padding)
-        self.output_size = tuple(conv_output_size(n, k, s, p) for n, k, s, p in
-                                 zip(_pair(input_size), self.kernel_size, self.stride, self.padding))
+        self.output_size = tuple(
+            conv_output_size(n, k, s, p)
+            for n, k, s, p in zip(_pair(input_size), self.kernel_size, self.stride, self.padding)
+        )
         if min(self.output_size) < 1:
             raise ValueError(f"kernel {self.kernel_size} does not fit input {input_size} with padding {padding}")
         positions = self.output_size[0] * self.output_size[1]

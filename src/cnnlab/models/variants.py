@@ -9,6 +9,7 @@
 
 Layers keep the lecture's names where they still do the same job, so state_dicts can be compared key by key.
 """
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
