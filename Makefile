@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # Real MNIST for tests and benchmarks; tests skip with a reason where it is absent.
 MNIST_DIR ?= ../shared/data/mnist
 
-.PHONY: install run test bench clean browser
+.PHONY: install run test lint docs bench clean browser
 
 install: $(VENV)/.installed
 
@@ -27,8 +27,19 @@ browser:
 	  else sudo -n sh -c 'apt-get update -qq && apt-get install -y -qq chromium' >/dev/null \
 	    || echo "warning: could not install chromium (needs root); the browser test will be skipped"; fi; }
 
-test: install browser
+test: install browser lint
 	CNNLAB_MNIST_DIR=$(MNIST_DIR) $(BIN)/python -m pytest -q
+
+# Style and types, as .pre-commit-config.yaml runs them before each commit.
+lint: install
+	$(BIN)/ruff check src tests benchmarks docs
+	$(BIN)/ruff format --check src tests benchmarks docs
+	$(BIN)/mypy
+
+# docs/cli.md is the parser's own help (tests/test_docs.py fails when it has drifted).
+docs: install
+	$(BIN)/python -c "from cnnlab.cli import cli_reference; from cnnlab.files import write_text; \
+	  write_text('docs/cli.md', cli_reference())"
 
 # Every CPU figure of docs/speed.md: lecture recipe against the lecture's pipeline, deep models, time to 99% (float32
 # and bf16), inference backends, the serving load test. About 12 minutes on 2 idle cores. The GPU figures come from

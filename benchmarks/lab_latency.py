@@ -7,6 +7,7 @@ machine, as the page makes them: the drawing pad's 280x280 PNG for the first run
 forward with hooks, quantise), and the 28x28 JSON pixels for the others. Prints the median and 90th
 percentile in ms, and the response size.
 """
+
 import argparse
 import io
 import json
@@ -51,8 +52,10 @@ def main() -> int:
                     timed(url + "/activations", body, kind)
                 results = [timed(url + "/activations", *bodies[i % len(bodies)]) for i in range(args.requests)]
                 ms = sorted(r[0] for r in results)
-                print(f"| {model} | {label} | {statistics.median(ms):.1f} | {ms[int(0.9 * len(ms))]:.1f} | "
-                      f"{statistics.mean(r[1] for r in results) / 1000:.1f} |")
+                print(
+                    f"| {model} | {label} | {statistics.median(ms):.1f} | {ms[int(0.9 * len(ms))]:.1f} | "
+                    f"{statistics.mean(r[1] for r in results) / 1000:.1f} |"
+                )
     return 0
 
 

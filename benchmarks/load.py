@@ -5,6 +5,7 @@ Starts `cnnlab serve` on 127.0.0.1, then N concurrent clients POST a fixed numbe
 
     python benchmarks/load.py RUN_DIR [--clients 8] [--requests 800] [--upload]
 """
+
 import argparse
 import io
 import json
@@ -37,6 +38,7 @@ def main() -> int:
     else:
         bodies = [(json.dumps({"pixels": d.tolist()}).encode(), "application/json") for d in digits]
     with served([args.run]) as (url, _):
+
         def one(i):
             body, kind = bodies[i % len(bodies)]
             start = time.perf_counter()
@@ -54,9 +56,11 @@ def main() -> int:
     latencies = sorted(r[0] * 1000 for r in results)
     errors = sum(not r[1] for r in results)
     p99 = latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))]
-    print(f"{args.requests} requests ({'PNG upload' if args.upload else 'JSON pixels'}), {args.clients} clients: "
-          f"{args.requests / elapsed:,.0f} requests/s, p50 {statistics.median(latencies):.1f} ms, "
-          f"p99 {p99:.1f} ms, {errors} errors")
+    print(
+        f"{args.requests} requests ({'PNG upload' if args.upload else 'JSON pixels'}), {args.clients} clients: "
+        f"{args.requests / elapsed:,.0f} requests/s, p50 {statistics.median(latencies):.1f} ms, "
+        f"p99 {p99:.1f} ms, {errors} errors"
+    )
     return 1 if errors else 0
 
 

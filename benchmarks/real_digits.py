@@ -14,6 +14,7 @@ path of `cnnlab predict`: encoded file -> load_image -> preprocess -> model. The
 --baseline-preprocess scores every run a second time with the `preprocess` function of that file,
 e.g. the one before issue 12: git show <commit>:src/cnnlab/inference/preprocess.py > /tmp/old.py
 """
+
 import argparse
 import importlib.util
 import io
@@ -35,8 +36,19 @@ from cnnlab.plotting import pyplot, save_figure
 from cnnlab.tables import format_table
 
 ROOT = Path(__file__).resolve().parents[1]
-HANDWRITING_FONTS = ("dkg", "breip", "femkeklaver", "humor-sans", "comicneue", "kristi", "dancingscript",
-                     "yuseimagic", "kleeone", "stevehand", "delphine")
+HANDWRITING_FONTS = (
+    "dkg",
+    "breip",
+    "femkeklaver",
+    "humor-sans",
+    "comicneue",
+    "kristi",
+    "dancingscript",
+    "yuseimagic",
+    "kleeone",
+    "stevehand",
+    "delphine",
+)
 PAPERS = {"white": (245, 244, 238), "grey": (196, 198, 200), "yellow": (250, 238, 160), "beige": (232, 218, 188)}
 PENS = {"black": (28, 28, 34), "blue ballpoint": (32, 52, 150), "fineliner": (12, 12, 16)}
 MARKERS = {"black": (20, 20, 20), "blue": (20, 60, 190), "red": (200, 30, 40), "green": (20, 130, 60)}
@@ -44,18 +56,21 @@ MARKERS = {"black": (20, 20, 20), "blue": (20, 60, 190), "red": (200, 30, 40), "
 
 # ---- strokes: MNIST digit -> skeleton -> line segments in the unit square -------------------------------
 
+
 def thin(mask: np.ndarray) -> np.ndarray:
     """Zhang-Suen thinning of a boolean image to 1-pixel-wide lines."""
     image = np.pad(mask.astype(np.uint8), 1)
     height, width = image.shape
 
     def around(y, x):
-        return image[1 + y:height - 1 + y, 1 + x:width - 1 + x]
+        return image[1 + y : height - 1 + y, 1 + x : width - 1 + x]
+
     while True:
         changed = False
         for first in (True, False):
-            p2, p3, p4, p5, p6, p7, p8, p9 = (around(*d) for d in ((-1, 0), (-1, 1), (0, 1), (1, 1), (1, 0), (1, -1),
-                                                                   (0, -1), (-1, -1)))
+            p2, p3, p4, p5, p6, p7, p8, p9 = (
+                around(*d) for d in ((-1, 0), (-1, 1), (0, 1), (1, 1), (1, 0), (1, -1), (0, -1), (-1, -1))
+            )
             ring = (p2, p3, p4, p5, p6, p7, p8, p9, p2)
             transitions = sum((a == 0) & (b == 1) for a, b in zip(ring, ring[1:]))
             count = sum(p.astype(np.int32) for p in ring[:8])
@@ -73,8 +88,12 @@ def strokes(digit: np.ndarray) -> np.ndarray:
     big = np.asarray(Image.fromarray(digit).resize((112, 112), Image.BILINEAR))
     skeleton = thin(big > 0.4 * big.max())
     ys, xs = np.nonzero(skeleton)
-    segments = [(x, y, x + dx, y + dy) for y, x in zip(ys, xs) for dy, dx in ((0, 1), (1, 0), (1, 1), (1, -1))
-                if 0 <= y + dy < 112 and 0 <= x + dx < 112 and skeleton[y + dy, x + dx]]
+    segments = [
+        (x, y, x + dx, y + dy)
+        for y, x in zip(ys, xs)
+        for dy, dx in ((0, 1), (1, 0), (1, 1), (1, -1))
+        if 0 <= y + dy < 112 and 0 <= x + dx < 112 and skeleton[y + dy, x + dx]
+    ]
     segments = np.asarray(segments or [(x, y, x, y) for y, x in zip(ys, xs)], dtype=np.float64)
     low = np.minimum(segments[:, :2], segments[:, 2:]).min(0)
     high = np.maximum(segments[:, :2], segments[:, 2:]).max(0)
@@ -106,11 +125,12 @@ def render(segments, size, box, width: float, antialias: bool = True) -> np.ndar
     piece = np.asarray(canvas, dtype=np.float32) / 255.0
     ya, xa = max(0, y0), max(0, x0)
     yb, xb = min(size[1], y0 + piece.shape[0]), min(size[0], x0 + piece.shape[1])
-    coverage[ya:yb, xa:xb] = piece[ya - y0:yb - y0, xa - x0:xb - x0]
+    coverage[ya:yb, xa:xb] = piece[ya - y0 : yb - y0, xa - x0 : xb - x0]
     return coverage
 
 
 # ---- media: coverage -> an encoded image file ---------------------------------------------------------
+
 
 def paint(coverage, ink, paper) -> np.ndarray:
     """(H, W, 3) float: `ink` laid on `paper` with the coverage as opacity."""
@@ -132,26 +152,36 @@ def photograph(pixels, rng, crease=False) -> bytes:
     ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
     ys, xs = ys / max(height, width), xs / max(height, width)
     angle = rng.uniform(0, 2 * np.pi)
-    light = 1.0 - rng.uniform(0.1, 0.35) * (np.cos(angle) * xs + np.sin(angle) * ys - min(0, np.cos(angle))
-                                             - min(0, np.sin(angle)))
+    light = 1.0 - rng.uniform(0.1, 0.35) * (
+        np.cos(angle) * xs + np.sin(angle) * ys - min(0, np.cos(angle)) - min(0, np.sin(angle))
+    )
     if rng.random() < 0.6:  # the phone's or the hand's shadow: a soft-edged half-plane
         angle = rng.uniform(0, 2 * np.pi)
-        distance = np.cos(angle) * (xs - rng.uniform(0.2, 0.8) * width / max(height, width)) + \
-            np.sin(angle) * (ys - rng.uniform(0.2, 0.8) * height / max(height, width))
+        distance = np.cos(angle) * (xs - rng.uniform(0.2, 0.8) * width / max(height, width)) + np.sin(angle) * (
+            ys - rng.uniform(0.2, 0.8) * height / max(height, width)
+        )
         light = light * (1 - rng.uniform(0.25, 0.5) / (1 + np.exp(-distance / rng.uniform(0.015, 0.08))))
     if crease:
         angle = rng.uniform(0, np.pi)
         distance = np.cos(angle) * (xs - xs.mean()) + np.sin(angle) * (ys - ys.mean()) - rng.uniform(-0.3, 0.3)
         fold = rng.uniform(0.004, 0.012)
-        light = light * (1 - rng.uniform(0.08, 0.2) * np.exp(-(distance / fold) ** 2)
-                         + rng.uniform(0.0, 0.08) * np.tanh(distance / (4 * fold)))
+        light = light * (
+            1
+            - rng.uniform(0.08, 0.2) * np.exp(-((distance / fold) ** 2))
+            + rng.uniform(0.0, 0.08) * np.tanh(distance / (4 * fold))
+        )
     lit = pixels * light[..., None]
     lit = lit + rng.normal(0, rng.uniform(1.5, 6.0), lit.shape)
     image = Image.fromarray(np.clip(lit, 0, 255).astype(np.uint8))
     corners = np.array([(0, 0), (width, 0), (width, height), (0, height)], dtype=np.float64)
     moved = corners + rng.uniform(-0.06, 0.06, corners.shape) * (width, height)
-    image = image.transform(image.size, Image.PERSPECTIVE, _perspective(corners, moved), Image.BICUBIC,
-                            fillcolor=tuple(int(v) for v in np.median(lit.reshape(-1, 3), 0)))
+    image = image.transform(
+        image.size,
+        Image.PERSPECTIVE,
+        _perspective(corners, moved),
+        Image.BICUBIC,
+        fillcolor=tuple(int(v) for v in np.median(lit.reshape(-1, 3), 0)),
+    )
     image = image.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 1.2) * max(height, width) / 600))
     buffer = io.BytesIO()
     image.save(buffer, "JPEG", quality=int(rng.integers(40, 92)))
@@ -187,6 +217,7 @@ def _canvas_colours(rng) -> tuple:
 
 
 # ---- the kinds: (MNIST digit, rng) -> encoded file ------------------------------------------------------
+
 
 def mnist_as_is(digit, rng) -> bytes:
     return encode(digit)
@@ -237,7 +268,7 @@ def tight_crop(digit, rng) -> bytes:
     rows, cols = np.nonzero(coverage > 0.05)
     margin = int(rng.integers(0, 3))
     top, left = max(0, rows.min() - margin), max(0, cols.min() - margin)
-    coverage = coverage[top:rows.max() + 1 + margin, left:cols.max() + 1 + margin]
+    coverage = coverage[top : rows.max() + 1 + margin, left : cols.max() + 1 + margin]
     pixels = paint(coverage, *_canvas_colours(rng))
     return encode(pixels, "JPEG" if rng.random() < 0.3 else "PNG")
 
@@ -248,7 +279,7 @@ def _photo(digit, rng, ink, width_of, texture=0.0, crease=False) -> bytes:
     coverage = render(strokes(digit), size, box, max(1.0, width_of(box[2])))
     if texture:  # pencil: graphite left on the paper's grain
         grain = Image.fromarray(rng.uniform(0, 255, (size[1] // 2 + 1, size[0] // 2 + 1)).astype(np.uint8))
-        grain = np.asarray(grain.resize(size, Image.BILINEAR), dtype=np.float32)[:size[1], :size[0]] / 255
+        grain = np.asarray(grain.resize(size, Image.BILINEAR), dtype=np.float32)[: size[1], : size[0]] / 255
         coverage = coverage * (1 - texture * grain)
     paper = PAPERS[rng.choice(list(PAPERS))]
     return photograph(paint(coverage, ink, paper), rng, crease)
@@ -297,8 +328,12 @@ def _hsv(h, s, v) -> tuple:
 
 def font_files() -> list[Path]:
     """Handwriting-like fonts from Debian's font packages, where installed."""
-    found = [p for p in Path("/usr/share/fonts").rglob("*") if p.suffix.lower() in (".ttf", ".otf")
-             and any(name in p.stem.lower().replace("-", "").replace("_", "") for name in HANDWRITING_FONTS)]
+    found = [
+        p
+        for p in Path("/usr/share/fonts").rglob("*")
+        if p.suffix.lower() in (".ttf", ".otf")
+        and any(name in p.stem.lower().replace("-", "").replace("_", "") for name in HANDWRITING_FONTS)
+    ]
     return sorted(found)
 
 
@@ -312,7 +347,7 @@ def font_digit(label: int, rng, fonts) -> bytes:
     size = (max(glyph.size) * 2,) * 2
     coverage = np.zeros((size[1], size[0]), dtype=np.float32)
     x, y = (int(rng.integers(0, size[i] - glyph.size[i])) for i in (0, 1))
-    coverage[y:y + glyph.size[1], x:x + glyph.size[0]] = np.asarray(glyph, dtype=np.float32) / 255
+    coverage[y : y + glyph.size[1], x : x + glyph.size[0]] = np.asarray(glyph, dtype=np.float32) / 255
     if rng.random() < 0.5:
         return encode(paint(coverage, *_canvas_colours(rng)))
     return photograph(paint(coverage, PENS[rng.choice(list(PENS))], PAPERS[rng.choice(list(PAPERS))]), rng)
@@ -332,6 +367,7 @@ KINDS = {  # name -> (digit, rng) -> encoded file
     "coloured ink and paper": coloured,
 }
 FONT_KIND = "handwriting font"
+COVERAGE_THRESHOLDS = (0.0, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
 
 
 def make_examples(images: np.ndarray, labels: np.ndarray, per_kind: int, seed: int = 0) -> list[dict]:
@@ -343,7 +379,7 @@ def make_examples(images: np.ndarray, labels: np.ndarray, per_kind: int, seed: i
     examples = []
     for k, kind in enumerate(kinds):
         kind_rng = np.random.default_rng([seed, k])
-        for i in order[k * per_kind:(k + 1) * per_kind]:
+        for i in order[k * per_kind : (k + 1) * per_kind]:
             label = int(labels[i])
             data = font_digit(label, kind_rng, fonts) if kind == FONT_KIND else KINDS[kind](images[i], kind_rng)
             examples.append({"kind": kind, "label": label, "data": data})
@@ -351,6 +387,7 @@ def make_examples(images: np.ndarray, labels: np.ndarray, per_kind: int, seed: i
 
 
 # ---- scoring ---------------------------------------------------------------------------------------
+
 
 def seen_inputs(examples, prepare) -> list:
     """What the model sees of each example: a 28x28 array, or the error message."""
@@ -381,6 +418,23 @@ def hit(example, result) -> bool:
     return result is not None and result[0] == str(example["label"])
 
 
+def coverage_rows(examples, results, thresholds) -> list[list]:
+    """For each threshold on the top probability: the share of images answered (the rest "unsure" or no
+    ink), the accuracy of those answers, and the share of all images given a wrong answer as fact."""
+    rows = []
+    for threshold in thresholds:
+        answered = [hit(e, r) for e, r in zip(examples, results) if r is not None and r[1] >= threshold]
+        rows.append(
+            [
+                f"{threshold:.2f}",
+                f"{100 * len(answered) / len(examples):.1f}%",
+                f"{100 * sum(answered) / max(len(answered), 1):.1f}%",
+                f"{100 * (len(answered) - sum(answered)) / len(examples):.1f}%",
+            ]
+        )
+    return rows
+
+
 def load_preprocess(path):
     spec = importlib.util.spec_from_file_location("baseline_preprocess", path)
     module = importlib.util.module_from_spec(spec)
@@ -389,8 +443,16 @@ def load_preprocess(path):
 
 
 def real_examples(folder: Path) -> list[dict]:
-    return [{"kind": "real digits (--real)", "label": int(p.stem), "name": str(p.relative_to(folder)),
-             "data": p.read_bytes()} for p in expand_paths(sorted(folder.iterdir())) if p.stem.isdigit()]
+    return [
+        {
+            "kind": "real digits (--real)",
+            "label": int(p.stem),
+            "name": str(p.relative_to(folder)),
+            "data": p.read_bytes(),
+        }
+        for p in expand_paths(sorted(folder.iterdir()))
+        if p.stem.isdigit()
+    ]
 
 
 def preprocess_ms(prepare, examples, repeats=5) -> float:
@@ -410,8 +472,11 @@ def preprocess_ms(prepare, examples, repeats=5) -> float:
 def figure(examples, seen, path, per_kind=1):
     """Inputs (top) and what the model saw (below), one column per kind."""
     plt = pyplot()
-    picks = [i for kind in dict.fromkeys(e["kind"] for e in examples)
-             for i in [j for j, e in enumerate(examples) if e["kind"] == kind][:per_kind]]
+    picks = [
+        i
+        for kind in dict.fromkeys(e["kind"] for e in examples)
+        for i in [j for j, e in enumerate(examples) if e["kind"] == kind][:per_kind]
+    ]
     fig, axes = plt.subplots(2, len(picks), figsize=(1.25 * len(picks), 3.0))
     for column, i in enumerate(picks):
         picture = load_image(examples[i]["data"]).convert("RGB")
@@ -431,8 +496,11 @@ def figure(examples, seen, path, per_kind=1):
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", metavar="RUN_DIR")
-    parser.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data" / "mnist"),
-                        help="MNIST, whose TEST digits are re-stroked (default: ../shared/data/mnist)")
+    parser.add_argument(
+        "--data-dir",
+        default=str(ROOT.parent / "shared" / "data" / "mnist"),
+        help="MNIST, whose TEST digits are re-stroked (default: ../shared/data/mnist)",
+    )
     parser.add_argument("--real", metavar="DIR", default=None, help="also score the images of DIR (name = label)")
     parser.add_argument("--per-kind", type=int, default=100, metavar="N", help="images per kind (default: 100)")
     parser.add_argument("--seed", type=int, default=0, help="(default: 0)")
@@ -473,23 +541,66 @@ def main(argv=None) -> int:
         misses = [(e, r) for e, r in zip(examples, results[column]) if not hit(e, r)]
         print(f"\nmisses of {column}: {len(misses)}")
         for kind in kinds:
-            shown = [f"{e['label']}->{r[0]} ({r[1]:.0%})" if r else f"{e['label']}->no ink" for e, r in misses
-                     if e["kind"] == kind]
+            shown = [
+                f"{e['label']}->{r[0]} ({r[1]:.0%})" if r else f"{e['label']}->no ink"
+                for e, r in misses
+                if e["kind"] == kind
+            ]
             real = kind == "real digits (--real)"
             names = [e["name"] for e, r in misses if e["kind"] == kind] if real else []
             if shown:
-                print(f"  {kind}: " + ", ".join((f"{n}: {s}" for n, s in zip(names, shown)) if real else shown[:30])
-                      + (" ..." if len(shown) > 30 and not real else ""))
-    web = [{"data": encode(paint(render(strokes(dataset.test_images[i, 0].numpy()), (280, 280), (50, 40, 190), 18.0),
-                                 (17, 17, 17), (255, 255, 255)))} for i in range(20)]
+                print(
+                    f"  {kind}: "
+                    + ", ".join((f"{n}: {s}" for n, s in zip(names, shown)) if real else shown[:30])
+                    + (" ..." if len(shown) > 30 and not real else "")
+                )
+    print("\ncoverage against the top probability, all generated images (calibrates UNSURE_BELOW in predict.py):")
+    for column in [c for c in columns if c.endswith("(preprocess)")]:
+        print(f"\n{column}")
+        print(
+            format_table(
+                ["answer at p >=", "answered", "accuracy of answers", "wrong answers stated"],
+                coverage_rows(
+                    [examples[i] for i in generated], [results[column][i] for i in generated], COVERAGE_THRESHOLDS
+                ),
+            )
+        )
+    web = [
+        {
+            "data": encode(
+                paint(
+                    render(strokes(dataset.test_images[i, 0].numpy()), (280, 280), (50, 40, 190), 18.0),
+                    (17, 17, 17),
+                    (255, 255, 255),
+                )
+            )
+        }
+        for i in range(20)
+    ]
     photo_rng = np.random.default_rng(args.seed)
-    photos = [{"data": photograph(paint(render(strokes(dataset.test_images[i, 0].numpy()), (1080, 2196),
-                                               (240, 700, 600), 14.0), PENS["black"], PAPERS["white"]), photo_rng)}
-              for i in range(5)]
+    photos = [
+        {
+            "data": photograph(
+                paint(
+                    render(strokes(dataset.test_images[i, 0].numpy()), (1080, 2196), (240, 700, 600), 14.0),
+                    PENS["black"],
+                    PAPERS["white"],
+                ),
+                photo_rng,
+            )
+        }
+        for i in range(5)
+    ]
     print("\npreprocessing time (decode + preprocess, median ms per image; shared 2-core machine):")
-    print(format_table(["input"] + list(preprocessings), [
-        ["280x280 canvas PNG (web page)"] + [f"{preprocess_ms(p, web):.1f}" for p in preprocessings.values()],
-        ["1080x2196 photo JPEG"] + [f"{preprocess_ms(p, photos, 3):.1f}" for p in preprocessings.values()]]))
+    print(
+        format_table(
+            ["input"] + list(preprocessings),
+            [
+                ["280x280 canvas PNG (web page)"] + [f"{preprocess_ms(p, web):.1f}" for p in preprocessings.values()],
+                ["1080x2196 photo JPEG"] + [f"{preprocess_ms(p, photos, 3):.1f}" for p in preprocessings.values()],
+            ],
+        )
+    )
     if args.figure:
         picks = [e for e in examples if e["kind"] != "real digits (--real)"]
         figure(picks, seen["preprocess"], args.figure)

@@ -1,4 +1,5 @@
 """`cnnlab serve` in a subprocess on a free local port, for the server benchmarks (load, memory, lab latency)."""
+
 import contextlib
 import socket
 import subprocess
@@ -14,8 +15,14 @@ def free_port() -> int:
 def multipart(data: bytes, name: str = "upload.png") -> tuple[bytes, str]:
     """A multipart/form-data body holding `data` as the field "file", and its Content-Type."""
     boundary = "cnnlab-benchmark-boundary"
-    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\n"
-            f"Content-Type: application/octet-stream\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n'
+            f"Content-Type: application/octet-stream\r\n\r\n"
+        ).encode()
+        + data
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
     return body, f"multipart/form-data; boundary={boundary}"
 
 
@@ -23,8 +30,11 @@ def multipart(data: bytes, name: str = "upload.png") -> tuple[bytes, str]:
 def served(runs):
     """Yield (base URL, server process) once `cnnlab serve` says it is serving: model loaded, port bound."""
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "cnnlab", "serve", *map(str, runs), "--port", str(port)],
-                              stdout=subprocess.PIPE, text=True)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "cnnlab", "serve", *map(str, runs), "--port", str(port)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         line = server.stdout.readline()
         if "serving" not in line:

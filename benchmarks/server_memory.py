@@ -8,6 +8,7 @@ decodes at a reduced scale but whose coefficients it still buffers whole. Each r
 uploads of each kind at once. Reports the server's resident memory after start and its peak (VmHWM from
 /proc, Linux), and the answers' status codes (503 = the admission queue was full, by design).
 """
+
 import argparse
 import collections
 import io
@@ -26,12 +27,17 @@ from cnnlab.inference.serve import MAX_BODY, SERVED_PIXELS
 
 def largest_uploads() -> dict[str, bytes]:
     uploads = {}
-    for kind, pixels, mode, fmt, options in (("png", SERVED_PIXELS - 10_000, "RGB", "PNG", {}),
-                                             ("jpeg", MAX_PIXELS - 10_000, "RGB", "JPEG", {"progressive": True})):
-        side = int(pixels ** 0.5)
+    for kind, pixels, mode, fmt, options in (
+        ("png", SERVED_PIXELS - 10_000, "RGB", "PNG", {}),
+        ("jpeg", MAX_PIXELS - 10_000, "RGB", "JPEG", {"progressive": True}),
+    ):
+        side = int(pixels**0.5)
         image = Image.new(mode, (side, side), "white")
-        ImageDraw.Draw(image).line([(side // 4, side // 5), (3 * side // 4, side // 5), (side // 2, 4 * side // 5)],
-                                   fill="black", width=side // 15)
+        ImageDraw.Draw(image).line(
+            [(side // 4, side // 5), (3 * side // 4, side // 5), (side // 2, 4 * side // 5)],
+            fill="black",
+            width=side // 15,
+        )
         buffer = io.BytesIO()
         image.save(buffer, fmt, **options)
         assert buffer.tell() < MAX_BODY, f"{kind} upload of {buffer.tell():,} bytes is over the body limit"
@@ -55,6 +61,7 @@ def main() -> int:
     uploads = largest_uploads()
     statuses = collections.Counter()
     with served([args.run]) as (url, server):
+
         def post(data: bytes) -> int:
             body, kind = multipart(data)
             request = urllib.request.Request(url + "/predict", data=body, headers={"Content-Type": kind})
@@ -70,8 +77,10 @@ def main() -> int:
                     statuses.update(pool.map(post, [data] * args.clients))
         peak_mb = memory_kb(server.pid, "VmHWM") / 1024
     print(f"uploads: {', '.join(uploads)}; {args.rounds} rounds of {args.clients} concurrent uploads of each")
-    print(f"server resident memory: {start_mb:,.0f} MB after start, peak {peak_mb:,.0f} MB; "
-          f"answers: {dict(sorted(statuses.items()))}")
+    print(
+        f"server resident memory: {start_mb:,.0f} MB after start, peak {peak_mb:,.0f} MB; "
+        f"answers: {dict(sorted(statuses.items()))}"
+    )
     return 0 if peak_mb < 1024 and set(statuses) <= {200, 503} else 1
 
 

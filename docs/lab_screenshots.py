@@ -5,6 +5,7 @@
 Serves the runs on a free local port, draws a 7 with the mouse in headless Chromium (Debian's
 /usr/bin/chromium), clicks a conv1 cell, and saves one PNG a view and viewport.
 """
+
 import argparse
 import socket
 import sys
@@ -17,8 +18,15 @@ from playwright.sync_api import sync_playwright
 
 from cnnlab.inference.serve import create_app, server_config
 
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 VIEWPORTS = {"laptop": {"width": 1366, "height": 768}, "phone": {"width": 390, "height": 844}}
 SEVEN = [(0.22, 0.2), (0.78, 0.2), (0.45, 0.85)]  # the strokes of a 7, as fractions of the pad
 

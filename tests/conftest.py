@@ -1,6 +1,7 @@
 import gzip
 import os
 import struct
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -25,9 +26,32 @@ def isolated_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("CNNLAB_OFFLINE", "1")
     monkeypatch.delenv("CNNLAB_DATA_DIR", raising=False)
     from cnnlab.data import datasets
+
     for name, spec in datasets.SPECS.items():
         if spec.mirrors:
-            monkeypatch.setitem(datasets.SPECS, name, spec.__class__(**{**spec.__dict__, "mirrors": ("http://127.0.0.1:9/",)}))
+            monkeypatch.setitem(
+                datasets.SPECS, name, spec.__class__(**{**spec.__dict__, "mirrors": ("http://127.0.0.1:9/",)})
+            )
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """mount(size): a folder on a tmpfs of that size ("16k"), to fill up; skips where mounting needs root."""
+    mounts = []
+
+    def mount(size: str) -> Path:
+        folder = tmp_path / f"disk-{len(mounts)}"
+        folder.mkdir()
+        if subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True
+        ).returncode:
+            pytest.skip("cannot mount a tmpfs here (needs root)")
+        mounts.append(folder)
+        return folder
+
+    yield mount
+    for folder in mounts:
+        subprocess.run(["umount", str(folder)], check=True)
 
 
 def idx_bytes(array: np.ndarray) -> bytes:
@@ -55,8 +79,12 @@ def write_idx_dataset(folder: Path, n_train=60, n_test=20, compress=True, seed=0
 def trained_run(tmp_path_factory):
     """The lecture CNN trained for 3 epochs on mnist-sample (about 96% test accuracy), once per session."""
     from cnnlab.cli import main
+
     out = tmp_path_factory.mktemp("trained") / "cnn"
-    assert main(["train", "--dataset", "mnist-sample", "--epochs", "3", "--seed", "0", "--no-progress", "--out", str(out)]) == 0
+    assert (
+        main(["train", "--dataset", "mnist-sample", "--epochs", "3", "--seed", "0", "--no-progress", "--out", str(out)])
+        == 0
+    )
     return out
 
 
@@ -67,8 +95,15 @@ STROKES = {
     "2": [("line", [(0.2, 0.3), (0.35, 0.12), (0.65, 0.12), (0.8, 0.3), (0.7, 0.5), (0.2, 0.9), (0.85, 0.9)])],
     "3": [("line", [(0.2, 0.15), (0.75, 0.15), (0.45, 0.45), (0.75, 0.6), (0.75, 0.8), (0.5, 0.92), (0.2, 0.85)])],
     "4": [("line", [(0.65, 0.9), (0.65, 0.1), (0.15, 0.65), (0.85, 0.65)])],
-    "5": [("line", [(0.8, 0.1), (0.3, 0.1), (0.25, 0.45), (0.6, 0.4), (0.8, 0.6), (0.7, 0.85), (0.4, 0.92), (0.2, 0.82)])],
-    "6": [("line", [(0.7, 0.1), (0.35, 0.4), (0.25, 0.7), (0.4, 0.9), (0.65, 0.88), (0.75, 0.68), (0.55, 0.52), (0.3, 0.6)])],
+    "5": [
+        ("line", [(0.8, 0.1), (0.3, 0.1), (0.25, 0.45), (0.6, 0.4), (0.8, 0.6), (0.7, 0.85), (0.4, 0.92), (0.2, 0.82)])
+    ],
+    "6": [
+        (
+            "line",
+            [(0.7, 0.1), (0.35, 0.4), (0.25, 0.7), (0.4, 0.9), (0.65, 0.88), (0.75, 0.68), (0.55, 0.52), (0.3, 0.6)],
+        )
+    ],
     "7": [("line", [(0.15, 0.12), (0.85, 0.12), (0.4, 0.9)])],
     "8": [("ellipse", (0.3, 0.08, 0.7, 0.48)), ("ellipse", (0.25, 0.48, 0.75, 0.92))],
     "9": [("ellipse", (0.28, 0.1, 0.72, 0.5)), ("line", [(0.72, 0.3), (0.66, 0.9)])],
@@ -78,6 +113,7 @@ STROKES = {
 def draw_digit(digit: str, size=280, box=None, ink=0, paper=255, width=None, noise=0.0, mode="L", seed=0):
     """A digit drawn with strokes, like a pen on paper: `box` = (left, top, side) of its square."""
     from PIL import Image, ImageDraw
+
     left, top, side = box or (size * 0.15, size * 0.15, size * 0.7)
     image = Image.new("L", (size, size), paper)
     draw = ImageDraw.Draw(image)

@@ -1,5 +1,6 @@
 """CIFAR-10 and CIFAR-100 from the binary release: a CIFAR-format archive the test writes, served over HTTP on
 127.0.0.1, downloaded with its md5 checked, extracted all or nothing into the cache and read record by record."""
+
 import dataclasses
 import hashlib
 import io
@@ -19,8 +20,10 @@ CIFAR10_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog",
 def records(labels, label_bytes=1, seed=0) -> tuple[bytes, np.ndarray]:
     """CIFAR records: the label byte(s), then 1,024 red, 1,024 green and 1,024 blue bytes, row by row."""
     images = np.random.default_rng(seed).integers(0, 256, (len(labels), 3, 32, 32), dtype=np.uint8)
-    rows = [bytes(label) + image.tobytes() for label, image in
-            zip(np.asarray(labels, dtype=np.uint8).reshape(len(labels), label_bytes), images)]
+    rows = [
+        bytes(label) + image.tobytes()
+        for label, image in zip(np.asarray(labels, dtype=np.uint8).reshape(len(labels), label_bytes), images)
+    ]
     return b"".join(rows), images
 
 
@@ -54,10 +57,15 @@ def serve_cifar10(server, monkeypatch):  # noqa: F811
     def serve(archive: bytes, md5_of: bytes | None = None):
         (root / "good").mkdir(parents=True, exist_ok=True)
         (root / "good" / "cifar-10-binary.tar.gz").write_bytes(archive)
-        spec = dataclasses.replace(cifar.CIFAR_SPECS["cifar10"], mirrors=(f"{url}/missing/", f"{url}/good/"),
-                                   md5=hashlib.md5(md5_of or archive).hexdigest(), archive_bytes=len(archive))
+        spec = dataclasses.replace(
+            cifar.CIFAR_SPECS["cifar10"],
+            mirrors=(f"{url}/missing/", f"{url}/good/"),
+            md5=hashlib.md5(md5_of or archive).hexdigest(),
+            archive_bytes=len(archive),
+        )
         monkeypatch.setitem(cifar.CIFAR_SPECS, "cifar10", spec)
         monkeypatch.delenv("CNNLAB_OFFLINE")
+
     return serve
 
 
@@ -101,13 +109,16 @@ def write_release(folder, files):
     return folder
 
 
-@pytest.mark.parametrize("damage, message", [
-    (lambda f: {**f, "test_batch.bin": f["test_batch.bin"][:-1]}, "is not a whole number of cifar10 records"),
-    (lambda f: {**f, "test_batch.bin": b""}, "0 bytes is not a whole number"),
-    (lambda f: {**f, "data_batch_2.bin": records([10])[0]}, "label 10 out of range for 10 classes"),
-    (lambda f: {**f, "batches.meta.txt": b"cat\ndog\n"}, "2 class names, cifar10 has 10"),
-    (lambda f: {k: v for k, v in f.items() if k != "data_batch_5.bin"}, "lacks the cifar10 binary files"),
-])
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda f: {**f, "test_batch.bin": f["test_batch.bin"][:-1]}, "is not a whole number of cifar10 records"),
+        (lambda f: {**f, "test_batch.bin": b""}, "0 bytes is not a whole number"),
+        (lambda f: {**f, "data_batch_2.bin": records([10])[0]}, "label 10 out of range for 10 classes"),
+        (lambda f: {**f, "batches.meta.txt": b"cat\ndog\n"}, "2 class names, cifar10 has 10"),
+        (lambda f: {k: v for k, v in f.items() if k != "data_batch_5.bin"}, "lacks the cifar10 binary files"),
+    ],
+)
 def test_files_that_break_the_format_are_refused(damage, message, tmp_path):
     files, _, _ = cifar10_files()
     write_release(tmp_path / "cifar-10-batches-bin", damage(files))
@@ -116,8 +127,9 @@ def test_files_that_break_the_format_are_refused(damage, message, tmp_path):
 
 
 def test_a_file_larger_than_the_release_is_refused_unread(tmp_path, monkeypatch):
-    monkeypatch.setitem(cifar.CIFAR_SPECS, "cifar10", dataclasses.replace(cifar.CIFAR_SPECS["cifar10"],
-                                                                          records_per_file=3))
+    monkeypatch.setitem(
+        cifar.CIFAR_SPECS, "cifar10", dataclasses.replace(cifar.CIFAR_SPECS["cifar10"], records_per_file=3)
+    )
     files, _, _ = cifar10_files()
     folder = write_release(tmp_path / "d", files)  # 4 records a training file
     with pytest.raises(DataError, match="holds at most 3 records"):
@@ -128,8 +140,9 @@ def test_cifar100_reads_the_fine_label(tmp_path):
     fine = [99, 0, 42]
     train, images = records([[c, f] for c, f in zip([19, 0, 7], fine)], label_bytes=2)
     names = "\n".join(f"class{i}" for i in range(100)).encode()
-    folder = write_release(tmp_path / "cifar-100-binary", {"train.bin": train, "test.bin": train,
-                                                           "fine_label_names.txt": names})
+    folder = write_release(
+        tmp_path / "cifar-100-binary", {"train.bin": train, "test.bin": train, "fine_label_names.txt": names}
+    )
     ds = datasets.load_dataset("cifar100", folder)
     assert ds.train_labels.tolist() == fine and ds.num_classes == 100 and ds.classes[42] == "class42"
     assert torch.equal(ds.train_images, torch.from_numpy(images))

@@ -1,4 +1,5 @@
 """The CLI as a user runs it: train, evaluate, models, and one-line errors."""
+
 import json
 import subprocess
 import sys
@@ -43,18 +44,23 @@ def test_same_seed_same_metrics_and_weights(tmp_path):
 def test_lecture_recipe_is_the_lectures_settings(tmp_path, capsys):
     assert main(["train", "--recipe", "lecture", "--print-config"]) == 0
     config = json.loads(capsys.readouterr().out)
-    assert (config["optimizer"], config["lr"], config["momentum"], config["batch_size"], config["epochs"]) == \
-        ("sgd", 0.01, 0.5, 64, 9)
+    assert (config["optimizer"], config["lr"], config["momentum"], config["batch_size"], config["epochs"]) == (
+        "sgd",
+        0.01,
+        0.5,
+        64,
+        9,
+    )
     assert main(["train", "--recipe", "lecture", "--epochs", "2", "--print-config"]) == 0
     assert json.loads(capsys.readouterr().out)["epochs"] == 2  # flags beat the recipe
 
 
 def test_config_file_is_overridden_by_flags(tmp_path, capsys):
-    (tmp_path / "c.toml").write_text('epochs = 5\nlr = 0.5\n')
+    (tmp_path / "c.toml").write_text("epochs = 5\nlr = 0.5\n")
     assert main(["train", "--config", str(tmp_path / "c.toml"), "--lr", "0.1", "--print-config"]) == 0
     config = json.loads(capsys.readouterr().out)
     assert config["epochs"] == 5 and config["lr"] == 0.1
-    (tmp_path / "bad.toml").write_text('epoch = 5\n')
+    (tmp_path / "bad.toml").write_text("epoch = 5\n")
     assert main(["train", "--config", str(tmp_path / "bad.toml"), "--print-config"]) == 1
 
 
@@ -80,19 +86,22 @@ def test_existing_run_is_not_overwritten_silently(tmp_path):
     assert code == 0
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["train", "--model", "resnet-9000"], "unknown model 'resnet-9000'"),
-    (["train", "--dataset", "cifar"], "unknown dataset 'cifar'"),
-    (["train", "--epochs", "0"], "--epochs must be between 1 and 100,000, got 0"),
-    (["train", "--epochs", "three"], "invalid int value"),
-    (["train", "--optimizer", "lion"], "unknown optimizer"),
-    (["train", "--ema", "1.5"], "--ema must be a decay in [0, 1), got 1.5"),
-    (["train", "--precision", "fp16"], "unknown precision 'fp16'; choose auto, fp32 or bf16"),
-    (["bench", "--repeats", "0"], "--repeats must be at least 1, got 0"),
-    (["train", "--dataset", "mnist"], "--data-dir"),
-    (["evaluate", "/nonexistent/run"], "no checkpoint at"),
-    (["models", "--input", "28"], "expected CxHxW"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["train", "--model", "resnet-9000"], "unknown model 'resnet-9000'"),
+        (["train", "--dataset", "cifar"], "unknown dataset 'cifar'"),
+        (["train", "--epochs", "0"], "--epochs must be between 1 and 100,000, got 0"),
+        (["train", "--epochs", "three"], "invalid int value"),
+        (["train", "--optimizer", "lion"], "unknown optimizer"),
+        (["train", "--ema", "1.5"], "--ema must be a decay in [0, 1), got 1.5"),
+        (["train", "--precision", "fp16"], "unknown precision 'fp16'; choose auto, fp32 or bf16"),
+        (["bench", "--repeats", "0"], "--repeats must be at least 1, got 0"),
+        (["train", "--dataset", "mnist"], "--data-dir"),
+        (["evaluate", "/nonexistent/run"], "no checkpoint at"),
+        (["models", "--input", "28"], "expected CxHxW"),
+    ],
+)
 def test_user_mistakes_are_one_line_errors(argv, message):
     result = subprocess.run([sys.executable, "-m", "cnnlab", *argv], capture_output=True, text=True)
     assert result.returncode != 0
@@ -101,8 +110,9 @@ def test_user_mistakes_are_one_line_errors(argv, message):
 
 
 def test_debug_shows_the_traceback():
-    result = subprocess.run([sys.executable, "-m", "cnnlab", "--debug", "evaluate", "/nonexistent"],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "cnnlab", "--debug", "evaluate", "/nonexistent"], capture_output=True, text=True
+    )
     assert result.returncode == 1 and "Traceback" in result.stderr
 
 
@@ -113,7 +123,10 @@ def test_models_lists_counts(capsys):
 
 
 def test_cnn_reaches_98_5_percent_on_real_mnist_in_3_epochs(tmp_path, mnist_dir, capsys, monkeypatch):
-    assert main(["train", "--data-dir", str(mnist_dir), "--epochs", "3", "--no-progress", "--out", str(tmp_path / "r")]) == 0
+    assert (
+        main(["train", "--data-dir", str(mnist_dir), "--epochs", "3", "--no-progress", "--out", str(tmp_path / "r")])
+        == 0
+    )
     accuracy = read_metrics(tmp_path / "r")[-1]["test_accuracy"]
     assert accuracy >= 98.5
     # The run remembers where its data came from: evaluate needs no --data-dir (and no cache) to find it.

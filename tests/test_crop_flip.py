@@ -1,5 +1,6 @@
 """Random crops and flips for natural images: batched, exact, seeded, never flipping digits' recipes, and
 resumed bit for bit."""
+
 import signal
 
 import pytest
@@ -17,9 +18,13 @@ def windows(image: torch.Tensor, pad: int) -> list[tuple[int, int, bool, torch.T
     """Every crop of `image` padded with black by `pad`, as is and mirrored: (dy, dx, mirrored, crop)."""
     height, width = image.shape[-2:]
     padded = F.pad(image, (pad, pad, pad, pad))
-    return [(dy, dx, mirrored, crop.flip(-1) if mirrored else crop) for dy in range(2 * pad + 1)
-            for dx in range(2 * pad + 1) for mirrored in (False, True)
-            for crop in [padded[:, dy:dy + height, dx:dx + width]]]
+    return [
+        (dy, dx, mirrored, crop.flip(-1) if mirrored else crop)
+        for dy in range(2 * pad + 1)
+        for dx in range(2 * pad + 1)
+        for mirrored in (False, True)
+        for crop in [padded[:, dy : dy + height, dx : dx + width]]
+    ]
 
 
 @pytest.mark.parametrize("flip", [False, True])
@@ -40,8 +45,11 @@ def test_each_image_is_one_padded_crop_of_itself(flip):
 
 
 def test_digit_recipes_never_flip():
-    assert {r.get("augment", "none") for name, r in RECIPES.items() if name not in ("cifar", "he-cifar")} <= \
-        {"none", "affine"}
+    assert {r.get("augment", "none") for name, r in RECIPES.items() if name not in ("cifar", "he-cifar")} <= {
+        "none",
+        "affine",
+        "robust",
+    }  # robust: shape, stroke width, contrast and blur; no flips either
     assert RECIPES["cifar"]["augment"] == RECIPES["he-cifar"]["augment"] == "crop-flip"
     assert AUGMENTATIONS["crop"] is random_crop
 
@@ -63,8 +71,18 @@ def test_cifar_datasets_default_to_the_cifar_recipe_and_he_cifar_steps_the_rate(
 
 @pytest.mark.slow
 def test_resume_with_crop_flip_is_bit_identical(tmp_path):
-    augmented = ["--augment", "crop-flip", "--train-subset", "640", "--epochs", "2", "--batch-size", "32",
-                 "--threads", "1"]
+    augmented = [
+        "--augment",
+        "crop-flip",
+        "--train-subset",
+        "640",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "32",
+        "--threads",
+        "1",
+    ]
     reference = tmp_path / "reference"
     assert main([*TRAIN[3:], *augmented, "--out", str(reference)]) == 0
     out = tmp_path / "run"

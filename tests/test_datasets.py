@@ -83,8 +83,14 @@ def test_normalise_matches_the_textbook_formula():
 
 
 def test_dataset_info_reads_old_checkpoints_and_round_trips_colour():
-    old = {"name": "mnist", "classes": list("0123456789"), "mean": 0.1307, "std": 0.3081, "in_channels": 1,
-           "input_size": [28, 28]}  # as checkpoints before colour datasets hold it
+    old = {
+        "name": "mnist",
+        "classes": list("0123456789"),
+        "mean": 0.1307,
+        "std": 0.3081,
+        "in_channels": 1,
+        "input_size": [28, 28],
+    }  # as checkpoints before colour datasets hold it
     info = datasets.DatasetInfo.from_dict(old)
     assert (info.mean, info.std, info.mnist_style) == (0.1307, 0.3081, True)
     assert datasets.DatasetInfo.from_dict(info.to_dict()) == info

@@ -1,4 +1,5 @@
 """Plain and residual CIFAR-layout nets, DenseNet-BC, and the depth experiment end to end."""
+
 import pytest
 import torch
 
@@ -49,6 +50,7 @@ def test_width_and_bad_depths():
     assert create_model("resnet-20", width=8).fc.in_features == 32
     with pytest.raises(ValueError, match="6n \\+ 2"):
         from cnnlab.models.resnet import CifarResNet
+
         CifarResNet(depth=21)
     assert main(["train", "--model", "cnn", "--width", "8", "--dataset", "mnist-sample", "--epochs", "1"]) == 1
 
@@ -61,12 +63,30 @@ def test_densenet_bc_layout():
 
 
 def test_depth_sweep_writes_tables_and_figures_and_resumes(tmp_path, capsys):
-    argv = ["depth", "--depths", "8,14", "--epochs", "2", "--train-subset", "600", "--width", "4",
-            "--dataset", "mnist-sample", "--seeds", "0,1", "--out", str(tmp_path)]
+    argv = [
+        "depth",
+        "--depths",
+        "8,14",
+        "--epochs",
+        "2",
+        "--train-subset",
+        "600",
+        "--width",
+        "4",
+        "--dataset",
+        "mnist-sample",
+        "--seeds",
+        "0,1",
+        "--out",
+        str(tmp_path),
+    ]
     assert main(argv) == 0
     lines = (tmp_path / "depth_table.csv").read_text().splitlines()
-    assert lines[0] == ("family,depth,model,parameters,final_train_loss,train_error,test_error,grad_norm_last_epoch,"
-                        "seconds") and len(lines) == 5
+    assert (
+        lines[0]
+        == ("family,depth,model,parameters,final_train_loss,train_error,test_error,grad_norm_last_epoch,seconds")
+        and len(lines) == 5
+    )
     for picture in ("depth_curves.png", "depth_loss.png", "depth_gradients.png"):
         assert (tmp_path / picture).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     capsys.readouterr()
@@ -76,8 +96,26 @@ def test_depth_sweep_writes_tables_and_figures_and_resumes(tmp_path, capsys):
 
 def test_densenet_in_the_depth_sweep(tmp_path, capsys):
     # densenet-bc-16-8 beside plain-14: 2 layers of two convolutions per block, plus 2 transitions
-    assert main(["depth", "--families", "densenet", "--depths", "14", "--epochs", "1", "--train-subset", "256",
-                 "--dataset", "mnist-sample", "--out", str(tmp_path)]) == 0
+    assert (
+        main(
+            [
+                "depth",
+                "--families",
+                "densenet",
+                "--depths",
+                "14",
+                "--epochs",
+                "1",
+                "--train-subset",
+                "256",
+                "--dataset",
+                "mnist-sample",
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
     assert "| densenet-bc-16-8 | concat [x, F(x)] |     19,978 |" in capsys.readouterr().out
     row = (tmp_path / "depth_table.csv").read_text().splitlines()[1].split(",")
     assert row[:4] == ["densenet", "14", "densenet-bc-16-8", "19978"]
@@ -92,6 +130,11 @@ def test_densenet_in_the_depth_sweep(tmp_path, capsys):
 
 def test_depth_settings_and_smoothing():
     assert resolve_settings("quick", families=("densenet",), width=None) == {
-        "families": ("densenet",), "depths": (8, 20, 56), "epochs": 3, "train_subset": 12000, "width": 8}
+        "families": ("densenet",),
+        "depths": (8, 20, 56),
+        "epochs": 3,
+        "train_subset": 12000,
+        "width": 8,
+    }
     assert resolve_settings(None)["families"] == ("plain", "resnet")
     assert smooth([1.0, 2.0, 3.0, 4.0], 2) == [1.0, 1.5, 2.5, 3.5]

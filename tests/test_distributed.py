@@ -1,4 +1,5 @@
 """DDP on CPU: real processes under torchrun (gloo on 127.0.0.1), a short run on mnist-sample."""
+
 import json
 import subprocess
 import sys
@@ -12,9 +13,29 @@ from cnnlab.engine.checkpoint import read_metrics
 def test_three_processes_train_in_lockstep(tmp_path):
     out = tmp_path / "run"
     # 3 ranks: the 1,000 test images do not divide evenly (334 + 333 + 333)
-    result = subprocess.run([sys.executable, "-m", "cnnlab", "train", "--nproc", "3", "--dataset", "mnist-sample",
-                             "--epochs", "2", "--batch-size", "96", "--no-progress", "--out", str(out)],
-                            capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cnnlab",
+            "train",
+            "--nproc",
+            "3",
+            "--dataset",
+            "mnist-sample",
+            "--epochs",
+            "2",
+            "--batch-size",
+            "96",
+            "--no-progress",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     check = json.loads((out / "ddp.json").read_text())
     assert check["world_size"] == 3
@@ -24,15 +45,44 @@ def test_three_processes_train_in_lockstep(tmp_path):
     assert len(rows) == 2 and rows[1]["train_loss"] < rows[0]["train_loss"]
     assert result.stdout.count("Test set:") == 2  # only rank 0 prints
     # only rank 0 writes: the same files as a single-process run, one metrics file, one last checkpoint
-    assert sorted(p.name for p in out.iterdir()) == [".cnnlab-run", ".lock", "checkpoint.pt", "config.json", "ddp.json",
-                                                     "metrics.jsonl"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        ".cnnlab-run",
+        ".lock",
+        "checkpoint.pt",
+        "config.json",
+        "ddp.json",
+        "metrics.jsonl",
+    ]
 
 
 @pytest.mark.slow
 def test_an_error_on_the_ranks_ends_the_job_with_its_message(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "cnnlab", "train", "--nproc", "2", "--dataset", "mnist-sample",
-                             "--epochs", "2", "--optimizer", "sgd", "--lr", "1e30", "--schedule", "constant",
-                             "--no-progress", "--out", str(tmp_path / "run")],
-                            capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cnnlab",
+            "train",
+            "--nproc",
+            "2",
+            "--dataset",
+            "mnist-sample",
+            "--epochs",
+            "2",
+            "--optimizer",
+            "sgd",
+            "--lr",
+            "1e30",
+            "--schedule",
+            "constant",
+            "--no-progress",
+            "--out",
+            str(tmp_path / "run"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
     assert result.returncode != 0
     assert "loss became" in result.stderr

@@ -1,4 +1,5 @@
 """The downloader against a real HTTP server on 127.0.0.1 serving good, corrupt and missing files."""
+
 import functools
 import gzip
 import hashlib
@@ -56,20 +57,27 @@ def test_corrupt_and_missing_files_leave_nothing_in_the_cache(server, tmp_path):
 
 
 def test_dataset_downloads_into_the_cache_then_reads_from_it(server, tmp_path, monkeypatch):
-    monkeypatch.delenv("CNNLAB_OFFLINE")  # the server is local: this test is the one place downloads run
     root, url = server
     monkeypatch.delenv("CNNLAB_OFFLINE")  # the mirrors are this test's own server
     write_idx_dataset(root / "good", n_train=30, n_test=10)
-    md5s = {stem: (hashlib.md5(gzip.decompress((root / "good" / f"{stem}.gz").read_bytes())).hexdigest(),)
-            for stem in datasets.IDX_FILES}
+    md5s = {
+        stem: (hashlib.md5(gzip.decompress((root / "good" / f"{stem}.gz").read_bytes())).hexdigest(),)
+        for stem in datasets.IDX_FILES
+    }
     spec = datasets.SPECS["mnist"]
-    monkeypatch.setitem(datasets.SPECS, "mnist", spec.__class__(**{**spec.__dict__, "mirrors": (f"{url}/bad/", f"{url}/good/"), "md5s": md5s}))
+    monkeypatch.setitem(
+        datasets.SPECS,
+        "mnist",
+        spec.__class__(**{**spec.__dict__, "mirrors": (f"{url}/bad/", f"{url}/good/"), "md5s": md5s}),
+    )
     ds = datasets.load_dataset("mnist")
     assert len(ds.train_labels) == 30 and len(ds.test_labels) == 10
     cache = datasets.cache_dir("mnist")
     assert sorted(p.name for p in cache.iterdir()) == sorted(f"{s}.gz" for s in datasets.IDX_FILES)
     # a second load needs no server
-    monkeypatch.setitem(datasets.SPECS, "mnist", spec.__class__(**{**spec.__dict__, "mirrors": ("http://127.0.0.1:9/",), "md5s": md5s}))
+    monkeypatch.setitem(
+        datasets.SPECS, "mnist", spec.__class__(**{**spec.__dict__, "mirrors": ("http://127.0.0.1:9/",), "md5s": md5s})
+    )
     assert len(datasets.load_dataset("mnist").train_labels) == 30
 
 

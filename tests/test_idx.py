@@ -21,17 +21,20 @@ def test_reads_what_was_written(tmp_path, compress):
     np.testing.assert_array_equal(read_idx(path, 3), array)
 
 
-@pytest.mark.parametrize("data, message", [
-    (b"", "truncated IDX file"),
-    (b"\x00\x00", "truncated IDX file"),
-    (b"\x01\x02\x08\x03" + bytes(12), "not an IDX file"),
-    (b"\x00\x00\x07\x03" + bytes(12), "not an IDX file"),
-    (b"\x00\x00\x08\x01" + bytes(4), "expected 3 dimensions, the header says 1"),
-    (b"\x00\x00\x08\x03" + bytes(6), "truncated IDX header"),
-    (idx_bytes(np.zeros((2, 3, 4), np.uint8))[:-1], r"truncated: header \(2, 3, 4\) needs 24 data bytes, found 23"),
-    (idx_bytes(np.zeros((2, 3, 4), np.uint8)) + b"x", "longer than its header says"),
-    (b"\x00\x00\x08\x03" + b"\xff\xff\xff\xff" * 3, "too large to be real"),
-])
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (b"", "truncated IDX file"),
+        (b"\x00\x00", "truncated IDX file"),
+        (b"\x01\x02\x08\x03" + bytes(12), "not an IDX file"),
+        (b"\x00\x00\x07\x03" + bytes(12), "not an IDX file"),
+        (b"\x00\x00\x08\x01" + bytes(4), "expected 3 dimensions, the header says 1"),
+        (b"\x00\x00\x08\x03" + bytes(6), "truncated IDX header"),
+        (idx_bytes(np.zeros((2, 3, 4), np.uint8))[:-1], r"truncated: header \(2, 3, 4\) needs 24 data bytes, found 23"),
+        (idx_bytes(np.zeros((2, 3, 4), np.uint8)) + b"x", "longer than its header says"),
+        (b"\x00\x00\x08\x03" + b"\xff\xff\xff\xff" * 3, "too large to be real"),
+    ],
+)
 def test_bad_files_are_one_line_errors_naming_the_file(tmp_path, data, message):
     path = write(tmp_path, data)
     with pytest.raises(DataError, match=message) as info:
@@ -68,7 +71,9 @@ def test_images_and_labels_must_agree(tmp_path):
 
 
 def test_real_mnist(mnist_dir):
-    images, labels = read_idx_pair(mnist_dir / "train-images-idx3-ubyte.gz", mnist_dir / "train-labels-idx1-ubyte.gz", 10)
+    images, labels = read_idx_pair(
+        mnist_dir / "train-images-idx3-ubyte.gz", mnist_dir / "train-labels-idx1-ubyte.gz", 10
+    )
     assert images.shape == (60000, 28, 28) and images.dtype == np.uint8
     # the class counts published beside the files
     assert np.bincount(labels).tolist() == [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]

@@ -1,4 +1,5 @@
 """The lecture's arithmetic, checked against values computed by hand."""
+
 import pytest
 import torch
 
@@ -12,8 +13,13 @@ from cnnlab.models.local import LocallyConnected2d
 def test_summary_shows_the_lecture_shapes():
     rows = summary_rows(create_model("cnn"), (1, 28, 28))
     chain = [(r[0], r[2], r[3]) for r in rows]
-    assert chain == [("conv1", "1x28x28", "10x24x24"), ("mp", "10x24x24", "10x12x12"), ("conv2", "10x12x12", "20x8x8"),
-                     ("mp", "20x8x8", "20x4x4"), ("fc", "320", "10")]
+    assert chain == [
+        ("conv1", "1x28x28", "10x24x24"),
+        ("mp", "10x24x24", "10x12x12"),
+        ("conv2", "10x12x12", "20x8x8"),
+        ("mp", "20x8x8", "20x4x4"),
+        ("fc", "320", "10"),
+    ]
     assert [r[4] for r in rows] == [10 * 25 + 10, 0, 20 * 250 + 20, 0, 320 * 10 + 10]
     assert [r[5] for r in rows] == [2 * 5760 * 25, 0, 2 * 1280 * 250, 0, 2 * 3200]
 
@@ -24,12 +30,15 @@ def test_summary_cli_totals_match_models(capsys):
     assert "97,298" in total and "12,038,400" in total
 
 
-@pytest.mark.parametrize("args, expected", [
-    ((28, 5), "= 24"),
-    ((28, 5, 2, 2), "floor(27 / 2) + 1 = 14"),  # (28 + 4 - 4 - 1) / 2
-    ((28, 3, 1, 1), "= 28"),                    # "same" padding
-    ((28, 3, 1, 0, 2), "= 24"),                 # dilation 2 reaches 5 pixels
-])
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        ((28, 5), "= 24"),
+        ((28, 5, 2, 2), "floor(27 / 2) + 1 = 14"),  # (28 + 4 - 4 - 1) / 2
+        ((28, 3, 1, 1), "= 28"),  # "same" padding
+        ((28, 3, 1, 0, 2), "= 24"),  # dilation 2 reaches 5 pixels
+    ],
+)
 def test_shape_formula(args, expected):
     assert expected in shape(*args)
 
@@ -45,8 +54,12 @@ def test_shape_errors_when_the_output_would_be_empty():
 
 def test_params_for_the_lectures_conv1():
     text = params((1, 28, 28), 10, 5)
-    rows = {cells[0]: cells[1:] for cells in ([c.strip() for c in line.strip("|").split("|")]
-                                              for line in text.splitlines() if line.startswith("| "))}
+    rows = {
+        cells[0]: cells[1:]
+        for cells in (
+            [c.strip() for c in line.strip("|").split("|")] for line in text.splitlines() if line.startswith("| ")
+        )
+    }
     assert rows["fully connected"] == ["784 x 5,760 + 5,760", "4,521,600", "9,031,680"]
     assert rows["locally connected"] == ["5,760 x 25 + 5,760", "149,760", "288,000"]
     assert rows["convolution"] == ["10 x 25 + 10", "260", "288,000"]
@@ -63,7 +76,7 @@ def test_locally_connected_matches_a_reference_loop():
     expected = torch.zeros(2, 3, oh, ow)
     for i in range(oh):
         for j in range(ow):
-            patch = padded[:, :, 2 * i:2 * i + 3, 2 * j:2 * j + 3].reshape(2, -1)  # (N, C*k*k)
+            patch = padded[:, :, 2 * i : 2 * i + 3, 2 * j : 2 * j + 3].reshape(2, -1)  # (N, C*k*k)
             expected[:, :, i, j] = patch @ layer.weight[i * ow + j].T + layer.bias[:, i, j]
     assert torch.allclose(out, expected, atol=1e-5)
 
@@ -83,5 +96,6 @@ def test_baseline_parameter_counts():
     # lcn: conv1 5,760 positions x 25 + 5,760; conv2 1,280 x 250 + 1,280; fc 3,210
     assert count_parameters(create_model("lcn")) == 5760 * 25 + 5760 + 1280 * 250 + 1280 + 3210
     # mlp: 784-520-320-240-120-10
-    assert count_parameters(create_model("mlp")) == (784 * 520 + 520 + 520 * 320 + 320 + 320 * 240 + 240
-                                                     + 240 * 120 + 120 + 120 * 10 + 10)
+    assert count_parameters(create_model("mlp")) == (
+        784 * 520 + 520 + 520 * 320 + 320 + 320 * 240 + 240 + 240 * 120 + 120 + 120 * 10 + 10
+    )

@@ -1,5 +1,6 @@
 """The lab in a real headless Chromium (Debian's): draw a digit and check what every view shows against the
 model itself. Screenshots go to pytest's tmp_path."""
+
 import json
 import re
 import shutil
@@ -17,12 +18,26 @@ from cnnlab.engine.run import open_run
 from cnnlab.inference.serve import create_app, server_config
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (make test installs it)")
 
-CNN_STAGES = [("conv1", "10", "24x24"), ("mp + ReLU", "10", "12x12"), ("conv2", "20", "8x8"),
-              ("mp + ReLU", "20", "4x4"), ("flatten", "320", None), ("fc", "10", None), ("softmax", "10", None)]
+CNN_STAGES = [
+    ("conv1", "10", "24x24"),
+    ("mp + ReLU", "10", "12x12"),
+    ("conv2", "20", "8x8"),
+    ("mp + ReLU", "20", "4x4"),
+    ("flatten", "320", None),
+    ("fc", "10", None),
+    ("softmax", "10", None),
+]
 
 
 @pytest.fixture(scope="module")
@@ -38,8 +53,27 @@ def live_run(trained_run, tmp_path_factory):
 @pytest.fixture(scope="module")
 def inception_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("inception") / "inception"
-    assert main(["train", "--model", "inception", "--dataset", "mnist-sample", "--epochs", "1", "--train-subset", "400",
-                 "--seed", "0", "--no-progress", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--model",
+                "inception",
+                "--dataset",
+                "mnist-sample",
+                "--epochs",
+                "1",
+                "--train-subset",
+                "400",
+                "--seed",
+                "0",
+                "--no-progress",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     return out
 
 
@@ -61,6 +95,7 @@ def lab_url(live_run, inception_run):
 @pytest.fixture(scope="module")
 def browser():
     from playwright.sync_api import sync_playwright
+
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         yield browser
@@ -87,8 +122,10 @@ def page(browser, lab_url):
 
 
 def stages_of(page, run: int):
-    return page.eval_on_selector_all(f'#columns section.stage[data-run="{run}"]',
-                                     "ns => ns.map(n => [n.dataset.stage, n.dataset.count, n.dataset.size || null])")
+    return page.eval_on_selector_all(
+        f'#columns section.stage[data-run="{run}"]',
+        "ns => ns.map(n => [n.dataset.stage, n.dataset.count, n.dataset.size || null])",
+    )
 
 
 def test_drawing_shows_every_cnn_stage(page, tmp_path):
@@ -109,8 +146,17 @@ def test_two_runs_side_by_side(page):
     assert incept.get_attribute("data-count") == "88" and incept.get_attribute("data-size") == "12x12"
     branches = incept.locator(".branch h4").all_inner_texts()
     assert branches == ["branch1x1 · 16", "branch5x5 · 24", "branch3x3dbl · 24", "branch_pool · 24"]
-    assert [s[0] for s in stages_of(page, 1)] == ["conv1", "mp + ReLU", "incept1", "conv2", "mp + ReLU", "incept2",
-                                                  "flatten", "fc", "softmax"]
+    assert [s[0] for s in stages_of(page, 1)] == [
+        "conv1",
+        "mp + ReLU",
+        "incept1",
+        "conv2",
+        "mp + ReLU",
+        "incept2",
+        "flatten",
+        "fc",
+        "softmax",
+    ]
 
 
 def test_clicking_a_conv1_cell_shows_the_models_own_arithmetic(page, live_run, tmp_path):

@@ -1,4 +1,5 @@
 """The lecture's experiments: 1x1 reductions, max vs average pooling, the pooling variants, checked by hand."""
+
 import pytest
 import torch
 from PIL import Image
@@ -16,11 +17,23 @@ from cnnlab.models import count_flops, count_parameters, create_model
 #   GoogLeNet 3a (192 x 28x28): 16x192 + 16 = 3,088 + 32x16x25 + 32 = 12,832; without: 32x192x25 + 32 = 153,632
 BRANCHES = [
     ("incept1", "5x5", 9800, 6024, 2 * 144 * (16 * 10 + 24 * 16 * 25), 2 * 144 * 24 * 10 * 25),
-    ("incept1", "3x3 double", 8864, 7392, 2 * 144 * (16 * 10 + 24 * 16 * 9 + 24 * 24 * 9),
-     2 * 144 * (24 * 10 * 9 + 24 * 24 * 9)),
+    (
+        "incept1",
+        "3x3 double",
+        8864,
+        7392,
+        2 * 144 * (16 * 10 + 24 * 16 * 9 + 24 * 24 * 9),
+        2 * 144 * (24 * 10 * 9 + 24 * 24 * 9),
+    ),
     ("incept2", "5x5", 9960, 12024, 2 * 16 * (16 * 20 + 24 * 16 * 25), 2 * 16 * 24 * 20 * 25),
-    ("incept2", "3x3 double", 9024, 9552, 2 * 16 * (16 * 20 + 24 * 16 * 9 + 24 * 24 * 9),
-     2 * 16 * (24 * 20 * 9 + 24 * 24 * 9)),
+    (
+        "incept2",
+        "3x3 double",
+        9024,
+        9552,
+        2 * 16 * (16 * 20 + 24 * 16 * 9 + 24 * 24 * 9),
+        2 * 16 * (24 * 20 * 9 + 24 * 24 * 9),
+    ),
     ("googlenet", "5x5", 15920, 153632, 2 * 784 * (16 * 192 + 32 * 16 * 25), 2 * 784 * 32 * 192 * 25),
 ]
 
@@ -70,27 +83,37 @@ def test_pool_prints_the_grids_side_by_side(capsys):
     assert main(["pool"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "2x2 windows, stride 2: output floor((4 - 2) / 2) + 1 = 2 by floor((4 - 2) / 2) + 1 = 2"
-    assert lines[2:7] == ["input 4x4       max pool -> 2x2      average pool -> 2x2",
-                          "1  1  2  4      6  8                 3.25  5.25",
-                          "5  6  7  8      3  4                    2     2",
-                          "3  2  1  0",
-                          "1  2  3  4"]
+    assert lines[2:7] == [
+        "input 4x4       max pool -> 2x2      average pool -> 2x2",
+        "1  1  2  4      6  8                 3.25  5.25",
+        "5  6  7  8      3  4                    2     2",
+        "3  2  1  0",
+        "1  2  3  4",
+    ]
     assert "rows 1-2, columns 3-4: 2, 4, 7, 8 -> max 8, average 21 / 4 = 5.25" in lines
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["pool", "--grid", "1 2; 3"], "--grid needs rows of equal length"),
-    (["pool", "--window", "5"], "a 5x5 window does not fit the 4x4 input"),
-    (["pool", "--stride", "0"], "--window and --stride must be at least 1"),
-    (["pool", "--run", "no-such-run"], "no-such-run"),
-    (["bottleneck", "--block", "inception3"], "unknown block 'inception3'; choose from incept1, incept2, googlenet"),
-    (["bottleneck", "--reduce", "16"], "describe a branch with all of --input, --reduce"),
-    (["bottleneck", "--input", "8x7x7", "--reduce", "4", "--out-channels", "8", "--kernel", "4"],
-     "--kernel must be odd"),
-    (["depth", "--families", "plain,densnet"], "unknown family 'densnet'; choose from plain, resnet, densenet"),
-    (["depth", "--families", "densenet", "--depths", "32"], "no densenet net for depth 32"),
-    (["depth", "--depths", "8,x"], "expected whole numbers separated by commas, got '8,x'"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["pool", "--grid", "1 2; 3"], "--grid needs rows of equal length"),
+        (["pool", "--window", "5"], "a 5x5 window does not fit the 4x4 input"),
+        (["pool", "--stride", "0"], "--window and --stride must be at least 1"),
+        (["pool", "--run", "no-such-run"], "no-such-run"),
+        (
+            ["bottleneck", "--block", "inception3"],
+            "unknown block 'inception3'; choose from incept1, incept2, googlenet",
+        ),
+        (["bottleneck", "--reduce", "16"], "describe a branch with all of --input, --reduce"),
+        (
+            ["bottleneck", "--input", "8x7x7", "--reduce", "4", "--out-channels", "8", "--kernel", "4"],
+            "--kernel must be odd",
+        ),
+        (["depth", "--families", "plain,densnet"], "unknown family 'densnet'; choose from plain, resnet, densenet"),
+        (["depth", "--families", "densenet", "--depths", "32"], "no densenet net for depth 32"),
+        (["depth", "--depths", "8,x"], "expected whole numbers separated by commas, got '8,x'"),
+    ],
+)
 def test_bad_values_get_one_line(argv, message, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # so that nothing could be written into the checkout
     try:
@@ -122,13 +145,22 @@ def test_variants_parameter_counts_and_layers():
     assert count_parameters(naive) == 97298 - (9800 - 6024) - (8864 - 7392) + (12024 - 9960) + (9552 - 9024) == 94642
     assert naive.fc.in_features == 1408
     assert [name for name, _ in naive.incept1.named_children()] == [
-        "branch1x1", "branch5x5_2", "branch3x3dbl_2", "branch3x3dbl_3", "branch_pool"]
+        "branch1x1",
+        "branch5x5_2",
+        "branch3x3dbl_2",
+        "branch3x3dbl_3",
+        "branch_pool",
+    ]
     assert naive.incept1(torch.zeros(2, 10, 12, 12)).shape == (2, 88, 12, 12)
 
     avg = create_model("cnn-avgpool")
     assert count_parameters(avg) == 8490
     assert [(name, type(m).__name__) for name, m in avg.named_children()] == [
-        ("conv1", "Conv2d"), ("conv2", "Conv2d"), ("mp", "AvgPool2d"), ("fc", "Linear")]
+        ("conv1", "Conv2d"),
+        ("conv2", "Conv2d"),
+        ("mp", "AvgPool2d"),
+        ("fc", "Linear"),
+    ]
 
     strided = create_model("cnn-strided")
     # the lecture's 8,490 plus two learned 2x2 stride-2 convolutions: 10x10x4 + 10 and 20x20x4 + 20

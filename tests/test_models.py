@@ -22,8 +22,15 @@ def test_lecture_inception_is_verbatim():
     model = create_model("inception")
     assert count_parameters(model) == 97298
     assert model.fc.in_features == 1408  # 88 channels x 4 x 4
-    assert {"branch1x1", "branch5x5_1", "branch5x5_2", "branch3x3dbl_1", "branch3x3dbl_2", "branch3x3dbl_3",
-            "branch_pool"} == {name for name, _ in model.incept1.named_children()}
+    assert {
+        "branch1x1",
+        "branch5x5_1",
+        "branch5x5_2",
+        "branch3x3dbl_1",
+        "branch3x3dbl_2",
+        "branch3x3dbl_3",
+        "branch_pool",
+    } == {name for name, _ in model.incept1.named_children()}
     assert model.incept1(torch.zeros(2, 10, 12, 12)).shape == (2, 88, 12, 12)
 
 
@@ -65,15 +72,32 @@ def colour_images():
     labels = torch.arange(48) % 10
     colours = torch.rand(10, 3, 1, 1, generator=generator) * 200
     images = (colours[labels] + torch.rand(48, 3, 32, 32, generator=generator) * 55).to(torch.uint8)
-    return ImageDataset("colours", tuple("abcdefghij"), *pixel_stats(images[:32]), images[:32], labels[:32],
-                        images[32:], labels[32:], mnist_style=False)
+    return ImageDataset(
+        "colours",
+        tuple("abcdefghij"),
+        *pixel_stats(images[:32]),
+        images[:32],
+        labels[:32],
+        images[32:],
+        labels[32:],
+        mnist_style=False,
+    )
 
 
 @pytest.mark.parametrize("name", list_models())
 def test_every_model_trains_on_cifar_shaped_data(name, colour_images, tmp_path):
     """Through the engine as `cnnlab train` runs it: per-channel normalisation, crops and flips, a checkpoint."""
-    config = build_config({"model": name, "epochs": 1, "batch_size": 16, "augment": "crop-flip", "threads": 1,
-                           "progress": False, "out": str(tmp_path / "run")})
+    config = build_config(
+        {
+            "model": name,
+            "epochs": 1,
+            "batch_size": 16,
+            "augment": "crop-flip",
+            "threads": 1,
+            "progress": False,
+            "out": str(tmp_path / "run"),
+        }
+    )
     result = fit(config, log=lambda line: None, dataset=colour_images)
     assert all(torch.isfinite(torch.tensor(row["train_loss"])) for row in result.history)
     run = open_run(result.run_dir)

@@ -1,5 +1,6 @@
 """A folder of your own images: layout, decoding, bad files, the cache, memory refusal, training and predict,
 on coloured shapes the tests draw (PNG and JPEG, of varied sizes) with broken files mixed in."""
+
 import json
 import os
 import shutil
@@ -21,8 +22,13 @@ from cnnlab.inference.predict import Predictor
 from test_predict import bomb_png
 
 SHAPES = ("circle", "square", "triangle")
-BAD_FILES = {"circle/bomb.png": bomb_png(), "circle/empty.png": b"", "square/notes.jpg": b"not an image at all",
-             "triangle/cut.png": None, "triangle/noise.png": bytes(range(256)) * 4}
+BAD_FILES = {
+    "circle/bomb.png": bomb_png(),
+    "circle/empty.png": b"",
+    "square/notes.jpg": b"not an image at all",
+    "triangle/cut.png": None,
+    "triangle/noise.png": bytes(range(256)) * 4,
+}
 
 
 def draw_shape(kind: str, rng, size=None) -> Image.Image:
@@ -78,11 +84,27 @@ def test_classes_split_statistics_and_the_bad_file_report(shapes):
         assert ds.mean[c] == pytest.approx(pixels[:, c].mean().item(), abs=1e-4)
         assert ds.std[c] == pytest.approx(pixels[:, c].std().item(), abs=1e-3)
     assert "300 images of 3 classes (circle, square, triangle)" in ds.notice
-    assert "skipped 5 files that are not readable images: circle/bomb.png (too many pixels, a decompression " \
-           "bomb?); circle/empty.png (empty file); square/notes.jpg (not an image) and 2 more" in ds.notice
-    assert len(load_folder(shapes).skipped) == 5  # triangle/cut.png and triangle/noise.png too
+    assert (
+        "skipped 5 files that are not readable images: circle/bomb.png (too many pixels, a decompression "
+        "bomb?); circle/empty.png (empty file); square/notes.jpg (not an image); triangle/cut.png (truncated or "
+        "corrupt: OSError); triangle/noise.png (not an image)" in ds.notice
+    )  # a few bad files: each one named
     again = datasets.load_dataset("folder", shapes)  # the split is a function of the files alone
     assert torch.equal(again.test_images, ds.test_images) and torch.equal(again.train_labels, ds.train_labels)
+
+
+def test_a_class_of_one_image_is_trained_on_and_reported_untested(shapes):
+    (shapes / "star").mkdir()
+    draw_shape("circle", np.random.default_rng(3)).save(shapes / "star" / "only.png")
+    ds = datasets.load_dataset("folder", shapes)
+    assert ds.classes == (*SHAPES[:2], "star", SHAPES[2])
+    assert torch.bincount(ds.train_labels).tolist()[2] == 1 and 2 not in ds.test_labels
+    assert ds.notice.endswith("; no test image of: star")
+    # 5 of 25 held out: every class's share has the remainder 0.2, and the tie used to take the fifth's only image.
+    labels = torch.tensor([0] * 6 + [1] * 6 + [2] * 6 + [3] * 6 + [4])
+    for seed in range(10):
+        held_out = datasets.stratified_holdout(labels, 5, 5, seed)
+        assert 24 not in held_out and len(held_out) == 5
 
 
 def test_second_load_hits_the_cache_until_a_file_changes(shapes):
@@ -126,8 +148,19 @@ def test_read_only_folder_is_cached_in_the_cnnlab_cache(read_only_copy, tmp_path
 def test_a_folder_too_large_for_memory_is_refused_before_decoding(shapes, monkeypatch, capsys):
     monkeypatch.setattr(folder, "available_memory", lambda: 2**30)  # a 1 GiB machine
     # 305 files at 3x1024x1024, twice over: 1.8 GiB
-    code = main(["train", "--dataset", "folder", "--data-dir", str(shapes), "--image-size", "1024x1024",
-                 "--out", str(shapes.parent / "run")])
+    code = main(
+        [
+            "train",
+            "--dataset",
+            "folder",
+            "--data-dir",
+            str(shapes),
+            "--image-size",
+            "1024x1024",
+            "--out",
+            str(shapes.parent / "run"),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 1 and "305 images at 3x1024x1024 need 1.8 GiB of memory, more than the 1.0 GiB available" in err
     assert len(err.strip().splitlines()) == 1 and not list(shapes.glob(".cnnlab-cache-*"))  # nothing decoded
@@ -143,8 +176,10 @@ def test_fit_keeps_the_aspect_ratio_and_crops_the_centre():
     assert tall.shape == (3, 8, 16) and (tall[1] > 200).all()
     grey = fit_image(Image.new("LA", (5, 5), (0, 0)), (4, 4))  # transparent: white paper
     assert (grey == 255).all()
-    assert (luma(fit_image(Image.new("RGB", (4, 4), (10, 200, 30)), (2, 2))) ==
-            np.asarray(Image.new("RGB", (2, 2), (10, 200, 30)).convert("L"))).all()  # PIL's own grey
+    assert (
+        luma(fit_image(Image.new("RGB", (4, 4), (10, 200, 30)), (2, 2)))
+        == np.asarray(Image.new("RGB", (2, 2), (10, 200, 30)).convert("L"))
+    ).all()  # PIL's own grey
 
 
 def test_grey_images_give_one_channel_unless_three_are_asked_for(tmp_path):
@@ -176,12 +211,15 @@ def test_given_train_and_test_folders(tmp_path):
         datasets.load_dataset("folder", tmp_path)
 
 
-@pytest.mark.parametrize("layout, message", [
-    ({"only": ["a.png"]}, "needs at least 2 class folders, found 1"),
-    ({"a": [], "b": []}, "the class folders hold no files"),
-    ({"a": ["x.png"], "b": ["empty.png"]}, "class folders without a readable training image: b"),
-    ({"a": ["empty.png"], "b": ["empty.png"]}, "none of its 2 files is a readable image"),
-])
+@pytest.mark.parametrize(
+    "layout, message",
+    [
+        ({"only": ["a.png"]}, "needs at least 2 class folders, found 1"),
+        ({"a": [], "b": []}, "the class folders hold no files"),
+        ({"a": ["x.png"], "b": ["empty.png"]}, "class folders without a readable training image: b"),
+        ({"a": ["empty.png"], "b": ["empty.png"]}, "none of its 2 files is a readable image"),
+    ],
+)
 def test_folders_that_cannot_train_are_refused(layout, message, tmp_path):
     for kind, names in layout.items():
         (tmp_path / kind).mkdir()
@@ -195,8 +233,26 @@ def test_folders_that_cannot_train_are_refused(layout, message, tmp_path):
 def test_trains_predicts_by_class_name_and_exports(shapes, tmp_path, capsys):
     out = tmp_path / "run"
     # One thread: batches of 32 small images gain nothing from a second (measured 2,200 images/s with one).
-    train = ["train", "--dataset", "folder", "--data-dir", str(shapes), "--model", "cnn-bn-8-24", "--batch-size",
-             "32", "--epochs", "10", "--seed", "0", "--threads", "1", "--no-progress", "--out", str(out)]
+    train = [
+        "train",
+        "--dataset",
+        "folder",
+        "--data-dir",
+        str(shapes),
+        "--model",
+        "cnn-bn-8-24",
+        "--batch-size",
+        "32",
+        "--epochs",
+        "10",
+        "--seed",
+        "0",
+        "--threads",
+        "1",
+        "--no-progress",
+        "--out",
+        str(out),
+    ]
     assert main(train) == 0
     printed = capsys.readouterr().out
     assert "decoded and cached in" in printed and "skipped 5 files" in printed
@@ -206,11 +262,17 @@ def test_trains_predicts_by_class_name_and_exports(shapes, tmp_path, capsys):
     assert info.classes == SHAPES and info.in_channels == 3 and not info.mnist_style and len(info.mean) == 3
     assert main(["evaluate", str(out)]) == 0  # the run finds its folder again, fitted as for training
     assert "| triangle |" in capsys.readouterr().out
-    with pytest.raises(CnnlabError, match="only a digit model .* this one takes 3x32x32 images of folder"):
-        Predictor(out)  # as the drawing canvas asks for it
+    with pytest.raises(
+        CnnlabError,
+        match="only a digit model .* this one takes 3x32x32 images of folder: classify its images with `cnnlab predict",
+    ):
+        Predictor(out)  # as the drawing canvas and `serve` ask for it
     predictor = Predictor(out, digits_only=False)
-    assert not predictor.digits and predictor.prepare(draw_shape("circle", np.random.default_rng(3))).shape == \
-        (3, 32, 32)
+    assert not predictor.digits and predictor.prepare(draw_shape("circle", np.random.default_rng(3))).shape == (
+        3,
+        32,
+        32,
+    )
     with pytest.raises(ImageError, match="the model takes 3x32x32 inputs, not 1x28x28"):
         predictor.top_k(np.zeros((28, 28), dtype=np.uint8), 1)  # a digit made for another run: a clear error
 
@@ -225,9 +287,52 @@ def test_trains_predicts_by_class_name_and_exports(shapes, tmp_path, capsys):
     assert right >= 8, results  # of 9
     assert Image.open(tmp_path / "seen.png").size == (9 * 32 * 7, 32 * 7)
 
-    assert main(["export", str(out)]) == 0 and "largest difference" in capsys.readouterr().out
+    assert (
+        main(["export", str(out)]) == 0
+        and "largest difference from PyTorch on 60 test images" in capsys.readouterr().out
+    )
     assert main(["predict", str(out), str(files[0]), "--backend", "onnxruntime", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["top"][0]["class"] == results[0]["top"][0]["class"]
 
     assert main([*train[:-1], str(tmp_path / "again"), "--epochs", "1"]) == 0  # the cache serves a second run
     assert "read from the cache" in capsys.readouterr().out
+
+
+def test_a_run_finds_its_folder_from_anywhere_and_says_when_it_is_gone(shapes, tmp_path, monkeypatch, capsys):
+    (shapes / "star").mkdir()  # one image: trained on, never tested
+    draw_shape("circle", np.random.default_rng(3)).save(shapes / "star" / "only.png")
+    monkeypatch.chdir(shapes.parent)
+    assert (
+        main(
+            [
+                "train",
+                "--dataset",
+                "folder",
+                "--data-dir",
+                "shapes",
+                "--model",
+                "cnn-bn-8-24",
+                "--epochs",
+                "1",
+                "--threads",
+                "1",
+                "--no-progress",
+                "--out",
+                str(tmp_path / "run"),
+            ]
+        )
+        == 0
+    )
+    monkeypatch.chdir(tmp_path / "run")  # the relative --data-dir was saved absolute
+    assert main(["evaluate", str(tmp_path / "run")]) == 0
+    printed = capsys.readouterr().out
+    assert "evaluated on the folder test set" in printed and "| star     |      0 |          - |" in printed
+    shapes.rename(tmp_path / "moved")
+    assert main(["evaluate", str(tmp_path / "run")]) == 1
+    assert (
+        capsys.readouterr().err == f"cnnlab evaluate: error: {shapes}, the folder of images this run was "
+        "trained on, is gone: pass --data-dir DIR\n"
+    )
+    assert main(["evaluate", str(tmp_path / "run"), "--data-dir", str(tmp_path / "moved")]) == 0
+    assert main(["export", str(tmp_path / "run")]) == 0
+    assert "on 256 random images (the run's test images are not at hand)" in capsys.readouterr().out

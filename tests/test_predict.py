@@ -1,4 +1,5 @@
 """Predict on real image files, and export to ONNX / TorchScript."""
+
 import io
 import json
 import struct
@@ -28,7 +29,9 @@ def bomb_png(width=50_000, height=50_000) -> bytes:
     """A valid PNG header claiming width x height pixels (the data would be 2.5 GB)."""
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
     chunk = lambda kind, data: struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 100)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 100)) + chunk(b"IEND", b"")
+    )
 
 
 def test_preprocess_makes_an_mnist_style_digit():
@@ -44,10 +47,12 @@ def test_preprocess_makes_an_mnist_style_digit():
 
 def test_polarity_position_and_size_do_not_matter():
     reference = preprocess(draw_digit("4")).astype(int)
-    for variant in (draw_digit("4", ink=255, paper=0),                       # light on dark
-                    draw_digit("4", size=600, box=(380, 20, 180)),             # off-centre and small
-                    draw_digit("4", size=1200, box=(100, 100, 1000)),          # large
-                    draw_digit("4", mode="RGB")):                              # colour file
+    for variant in (
+        draw_digit("4", ink=255, paper=0),  # light on dark
+        draw_digit("4", size=600, box=(380, 20, 180)),  # off-centre and small
+        draw_digit("4", size=1200, box=(100, 100, 1000)),  # large
+        draw_digit("4", mode="RGB"),
+    ):  # colour file
         assert np.abs(preprocess(variant).astype(int) - reference).mean() < 12
 
 
@@ -56,20 +61,29 @@ def test_blank_page_is_an_error():
         preprocess(Image.new("L", (300, 300), 255))
 
 
-@pytest.mark.parametrize("data, message", [
-    (b"", "empty file"),
-    (b"hello, not an image", "not an image"),
-    (png_bytes(draw_digit("3"))[:200], "truncated or corrupt"),
-    (bomb_png(), "decompression bomb"),
-])
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (b"", "empty file"),
+        (b"hello, not an image", "not an image"),
+        (png_bytes(draw_digit("3"))[:200], "truncated or corrupt"),
+        (bomb_png(), "decompression bomb"),
+    ],
+)
 def test_bad_files(data, message):
     with pytest.raises(ImageError, match=message):
         load_image(data, "f")
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.one_of(st.binary(max_size=300), st.builds(lambda n, b: png_bytes(draw_digit("5", size=40))[:n] + b,
-                                                      st.integers(0, 400), st.binary(max_size=20))))
+@given(
+    st.one_of(
+        st.binary(max_size=300),
+        st.builds(
+            lambda n, b: png_bytes(draw_digit("5", size=40))[:n] + b, st.integers(0, 400), st.binary(max_size=20)
+        ),
+    )
+)
 def test_random_bytes_only_raise_image_errors(data):
     try:
         preprocess(load_image(data))
@@ -113,7 +127,9 @@ def test_predict_cli_classifies_the_good_files_and_reports_the_bad(trained_run, 
     show = tmp_path / "seen.png"
     code = main(["predict", str(trained_run), str(folder), "--json", "--top-k", "2", "--show-input", str(show)])
     assert code == 1  # some files failed
-    results = {json.loads(line)["file"].split("/")[-1]: json.loads(line) for line in capsys.readouterr().out.splitlines()}
+    results = {
+        json.loads(line)["file"].split("/")[-1]: json.loads(line) for line in capsys.readouterr().out.splitlines()
+    }
     assert len(results) == 8
     for name, label in (("one.png", "1"), ("zero.jpg", "0"), ("seven.bmp", "7"), ("eight.gif", "8")):
         assert results[name]["top"][0]["class"] == label and len(results[name]["top"]) == 2
@@ -131,24 +147,28 @@ def test_export_matches_pytorch(trained_run, tmp_path, fmt):
     from cnnlab.data.batches import normalise
     from cnnlab.data.datasets import load_dataset
     from cnnlab.engine.run import open_run
+
     run = open_run(trained_run)
     x = normalise(load_dataset("mnist-sample").test_images[:256], run.info.mean, run.info.std)
     expected = run.model(x).detach()
     if fmt == "onnx":
         import onnx
         import onnxruntime
+
         onnx.checker.check_model(onnx.load(str(out)))
         session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
         for batch in (x, x[:1], x[:37]):  # dynamic batch dimension
             actual = torch.from_numpy(session.run(None, {"input": batch.numpy()})[0])
-            assert (actual - expected[:len(batch)]).abs().max() < 1e-4
+            assert (actual - expected[: len(batch)]).abs().max() < 1e-4
     else:
         assert (torch.jit.load(str(out))(x) - expected).abs().max() < 1e-4
 
 
 def test_predict_with_onnxruntime(trained_run, tmp_path, capsys):
     draw_digit("7").save(tmp_path / "seven.png")
-    assert main(["predict", str(trained_run), str(tmp_path / "seven.png"), "--backend", "onnxruntime"]) == 1  # not exported yet
+    assert (
+        main(["predict", str(trained_run), str(tmp_path / "seven.png"), "--backend", "onnxruntime"]) == 1
+    )  # not exported yet
     assert "cnnlab export" in capsys.readouterr().err
     assert main(["export", str(trained_run)]) == 0
     capsys.readouterr()

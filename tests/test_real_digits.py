@@ -1,4 +1,5 @@
 """Digits as people really make them (issue 12): thin strokes, tight crops, photos, colours, the real set."""
+
 import numpy as np
 import pytest
 import torch
@@ -20,8 +21,25 @@ DIGITS = "0123456789"
 def robust_run(tmp_path_factory):
     """The robust recipe on mnist-sample (4,000 images), 8 epochs: about 20 s on 2 cores."""
     out = tmp_path_factory.mktemp("robust") / "run"
-    assert main(["train", "--recipe", "robust", "--dataset", "mnist-sample", "--epochs", "8", "--seed", "0",
-                 "--no-progress", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--recipe",
+                "robust",
+                "--dataset",
+                "mnist-sample",
+                "--epochs",
+                "8",
+                "--seed",
+                "0",
+                "--no-progress",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     return out
 
 
@@ -47,7 +65,7 @@ def tight_crop(digit: str) -> Image.Image:
     """Cropped to 1 px around the ink (a straight "1" cropped to the pixel would be a uniform black bar)."""
     image = np.asarray(draw_digit(digit, size=300))
     rows, cols = np.nonzero(image < 128)
-    return Image.fromarray(image[rows.min() - 1:rows.max() + 2, cols.min() - 1:cols.max() + 2])
+    return Image.fromarray(image[rows.min() - 1 : rows.max() + 2, cols.min() - 1 : cols.max() + 2])
 
 
 KINDS = {
@@ -83,8 +101,12 @@ def test_blank_and_smooth_images_have_no_ink():
     ys, xs = np.mgrid[0:300, 0:400]
     gradient = (120 + 100 * xs / 400 + 20 * ys / 300).astype(np.uint8)  # uneven light on an empty page
     noisy = np.random.default_rng(0).normal(200, 8, (300, 300)).clip(0, 255).astype(np.uint8)
-    for image in (Image.new("RGB", (640, 480), (240, 230, 200)), Image.fromarray(gradient), Image.fromarray(noisy),
-                  Image.new("L", (28, 28), 0)):
+    for image in (
+        Image.new("RGB", (640, 480), (240, 230, 200)),
+        Image.fromarray(gradient),
+        Image.fromarray(noisy),
+        Image.new("L", (28, 28), 0),
+    ):
         with pytest.raises(ImageError, match="no ink"):
             preprocess(image)
 
@@ -112,6 +134,9 @@ def test_real_digits_score_19_of_20_with_the_robust_recipe(robust_run):
     predictor = Predictor(robust_run)
     files = sorted(REAL_DIGITS.glob("*/[0-9].png"))
     assert len(files) == 20
-    misses = [f"{f.parent.name}/{f.name}" for f in files
-              if predictor.top_k(preprocess(load_image(f.read_bytes())), 1)[0]["class"] != f.stem]
+    misses = [
+        f"{f.parent.name}/{f.name}"
+        for f in files
+        if predictor.top_k(preprocess(load_image(f.read_bytes())), 1)[0]["class"] != f.stem
+    ]
     assert len(misses) <= 1, misses

@@ -1,4 +1,5 @@
 """Crash-safe checkpoints and exact resume, safe loading, guarded numerics, fuzzed IDX input."""
+
 import gzip
 import os
 import pickle
@@ -19,8 +20,19 @@ from cnnlab.data.idx import DataError, read_idx
 from cnnlab.engine.checkpoint import load_checkpoint, read_metrics
 from conftest import idx_bytes
 
-TRAIN = [sys.executable, "-m", "cnnlab", "train", "--dataset", "mnist-sample", "--epochs", "3", "--seed", "3",
-         "--no-progress"]
+TRAIN = [
+    sys.executable,
+    "-m",
+    "cnnlab",
+    "train",
+    "--dataset",
+    "mnist-sample",
+    "--epochs",
+    "3",
+    "--seed",
+    "3",
+    "--no-progress",
+]
 
 
 def weights(run):
@@ -48,8 +60,12 @@ def assert_same_run(a, b):
 
 def start_and_wait_for_a_checkpoint(out, every=5, extra=()):
     """Start training with step checkpoints; return once the first one is on disk."""
-    process = subprocess.Popen([*TRAIN, *extra, "--out", str(out), "--checkpoint-every", str(every)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [*TRAIN, *extra, "--out", str(out), "--checkpoint-every", str(every)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     while not (out / "checkpoint.pt").exists():
         assert process.poll() is None, process.stderr.read()
         time.sleep(0.01)
@@ -130,17 +146,40 @@ def test_broken_and_foreign_checkpoints_are_one_line_errors(tmp_path, uninterrup
     payload["model"]["name"] = "inception"
     torch.save(payload, tmp_path / "other.pt")
     from cnnlab.engine.run import open_run
+
     with pytest.raises(CnnlabError, match="do not fit model inception"):
         open_run(tmp_path / "other.pt")
     torch.save({"format": "something else"}, tmp_path / "foreign.pt")
     with pytest.raises(CnnlabError, match="not a cnnlab checkpoint"):
         load_checkpoint(tmp_path / "foreign.pt")
+    payload = torch.load(uninterrupted / "checkpoint.pt", weights_only=True)
+    next(iter(payload["state_dict"].values()))[0] = float("nan")  # would make every prediction NaN (a 500 in serve)
+    torch.save(payload, tmp_path / "nan.pt")
+    with pytest.raises(CnnlabError, match="weights are not finite"):
+        open_run(tmp_path / "nan.pt")
+    assert main(["evaluate", str(tmp_path / "nan.pt")]) == 1  # one line, as every command that opens a run
 
 
 def test_nan_loss_stops_with_a_message_and_keeps_the_last_checkpoint(tmp_path, capsys):
     out = tmp_path / "run"
-    code = main(["train", "--dataset", "mnist-sample", "--epochs", "3", "--optimizer", "sgd", "--lr", "1e30",
-                 "--schedule", "constant", "--no-progress", "--out", str(out)])
+    code = main(
+        [
+            "train",
+            "--dataset",
+            "mnist-sample",
+            "--epochs",
+            "3",
+            "--optimizer",
+            "sgd",
+            "--lr",
+            "1e30",
+            "--schedule",
+            "constant",
+            "--no-progress",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 1
     err = capsys.readouterr().err
     assert "loss became" in err and "learning rate" in err and "lower --lr" in err
@@ -156,20 +195,27 @@ def test_unwritable_output_is_a_clear_error(tmp_path):
 
 
 @pytest.fixture
-def tiny_disk(tmp_path):
+def tiny_disk(small_disk):
     """A 96 KiB tmpfs: room for the config and metrics, not for a checkpoint beside a temp file."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=96k", "tmpfs", str(mount)], capture_output=True).returncode:
-        pytest.skip("cannot mount a tmpfs here (needs root)")
-    yield mount
-    subprocess.run(["umount", str(mount)], check=True)
+    return small_disk("96k")
 
 
 def test_disk_full_is_a_clear_error_and_leaves_no_partial_file(tiny_disk, capsys):
     out = tiny_disk / "run"
-    code = main(["train", "--dataset", "mnist-sample", "--model", "inception", "--epochs", "1", "--no-progress",
-                 "--out", str(out)])
+    code = main(
+        [
+            "train",
+            "--dataset",
+            "mnist-sample",
+            "--model",
+            "inception",
+            "--epochs",
+            "1",
+            "--no-progress",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 1
     err = capsys.readouterr().err
     assert "No space left on device" in err and len(err.strip().splitlines()) == 1
@@ -179,8 +225,24 @@ def test_disk_full_is_a_clear_error_and_leaves_no_partial_file(tiny_disk, capsys
 def test_deterministic_runs_repeat_exactly_and_settings_are_restored(tmp_path):
     threads = torch.get_num_threads()
     for name in ("a", "b"):
-        assert main(["train", "--dataset", "mnist-sample", "--epochs", "1", "--deterministic", "--threads", "1",
-                     "--no-progress", "--out", str(tmp_path / name)]) == 0
+        assert (
+            main(
+                [
+                    "train",
+                    "--dataset",
+                    "mnist-sample",
+                    "--epochs",
+                    "1",
+                    "--deterministic",
+                    "--threads",
+                    "1",
+                    "--no-progress",
+                    "--out",
+                    str(tmp_path / name),
+                ]
+            )
+            == 0
+        )
         assert not torch.are_deterministic_algorithms_enabled() and torch.get_num_threads() == threads
     assert_same_run(tmp_path / "a", tmp_path / "b")
 
@@ -189,11 +251,16 @@ VALID = idx_bytes(np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4))
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(data=st.one_of(st.binary(max_size=64),
-                      st.builds(lambda i, b: VALID[:i] + bytes([b]) + VALID[i + 1:], st.integers(0, len(VALID) - 1),
-                                st.integers(0, 255)),
-                      st.builds(lambda n: VALID[:n], st.integers(0, len(VALID)))),
-       compress=st.booleans())
+@given(
+    data=st.one_of(
+        st.binary(max_size=64),
+        st.builds(
+            lambda i, b: VALID[:i] + bytes([b]) + VALID[i + 1 :], st.integers(0, len(VALID) - 1), st.integers(0, 255)
+        ),
+        st.builds(lambda n: VALID[:n], st.integers(0, len(VALID))),
+    ),
+    compress=st.booleans(),
+)
 def test_idx_reader_on_random_and_mutated_bytes(tmp_path, data, compress):
     path = tmp_path / "fuzz"
     path.write_bytes(gzip.compress(data) if compress else data)

@@ -1,4 +1,5 @@
 """Run folders keep users' files: the overwrite rule, the run lock, resume checks, sweeps that reuse or refuse."""
+
 import os
 import signal
 import subprocess
@@ -91,8 +92,23 @@ def test_files_follow_the_umask(tmp_path):
 
 
 def start_training(out, *extra):
-    process = subprocess.Popen([sys.executable, "-m", "cnnlab", *TRAIN, "--epochs", "50", "--out", str(out),
-                                "--checkpoint-every", "5", *extra], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "cnnlab",
+            *TRAIN,
+            "--epochs",
+            "50",
+            "--out",
+            str(out),
+            "--checkpoint-every",
+            "5",
+            *extra,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     while not (out / "checkpoint.pt").exists():
         assert process.poll() is None, process.stderr.read()
         time.sleep(0.02)
@@ -114,8 +130,12 @@ def test_a_run_being_written_is_locked_against_a_second_writer(tmp_path, capsys)
         process.wait()
     assert main(["train", "--resume", str(out), "--no-progress", "--epochs", "2"]) == 1  # one-cycle: cannot extend
     assert "cannot be extended" in capsys.readouterr().err
-    resumed = subprocess.Popen([sys.executable, "-m", "cnnlab", "train", "--resume", str(out), "--no-progress"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    resumed = subprocess.Popen(
+        [sys.executable, "-m", "cnnlab", "train", "--resume", str(out), "--no-progress"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert resumed.stdout.readline().startswith("Resuming")  # it holds the lock: the stale one did not block it
     time.sleep(0.5)
     resumed.send_signal(signal.SIGTERM)
@@ -146,21 +166,25 @@ def test_resume_refuses_settings_it_cannot_change_and_extends_a_constant_rate_ru
 
 def test_validation_split_selects_the_epoch_and_stops_early(tmp_path, capsys):
     out = tmp_path / "run"
-    assert train(out, "--epochs", "4", "--val-split", "1000", "--patience", "1", "--schedule", "constant",
-                 "--lr", "0.02") == 0
+    assert (
+        train(out, "--epochs", "4", "--val-split", "1000", "--patience", "1", "--schedule", "constant", "--lr", "0.02")
+        == 0
+    )
     rows = read_metrics(out)
     best = max(rows, key=lambda r: (r["val_accuracy"], -r["epoch"]))["epoch"]
     assert load_checkpoint(out / "best.pt")["epoch"] == best  # chosen by validation, never by test
-    assert len(rows) == 4 or rows[-1]["epoch"] - best == 1   # stopped one epoch after the best
+    assert len(rows) == 4 or rows[-1]["epoch"] - best == 1  # stopped one epoch after the best
     printed = capsys.readouterr().out
     assert f"(epoch {best}, chosen on the validation split)" in printed
     assert "3,000 train / 1,000 validation / 1,000 test images" in printed
     from cnnlab.engine.run import open_run
+
     assert open_run(out).epoch == best  # predict, serve and export use the selected epoch
 
 
 def test_validation_split_is_stratified_disjoint_and_the_same_for_every_seed():
     from cnnlab.data.datasets import load_dataset
+
     data = load_dataset("mnist-sample")
     split = data.with_validation(500)
     assert torch.bincount(split.val_labels).tolist() == [50] * 10
@@ -173,8 +197,18 @@ def test_validation_split_is_stratified_disjoint_and_the_same_for_every_seed():
 
 
 def test_sweeps_reuse_or_refuse_and_replace_only_with_overwrite(tmp_path, capsys):
-    sweep = ["compare", "--models", "cnn", "--dataset", "mnist-sample", "--epochs", "1", "--no-progress",
-             "--out", str(tmp_path)]
+    sweep = [
+        "compare",
+        "--models",
+        "cnn",
+        "--dataset",
+        "mnist-sample",
+        "--epochs",
+        "1",
+        "--no-progress",
+        "--out",
+        str(tmp_path),
+    ]
     assert main(sweep) == 0
     (tmp_path / "cnn" / "notes.txt").write_text("mine")
     assert main([*sweep, "--seed", "3"]) == 1  # other settings, the user's notes inside: refused

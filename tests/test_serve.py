@@ -1,4 +1,5 @@
 """The lab's JSON API through FastAPI's test client: predictions, stages, the multiply-add, curves, shapes."""
+
 import base64
 import io
 import json
@@ -14,6 +15,7 @@ from hypothesis import strategies as st
 from cnnlab.data.datasets import load_dataset
 from cnnlab.engine.run import open_run
 from cnnlab.explain.arithmetic import shape
+from cnnlab.inference.predict import UNSURE_BELOW
 from cnnlab.inference.serve import create_app
 from conftest import ROOT, draw_digit
 
@@ -63,14 +65,16 @@ def test_predict_upload_says_when_unsure(client):
     assert body["unsure"] is False
     assert np.array(body["input"]).shape == (28, 28)
     flat = client.post("/predict", json={"pixels": [[40] * 28] * 28}).json()  # a grey square is no digit
-    assert flat["unsure"] is (flat["predictions"][0]["probability"] < 0.5)
+    assert flat["unsure"] is (flat["predictions"][0]["probability"] < UNSURE_BELOW)
 
 
 def test_predict_pixels(client):
     data = load_dataset("mnist-sample")
     pixels, labels = data.test_images[:20, 0].tolist(), data.test_labels[:20].tolist()
-    hits = sum(client.post("/predict", json={"pixels": p}).json()["predictions"][0]["index"] == y
-               for p, y in zip(pixels, labels))
+    hits = sum(
+        client.post("/predict", json={"pixels": p}).json()["predictions"][0]["index"] == y
+        for p, y in zip(pixels, labels)
+    )
     assert hits >= 17
 
 
@@ -84,8 +88,15 @@ def test_activations_are_the_lectures_stages_small_and_faithful(client, trained_
     assert response.status_code == 200 and len(response.content) < 200_000
     body = response.json()
     stages = [(s["name"], s["shape"]) for s in body["stages"]]
-    assert stages == [("conv1", [10, 24, 24]), ("mp + ReLU", [10, 12, 12]), ("conv2", [20, 8, 8]),
-                      ("mp + ReLU", [20, 4, 4]), ("flatten", [320]), ("fc", [10]), ("softmax", [10])]
+    assert stages == [
+        ("conv1", [10, 24, 24]),
+        ("mp + ReLU", [10, 12, 12]),
+        ("conv2", [20, 8, 8]),
+        ("mp + ReLU", [20, 4, 4]),
+        ("flatten", [320]),
+        ("fc", [10]),
+        ("softmax", [10]),
+    ]
     model = open_run(trained_run).model
     x = (torch.tensor(body["input"], dtype=torch.float32)[None, None] / 255 - 0.1307) / 0.3081
     with torch.no_grad():
@@ -108,12 +119,15 @@ def test_explain_is_the_models_own_activation(client, trained_run):
     assert body["sum"] == pytest.approx(body["activation"], abs=1e-4)
 
 
-@pytest.mark.parametrize("cell, status", [
-    ({"module": "mp", "channel": 0, "row": 0, "col": 0}, 422),     # not a convolution
-    ({"module": "zzz", "channel": 0, "row": 0, "col": 0}, 422),    # no such module
-    ({"module": "conv1", "channel": 10, "row": 0, "col": 0}, 422),  # outside the output
-    ({"module": "conv1", "channel": -1, "row": 0, "col": 0}, 422),
-])
+@pytest.mark.parametrize(
+    "cell, status",
+    [
+        ({"module": "mp", "channel": 0, "row": 0, "col": 0}, 422),  # not a convolution
+        ({"module": "zzz", "channel": 0, "row": 0, "col": 0}, 422),  # no such module
+        ({"module": "conv1", "channel": 10, "row": 0, "col": 0}, 422),  # outside the output
+        ({"module": "conv1", "channel": -1, "row": 0, "col": 0}, 422),
+    ],
+)
 def test_explain_refuses_what_it_cannot_explain(client, cell, status):
     assert client.post("/explain", json={"pixels": [[0] * 28] * 28, **cell}).status_code == status
 
@@ -141,20 +155,23 @@ def test_confusion_matrix_counts_every_test_image(client):
 
 
 @pytest.mark.parametrize("path", ["/predict", "/activations"])
-@pytest.mark.parametrize("kwargs, status", [
-    (dict(json={"pixels": [[0] * 28] * 27}), 422),
-    (dict(json={"pixels": [[300] * 28] * 28}), 422),
-    (dict(json={"pixels": [[12.5] * 28] * 28}), 422),
-    (dict(json={"pixels": "zeros"}), 422),
-    (dict(json={"image": []}), 422),
-    (dict(content=b"{not json", headers={"content-type": "application/json"}), 422),
-    (dict(files={"file": ("a.png", b"not an image", "image/png")}), 415),
-    (dict(files={"file": ("a.png", b"", "image/png")}), 422),
-    (dict(files={"file": ("blank.png", png(draw_digit("1", ink=255)), "image/png")}), 422),
-    (dict(files={"other": ("a.png", b"x", "image/png")}), 422),
-    (dict(content=b"x", headers={"content-type": "text/plain"}), 415),
-    (dict(files={"file": ("big.png", b"\0" * (2 * 1024 * 1024 + 1), "image/png")}), 413),
-])
+@pytest.mark.parametrize(
+    "kwargs, status",
+    [
+        (dict(json={"pixels": [[0] * 28] * 27}), 422),
+        (dict(json={"pixels": [[300] * 28] * 28}), 422),
+        (dict(json={"pixels": [[12.5] * 28] * 28}), 422),
+        (dict(json={"pixels": "zeros"}), 422),
+        (dict(json={"image": []}), 422),
+        (dict(content=b"{not json", headers={"content-type": "application/json"}), 422),
+        (dict(files={"file": ("a.png", b"not an image", "image/png")}), 415),
+        (dict(files={"file": ("a.png", b"", "image/png")}), 422),
+        (dict(files={"file": ("blank.png", png(draw_digit("1", ink=255)), "image/png")}), 422),
+        (dict(files={"other": ("a.png", b"x", "image/png")}), 422),
+        (dict(content=b"x", headers={"content-type": "text/plain"}), 415),
+        (dict(files={"file": ("big.png", b"\0" * (2 * 1024 * 1024 + 1), "image/png")}), 413),
+    ],
+)
 def test_bad_requests_get_clear_4xx(client, path, kwargs, status):
     response = client.post(path, **kwargs)
     assert response.status_code == status, response.text
@@ -170,9 +187,13 @@ def test_random_uploads_never_crash_the_server(client, data):
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
-                    lambda inner: st.lists(inner, max_size=30) | st.dictionaries(st.text(max_size=8), inner),
-                    max_leaves=60))
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
+        lambda inner: st.lists(inner, max_size=30) | st.dictionaries(st.text(max_size=8), inner),
+        max_leaves=60,
+    )
+)
 def test_random_json_never_crashes_the_server(client, value):
     for body in (value, {"pixels": value}):
         response = client.post("/predict", content=json.dumps(body), headers={"content-type": "application/json"})

@@ -1,5 +1,6 @@
 """The server against careless and hostile clients (issue 13): each probe gets a clear 4xx, a 503 under
 deliberate overload, or a closed connection, never a 5xx, a traceback, unbounded memory or a hang."""
+
 import io
 import json
 import logging
@@ -63,8 +64,13 @@ def png(image) -> bytes:
 
 def multipart(parts) -> tuple[bytes, str]:
     boundary = "hostile-boundary"
-    body = b"".join(f"--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"; filename=\"{name}.png\"\r\n"
-                    f"Content-Type: image/png\r\n\r\n".encode() + data + b"\r\n" for name, data in parts)
+    body = b"".join(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{name}.png"\r\n'
+        f"Content-Type: image/png\r\n\r\n".encode()
+        + data
+        + b"\r\n"
+        for name, data in parts
+    )
     return body + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
 
 
@@ -75,25 +81,38 @@ TWO_FILES = multipart([("file", SEVEN), ("file", SEVEN)])
 
 def head(method: str, kind: str, length: int, close: bool = False) -> bytes:
     """The start of a raw HTTP/1.1 request to /predict."""
-    return (f"{method} /predict HTTP/1.1\r\nHost: x\r\nContent-Type: {kind}\r\nContent-Length: {length}\r\n"
-            + ("Connection: close\r\n" if close else "") + "\r\n").encode()
+    return (
+        f"{method} /predict HTTP/1.1\r\nHost: x\r\nContent-Type: {kind}\r\nContent-Length: {length}\r\n"
+        + ("Connection: close\r\n" if close else "")
+        + "\r\n"
+    ).encode()
 
 
-@pytest.mark.parametrize("name, kwargs, status", [
-    ("pixels as strings", dict(json={"pixels": [["255"] * 28] * 28}), 422),
-    ("pixels as booleans", dict(json={"pixels": [[True] * 28] * 28}), 422),
-    ("a 400-digit pixel", dict(json={"pixels": [[10 ** 400] * 28] * 28}), 422),
-    ("JSON nested 1,000 deep", dict(content=b"[" * 1000 + b"]" * 1000, headers=JSON), 422),
-    ("JSON nested 100,000 deep", dict(content=b"[" * 100_000, headers=JSON), 422),
-    ("Infinity as the body", dict(content=b"Infinity", headers=JSON), 422),
-    ("NaN pixels", dict(content=json.dumps({"pixels": [[float("nan")] * 28] * 28}).encode(), headers=JSON), 422),
-    ("application/jsonp is not JSON", dict(content=b"{}", headers={"content-type": "application/jsonp"}), 415),
-    ("two file parts", dict(content=TWO_FILES[0], headers={"content-type": TWO_FILES[1]}), 422),
-    ("junk multipart", dict(content=b"--x\r\njunk", headers={"content-type": "multipart/form-data; boundary=x"}), 422),
-    ("multipart without a boundary", dict(content=b"junk", headers={"content-type": "multipart/form-data"}), 422),
-    ("a Content-Length that is not a number", dict(content=b"{}", headers={"content-type": "application/json",
-                                                                            "content-length": "lots"}), 422),
-])
+@pytest.mark.parametrize(
+    "name, kwargs, status",
+    [
+        ("pixels as strings", dict(json={"pixels": [["255"] * 28] * 28}), 422),
+        ("pixels as booleans", dict(json={"pixels": [[True] * 28] * 28}), 422),
+        ("a 400-digit pixel", dict(json={"pixels": [[10**400] * 28] * 28}), 422),
+        ("JSON nested 1,000 deep", dict(content=b"[" * 1000 + b"]" * 1000, headers=JSON), 422),
+        ("JSON nested 100,000 deep", dict(content=b"[" * 100_000, headers=JSON), 422),
+        ("Infinity as the body", dict(content=b"Infinity", headers=JSON), 422),
+        ("NaN pixels", dict(content=json.dumps({"pixels": [[float("nan")] * 28] * 28}).encode(), headers=JSON), 422),
+        ("application/jsonp is not JSON", dict(content=b"{}", headers={"content-type": "application/jsonp"}), 415),
+        ("two file parts", dict(content=TWO_FILES[0], headers={"content-type": TWO_FILES[1]}), 422),
+        (
+            "junk multipart",
+            dict(content=b"--x\r\njunk", headers={"content-type": "multipart/form-data; boundary=x"}),
+            422,
+        ),
+        ("multipart without a boundary", dict(content=b"junk", headers={"content-type": "multipart/form-data"}), 422),
+        (
+            "a Content-Length that is not a number",
+            dict(content=b"{}", headers={"content-type": "application/json", "content-length": "lots"}),
+            422,
+        ),
+    ],
+)
 @pytest.mark.parametrize("path", ["/predict", "/activations"])
 def test_hostile_bodies_get_a_clear_4xx(client, path, name, kwargs, status):
     response = client.post(path, **kwargs)
@@ -103,7 +122,7 @@ def test_hostile_bodies_get_a_clear_4xx(client, path, name, kwargs, status):
 
 def test_a_bomb_within_the_body_limit_is_refused_by_the_server_but_not_by_the_cli(client):
     """A 3000x3000 PNG is 30 kB: under the 2 MB body cap, over the server's pixel cap (the CLI's is higher)."""
-    side = int(SERVED_PIXELS ** 0.5) + 100
+    side = int(SERVED_PIXELS**0.5) + 100
     data = png(Image.new("L", (side, side), 255))
     assert len(data) < MAX_BODY
     response = client.post("/predict", files={"file": ("bomb.png", data, "image/png")})
@@ -120,7 +139,7 @@ def test_a_large_jpeg_is_decoded_at_a_reduced_scale():
 
 
 def test_overload_gets_503_with_retry_after_and_nothing_else_fails(trained_run):
-    side = int(SERVED_PIXELS ** 0.5) - 10  # the largest upload the server decodes
+    side = int(SERVED_PIXELS**0.5) - 10  # the largest upload the server decodes
     big = Image.new("L", (side, side), 255)
     big.paste(draw_digit("7", size=side // 2), (side // 4, side // 4))
     body, kind = multipart([("file", png(big))])
@@ -163,7 +182,7 @@ def test_a_client_that_disconnects_mid_body_leaves_no_traceback(trained_run, cap
     body, kind = multipart([("file", SEVEN)])
     with caplog.at_level(logging.WARNING), LiveServer(create_app([trained_run])) as live:
         with live.connect() as s:
-            s.sendall(head("POST", kind, len(body)) + body[:len(body) // 2])
+            s.sendall(head("POST", kind, len(body)) + body[: len(body) // 2])
             time.sleep(0.2)
         time.sleep(0.5)
         with live.connect() as s:  # and the server still answers
@@ -191,8 +210,13 @@ def test_serve_on_a_taken_port_is_one_line(trained_run, capsys):
 
 def test_serve_says_serving_only_once_it_answers(trained_run):
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "cnnlab", "serve", str(trained_run), "--port", str(port)],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "cnnlab", "serve", str(trained_run), "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
     try:
         line = server.stdout.readline()
         assert f"serving {trained_run} on http://127.0.0.1:{port}/" in line

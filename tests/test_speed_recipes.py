@@ -1,5 +1,6 @@
 """The fast and best recipes train (their speed is measured by `cnnlab bench`, not here), augmentation, and the
 benchmark suites' code paths: inference backends (int8 accuracy), the GPU suite run tiny on the CPU."""
+
 import json
 
 import numpy as np
@@ -31,8 +32,23 @@ def test_affine_augmentation_is_batched_seeded_and_keeps_the_background():
 @pytest.mark.parametrize("recipe, model", [("fast", "cnn-bn-8-24"), ("best", "cnn-bn-32-64-64-fc256")])
 def test_recipe_smoke_run(tmp_path, recipe, model):
     out = tmp_path / recipe
-    assert main(["train", "--recipe", recipe, "--dataset", "mnist-sample", "--epochs", "1", "--no-progress",
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--recipe",
+                recipe,
+                "--dataset",
+                "mnist-sample",
+                "--epochs",
+                "1",
+                "--no-progress",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     config = json.loads((out / "config.json").read_text())
     assert config["model"] == model and config["recipe"] == recipe
     assert read_metrics(out)[0]["test_accuracy"] > 50
@@ -42,13 +58,32 @@ def test_time_to_accuracy_benchmark(mnist_dir, tmp_path, capsys):
     assert main(["bench", "--target", "97", "--seeds", "0", "--data-dir", str(mnist_dir), "--out", str(tmp_path)]) == 0
     (result_file,) = tmp_path.glob("*time-to-97.0.json")
     result = json.loads(result_file.read_text())
-    assert result["recipe"] == "fast" and result["all_reached"] and 0 < result["median_seconds"] < 120
+    assert result["recipe"] == "fast" and result["all_reached"]
+    (run,) = result["runs"]  # the time is the run's own: reached within the epochs it trained, evaluations included
+    assert result["median_seconds"] == run["seconds"] and 0 < run["seconds"] <= sum(run["epoch_seconds"])
 
 
 def test_ema_is_what_gets_evaluated_and_saved(tmp_path, capsys):
     out = tmp_path / "ema"
-    assert main(["train", "--dataset", "mnist-sample", "--model", "cnn-bn-8-24", "--epochs", "2", "--ema", "0.98",
-                 "--no-progress", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--dataset",
+                "mnist-sample",
+                "--model",
+                "cnn-bn-8-24",
+                "--epochs",
+                "2",
+                "--ema",
+                "0.98",
+                "--no-progress",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     payload = load_checkpoint(out)
     average, trained = payload["state_dict"], payload["train_state_dict"]
     assert set(average) == set(trained)
@@ -60,8 +95,23 @@ def test_ema_is_what_gets_evaluated_and_saved(tmp_path, capsys):
 
 
 def test_bench_times_both_pipelines_repeatedly(mnist_dir, tmp_path, capsys):
-    assert main(["bench", "--quick", "--models", "cnn", "--repeats", "2", "--data-dir", str(mnist_dir),
-                 "--out", str(tmp_path)]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "--quick",
+                "--models",
+                "cnn",
+                "--repeats",
+                "2",
+                "--data-dir",
+                str(mnist_dir),
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
     (result_file,) = tmp_path.glob("*.json")
     cnn = json.loads(result_file.read_text())["models"]["cnn"]
     for pipeline in ("cnnlab", "reference"):
@@ -95,8 +145,25 @@ def test_evaluate_with_test_time_augmentation(trained_run, capsys):
 
 def test_bf16_autocast_trains_with_float32_weights(tmp_path, capsys):
     out = tmp_path / "bf16"
-    assert main(["train", "--dataset", "mnist-sample", "--model", "cnn-bn-8-24", "--epochs", "1", "--precision", "bf16",
-                 "--no-progress", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--dataset",
+                "mnist-sample",
+                "--model",
+                "cnn-bn-8-24",
+                "--epochs",
+                "1",
+                "--precision",
+                "bf16",
+                "--no-progress",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert "bf16 autocast" in capsys.readouterr().out
     assert json.loads((out / "config.json").read_text())["precision"] == "bf16"
     assert all(w.dtype == torch.float32 for w in load_checkpoint(out)["state_dict"].values() if w.is_floating_point())
@@ -106,8 +173,9 @@ def test_bf16_autocast_trains_with_float32_weights(tmp_path, capsys):
 def test_inference_backends_agree_and_int8_stays_within_a_point(trained_run, tmp_path):
     """Every backend classifies the test set as PyTorch does (bf16 within 0.3 points); int8, statically
     quantised, within 1 point of float32 (its change on MNIST is in docs/speed.md)."""
-    result = inference_bench(trained_run, batches=(1, 8), threads=1, out_dir=tmp_path, budget_s=0.05,
-                             log=lambda line: None)
+    result = inference_bench(
+        trained_run, batches=(1, 8), threads=1, out_dir=tmp_path, budget_s=0.05, log=lambda line: None
+    )
     accuracy = {name: entry["accuracy"] for name, entry in result["backends"].items()}
     assert accuracy["onnxruntime"] == accuracy["onnxruntime, chunks of 64"] == accuracy["torch"] > 90
     assert abs(accuracy["torch bf16"] - accuracy["torch"]) <= 0.3

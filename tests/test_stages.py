@@ -1,4 +1,5 @@
 """A model's stages through forward hooks, for every registered model, and one convolution output explained."""
+
 import pytest
 import torch
 import torch.nn as nn
@@ -38,15 +39,25 @@ def test_the_lecture_cnns_stages_are_its_own_values(digit):
     model = create_model("cnn").eval()
     traced = trace(model, digit)
     assert [(s.name, tuple(s.values.shape)) for s in traced.stages] == [
-        ("conv1", (10, 24, 24)), ("mp + ReLU", (10, 12, 12)), ("conv2", (20, 8, 8)), ("mp + ReLU", (20, 4, 4)),
-        ("flatten", (320,)), ("fc", (10,)), ("softmax", (10,))]
+        ("conv1", (10, 24, 24)),
+        ("mp + ReLU", (10, 12, 12)),
+        ("conv2", (20, 8, 8)),
+        ("mp + ReLU", (20, 4, 4)),
+        ("flatten", (320,)),
+        ("fc", (10,)),
+        ("softmax", (10,)),
+    ]
     with torch.no_grad():
         conv1 = model.conv1(digit)
         pooled = torch.relu(model.mp(conv1))
     assert torch.equal(traced.stages[0].values, conv1[0]) and torch.equal(traced.stages[1].values, pooled[0])
     fields = [s.receptive_field for s in traced.stages[:4]]
-    assert [(f.size, f.stride) for f in fields] == [((5, 5), (1, 1)), ((6, 6), (2, 2)), ((14, 14), (2, 2)),
-                                                    ((16, 16), (4, 4))]
+    assert [(f.size, f.stride) for f in fields] == [
+        ((5, 5), (1, 1)),
+        ((6, 6), (2, 2)),
+        ((14, 14), (2, 2)),
+        ((16, 16), (4, 4)),
+    ]
 
 
 def test_inception_blocks_show_their_four_branches(digit):
@@ -55,19 +66,31 @@ def test_inception_blocks_show_their_four_branches(digit):
     assert [s.name for s in blocks] == ["incept1", "incept2"]
     for block in blocks:
         assert [(b.name, b.channels) for b in block.branches] == [
-            ("branch1x1", (0, 16)), ("branch5x5", (16, 40)), ("branch3x3dbl", (40, 64)), ("branch_pool", (64, 88))]
+            ("branch1x1", (0, 16)),
+            ("branch5x5", (16, 40)),
+            ("branch3x3dbl", (40, 64)),
+            ("branch_pool", (64, 88)),
+        ]
         assert block.receptive_field is None  # several paths: not one chain of windows
 
 
 def test_deep_nets_say_which_stages_they_show(digit):
     traced = trace(create_model("resnet-110").eval(), digit)
     assert traced.shown.startswith("4 of 56 feature-map stages")
-    assert [s.name for s in traced.stages] == ["conv1", "layer1.17", "layer2.17", "layer3.17", "global average pool",
-                                               "fc", "softmax"]
+    assert [s.name for s in traced.stages] == [
+        "conv1",
+        "layer1.17",
+        "layer2.17",
+        "layer3.17",
+        "global average pool",
+        "fc",
+        "softmax",
+    ]
 
 
-@pytest.mark.parametrize("model_name, module", [("cnn", "conv2"), ("inception", "incept1.branch5x5_2"),
-                                                ("resnet-8", "layer2.0.conv1")])  # 10 channels; padding 2; stride 2
+@pytest.mark.parametrize(
+    "model_name, module", [("cnn", "conv2"), ("inception", "incept1.branch5x5_2"), ("resnet-8", "layer2.0.conv1")]
+)  # 10 channels; padding 2; stride 2
 def test_a_convolution_output_is_its_multiply_add(digit, model_name, module):
     model = create_model(model_name).eval()
     out = {}

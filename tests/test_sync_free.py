@@ -1,5 +1,6 @@
 """The GPU-minded training path, checked on the CPU: the loop that tests the loss for NaN only every N steps,
 exact resume with it, the weight average without a host sync, and torch.compile against eager."""
+
 import dataclasses
 import os
 import shutil
@@ -20,7 +21,7 @@ from cnnlab.models import create_model
 
 def sample_batches(count: int, size: int = 64):
     data = load_dataset("mnist-sample")
-    images, labels = data.train_images[:count * size], data.train_labels[:count * size]
+    images, labels = data.train_images[: count * size], data.train_labels[: count * size]
     return [(x.clone(), y) for x, y in iterate_batches(images, labels, size, data.mean, data.std)]
 
 
@@ -35,8 +36,13 @@ def test_a_nan_stops_the_loop_within_check_every_steps(check_every, caught_at, c
     batches[6][0][0, 0, 5, 5] = float("nan")
     seen = []
     with pytest.raises(NonFiniteLoss, match=f"loss became nan by step {caught_at} of the epoch"):
-        train_one_epoch(model, batches, optimizer=optimizer, check_every=check_every,
-                        callbacks=[lambda step: seen.append(step.number)])
+        train_one_epoch(
+            model,
+            batches,
+            optimizer=optimizer,
+            check_every=check_every,
+            callbacks=[lambda step: seen.append(step.number)],
+        )
     assert seen == list(range(1, callbacks + 1))
     assert all(torch.isfinite(p).all() for p in model.parameters()) == (check_every == 1)
 
@@ -49,9 +55,20 @@ def comparable_weights(run):
 def test_a_run_checked_every_n_steps_resumes_bit_identically(tmp_path):
     """Stopped by SIGTERM at step 1 of epoch 2 (no multiple of 3: the sums on the device are read back for the
     checkpoint), then resumed: the same weights, weight average and metrics as a run never stopped."""
-    config = build_config({"dataset": "mnist-sample", "model": "cnn-bn-8-24", "epochs": 2, "batch_size": 60,
-                           "train_subset": 420, "augment": "affine", "ema": 0.9, "check_every": 3,
-                           "progress": False, "out": str(tmp_path / "whole")})
+    config = build_config(
+        {
+            "dataset": "mnist-sample",
+            "model": "cnn-bn-8-24",
+            "epochs": 2,
+            "batch_size": 60,
+            "train_subset": 420,
+            "augment": "affine",
+            "ema": 0.9,
+            "check_every": 3,
+            "progress": False,
+            "out": str(tmp_path / "whole"),
+        }
+    )
     fit(config, log=lambda line: None)
 
     def stop_after_epoch_1(line: str) -> None:
@@ -94,12 +111,23 @@ def test_compiled_training_matches_eager(tmp_path, monkeypatch):
     if not (shutil.which("gcc") or shutil.which("cc")):
         pytest.skip("torch.compile's CPU backend (inductor) needs a C compiler, and none is on PATH")
     import torch._inductor.config
+
     monkeypatch.setattr(torch._inductor.config, "compile_threads", 1)  # no worker pool to start for two graphs
     runs = {}
     for mode in ("off", "default"):
-        config = build_config({"dataset": "mnist-sample", "model": "cnn-bn-8-24", "epochs": 1, "batch_size": 128,
-                               "train_subset": 600, "recipe": "lecture",
-                               "compile": mode, "progress": False, "out": str(tmp_path / mode)})
+        config = build_config(
+            {
+                "dataset": "mnist-sample",
+                "model": "cnn-bn-8-24",
+                "epochs": 1,
+                "batch_size": 128,
+                "train_subset": 600,
+                "recipe": "lecture",
+                "compile": mode,
+                "progress": False,
+                "out": str(tmp_path / mode),
+            }
+        )
         runs[mode] = fit(config, log=lambda line: None)
     eager, compiled = runs["off"], runs["default"]
     assert compiled.compile_seconds > 0 and "compile_seconds" in compiled.history[0]

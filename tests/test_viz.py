@@ -1,4 +1,5 @@
 """Every picture, produced from a real run on mnist-sample, is a valid PNG of a sensible size."""
+
 import numpy as np
 import pytest
 import torch
@@ -12,7 +13,9 @@ from cnnlab.explain.stages import trace
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("viz") / "run"
-    assert main(["train", "--dataset", "mnist-sample", "--epochs", "2", "--no-progress", "--out", str(out), "--plot"]) == 0
+    assert (
+        main(["train", "--dataset", "mnist-sample", "--epochs", "2", "--no-progress", "--out", str(out), "--plot"]) == 0
+    )
     return out
 
 
@@ -30,8 +33,16 @@ def test_train_plot_writes_curves_and_confusion(run):
     check_png(run / "confusion.png", 500, 450)
 
 
-@pytest.mark.parametrize("what, size", [("curves", (800, 250)), ("confusion", (500, 450)), ("errors", (600, 300)),
-                                        ("filters", (600, 150)), ("features", (600, 400))])
+@pytest.mark.parametrize(
+    "what, size",
+    [
+        ("curves", (800, 250)),
+        ("confusion", (500, 450)),
+        ("errors", (600, 300)),
+        ("filters", (600, 150)),
+        ("features", (600, 400)),
+    ],
+)
 def test_viz(run, tmp_path, what, size):
     out = tmp_path / f"{what}.png"
     assert main(["viz", str(run), "--what", what, "--out", str(out), "--image", "3"]) == 0
@@ -50,8 +61,18 @@ def test_viz_bad_input(run):
 
 
 def test_compare_reuses_finished_runs(tmp_path, capsys):
-    argv = ["compare", "--models", "cnn,mlp", "--dataset", "mnist-sample", "--epochs", "1", "--no-progress",
-            "--out", str(tmp_path)]
+    argv = [
+        "compare",
+        "--models",
+        "cnn,mlp",
+        "--dataset",
+        "mnist-sample",
+        "--epochs",
+        "1",
+        "--no-progress",
+        "--out",
+        str(tmp_path),
+    ]
     assert main(argv) == 0
     lines = (tmp_path / "leaderboard.csv").read_text().splitlines()
     assert lines[0].startswith("model,parameters,flops,test_accuracy") and len(lines) == 3
@@ -65,8 +86,25 @@ def test_compare_reuses_finished_runs(tmp_path, capsys):
 def test_features_show_every_family_stage_by_stage(model, tmp_path):
     """The stages come from the model's own modules (explain/stages.py), not from class names: every family."""
     out = tmp_path / "run"
-    assert main(["train", "--dataset", "mnist-sample", "--model", model, "--epochs", "1", "--train-subset", "256",
-                 "--no-progress", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--dataset",
+                "mnist-sample",
+                "--model",
+                model,
+                "--epochs",
+                "1",
+                "--train-subset",
+                "256",
+                "--no-progress",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert main(["viz", str(out), "--what", "features", "--out", str(tmp_path / "f.png")]) == 0
     check_png(tmp_path / "f.png", 600, 400)
     run = open_run(out)

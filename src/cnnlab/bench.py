@@ -5,6 +5,7 @@ installable beside this torch): a map-style Dataset turning each uint8 image int
 ToTensor and Normalize per sample, a DataLoader with batch 64 and shuffling, NCHW, test batch 64.
 Both run the lecture recipe (SGD 0.01/0.5, batch 64) on the same data in the same process.
 """
+
 import json
 import os
 import platform
@@ -15,6 +16,7 @@ import time
 import warnings
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -58,9 +60,13 @@ def _reference_epoch(model, optimizer, dataset, seed) -> tuple[float, float]:
     generator = torch.Generator().manual_seed(seed)
     train_loader = torch.utils.data.DataLoader(
         _LectureMNIST(dataset.train_images, dataset.train_labels, dataset.mean, dataset.std),
-        batch_size=64, shuffle=True, generator=generator)
+        batch_size=64,
+        shuffle=True,
+        generator=generator,
+    )
     test_loader = torch.utils.data.DataLoader(
-        _LectureMNIST(dataset.test_images, dataset.test_labels, dataset.mean, dataset.std), batch_size=64)
+        _LectureMNIST(dataset.test_images, dataset.test_labels, dataset.mean, dataset.std), batch_size=64
+    )
     start = time.perf_counter()
     model.train()
     for data, target in train_loader:
@@ -73,19 +79,32 @@ def _reference_epoch(model, optimizer, dataset, seed) -> tuple[float, float]:
     with torch.no_grad():
         for data, target in test_loader:
             correct += int((model(data).argmax(1) == target).sum())
-    return time.perf_counter() - start, 100.0 * correct / len(test_loader.dataset)
+    return time.perf_counter() - start, 100.0 * correct / len(test_loader.dataset)  # type: ignore[arg-type]
 
 
 def _cnnlab_epoch(model, optimizer, dataset, config) -> tuple[float, float]:
     memory_format = torch.channels_last
     model.to(memory_format=memory_format)
     start = time.perf_counter()
-    batches = iterate_batches(dataset.train_images, dataset.train_labels, config.batch_size, dataset.mean,
-                              dataset.std, epoch_order(len(dataset.train_labels), config.seed, 1),
-                              memory_format=memory_format)
+    batches = iterate_batches(
+        dataset.train_images,
+        dataset.train_labels,
+        config.batch_size,
+        dataset.mean,
+        dataset.std,
+        epoch_order(len(dataset.train_labels), config.seed, 1),
+        memory_format=memory_format,
+    )
     train_one_epoch(model, batches, optimizer=optimizer)
-    result = evaluate(model, dataset.test_images, dataset.test_labels, mean=dataset.mean, std=dataset.std,
-                      num_classes=dataset.num_classes, memory_format=memory_format)
+    result = evaluate(
+        model,
+        dataset.test_images,
+        dataset.test_labels,
+        mean=dataset.mean,
+        std=dataset.std,
+        num_classes=dataset.num_classes,
+        memory_format=memory_format,
+    )
     return time.perf_counter() - start, result.accuracy
 
 
@@ -117,9 +136,15 @@ def _spread(values, digits=0) -> str:
 
 def _environment() -> dict:
     """Where a figure was taken: machine, processor, torch, threads, date, and the load other work put on it."""
-    return {"machine": platform.node(), "processor": platform.processor() or platform.machine(),
-            "torch": torch.__version__, "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
-            "load_average": [round(x, 2) for x in os.getloadavg()], "date": date.today().isoformat()}
+    return {
+        "machine": platform.node(),
+        "processor": platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cpus": os.cpu_count(),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "date": date.today().isoformat(),
+    }
 
 
 def _seconds_to(history: list[dict], target: float) -> float | None:
@@ -132,9 +157,18 @@ def _seconds_to(history: list[dict], target: float) -> float | None:
     return None
 
 
-def time_to_accuracy(data_dir, target: float, recipe: str = "fast", seeds=(0, 1, 2), out_dir="benchmarks/results",
-                     log=print, settings: dict | None = None, dataset: str = "mnist", name: str | None = None,
-                     data=None) -> dict:
+def time_to_accuracy(
+    data_dir,
+    target: float,
+    recipe: str = "fast",
+    seeds=(0, 1, 2),
+    out_dir="benchmarks/results",
+    log=print,
+    settings: dict | None = None,
+    dataset: str = "mnist",
+    name: str | None = None,
+    data=None,
+) -> dict:
     """Seconds from the start of training to the first evaluation at or above `target` (evaluations counted),
     one run per seed in this order (a seed may repeat: the first run of a process is the cold one). With
     `compile` among `settings` (TrainConfig values over the recipe's), the compile is timed apart. `data`:
@@ -143,28 +177,52 @@ def time_to_accuracy(data_dir, target: float, recipe: str = "fast", seeds=(0, 1,
     runs = []
     with tempfile.TemporaryDirectory() as folder:
         for i, seed in enumerate(seeds):
-            config = build_config({**(settings or {}), "recipe": recipe, "seed": seed, "out": f"{folder}/{i}",
-                                   "progress": False})
+            config = build_config(
+                {**(settings or {}), "recipe": recipe, "seed": seed, "out": f"{folder}/{i}", "progress": False}
+            )
             result = fit(config, log=lambda line: None, dataset=data)
             reached = _seconds_to(result.history, target)
-            runs.append({"seed": seed, "seconds": reached, "compile_seconds": round(result.compile_seconds, 3),
-                         "final_accuracy": result.history[-1]["test_accuracy"], "epochs": len(result.history),
-                         "epoch_seconds": [row["seconds"] for row in result.history]})
-            log(f"recipe {recipe}{_describe(settings)}, seed {seed}: " +
-                (f"{target}% after {reached:.2f} s" if reached is not None else
-                 f"never reached {target}% (final {result.history[-1]['test_accuracy']:.2f}%)") +
-                (f" (+ {result.compile_seconds:.1f} s compile)" if result.compile_seconds else ""))
+            runs.append(
+                {
+                    "seed": seed,
+                    "seconds": reached,
+                    "compile_seconds": round(result.compile_seconds, 3),
+                    "final_accuracy": result.history[-1]["test_accuracy"],
+                    "epochs": len(result.history),
+                    "epoch_seconds": [row["seconds"] for row in result.history],
+                }
+            )
+            log(
+                f"recipe {recipe}{_describe(settings)}, seed {seed}: "
+                + (
+                    f"{target}% after {reached:.2f} s"
+                    if reached is not None
+                    else f"never reached {target}% (final {result.history[-1]['test_accuracy']:.2f}%)"
+                )
+                + (f" (+ {result.compile_seconds:.1f} s compile)" if result.compile_seconds else "")
+            )
     times = [r["seconds"] for r in runs]
     median = statistics.median(t if t is not None else float("inf") for t in times)
-    result = {"recipe": recipe, "settings": settings or {}, "dataset": dataset, "target": target, "runs": runs,
-              "median_seconds": median, "all_reached": all(t is not None for t in times), **_environment()}
+    summary = {
+        "recipe": recipe,
+        "settings": settings or {},
+        "dataset": dataset,
+        "target": target,
+        "runs": runs,
+        "median_seconds": median,
+        "all_reached": all(t is not None for t in times),
+        **_environment(),
+    }
     if out_dir is not None:
         variant = "".join(f"-{value}" for value in (settings or {}).values())
-        path = _save_result(out_dir, name or f"{result['machine']}-{result['date']}-time-to-{target}{variant}.json",
-                            result)
-        log(f"time to {target}% with recipe {recipe}{_describe(settings)}: median {median:.2f} s over seeds "
-            f"{list(seeds)} (range {_range(times)}); load average {result['load_average'][0]}; written to {path}")
-    return result
+        path = _save_result(
+            out_dir, name or f"{summary['machine']}-{summary['date']}-time-to-{target}{variant}.json", summary
+        )
+        log(
+            f"time to {target}% with recipe {recipe}{_describe(settings)}: median {median:.2f} s over seeds "
+            f"{list(seeds)} (range {_range(times)}); load average {summary['load_average'][0]}; written to {path}"
+        )
+    return summary
 
 
 def _describe(settings: dict | None) -> str:
@@ -176,8 +234,15 @@ def _range(times) -> str:
     return f"{min(reached):.2f}-{max(reached):.2f} s" if reached else "none reached"
 
 
-def run_bench(data_dir, models=("cnn", "inception"), quick=False, reference=True, out_dir="benchmarks/results",
-              epoch_repeats=3, log=print) -> dict:
+def run_bench(
+    data_dir,
+    models=("cnn", "inception"),
+    quick=False,
+    reference=True,
+    out_dir="benchmarks/results",
+    epoch_repeats=3,
+    log=print,
+) -> dict:
     """Per model: the lecture recipe's epoch, cnnlab's pipeline and the reference alternately, each from fresh
     weights `epoch_repeats` times (median and range reported); then inference throughput."""
     if epoch_repeats < 1:
@@ -193,42 +258,73 @@ def run_bench(data_dir, models=("cnn", "inception"), quick=False, reference=True
     for name in models:
         config = build_config({"recipe": "lecture", "model": name})
         pipelines = ("cnnlab", "reference") if reference else ("cnnlab",)
-        entry = {"parameters": None, **{pipeline: {"epoch_seconds": []} for pipeline in pipelines}}
+        entry: dict[str, Any] = {"parameters": None, **{pipeline: {"epoch_seconds": []} for pipeline in pipelines}}
         for _ in range(epoch_repeats):  # alternated, so that a noisy minute hits both pipelines alike
             for pipeline in pipelines:
                 torch.manual_seed(config.seed)
                 model = build_model(name, dataset.info)
                 entry["parameters"] = count_parameters(model)
                 optimizer = build_optimizer(model, config)
-                seconds, accuracy = (_cnnlab_epoch(model, optimizer, dataset, config) if pipeline == "cnnlab"
-                                     else _reference_epoch(model, optimizer, dataset, config.seed))
+                seconds, accuracy = (
+                    _cnnlab_epoch(model, optimizer, dataset, config)
+                    if pipeline == "cnnlab"
+                    else _reference_epoch(model, optimizer, dataset, config.seed)
+                )
                 runs = entry[pipeline]["epoch_seconds"]
                 runs.append(seconds * scale)
-                entry[pipeline].update(seconds_per_epoch=statistics.median(runs), test_accuracy=accuracy,
-                                       train_images_per_s=60000 / statistics.median(runs))
+                entry[pipeline].update(
+                    seconds_per_epoch=statistics.median(runs),
+                    test_accuracy=accuracy,
+                    train_images_per_s=60000 / statistics.median(runs),
+                )
                 log(f"{name} {pipeline}: {seconds * scale:.2f} s/epoch (train + test), test accuracy {accuracy:.2f}%")
         entry["inference_images_per_s"] = {str(b): _inference_rate(model, b, repeats) for b in (1, 1024)}
         entry["onnxruntime_images_per_s"] = {str(b): _onnx_rate(model, b, repeats) for b in (1, 1024)}
         if reference:
             entry["speedup"] = entry["reference"]["seconds_per_epoch"] / entry["cnnlab"]["seconds_per_epoch"]
         results["models"][name] = entry
-        rows.append([name, f"{entry['parameters']:,}", _spread(entry["cnnlab"]["epoch_seconds"], 2),
-                     _spread(entry["reference"]["epoch_seconds"], 2) if reference else "-",
-                     f"{entry['speedup']:.2f}x" if reference else "-",
-                     f"{entry['cnnlab']['test_accuracy']:.2f}",
-                     f"{entry['reference']['test_accuracy']:.2f}" if reference else "-",
-                     f"{entry['cnnlab']['train_images_per_s']:,.0f}",
-                     *(_spread(entry[backend][b]) for backend in ("inference_images_per_s", "onnxruntime_images_per_s")
-                       for b in ("1", "1024"))])
+        rows.append(
+            [
+                name,
+                f"{entry['parameters']:,}",
+                _spread(entry["cnnlab"]["epoch_seconds"], 2),
+                _spread(entry["reference"]["epoch_seconds"], 2) if reference else "-",
+                f"{entry['speedup']:.2f}x" if reference else "-",
+                f"{entry['cnnlab']['test_accuracy']:.2f}",
+                f"{entry['reference']['test_accuracy']:.2f}" if reference else "-",
+                f"{entry['cnnlab']['train_images_per_s']:,.0f}",
+                *(
+                    _spread(entry[backend][b])
+                    for backend in ("inference_images_per_s", "onnxruntime_images_per_s")
+                    for b in ("1", "1024")
+                ),
+            ]
+        )
     results["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    table = format_table(["model", "params", "s/epoch cnnlab", "s/epoch reference", "speed-up", "acc % cnnlab",
-                          "acc % reference", "train img/s", "torch img/s b=1", "torch img/s b=1024",
-                          "onnxruntime img/s b=1", "onnxruntime img/s b=1024"], rows)
+    table = format_table(
+        [
+            "model",
+            "params",
+            "s/epoch cnnlab",
+            "s/epoch reference",
+            "speed-up",
+            "acc % cnnlab",
+            "acc % reference",
+            "train img/s",
+            "torch img/s b=1",
+            "torch img/s b=1024",
+            "onnxruntime img/s b=1",
+            "onnxruntime img/s b=1024",
+        ],
+        rows,
+    )
     results["table"] = table
     path = _save_result(out_dir, f"{results['machine']}-{results['date']}.json", results)
-    log(f"\nLecture recipe, 1 epoch, {results['threads']} threads, torch {results['torch']}, "
+    log(
+        f"\nLecture recipe, 1 epoch, {results['threads']} threads, torch {results['torch']}, "
         f"peak RSS {results['peak_rss_mib']:.0f} MiB; epochs: median (min-max) of {epoch_repeats}, "
-        f"inference: of {repeats}; load average {results['load_average'][0]} on {results['cpus']} CPUs")
+        f"inference: of {repeats}; load average {results['load_average'][0]} on {results['cpus']} CPUs"
+    )
     log(table)
     log(f"written to {path}")
     return results
@@ -247,8 +343,11 @@ def _torch_backend(bf16: bool):
             def forward():
                 with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                     return model(x).float().numpy()
+
             return forward
+
         return prepare
+
     return make
 
 
@@ -256,8 +355,10 @@ def _onnx_backend(int8: bool, chunked: bool):
     def make(model, float_onnx, int8_onnx, threads):
         session = onnx_session(int8_onnx if int8 else float_onnx, threads=1 if chunked else threads)
         runner = ChunkedSession(session, workers=threads) if chunked else None
-        return lambda images: (lambda: runner.run(images)) if chunked else (
-            lambda: session.run(None, {"input": images})[0])
+        return lambda images: (
+            (lambda: runner.run(images)) if chunked else (lambda: session.run(None, {"input": images})[0])
+        )
+
     return make
 
 
@@ -271,8 +372,15 @@ INFERENCE_BACKENDS = {
 }
 
 
-def inference_bench(run_dir, data_dir=None, batches=(1, 64, 1024), threads: int = 2, out_dir="benchmarks/results",
-                    budget_s: float = 1.0, log=print) -> dict:
+def inference_bench(
+    run_dir,
+    data_dir=None,
+    batches=(1, 64, 1024),
+    threads: int = 2,
+    out_dir="benchmarks/results",
+    budget_s: float = 1.0,
+    log=print,
+) -> dict:
     """Every backend on a trained run: test accuracy (int8's change against float32), images/s at each batch
     size (wall clock: median (min-max) of 3 slices of `budget_s`; and per second of this process's CPU time),
     and the latency of one image. int8 is static quantisation calibrated on 1,024 training images."""
@@ -282,34 +390,61 @@ def inference_bench(run_dir, data_dir=None, batches=(1, 64, 1024), threads: int 
     float_onnx = to_onnx(run.model, torch.from_numpy(test[:2]))
     int8_onnx = quantize_int8(float_onnx, normalise(data.train_images[:1024], data.mean, data.std).numpy())
     labels = data.test_labels.numpy()
-    results = {**_environment(), "run": str(run_dir), "model": run.model_name, "dataset": data.name,
-               "threads": threads, "backends": {}}
+    results = {
+        **_environment(),
+        "run": str(run_dir),
+        "model": run.model_name,
+        "dataset": data.name,
+        "threads": threads,
+        "backends": {},
+    }
     rows = []
     with torch_settings(threads):
         for name, make in INFERENCE_BACKENDS.items():
             prepare = make(run.model, float_onnx, int8_onnx, threads)
-            predictions = np.concatenate([prepare(test[i:i + 1000])().argmax(1) for i in range(0, len(test), 1000)])
-            entry = {"accuracy": 100.0 * float((predictions == labels).mean()), "images_per_s": {},
-                     "images_per_cpu_s": {}}
+            predictions = np.concatenate([prepare(test[i : i + 1000])().argmax(1) for i in range(0, len(test), 1000)])
+            entry: dict[str, Any] = {
+                "accuracy": 100.0 * float((predictions == labels).mean()),
+                "images_per_s": {},
+                "images_per_cpu_s": {},
+            }
             for b in batches:
                 forward = prepare(np.ascontiguousarray(np.resize(test, (b, *test.shape[1:]))))
                 entry["images_per_s"][str(b)] = images_per_second(forward, b, 3, budget_s)
                 entry["images_per_cpu_s"][str(b)] = images_per_cpu_second(forward, b, budget_s / 3)
             entry["latency_ms_batch_1"] = statistics.median(latencies_ms(prepare(test[:1]), 100))
             results["backends"][name] = entry
-            rows.append([name, f"{entry['accuracy']:.2f}", *(_spread(entry["images_per_s"][str(b)]) for b in batches),
-                         *(f"{entry['images_per_cpu_s'][str(b)]:,.0f}" for b in batches),
-                         f"{entry['latency_ms_batch_1']:.3f}"])
-            log(f"{name}: {entry['accuracy']:.2f}%, " + ", ".join(
-                f"b={b} {statistics.median(entry['images_per_s'][str(b)]):,.0f} img/s" for b in batches))
+            rows.append(
+                [
+                    name,
+                    f"{entry['accuracy']:.2f}",
+                    *(_spread(entry["images_per_s"][str(b)]) for b in batches),
+                    *(f"{entry['images_per_cpu_s'][str(b)]:,.0f}" for b in batches),
+                    f"{entry['latency_ms_batch_1']:.3f}",
+                ]
+            )
+            log(
+                f"{name}: {entry['accuracy']:.2f}%, "
+                + ", ".join(f"b={b} {statistics.median(entry['images_per_s'][str(b)]):,.0f} img/s" for b in batches)
+            )
     float_accuracy = results["backends"]["onnxruntime"]["accuracy"]
     results["int8_accuracy_change"] = results["backends"]["onnxruntime int8"]["accuracy"] - float_accuracy
-    results["table"] = format_table(["backend", "test acc %", *(f"img/s b={b}" for b in batches),
-                                     *(f"img/CPU-s b={b}" for b in batches), "latency b=1 ms"], rows)
+    results["table"] = format_table(
+        [
+            "backend",
+            "test acc %",
+            *(f"img/s b={b}" for b in batches),
+            *(f"img/CPU-s b={b}" for b in batches),
+            "latency b=1 ms",
+        ],
+        rows,
+    )
     path = _save_result(out_dir, f"{results['machine']}-{results['date']}-inference-{run.model_name}.json", results)
-    log(f"\n{run.model_name} on {data.name}, {threads} threads, load average {results['load_average'][0]} on "
+    log(
+        f"\n{run.model_name} on {data.name}, {threads} threads, load average {results['load_average'][0]} on "
         f"{results['cpus']} CPUs; img/s: median (min-max) of 3 slices; int8 changes the test accuracy by "
-        f"{results['int8_accuracy_change']:+.2f} points")
+        f"{results['int8_accuracy_change']:+.2f} points"
+    )
     log(results["table"])
     log(f"written to {path}")
     return results
@@ -321,18 +456,26 @@ def _host_syncs(data, device, steps: int) -> dict:
     end of the epoch adds 3."""
     config = build_config({"recipe": "fast", "ema": 0.99})
     torch.manual_seed(0)
-    model = build_model(config.model, data.info).to(device=device, memory_format=torch.channels_last)
+    model = build_model(config.model, data.info).to(device=device, memory_format=torch.channels_last)  # type: ignore[call-overload]
     optimizer, average = build_optimizer(model, config), WeightAverage(model, config.ema)
-    order = epoch_order(len(data.train_labels), 0, 1, device)[:steps * config.batch_size]
-    batches = list(iterate_batches(data.train_images, data.train_labels, config.batch_size, data.mean, data.std,
-                                   order, memory_format=torch.channels_last))
+    order = epoch_order(len(data.train_labels), 0, 1, device)[: steps * config.batch_size]
+    batches = list(
+        iterate_batches(
+            data.train_images,
+            data.train_labels,
+            config.batch_size,
+            data.mean,
+            data.std,
+            order,
+            memory_format=torch.channels_last,
+        )
+    )
     torch.cuda.synchronize()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         torch.cuda.set_sync_debug_mode("warn")
         try:
-            train_one_epoch(model, batches, optimizer=optimizer, ema=average, check_every=50,
-                            amp_dtype=torch.bfloat16)
+            train_one_epoch(model, batches, optimizer=optimizer, ema=average, check_every=50, amp_dtype=torch.bfloat16)
         finally:
             torch.cuda.set_sync_debug_mode("default")
     syncs = [str(w.message).splitlines()[0][:120] for w in caught if "synchroniz" in str(w.message)]
@@ -355,58 +498,83 @@ def _inference_on_device(device, batches, budget_s: float) -> dict:
 
 def _synchronised_forward(model, x, amp_dtype):
     """A forward pass that returns when the device has finished it."""
+
     @torch.inference_mode()
     def forward():
         with torch.autocast(x.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             model(x)
         if x.device.type == "cuda":
             torch.cuda.synchronize(x.device)
+
     return forward
 
 
-def gpu_bench(data_dir, out_dir="benchmarks/results/gpu", device: str = "cuda", quick: bool = False,
-              budget_s: float = 330.0, log=print) -> dict:
+def gpu_bench(
+    data_dir,
+    out_dir="benchmarks/results/gpu",
+    device_name: str = "cuda",
+    quick: bool = False,
+    budget_s: float = 330.0,
+    log=print,
+) -> dict:
     """The GPU figures of issue 17 in one run, each section written to the JSON file as soon as it is done and
     skipped once `budget_s` has passed: host syncs per step, `fast` time to 99% cold (the process's first run)
     and warm (eager, bf16 and float32, compiled, CUDA graphs), the lecture recipe's s/epoch, `best` for
     3 epochs in bf16 and float32, and inference images/s. `quick`: tiny runs of the same code on mnist-sample
     (for a test on a CPU); on a CPU the compiled sections are left out (minutes of compile) and host syncs are
     not countable."""
-    device = select_device(device)
+    device = select_device(device_name)
     start = time.perf_counter()
-    small = {"train_subset": 256, "epochs": 1} if quick else {}
+    small = {"train_subset": 1024, "epochs": 1} if quick else {}
     target = 50.0 if quick else 99.0
     results = {**_environment(), "device": str(device), "quick": quick, "sections": {}}
     if device.type == "cuda":
-        results.update(gpu=torch.cuda.get_device_name(device), cuda=torch.version.cuda,
-                       cudnn=torch.backends.cudnn.version(), bf16=torch.cuda.is_bf16_supported())
+        results.update(
+            gpu=torch.cuda.get_device_name(device),
+            cuda=torch.version.cuda,
+            cudnn=torch.backends.cudnn.version(),
+            bf16=torch.cuda.is_bf16_supported(),
+        )
     name = f"{'gpu' if device.type == 'cuda' else results['machine']}-{results['date']}-gpu-suite.json"
     base = {"device": device.type, **small}
 
     def time_to(recipe, seeds, **settings):
-        return time_to_accuracy(data_dir, target, recipe, seeds, out_dir=None, log=log, settings={**base, **settings},
-                                data=data)
+        return time_to_accuracy(
+            data_dir, target, recipe, seeds, out_dir=None, log=log, settings={**base, **settings}, data=data
+        )
 
     def epochs_of(recipe, epochs, **settings):
         with tempfile.TemporaryDirectory() as folder:
-            history = fit(build_config({**base, "recipe": recipe, "epochs": epochs, **settings, "progress": False,
-                                        "out": f"{folder}/run"}), log=lambda line: None, dataset=data).history
-        return {"epoch_seconds": [row["seconds"] for row in history], "train_images_per_s":
-                [row["images_per_s"] for row in history], "test_accuracy": [row["test_accuracy"] for row in history]}
+            history = fit(
+                build_config(
+                    {**base, "recipe": recipe, "epochs": epochs, **settings, "progress": False, "out": f"{folder}/run"}
+                ),
+                log=lambda line: None,
+                dataset=data,
+            ).history
+        return {
+            "epoch_seconds": [row["seconds"] for row in history],
+            "train_images_per_s": [row["images_per_s"] for row in history],
+            "test_accuracy": [row["test_accuracy"] for row in history],
+        }
 
     data = load_dataset("mnist-sample") if quick else load_dataset("mnist", data_dir)
     seeds = (0, 0) if quick else (0, 1, 2, 0)  # the first run is cold: CUDA kernels load, cuDNN picks algorithms
     sections = {  # the headline figures first: a section starts only while the budget lasts
-        "host_syncs": lambda: _host_syncs(data.to(device), device, 200) if device.type == "cuda" else
-        {"skipped": "CUDA's sync debug mode counts host syncs; there is none on a CPU"},
+        "host_syncs": lambda: (
+            _host_syncs(data.to(device), device, 200)
+            if device.type == "cuda"
+            else {"skipped": "CUDA's sync debug mode counts host syncs; there is none on a CPU"}
+        ),
         "fast_eager_bf16": lambda: time_to("fast", seeds, precision="bf16"),
         "fast_eager_fp32": lambda: time_to("fast", seeds[1:] or seeds, precision="fp32"),
         "lecture_fp32": lambda: epochs_of("lecture", 1 if quick else 2, precision="fp32"),
         "lecture_bf16": lambda: epochs_of("lecture", 1 if quick else 2, precision="bf16"),
         "best_bf16": lambda: epochs_of("best", 1 if quick else 3, precision="bf16"),
         "best_fp32": lambda: epochs_of("best", 1 if quick else 3, precision="fp32"),
-        "inference": lambda: _inference_on_device(device, (1, 64) if quick else (1, 1024, 16384),
-                                                  0.05 if quick else 1.5),
+        "inference": lambda: _inference_on_device(
+            device, (1, 64) if quick else (1, 1024, 16384), 0.05 if quick else 1.5
+        ),
         "fast_compiled": lambda: time_to("fast", seeds, precision="bf16", compile="default"),
         "fast_cuda_graphs": lambda: time_to("fast", seeds, precision="bf16", compile="reduce-overhead"),
         "fast_batch_512": lambda: time_to("fast", seeds[1:] or seeds, precision="bf16", batch_size=512, lr=0.02),
@@ -432,7 +600,12 @@ def _summary(section: dict) -> dict:
     """A section's headline numbers for the log line (the JSON file has everything)."""
     if "runs" in section:
         runs = section["runs"]
-        return {"cold_s": runs[0]["seconds"], "warm_median_s": statistics.median(
-            [r["seconds"] if r["seconds"] is not None else float("inf") for r in runs[1:] or runs]),
-            "compile_s": [r["compile_seconds"] for r in runs], "final_accuracy": [r["final_accuracy"] for r in runs]}
+        return {
+            "cold_s": runs[0]["seconds"],
+            "warm_median_s": statistics.median(
+                [r["seconds"] if r["seconds"] is not None else float("inf") for r in runs[1:] or runs]
+            ),
+            "compile_s": [r["compile_seconds"] for r in runs],
+            "final_accuracy": [r["final_accuracy"] for r in runs],
+        }
     return section

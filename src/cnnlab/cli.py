@@ -3,8 +3,10 @@
 Handlers import their command's module when they run, so that `cnnlab shape` does not pay for onnxruntime,
 FastAPI and matplotlib.
 """
+
 import argparse
 import dataclasses
+import functools
 import json
 import sys
 import traceback
@@ -34,6 +36,7 @@ def _int_range(low: int, high: int):
         if not low <= value <= high:
             raise argparse.ArgumentTypeError(f"must be between {low:,} and {high:,}, got {value:,}")
         return value
+
     return parse
 
 
@@ -53,32 +56,49 @@ def _shape(text: str) -> tuple[int, int, int]:
     except ValueError:
         shape = ()
     if len(shape) != 3 or min(shape) < 1 or shape[0] > 1024 or max(shape[1:]) > 65536:
-        raise argparse.ArgumentTypeError(f"expected CxHxW with positive sizes (C <= 1024, H, W <= 65536) such as "
-                                         f"1x28x28, got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected CxHxW with positive sizes (C <= 1024, H, W <= 65536) such as 1x28x28, got {text!r}"
+        )
     return shape
 
 
-def _data_options() -> argparse.ArgumentParser:
-    parent = argparse.ArgumentParser(add_help=False)
-    parent.add_argument("--dataset", metavar="NAME", help="mnist, fashion-mnist, kmnist, mnist-sample, cifar10, "
-                        "cifar100, or folder: your own images in --data-dir (default: mnist when found or "
-                        "downloadable, else mnist-sample)")
-    parent.add_argument("--data-dir", metavar="DIR", help="folder holding the dataset's files: IDX files, CIFAR's "
-                        "binary files, or for --dataset folder the images as DIR/<class>/* or DIR/train/<class>/* "
-                        "and DIR/test/<class>/* (default: $CNNLAB_DATA_DIR for IDX files, then the cache "
-                        "~/.cache/cnnlab/<dataset>, then download)")
+def _data_options() -> _Parser:
+    parent = _Parser(add_help=False)
+    parent.add_argument(
+        "--dataset",
+        metavar="NAME",
+        help="mnist, fashion-mnist, kmnist, mnist-sample, cifar10, "
+        "cifar100, or folder: your own images in --data-dir (default: mnist when found or "
+        "downloadable, else mnist-sample)",
+    )
+    parent.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        help="folder holding the dataset's files: IDX files, CIFAR's "
+        "binary files, or for --dataset folder the images as DIR/<class>/* or DIR/train/<class>/* "
+        "and DIR/test/<class>/* (default: $CNNLAB_DATA_DIR for IDX files, then the cache "
+        "~/.cache/cnnlab/<dataset>, then download)",
+    )
     return parent
 
 
-def _sweep_options(out: str) -> argparse.ArgumentParser:
+def _sweep_options(out: str) -> _Parser:
     """What every sweep (compare, depth) shares: budget, output folder and the overwrite rule."""
-    parent = argparse.ArgumentParser(add_help=False)
+    parent = _Parser(add_help=False)
     parent.add_argument("--epochs", type=int, metavar="N", help="(default: from the recipe)")
     parent.add_argument("--no-progress", dest="progress", action="store_const", const=False, help="no progress bar")
-    parent.add_argument("--out", default=out, metavar="DIR", help=f"(default: {out}); finished runs with the same "
-                        "settings are reused, unfinished ones resumed")
-    parent.add_argument("--overwrite", action="store_const", const=True,
-                        help="replace runs in DIR whose settings differ (default: refuse)")
+    parent.add_argument(
+        "--out",
+        default=out,
+        metavar="DIR",
+        help=f"(default: {out}); finished runs with the same settings are reused, unfinished ones resumed",
+    )
+    parent.add_argument(
+        "--overwrite",
+        action="store_const",
+        const=True,
+        help="replace runs in DIR whose settings differ (default: refuse)",
+    )
     return parent
 
 
@@ -104,69 +124,146 @@ def _ints(text: str) -> tuple[int, ...]:
 
 def _train_args(p):
     data = p.add_argument_group("Data")
-    data.add_argument("--image-size", metavar="HxW", help="--dataset folder: scale each image, aspect ratio kept, "
-                      "to cover HxW, then centre-crop it to HxW (default: 32x32)")
-    data.add_argument("--channels", type=_channels, metavar="C", help="--dataset folder: 1 (grey), 3 (colour) or "
-                      "auto: 1 when every image is grey (default: auto)")
-    data.add_argument("--test-split", type=float, metavar="F", help="--dataset folder without train/ and test/: "
-                      "hold out this share of each class as the test set (default: 0.2)")
+    data.add_argument(
+        "--image-size",
+        metavar="HxW",
+        help="--dataset folder: scale each image, aspect ratio kept, "
+        "to cover HxW, then centre-crop it to HxW (default: 32x32)",
+    )
+    data.add_argument(
+        "--channels",
+        type=_channels,
+        metavar="C",
+        help="--dataset folder: 1 (grey), 3 (colour) or auto: 1 when every image is grey (default: auto)",
+    )
+    data.add_argument(
+        "--test-split",
+        type=float,
+        metavar="F",
+        help="--dataset folder without train/ and test/: "
+        "hold out this share of each class as the test set (default: 0.2)",
+    )
     data.add_argument("--train-subset", type=int, metavar="K", help="train on K training images (seeded subset)")
-    data.add_argument("--val-split", type=int, metavar="N", help="hold out N training images (stratified) to choose "
-                      "the best epoch and stop early; the test set is then only reported (default: 0, none)")
+    data.add_argument(
+        "--val-split",
+        type=int,
+        metavar="N",
+        help="hold out N training images (stratified) to choose "
+        "the best epoch and stop early; the test set is then only reported (default: 0, none)",
+    )
     model = p.add_argument_group("Model")
     model.add_argument("--model", metavar="NAME", help="a name from `cnnlab models` (default: cnn)")
     model.add_argument("--width", type=int, metavar="W", help="base width for families that have one")
     opt = p.add_argument_group("Optimization")
-    opt.add_argument("--recipe", metavar="NAME", help="named defaults: " + "; ".join(map(describe_recipe, RECIPES))
-                     + " (default: cifar for cifar10 and cifar100, else default)")
+    recipes = "; ".join(map(describe_recipe, RECIPES)).replace("%", "%%")  # argparse formats help with %
+    opt.add_argument(
+        "--recipe",
+        metavar="NAME",
+        help=f"named defaults: {recipes} (default: cifar for cifar10 and cifar100, else default)",
+    )
     opt.add_argument("--epochs", type=int, metavar="N", help="(default: from the recipe)")
-    opt.add_argument("--patience", type=int, metavar="E", help="with --val-split: stop after E epochs without a "
-                     "better validation accuracy (default: never)")
+    opt.add_argument(
+        "--patience",
+        type=int,
+        metavar="E",
+        help="with --val-split: stop after E epochs without a better validation accuracy (default: never)",
+    )
     opt.add_argument("--batch-size", type=int, metavar="B", help="(default: from the recipe)")
     opt.add_argument("--test-batch-size", type=int, metavar="B", help="(default: 1000)")
     opt.add_argument("--optimizer", metavar="NAME", help="sgd, adam or adamw (default: from the recipe)")
-    opt.add_argument("--lr", type=float, metavar="LR", help="learning rate, the peak for onecycle (default: from the recipe)")
-    opt.add_argument("--momentum", type=float, metavar="M", help="SGD momentum, with --schedule constant "
-                     "(default: from the recipe)")
+    opt.add_argument(
+        "--lr", type=float, metavar="LR", help="learning rate, the peak for onecycle (default: from the recipe)"
+    )
+    opt.add_argument(
+        "--momentum", type=float, metavar="M", help="SGD momentum, with --schedule constant (default: from the recipe)"
+    )
     opt.add_argument("--weight-decay", type=float, metavar="WD", help="(default: 0)")
-    opt.add_argument("--schedule", metavar="NAME", help="constant, onecycle, or step (the rate /10 at half and "
-                     "three quarters of training, as He et al.) (default: from the recipe)")
+    opt.add_argument(
+        "--schedule",
+        metavar="NAME",
+        help="constant, onecycle, or step (the rate /10 at half and "
+        "three quarters of training, as He et al.) (default: from the recipe)",
+    )
     opt.add_argument("--label-smoothing", type=float, metavar="EPS", help="(default: 0)")
-    opt.add_argument("--ema", type=float, metavar="DECAY", help="evaluate and save an exponential moving average of the "
-                     "weights, e.g. 0.999 (default: from the recipe; 0 = off)")
+    opt.add_argument(
+        "--ema",
+        type=float,
+        metavar="DECAY",
+        help="evaluate and save an exponential moving average of the "
+        "weights, e.g. 0.999 (default: from the recipe; 0 = off)",
+    )
     aug = p.add_argument_group("Augmentation")
-    aug.add_argument("--augment", metavar="NAME", help="none, affine (batched random rotation, scale, shift: "
-                     "digits), crop (random crops of the image padded by 1/8 of its side), crop-flip (and "
-                     "horizontal flips: natural images, never digits) (default: from the recipe)")
+    aug.add_argument(
+        "--augment",
+        metavar="NAME",
+        help="none, affine (batched random rotation, scale, shift: "
+        "digits), crop (random crops of the image padded by 1/8 of its side), crop-flip (and "
+        "horizontal flips: natural images, never digits) (default: from the recipe)",
+    )
     system = p.add_argument_group("Output and system")
     system.add_argument("--seed", type=int, metavar="S", help="(default: 0)")
     system.add_argument("--device", metavar="NAME", help="auto, cpu, cuda or mps (default: auto)")
     system.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default: torch's choice)")
-    system.add_argument("--precision", metavar="P", help="fp32, bf16 (autocast; weights stay fp32) or auto: bf16 on a "
-                        "CUDA GPU that supports it, else fp32 (default: auto)")
-    system.add_argument("--no-channels-last", dest="channels_last", action="store_const", const=False,
-                        help="keep NCHW memory layout (default: channels_last, faster on CPU)")
+    system.add_argument(
+        "--precision",
+        metavar="P",
+        help="fp32, bf16 (autocast; weights stay fp32) or auto: bf16 on a "
+        "CUDA GPU that supports it, else fp32 (default: auto)",
+    )
+    system.add_argument(
+        "--no-channels-last",
+        dest="channels_last",
+        action="store_const",
+        const=False,
+        help="keep NCHW memory layout (default: channels_last, faster on CPU)",
+    )
     system.add_argument("--out", metavar="DIR", help="run folder (default: runs/<model>-<dataset>-<time>)")
-    system.add_argument("--overwrite", action="store_const", const=True,
-                        help="replace an existing cnnlab run folder (never a folder holding other files)")
+    system.add_argument(
+        "--overwrite",
+        action="store_const",
+        const=True,
+        help="replace an existing cnnlab run folder (never a folder holding other files)",
+    )
     system.add_argument("--no-progress", dest="progress", action="store_const", const=False, help="no progress bar")
     system.add_argument("--config", metavar="FILE", help="TOML file of settings (flags override it)")
     system.add_argument("--print-config", action="store_true", help="print the resolved settings and exit")
-    system.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run exactly where it stopped "
-                        "(with --epochs N: extend a finished constant-rate run)")
+    system.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue an interrupted run exactly where it stopped "
+        "(with --epochs N: extend a finished constant-rate run)",
+    )
     system.add_argument("--checkpoint-every", type=int, metavar="N", help="also checkpoint every N steps")
-    system.add_argument("--check-every", type=int, metavar="N", help="test the loss for NaN every N steps "
-                        "(default: every step on CPU, 50 on a GPU: fewer host syncs)")
-    system.add_argument("--compile", metavar="MODE", help="torch.compile the training step, compiled before the first "
-                        "epoch and timed apart: default, reduce-overhead (CUDA graphs), max-autotune, "
-                        "max-autotune-no-cudagraphs (default: off, eager)")
-    system.add_argument("--deterministic", action="store_const", const=True,
-                        help="torch.use_deterministic_algorithms(True); slower on GPU, same on CPU")
+    system.add_argument(
+        "--check-every",
+        type=int,
+        metavar="N",
+        help="test the loss for NaN every N steps (default: every step on CPU, 50 on a GPU: fewer host syncs)",
+    )
+    system.add_argument(
+        "--compile",
+        metavar="MODE",
+        help="torch.compile the training step, compiled before the first "
+        "epoch and timed apart: default, reduce-overhead (CUDA graphs), max-autotune, "
+        "max-autotune-no-cudagraphs (default: off, eager)",
+    )
+    system.add_argument(
+        "--deterministic",
+        action="store_const",
+        const=True,
+        help="torch.use_deterministic_algorithms(True); slower on GPU, same on CPU",
+    )
     system.add_argument("--nproc", type=int, metavar="N", help="train with N DDP processes on this machine (torchrun)")
     system.add_argument("--sync-bn", action="store_const", const=True, help="under DDP: SyncBatchNorm")
-    system.add_argument("--trace-grad", action="store_const", const=True,
-                        help="record each step's first-layer gradient norm, loss and error (grad_norms.json)")
-    system.add_argument("--plot", action="store_true", help="write curves.png and confusion.png into the run at the end")
+    system.add_argument(
+        "--trace-grad",
+        action="store_const",
+        const=True,
+        help="record each step's first-layer gradient norm, loss and error (grad_norms.json)",
+    )
+    system.add_argument(
+        "--plot", action="store_true", help="write curves.png and confusion.png into the run at the end"
+    )
 
 
 def _config_flags(args) -> dict:
@@ -178,16 +275,21 @@ def cmd_train(args) -> int:
     from cnnlab.engine.config import build_config
     from cnnlab.engine.distributed import relaunch_under_torchrun, shutdown
     from cnnlab.engine.fit import fit, resume_run
+
     if args.nproc is not None:
         return relaunch_under_torchrun(args.nproc, args.argv)
     if args.resume and (args.config or args.print_config):
         raise CnnlabError("--resume takes the run's own settings: --config and --print-config do not apply")
-    config = None if args.resume else build_config(_config_flags(args), args.config)
-    if args.print_config:
-        print(json.dumps(dataclasses.asdict(config), indent=2))
-        return 0
+    if args.resume:
+        run = functools.partial(resume_run, args.resume, log=print, **_config_flags(args))
+    else:
+        config = build_config(_config_flags(args), args.config)
+        if args.print_config:
+            print(json.dumps(dataclasses.asdict(config), indent=2))
+            return 0
+        run = functools.partial(fit, config, log=print)
     try:
-        result = resume_run(args.resume, log=print, **_config_flags(args)) if args.resume else fit(config, log=print)
+        result = run()
     finally:
         shutdown()  # of the DDP process group, when there is one
     if result.is_main:
@@ -195,6 +297,7 @@ def cmd_train(args) -> int:
         print(f"Final test accuracy: {result.test_accuracy:.2f}%{selected} on {result.dataset} (run: {result.run_dir})")
         if args.plot:
             from cnnlab.explain.viz import draw
+
             for what in ("curves", "confusion"):
                 print(f"wrote {draw([result.run_dir], what, data_dir=args.data_dir)}")
     return 0
@@ -202,95 +305,140 @@ def cmd_train(args) -> int:
 
 def cmd_compare(args) -> int:
     from cnnlab.explain.compare import compare
+
     compare([name for name in args.models.split(",") if name], args.out, **_config_flags(args))
     return 0
 
 
 def cmd_evaluate(args) -> int:
     from cnnlab.inference.evaluate import evaluate_run
+
     print(evaluate_run(args.run, args.dataset, args.data_dir, args.batch_size, args.tta))
     return 0
 
 
 def cmd_models(args) -> int:
     from cnnlab.models.stats import models_table
+
     print(models_table(args.pattern, args.input))
     return 0
 
 
 def cmd_summary(args) -> int:
     from cnnlab.explain.arithmetic import summary
+
     print(summary(args.model, args.input))
     return 0
 
 
 def cmd_shape(args) -> int:
     from cnnlab.explain.arithmetic import shape
+
     print(shape(args.input, args.kernel, args.stride, args.padding, args.dilation, args.pool))
     return 0
 
 
 def cmd_params(args) -> int:
     from cnnlab.explain.arithmetic import params
+
     print(params(args.input, args.out_channels, args.kernel, args.stride, args.padding))
     return 0
 
 
 def cmd_bottleneck(args) -> int:
     from cnnlab.explain.bottleneck import bottleneck
+
     print(bottleneck(args.block, args.input, args.reduce, args.out_channels, args.kernel))
     return 0
 
 
 def cmd_pool(args) -> int:
     from cnnlab.explain.pooling import pool_command
-    print(pool_command(args.grid, args.window, args.stride, args.run, args.out, args.image, args.layer, args.channels,
-                       args.data_dir))
+
+    print(
+        pool_command(
+            args.grid,
+            args.window,
+            args.stride,
+            args.run,
+            args.out,
+            args.image,
+            args.layer,
+            args.channels,
+            args.data_dir,
+        )
+    )
     return 0
 
 
 def cmd_depth(args) -> int:
     from cnnlab.explain.depth import run_depth
-    run_depth(preset=args.preset, families=args.families, depths=args.depths, seeds=args.seeds, out=args.out,
-              epochs=args.epochs, train_subset=args.train_subset, width=args.width, dataset=args.dataset,
-              data_dir=args.data_dir, overwrite=bool(args.overwrite))
+
+    run_depth(
+        preset=args.preset,
+        families=args.families,
+        depths=args.depths,
+        seeds=args.seeds,
+        out=args.out,
+        epochs=args.epochs,
+        train_subset=args.train_subset,
+        width=args.width,
+        dataset=args.dataset,
+        data_dir=args.data_dir,
+        overwrite=bool(args.overwrite),
+        progress=args.progress is not False,
+    )
     return 0
 
 
 def cmd_overfit(args) -> int:
     from cnnlab.explain.overfit import run_overfit
-    run_overfit(args.out, cures=tuple(args.cures.split(",")), epochs=args.epochs, train_subset=args.train_subset,
-                val_split=args.val_split, seed=args.seed, dataset=args.dataset, data_dir=args.data_dir,
-                overwrite=bool(args.overwrite))
+
+    run_overfit(
+        args.out,
+        cures=tuple(args.cures.split(",")),
+        epochs=args.epochs,
+        train_subset=args.train_subset,
+        val_split=args.val_split,
+        seed=args.seed,
+        dataset=args.dataset,
+        data_dir=args.data_dir,
+        overwrite=bool(args.overwrite),
+    )
     return 0
 
 
 def cmd_viz(args) -> int:
     from cnnlab.explain.viz import draw
+
     print(f"wrote {draw(args.runs, args.what, args.out, args.data_dir, args.image)}")
     return 0
 
 
 def cmd_predict(args) -> int:
     from cnnlab.inference.predict import predict_files
+
     return predict_files(args.run, args.images, args.top_k, args.backend, args.json, args.show_input)
 
 
 def cmd_export(args) -> int:
     from cnnlab.inference.export import export
-    path, difference = export(args.run, args.format, args.out, args.data_dir)
-    print(f"wrote {path} (checked: largest difference from PyTorch on 256 test images {difference:.1e})")
+
+    path, difference, checked_on = export(args.run, args.format, args.out, args.data_dir)
+    print(f"wrote {path} (checked: largest difference from PyTorch on {checked_on} {difference:.1e})")
     return 0
 
 
 def cmd_serve(args) -> int:
     from cnnlab.inference.serve import serve
+
     serve(args.runs, host=args.host, port=args.port)
     return 0
 
 
 def cmd_bench(args) -> int:
     from cnnlab.bench import gpu_bench, inference_bench, run_bench, time_to_accuracy
+
     if args.gpu:
         gpu_bench(args.data_dir, args.out or "benchmarks/results/gpu", args.device, args.quick)
         return 0
@@ -319,11 +467,14 @@ def build_parser() -> _Parser:
     _train_args(p)
     p.set_defaults(handler=cmd_train)
 
-    p = sub.add_parser("evaluate", parents=[data], help="evaluate a run: loss, accuracy, per-class accuracy, "
-                       "confusion matrix")
+    p = sub.add_parser(
+        "evaluate", parents=[data], help="evaluate a run: loss, accuracy, per-class accuracy, confusion matrix"
+    )
     p.add_argument("run", metavar="RUN_DIR", help="run folder (or checkpoint file)")
     p.add_argument("--batch-size", type=_int_range(1, 1 << 20), default=1000, metavar="B", help="(default: 1000)")
-    p.add_argument("--tta", action="store_true", help="test-time augmentation: average the image and its 4 one-pixel shifts")
+    p.add_argument(
+        "--tta", action="store_true", help="test-time augmentation: average the image and its 4 one-pixel shifts"
+    )
     p.set_defaults(handler=cmd_evaluate)
 
     p = sub.add_parser("models", help="list models with parameters and forward FLOPs per image")
@@ -353,55 +504,93 @@ def build_parser() -> _Parser:
     p.add_argument("--padding", type=int, default=0, metavar="P", help="(default: 0)")
     p.set_defaults(handler=cmd_params)
 
-    p = sub.add_parser("bottleneck", help="parameters and FLOPs of an Inception branch with and without its 1x1 "
-                       "reduction")
-    p.add_argument("--block", metavar="NAME", help="incept1 or incept2 (the lecture's InceptionA blocks) or googlenet "
-                   "(192 channels, 1x1 to 16, 5x5 to 32, on 28x28) (default: all three)")
+    p = sub.add_parser(
+        "bottleneck", help="parameters and FLOPs of an Inception branch with and without its 1x1 reduction"
+    )
+    p.add_argument(
+        "--block",
+        metavar="NAME",
+        help="incept1 or incept2 (the lecture's InceptionA blocks) or googlenet "
+        "(192 channels, 1x1 to 16, 5x5 to 32, on 28x28) (default: all three)",
+    )
     p.add_argument("--input", type=_shape, metavar="CxHxW", help="instead, a branch on this input ...")
     p.add_argument("--reduce", type=int, metavar="R", help="... whose 1x1 convolution produces R channels ...")
     p.add_argument("--out-channels", type=int, metavar="O", help="... followed by a KxK convolution to O channels")
     p.add_argument("--kernel", type=int, metavar="K", help="odd kernel size of that convolution")
     p.set_defaults(handler=cmd_bottleneck)
 
-    p = sub.add_parser("pool", help="max and average pooling side by side: the lecture's 4x4 example, or a run's "
-                       "feature maps as a picture")
-    p.add_argument("--grid", metavar="ROWS", help="pool these numbers instead: rows separated by ';' "
-                   "(default: the lecture's '1 1 2 4; 5 6 7 8; 3 2 1 0; 1 2 3 4')")
+    p = sub.add_parser(
+        "pool",
+        help="max and average pooling side by side: the lecture's 4x4 example, or a run's feature maps as a picture",
+    )
+    p.add_argument(
+        "--grid",
+        metavar="ROWS",
+        help="pool these numbers instead: rows separated by ';' "
+        "(default: the lecture's '1 1 2 4; 5 6 7 8; 3 2 1 0; 1 2 3 4')",
+    )
     p.add_argument("--window", type=int, default=2, metavar="K", help="KxK windows (default: 2)")
     p.add_argument("--stride", type=int, default=2, metavar="S", help="(default: 2)")
     p.add_argument("--run", metavar="RUN_DIR", help="instead, pool the feature maps of this trained run as a picture")
     p.add_argument("--out", metavar="FILE.png", help="with --run (default: RUN_DIR/pool-<image>.png)")
     p.add_argument("--image", type=int, default=0, metavar="N", help="with --run: test image index (default: 0)")
-    p.add_argument("--layer", metavar="NAME", help="with --run: the convolution whose output is pooled "
-                   "(default: the first)")
-    p.add_argument("--channels", type=int, default=4, metavar="C", help="with --run: how many channels, the most "
-                   "active first (default: 4)")
+    p.add_argument(
+        "--layer", metavar="NAME", help="with --run: the convolution whose output is pooled (default: the first)"
+    )
+    p.add_argument(
+        "--channels",
+        type=int,
+        default=4,
+        metavar="C",
+        help="with --run: how many channels, the most active first (default: 4)",
+    )
     p.add_argument("--data-dir", metavar="DIR", help="with --run: folder holding the dataset's IDX files")
     p.set_defaults(handler=cmd_pool)
 
-    p = sub.add_parser("compare", parents=[data, _sweep_options("runs/compare")],
-                       help="train several models with the same budget; leaderboard and scatter plot")
-    p.add_argument("--models", default="cnn,inception,mlp,lcn", metavar="A,B,...", help="(default: cnn,inception,mlp,lcn)")
+    p = sub.add_parser(
+        "compare",
+        parents=[data, _sweep_options("runs/compare")],
+        help="train several models with the same budget; leaderboard and scatter plot",
+    )
+    p.add_argument(
+        "--models", default="cnn,inception,mlp,lcn", metavar="A,B,...", help="(default: cnn,inception,mlp,lcn)"
+    )
     p.add_argument("--recipe", metavar="NAME", help="(default: default)")
     p.add_argument("--seed", type=int, metavar="S")
     p.set_defaults(handler=cmd_compare)
 
-    p = sub.add_parser("depth", parents=[data, _sweep_options("runs/depth")],
-                       help="the degradation experiment: plain, residual and dense nets of growing depth")
+    p = sub.add_parser(
+        "depth",
+        parents=[data, _sweep_options("runs/depth")],
+        help="the degradation experiment: plain, residual and dense nets of growing depth",
+    )
     p.add_argument("--preset", choices=["quick"], help="quick: 12,000 images, width 8, depths 8,20,56, 3 epochs")
-    p.add_argument("--families", type=_names, metavar="A,B", help="plain, resnet and/or densenet (DenseNet-BC, "
-                   "k = 8, two layers deeper: densenet-bc-10-8 beside plain-8) (default: plain,resnet)")
+    p.add_argument(
+        "--families",
+        type=_names,
+        metavar="A,B",
+        help="plain, resnet and/or densenet (DenseNet-BC, "
+        "k = 8, two layers deeper: densenet-bc-10-8 beside plain-8) (default: plain,resnet)",
+    )
     p.add_argument("--depths", type=_ints, metavar="N,M", help="6n+2 depths (default: 8,20,56)")
     p.add_argument("--train-subset", type=int, metavar="K", help="train on K images (default: all, or the preset's)")
-    p.add_argument("--width", type=int, metavar="W", help="base width w of plain and resnet nets "
-                   "(default: 16, or the preset's)")
+    p.add_argument(
+        "--width", type=int, metavar="W", help="base width w of plain and resnet nets (default: 16, or the preset's)"
+    )
     p.add_argument("--seeds", type=_ints, default=(0,), metavar="S1,S2", help="(default: 0)")
     p.set_defaults(handler=cmd_depth)
 
-    p = sub.add_parser("overfit", parents=[data, _sweep_options("runs/overfit")],
-                       help="the overfitting experiment: a big net on few images, then each cure on the same budget")
-    p.add_argument("--cures", default="baseline,augmentation,dropout,weight-decay,early-stopping", metavar="A,B",
-                   help="(default: baseline,augmentation,dropout,weight-decay,early-stopping)")
+    p = sub.add_parser(
+        "overfit",
+        parents=[data, _sweep_options("runs/overfit")],
+        help="the overfitting experiment: a big net on few images, then each cure on the same budget",
+    )
+    p.add_argument(
+        "--cures",
+        default="baseline,augmentation,dropout,weight-decay,early-stopping",
+        metavar="A,B",
+        help="(default: baseline,augmentation,dropout,weight-decay,early-stopping)",
+    )
     p.add_argument("--train-subset", type=int, metavar="K", help="training images (default: 1000)")
     p.add_argument("--val-split", type=int, metavar="N", help="held-out validation images (default: 5000)")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="(default: 0)")
@@ -421,8 +610,9 @@ def build_parser() -> _Parser:
     p.add_argument("--top-k", type=int, default=3, metavar="K", help="(default: 3)")
     p.add_argument("--json", action="store_true", help="one JSON object per file")
     p.add_argument("--backend", default="torch", metavar="NAME", help="torch or onnxruntime (default: torch)")
-    p.add_argument("--show-input", metavar="FILE.png", help="save the inputs the model sees (28x28 digits, or the "
-                   "fitted images)")
+    p.add_argument(
+        "--show-input", metavar="FILE.png", help="save the inputs the model sees (28x28 digits, or the fitted images)"
+    )
     p.set_defaults(handler=cmd_predict)
 
     p = sub.add_parser("export", help="export a run to ONNX or TorchScript, verified against PyTorch")
@@ -443,21 +633,43 @@ def build_parser() -> _Parser:
     p.add_argument("--models", default="cnn,inception", metavar="A,B", help="(default: cnn,inception)")
     p.add_argument("--quick", action="store_true", help="a tenth of the data, figures scaled per epoch")
     p.add_argument("--no-reference", action="store_true", help="skip the lecture-pipeline reference")
-    p.add_argument("--repeats", type=int, default=3, metavar="N", help="epochs timed per pipeline, median reported (default: 3)")
+    p.add_argument(
+        "--repeats", type=int, default=3, metavar="N", help="epochs timed per pipeline, median reported (default: 3)"
+    )
     p.add_argument("--target", type=float, metavar="ACC", help="instead: seconds of training to ACC%% test accuracy")
     p.add_argument("--recipe", default="fast", metavar="NAME", help="recipe for --target (default: fast)")
-    p.add_argument("--seeds", default="0,1,2", metavar="S1,S2", help="seeds for --target, median reported (default: 0,1,2)")
+    p.add_argument(
+        "--seeds", default="0,1,2", metavar="S1,S2", help="seeds for --target, median reported (default: 0,1,2)"
+    )
     p.add_argument("--precision", metavar="P", help="precision for --target: fp32 or bf16 (default: the recipe's)")
-    p.add_argument("--inference", metavar="RUN_DIR", help="instead: every inference backend on a trained run "
-                   "(accuracy, int8's change, images/s per batch size, latency)")
-    p.add_argument("--batches", type=_sizes, default=(1, 64, 1024), metavar="B1,B2", help="batch sizes for --inference "
-                   "(default: 1,64,1024)")
-    p.add_argument("--threads", type=_int_range(1, 1024), default=2, metavar="N", help="threads for --inference "
-                   "(default: 2)")
-    p.add_argument("--gpu", action="store_true", help="instead: the GPU suite (benchmarks/gpu.sh): host syncs, "
-                   "fast time to 99%% cold and warm, compiled and CUDA graphs, lecture and best epochs, inference")
-    p.add_argument("--device", default="cuda", metavar="NAME", help="device for --gpu (default: cuda; cpu with "
-                   "--quick runs its code paths in seconds)")
+    p.add_argument(
+        "--inference",
+        metavar="RUN_DIR",
+        help="instead: every inference backend on a trained run "
+        "(accuracy, int8's change, images/s per batch size, latency)",
+    )
+    p.add_argument(
+        "--batches",
+        type=_sizes,
+        default=(1, 64, 1024),
+        metavar="B1,B2",
+        help="batch sizes for --inference (default: 1,64,1024)",
+    )
+    p.add_argument(
+        "--threads", type=_int_range(1, 1024), default=2, metavar="N", help="threads for --inference (default: 2)"
+    )
+    p.add_argument(
+        "--gpu",
+        action="store_true",
+        help="instead: the GPU suite (benchmarks/gpu.sh): host syncs, "
+        "fast time to 99%% cold and warm, compiled and CUDA graphs, lecture and best epochs, inference",
+    )
+    p.add_argument(
+        "--device",
+        default="cuda",
+        metavar="NAME",
+        help="device for --gpu (default: cuda; cpu with --quick runs its code paths in seconds)",
+    )
     p.add_argument("--out", metavar="DIR", help="(default: benchmarks/results, or benchmarks/results/gpu with --gpu)")
     p.set_defaults(handler=cmd_bench)
     return parser
@@ -466,8 +678,15 @@ def build_parser() -> _Parser:
 def cli_reference() -> str:
     """docs/cli.md: every command's --help, as the parser prints it (`make docs` writes it; a test compares)."""
     parser = build_parser()
-    parts = ["# CLI reference", "", "Generated from the parser by `make docs`; `cnnlab COMMAND --help` prints the same.",
-             "", "```", parser.format_help().rstrip(), "```"]
+    parts = [
+        "# CLI reference",
+        "",
+        "Generated from the parser by `make docs`; `cnnlab COMMAND --help` prints the same.",
+        "",
+        "```",
+        parser.format_help().rstrip(),
+        "```",
+    ]
     for name, command in parser.commands.items():
         parts += ["", f"## cnnlab {name}", "", "```", command.format_help().rstrip(), "```"]
     return "\n".join(parts) + "\n"

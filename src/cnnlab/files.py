@@ -3,6 +3,7 @@
 A write lands in a temp file beside its target, is fsync'd, then renamed over it: a crash or a full disk
 never leaves half a file, and the new file gets the permissions the user's umask gives any new file.
 """
+
 import csv
 import functools
 import io

@@ -1,4 +1,5 @@
 """Figures as PNG files: matplotlib on its file-only backend, saved atomically."""
+
 import io
 
 from cnnlab.files import write_bytes
@@ -7,8 +8,10 @@ from cnnlab.files import write_bytes
 def pyplot():
     """matplotlib.pyplot on the Agg backend (files only, no display), chosen when a figure is first made."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     return plt
 
 

@@ -1,4 +1,5 @@
 """Throughput timing shared by `cnnlab bench` and `cnnlab compare`."""
+
 import time
 
 

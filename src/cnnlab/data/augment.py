@@ -4,6 +4,7 @@ Digits get small rotations, scalings and shifts (`affine`), never flips: they ar
 Natural images (CIFAR-10, photo folders) get the standard CIFAR augmentation of He et al. 2015, section
 4.2: a random crop of the image padded by 4 pixels on each side, and a horizontal flip half of the time.
 """
+
 import math
 
 import torch
@@ -21,7 +22,7 @@ def _affine_grid(images: torch.Tensor, generator: torch.Generator, degrees: floa
     """The sampling grid that rotates, scales and shifts each image by its own random amounts."""
     n = images.shape[0]
     angle = _uniform(n, -degrees, degrees, generator) * (math.pi / 180)
-    factor = _uniform(n, *scale, generator)
+    factor = _uniform(n, scale[0], scale[1], generator)
     shift_x = _uniform(n, -2 * translate, 2 * translate, generator)  # grid units span 2
     shift_y = _uniform(n, -2 * translate, 2 * translate, generator)
     cos, sin = torch.cos(angle) / factor, torch.sin(angle) / factor
@@ -33,29 +34,38 @@ def _sample(images: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
-def random_affine(images: torch.Tensor, generator: torch.Generator, degrees: float = 10.0,
-                  scale=(0.9, 1.1), translate: float = 0.1) -> torch.Tensor:
+def random_affine(
+    images: torch.Tensor, generator: torch.Generator, degrees: float = 10.0, scale=(0.9, 1.1), translate: float = 0.1
+) -> torch.Tensor:
     """Rotate, scale and shift every image of a (N, C, H, W) float batch by its own random amounts.
 
     Pixels brought in from outside are 0 (the black background), so call this before normalising."""
     return _sample(images, _affine_grid(images, generator, degrees, scale, translate))
 
 
-def random_elastic_affine(images: torch.Tensor, generator: torch.Generator, degrees: float = 12.0,
-                          scale=(0.85, 1.1), translate: float = 0.08, pixels: float = 1.5) -> torch.Tensor:
+def random_elastic_affine(
+    images: torch.Tensor,
+    generator: torch.Generator,
+    degrees: float = 12.0,
+    scale=(0.85, 1.1),
+    translate: float = 0.08,
+    pixels: float = 1.5,
+) -> torch.Tensor:
     """random_affine plus an elastic warp (Simard et al. 2003): a smooth random displacement of up to
     `pixels` pixels, bicubic from a 4x4 grid of random moves, so each stroke bends its own way. One
     resampling for both."""
     n, _, height, width = images.shape
     moves = torch.rand(n, 2, 4, 4, generator=generator, device=generator.device) * 2 - 1
-    amount = _uniform(n, 0, pixels, generator).view(n, 1, 1, 1) * torch.tensor([2 / width, 2 / height], device=generator.device).view(1, 2, 1, 1)
+    grid_units = torch.tensor([2 / width, 2 / height], device=generator.device).view(1, 2, 1, 1)  # pixels -> grid
+    amount = _uniform(n, 0, pixels, generator).view(n, 1, 1, 1) * grid_units
     field = F.interpolate(moves * amount, size=(height, width), mode="bicubic", align_corners=False)
     grid = _affine_grid(images, generator, degrees, scale, translate) + field.permute(0, 2, 3, 1).to(images.device)
     return _sample(images, grid)
 
 
-def random_stroke_width(images: torch.Tensor, generator: torch.Generator, thinner: float = 0.6,
-                        thicker: float = 1.0) -> torch.Tensor:
+def random_stroke_width(
+    images: torch.Tensor, generator: torch.Generator, thinner: float = 0.6, thicker: float = 1.0
+) -> torch.Tensor:
     """Each image's strokes thinned or thickened by a random fraction of a 3x3 erosion or dilation
     (max-pooling): pens and preprocessing leave strokes thinner or fatter than MNIST's."""
     amount = _uniform(images.shape[0], -thinner, thicker, generator).view(-1, 1, 1, 1).to(images.device)
@@ -64,13 +74,14 @@ def random_stroke_width(images: torch.Tensor, generator: torch.Generator, thinne
     return torch.where(amount > 0, images + amount * (dilated - images), images - amount * (eroded - images))
 
 
-def random_contrast(images: torch.Tensor, generator: torch.Generator, gamma: float = 0.7,
-                    gain=(1.0, 1.8)) -> torch.Tensor:
+def random_contrast(
+    images: torch.Tensor, generator: torch.Generator, gamma: float = 0.7, gain=(1.0, 1.8)
+) -> torch.Tensor:
     """A random gamma (e^-0.7 to e^0.7) and gain (clipped at white): faint pencil, saturated marker,
     binary pixel art, where MNIST's strokes have soft grey edges."""
     n = images.shape[0]
     exponent = torch.exp(_uniform(n, -gamma, gamma, generator)).view(-1, 1, 1, 1).to(images.device)
-    factor = _uniform(n, *gain, generator).view(-1, 1, 1, 1).to(images.device)
+    factor = _uniform(n, gain[0], gain[1], generator).view(-1, 1, 1, 1).to(images.device)
     return (images.clamp(min=0) ** exponent * factor).clamp(max=1)
 
 
@@ -101,14 +112,17 @@ def random_crop(images: torch.Tensor, generator: torch.Generator, flip: bool = F
     pad = max(1, round(CROP_PADDING * min(height, width)))
     dy = torch.randint(0, 2 * pad + 1, (n, 1), generator=generator, device=generator.device)
     dx = torch.randint(0, 2 * pad + 1, (n, 1), generator=generator, device=generator.device)
-    mirrored = (torch.rand(n, 1, generator=generator, device=generator.device) < 0.5 if flip
-                else torch.zeros(n, 1, dtype=torch.bool, device=generator.device))
+    mirrored = (
+        torch.rand(n, 1, generator=generator, device=generator.device) < 0.5
+        if flip
+        else torch.zeros(n, 1, dtype=torch.bool, device=generator.device)
+    )
     columns = torch.arange(width, device=generator.device)
-    rows = (dy + torch.arange(height, device=generator.device)).to(images.device)                                 # (N, H)
-    cols = (dx + torch.where(mirrored, columns.flip(0), columns)).to(images.device)      # (N, W)
+    rows = (dy + torch.arange(height, device=generator.device)).to(images.device)  # (N, H)
+    cols = (dx + torch.where(mirrored, columns.flip(0), columns)).to(images.device)  # (N, W)
     padded = F.pad(images, (pad, pad, pad, pad))
     batch = torch.arange(n, device=images.device)[:, None, None]
-    cropped = padded[batch, :, rows[:, :, None], cols[:, None, :]]                        # (N, H, W, C)
+    cropped = padded[batch, :, rows[:, :, None], cols[:, None, :]]  # (N, H, W, C)
     return cropped.permute(0, 3, 1, 2)
 
 
@@ -117,8 +131,13 @@ def random_crop_flip(images: torch.Tensor, generator: torch.Generator) -> torch.
 
 
 # name -> batch function (pixels in [0, 1], generator) -> pixels; "none" trains on the images as they are.
-AUGMENTATIONS = {"none": None, "affine": random_affine, "robust": robust, "crop": random_crop,
-                 "crop-flip": random_crop_flip}
+AUGMENTATIONS = {
+    "none": None,
+    "affine": random_affine,
+    "robust": robust,
+    "crop": random_crop,
+    "crop-flip": random_crop_flip,
+}
 
 
 def one_pixel_shifts(images: torch.Tensor, background) -> list[torch.Tensor]:
@@ -128,4 +147,4 @@ def one_pixel_shifts(images: torch.Tensor, background) -> list[torch.Tensor]:
     height, width = images.shape[-2:]
     border = F.pad(torch.zeros((1, 1, height, width), dtype=torch.bool, device=images.device), (1, 1, 1, 1), value=True)
     padded = torch.where(border, background, F.pad(images, (1, 1, 1, 1)))
-    return [padded[..., 1 - dy:1 - dy + height, 1 - dx:1 - dx + width] for dy, dx in ONE_PIXEL_SHIFTS]
+    return [padded[..., 1 - dy : 1 - dy + height, 1 - dx : 1 - dx + width] for dy, dx in ONE_PIXEL_SHIFTS]

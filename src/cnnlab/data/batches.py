@@ -6,6 +6,7 @@ every epoch's order can be recomputed exactly (for resume, and for every DDP ran
 A dataset's `mean` and `std` are of its training pixels scaled to [0, 1]: one number per channel (a
 tuple), or a single number for all channels (what checkpoints from before colour datasets hold).
 """
+
 import torch
 
 
@@ -42,8 +43,18 @@ def epoch_order(n: int, seed: int, epoch: int, device="cpu") -> torch.Tensor:
     return torch.randperm(n, generator=generator).to(device)
 
 
-def iterate_batches(images, labels, batch_size: int, mean, std, order=None, rank=0, world=1,
-                    augment=None, memory_format=torch.contiguous_format):
+def iterate_batches(
+    images,
+    labels,
+    batch_size: int,
+    mean,
+    std,
+    order=None,
+    rank=0,
+    world=1,
+    augment=None,
+    memory_format=torch.contiguous_format,
+):
     """Yield (normalised images, labels) batches, in `order` when given; the last batch may be short.
 
     With `world` > 1 (DDP), each global batch of `batch_size` is split across the ranks, rank r taking
@@ -54,11 +65,13 @@ def iterate_batches(images, labels, batch_size: int, mean, std, order=None, rank
     # The constants go to the device once, not once a batch.
     shift, factor = channel_affine(mean, std, 255.0 if augment is None else 1.0, images.device)
     for step, start in enumerate(range(0, n, batch_size)):
-        index = order[start:start + batch_size] if order is not None else slice(start, start + batch_size)
+        index: torch.Tensor | slice = (
+            order[start : start + batch_size] if order is not None else slice(start, start + batch_size)
+        )
         if world > 1:
             if min(batch_size, n - start) < world:
                 break
-            index = index[rank::world]
+            index = index[rank::world]  # type: ignore[index]  # a tensor or a slice: both take a step
         if augment is None:
             batch = (images[index].float() - shift) * factor
         else:

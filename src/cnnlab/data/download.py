@@ -4,6 +4,7 @@ A file is written to a temp file in the destination folder and renamed after its
 the cache never holds a partial or corrupt file, whatever fails and whenever. A response is read up to
 a size limit only: a mirror that sends more is refused, never held in memory whole.
 """
+
 import gzip
 import hashlib
 import os
@@ -39,8 +40,9 @@ def _md5_matches(data: bytes, md5s: tuple[str, ...]) -> bool:
     return False
 
 
-def download(filename: str, mirrors: list[str], md5s: tuple[str, ...], dest_dir: Path,
-             max_bytes: int = MAX_DOWNLOAD_BYTES) -> Path:
+def download(
+    filename: str, mirrors: list[str], md5s: tuple[str, ...], dest_dir: Path, max_bytes: int = MAX_DOWNLOAD_BYTES
+) -> Path:
     """Download `filename` from the first mirror that serves a verified copy of at most `max_bytes` into `dest_dir`."""
     dest_dir.mkdir(parents=True, exist_ok=True)
     failures = []

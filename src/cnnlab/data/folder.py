@@ -17,6 +17,7 @@ reported. The decoded images are kept in RGB in one cache file per size, beside 
 cache when the data folder cannot be written), keyed by every file's name, size and modification time,
 so a second run reads one file instead of decoding them all again.
 """
+
 import hashlib
 import io
 import json
@@ -37,13 +38,13 @@ from cnnlab.data.download import cache_dir
 from cnnlab.data.idx import DataError
 from cnnlab.files import atomic_write, read_bounded
 
-DEFAULT_IMAGE_SIZE = (32, 32)       # CIFAR-10's: small enough to train on a CPU
+DEFAULT_IMAGE_SIZE = (32, 32)  # CIFAR-10's: small enough to train on a CPU
 MAX_IMAGE_SIDE = 4096
-MAX_FILE_BYTES = 64 * 1024 * 1024   # larger than any photo a phone takes
-MAX_PIXELS = 40_000_000             # a 40-megapixel photo is fine; a 50,000 x 50,000 "image" is a decompression bomb
+MAX_FILE_BYTES = 64 * 1024 * 1024  # larger than any photo a phone takes
+MAX_PIXELS = 40_000_000  # a 40-megapixel photo is fine; a 50,000 x 50,000 "image" is a decompression bomb
 FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF", "PPM")  # PIL's other decoders are not exposed to folders
 CACHE_FORMAT = "cnnlab-folder-cache/1"
-REPORTED_FILES = 3                  # bad files named in the report; the rest are counted
+REPORTED_FILES = 10  # bad files named in the report (a few bad files: all of them); the rest are counted
 
 
 class FolderError(DataError):
@@ -58,8 +59,7 @@ def parse_image_size(text: str) -> tuple[int, int]:
         size = ()
     size = size * 2 if len(size) == 1 else size
     if len(size) != 2 or not all(1 <= n <= MAX_IMAGE_SIDE for n in size):
-        raise CnnlabError(f"--image-size must be HxW with sides from 1 to {MAX_IMAGE_SIDE} such as 32x32, "
-                          f"got {text!r}")
+        raise CnnlabError(f"--image-size must be HxW with sides from 1 to {MAX_IMAGE_SIDE} such as 32x32, got {text!r}")
     return size
 
 
@@ -77,23 +77,24 @@ def available_memory() -> int:
 @dataclass(frozen=True)
 class ImageFile:
     path: Path
-    name: str          # relative to the data folder, with forward slashes
+    name: str  # relative to the data folder, with forward slashes
     label: int
     is_test: bool
-    size: int          # bytes
+    size: int  # bytes
     mtime_ns: int
 
 
 @dataclass
 class Folder:
     """A decoded image folder: every readable file, in RGB, in the order of `files`."""
+
     classes: tuple[str, ...]
-    images: torch.Tensor           # (N, 3, H, W) uint8
-    labels: torch.Tensor           # (N,) int64
-    is_test: torch.Tensor | None   # (N,) bool with DIR/train and DIR/test; None for DIR/<class>/
-    grey: torch.Tensor             # (N,) bool: red, green and blue equal everywhere
+    images: torch.Tensor  # (N, 3, H, W) uint8
+    labels: torch.Tensor  # (N,) int64
+    is_test: torch.Tensor | None  # (N,) bool with DIR/train and DIR/test; None for DIR/<class>/
+    grey: torch.Tensor  # (N,) bool: red, green and blue equal everywhere
     skipped: list[tuple[str, str]]  # (name, why) of the files that could not be read
-    cache: Path | None              # where the cache file is (None: it could not be written)
+    cache: Path | None  # where the cache file is (None: it could not be written)
     cache_hit: bool
 
     def check(self, root: Path, files: int) -> None:
@@ -103,20 +104,32 @@ class Folder:
         training = self.labels if self.is_test is None else self.labels[~self.is_test]
         empty = [name for c, name in enumerate(self.classes) if not (training == c).any()]
         if empty:
-            raise FolderError(f"{root}: class folders without a readable training image: {', '.join(empty[:5])} "
-                              "(add images, or remove the folder)")
+            raise FolderError(
+                f"{root}: class folders without a readable training image: {', '.join(empty[:5])} "
+                "(add images, or remove the folder)"
+            )
 
     def report(self, root: Path) -> str:
         """One line: what was read, from where, and what was skipped."""
-        how = (f"read from the cache {self.cache}" if self.cache_hit else
-               f"decoded and cached in {self.cache}" if self.cache else "decoded (no cache could be written)")
-        line = (f"folder {root}: {len(self.labels):,} images of {len(self.classes)} classes "
-                f"({', '.join(self.classes[:10])}{', ...' if len(self.classes) > 10 else ''}), {how}")
+        how = (
+            f"read from the cache {self.cache}"
+            if self.cache_hit
+            else f"decoded and cached in {self.cache}"
+            if self.cache
+            else "decoded, not cached"
+        )
+        line = (
+            f"folder {root}: {len(self.labels):,} images of {len(self.classes)} classes "
+            f"({', '.join(self.classes[:10])}{', ...' if len(self.classes) > 10 else ''}), {how}"
+        )
         if self.skipped:
             named = "; ".join(f"{name} ({why})" for name, why in self.skipped[:REPORTED_FILES])
             more = f" and {len(self.skipped) - REPORTED_FILES:,} more" if len(self.skipped) > REPORTED_FILES else ""
-            files = "1 file that is not a readable image" if len(self.skipped) == 1 else \
-                f"{len(self.skipped):,} files that are not readable images"
+            files = (
+                "1 file that is not a readable image"
+                if len(self.skipped) == 1
+                else f"{len(self.skipped):,} files that are not readable images"
+            )
             line += f"; skipped {files}: {named}{more}"
         return line
 
@@ -136,8 +149,9 @@ def _class_files(folder: Path, label: int, is_test: bool, root: Path) -> list[Im
             except OSError:
                 continue  # a dangling link
             if path.is_file():
-                files.append(ImageFile(path, path.relative_to(root).as_posix(), label, is_test, info.st_size,
-                                       info.st_mtime_ns))
+                files.append(
+                    ImageFile(path, path.relative_to(root).as_posix(), label, is_test, info.st_size, info.st_mtime_ns)
+                )
     return files
 
 
@@ -149,8 +163,10 @@ def scan(root: Path) -> tuple[tuple[str, ...], list[ImageFile], bool]:
     train_root = root / "train" if split_given else root
     classes = tuple(d for d in _visible(os.listdir(train_root)) if (train_root / d).is_dir())
     if len(classes) < 2:
-        raise FolderError(f"{train_root}: a classifier needs at least 2 class folders, found {len(classes)}: lay out "
-                          "your images as DIR/<class>/<image files>, or DIR/train/<class>/ and DIR/test/<class>/")
+        raise FolderError(
+            f"{train_root}: a classifier needs at least 2 class folders, found {len(classes)}: lay out "
+            "your images as DIR/<class>/<image files>, or DIR/train/<class>/ and DIR/test/<class>/"
+        )
     files = [f for label, name in enumerate(classes) for f in _class_files(train_root / name, label, False, root)]
     if split_given:
         test_classes = [d for d in _visible(os.listdir(root / "test")) if (root / "test" / d).is_dir()]
@@ -168,9 +184,11 @@ def check_memory(root: Path, count: int, size: tuple[int, int]) -> None:
     needed = 2 * count * 3 * size[0] * size[1]
     free = available_memory()
     if needed > free:
-        raise FolderError(f"{root}: {count:,} images at 3x{size[0]}x{size[1]} need {needed / 2**30:,.1f} GiB of "
-                          f"memory, more than the {free / 2**30:,.1f} GiB available; pass a smaller --image-size "
-                          "or use fewer images")
+        raise FolderError(
+            f"{root}: {count:,} images at 3x{size[0]}x{size[1]} need {needed / 2**30:,.1f} GiB of "
+            f"memory, more than the {free / 2**30:,.1f} GiB available; pass a smaller --image-size "
+            "or use fewer images"
+        )
 
 
 def fit_image(image: Image.Image, size: tuple[int, int]) -> np.ndarray:
@@ -185,7 +203,7 @@ def fit_image(image: Image.Image, size: tuple[int, int]) -> np.ndarray:
 
 def luma(rgb: np.ndarray) -> np.ndarray:
     """(..., 3, H, W) uint8 RGB -> (..., 1, H, W) grey, with PIL's integer ITU-R 601 weights (grey stays itself)."""
-    r, g, b = (rgb[..., c:c + 1, :, :].astype(np.uint32) for c in range(3))
+    r, g, b = (rgb[..., c : c + 1, :, :].astype(np.uint32) for c in range(3))
     return ((r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16).astype(np.uint8)
 
 
@@ -220,8 +238,12 @@ def _decode_or_reason(item: tuple[ImageFile, tuple[int, int]]) -> np.ndarray | s
 
 def _key(files: list[ImageFile], size: tuple[int, int]) -> str:
     """What the decoded tensors are a pure function of: every file's name, size and time, the size, the decoder."""
-    described = [CACHE_FORMAT, PIL.__version__, list(size), [[f.name, f.label, f.is_test, f.size, f.mtime_ns]
-                                                            for f in files]]
+    described = [
+        CACHE_FORMAT,
+        PIL.__version__,
+        list(size),
+        [[f.name, f.label, f.is_test, f.size, f.mtime_ns] for f in files],
+    ]
     return hashlib.sha256(json.dumps(described).encode()).hexdigest()
 
 
@@ -283,8 +305,9 @@ def _decode_all(files: list[ImageFile], size: tuple[int, int], root: Path) -> tu
     with warnings.catch_warnings(), ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         decoded = pool.map(_decode_or_reason, [(f, size) for f in files])
-        for i, result in enumerate(tqdm(decoded, total=len(files), desc=f"decoding {root.name}", unit="image",
-                                        leave=False, disable=None)):
+        for i, result in enumerate(
+            tqdm(decoded, total=len(files), desc=f"decoding {root.name}", unit="image", leave=False, disable=None)
+        ):
             if not isinstance(result, str):
                 images[i] = torch.from_numpy(result)
             reasons.append(result if isinstance(result, str) else None)
@@ -310,11 +333,16 @@ def load_folder(root, size: tuple[int, int] = DEFAULT_IMAGE_SIZE) -> Folder:
     good = torch.tensor([r is None for r in reasons], dtype=torch.bool)
     if not good.all():
         images = images[good]
-    contents = {"format": CACHE_FORMAT, "key": key, "classes": list(classes), "images": images,
-                "labels": torch.tensor([f.label for f in files], dtype=torch.int64)[good],
-                "is_test": torch.tensor([f.is_test for f in files], dtype=torch.bool)[good],
-                "grey": ((images[:, 0] == images[:, 1]) & (images[:, 1] == images[:, 2])).flatten(1).all(1),
-                "skipped": [[f.name, r] for f, r in zip(files, reasons) if r is not None]}
+    contents = {
+        "format": CACHE_FORMAT,
+        "key": key,
+        "classes": list(classes),
+        "images": images,
+        "labels": torch.tensor([f.label for f in files], dtype=torch.int64)[good],
+        "is_test": torch.tensor([f.is_test for f in files], dtype=torch.bool)[good],
+        "grey": ((images[:, 0] == images[:, 1]) & (images[:, 1] == images[:, 2])).flatten(1).all(1),
+        "skipped": [[f.name, r] for f, r in zip(files, reasons) if r is not None],
+    }
     folder = _folder(classes, contents, split_given, None, cache_hit=False)
     folder.check(root, len(files))  # before caching: a folder that cannot train leaves nothing behind
     folder.cache = _write_cache(candidates, contents)
@@ -322,5 +350,13 @@ def load_folder(root, size: tuple[int, int] = DEFAULT_IMAGE_SIZE) -> Folder:
 
 
 def _folder(classes, contents: dict, split_given: bool, cache: Path | None, cache_hit: bool) -> Folder:
-    return Folder(classes, contents["images"], contents["labels"], contents["is_test"] if split_given else None,
-                  contents["grey"], [tuple(s) for s in contents["skipped"]], cache, cache_hit)
+    return Folder(
+        classes,
+        contents["images"],
+        contents["labels"],
+        contents["is_test"] if split_given else None,
+        contents["grey"],
+        [tuple(s) for s in contents["skipped"]],
+        cache,
+        cache_hit,
+    )

@@ -5,6 +5,7 @@ the number of dimensions, each dimension as a big-endian uint32, then the values
 Every claim the header makes is checked against the bytes that are really there, so a truncated or
 lying file is an error naming the file, never a silently short dataset or a huge allocation.
 """
+
 import gzip
 import zlib
 from pathlib import Path
@@ -43,7 +44,7 @@ def read_idx(path, ndim: int) -> np.ndarray:
             if len(dims_raw) < 4 * ndim:
                 raise DataError(f"{path}: truncated IDX header")
             shape = tuple(int(d) for d in np.frombuffer(dims_raw, dtype=">u4"))
-            dtype = np.dtype(_DTYPES[header[2]])
+            dtype: np.dtype = np.dtype(_DTYPES[header[2]])  # type: ignore[call-overload]
             expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
             if expected > MAX_PAYLOAD:
                 raise DataError(f"{path}: header claims {shape}, {expected:,} bytes: too large to be real")
@@ -54,8 +55,10 @@ def read_idx(path, ndim: int) -> np.ndarray:
         raise DataError(f"{path}: corrupt gzip stream ({e})") from None
     if len(payload) != expected:
         what = "truncated" if len(payload) < expected else "longer than its header says"
-        raise DataError(f"{path}: {what}: header {shape} needs {expected:,} data bytes, found "
-                        f"{len(payload):,}{'+' if len(payload) > expected else ''}")
+        raise DataError(
+            f"{path}: {what}: header {shape} needs {expected:,} data bytes, found "
+            f"{len(payload):,}{'+' if len(payload) > expected else ''}"
+        )
     return np.frombuffer(payload, dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="))
 
 

@@ -4,6 +4,7 @@
 A checkpoint is one dict: the format tag, what rebuilds the model ("model": name and width, "dataset":
 DatasetInfo.to_dict(), "config": the resolved TrainConfig) and the training state (TrainState.state_dict()).
 """
+
 import dataclasses
 import io
 import json
@@ -20,17 +21,25 @@ from cnnlab.files import read_bounded, write_bytes, write_json, write_text
 
 FORMAT = "cnnlab-checkpoint/1"
 CHECKPOINT = "checkpoint.pt"  # the last one
-BEST = "best.pt"              # the epoch with the best validation accuracy (only with a validation split)
+BEST = "best.pt"  # the epoch with the best validation accuracy (only with a validation split)
 METRICS = "metrics.jsonl"
 CONFIG = "config.json"
 MAX_CHECKPOINT_BYTES = 4 << 30
-MAX_TEXT_BYTES = 64 << 20     # metrics.jsonl and config.json
+MAX_TEXT_BYTES = 64 << 20  # metrics.jsonl and config.json
 
 
 def save_checkpoint(path: Path, *, config: TrainConfig, info: DatasetInfo, state: TrainState) -> None:
     buffer = io.BytesIO()  # serialise first: then a full disk shows up as the OSError of one write
-    torch.save({"format": FORMAT, "model": {"name": config.model, "width": config.width},
-                "dataset": info.to_dict(), "config": dataclasses.asdict(config), **state.state_dict()}, buffer)
+    torch.save(
+        {
+            "format": FORMAT,
+            "model": {"name": config.model, "width": config.width},
+            "dataset": info.to_dict(),
+            "config": dataclasses.asdict(config),
+            **state.state_dict(),
+        },
+        buffer,
+    )
     write_bytes(path, buffer.getvalue())
 
 
@@ -48,8 +57,9 @@ def load_checkpoint(path) -> dict:
     except pickle.UnpicklingError as e:
         unsafe = [line.strip() for line in str(e).splitlines() if "GLOBAL" in line]
         if unsafe:  # the file asks to import code: a crafted file, never loaded
-            raise CnnlabError(f"{path}: refused: it asks to load Python code, not only tensors and numbers "
-                              f"({unsafe[0][:120]})") from None
+            raise CnnlabError(
+                f"{path}: refused: it asks to load Python code, not only tensors and numbers ({unsafe[0][:120]})"
+            ) from None
         raise CnnlabError(f"{path}: not a readable checkpoint (corrupt, or not a checkpoint)") from None
     except Exception as e:  # a truncated or garbled file fails in many ways inside the unpickler
         detail = (str(e).strip().splitlines() or [type(e).__name__])[0][:120]

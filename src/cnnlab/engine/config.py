@@ -1,4 +1,5 @@
 """Training configuration: one typed dataclass, defaults < recipe < config file < flags."""
+
 import dataclasses
 import tomllib
 import typing
@@ -13,39 +14,102 @@ from cnnlab.models import list_models
 MAX_CONFIG_BYTES = 1 << 20
 
 # A recipe is a named set of defaults; flags given by the user still win.
-RECIPES = {
+RECIPES: dict[str, dict[str, typing.Any]] = {
     # The lecture's script exactly: SGD lr 0.01 momentum 0.5, batch 64, 9 epochs (range(1, 10)).
-    "lecture": dict(optimizer="sgd", lr=0.01, momentum=0.5, batch_size=64, epochs=9, schedule="constant",
-                    weight_decay=0.0, label_smoothing=0.0),
+    "lecture": dict(
+        optimizer="sgd",
+        lr=0.01,
+        momentum=0.5,
+        batch_size=64,
+        epochs=9,
+        schedule="constant",
+        weight_decay=0.0,
+        label_smoothing=0.0,
+    ),
     # Fewer seconds to a better accuracy: larger batches, Adam, one-cycle. Peak 0.004: at 0.01 the
     # Inception net (no BatchNorm) diverged to 10% accuracy in a 3-epoch run.
-    "default": dict(optimizer="adam", lr=0.004, batch_size=128, epochs=3, schedule="onecycle",
-                    weight_decay=0.0, label_smoothing=0.0),
+    "default": dict(
+        optimizer="adam", lr=0.004, batch_size=128, epochs=3, schedule="onecycle", weight_decay=0.0, label_smoothing=0.0
+    ),
     # Least wall time to 99% on MNIST on 2 CPU cores: a BatchNorm CNN, 2 epochs, large batches, Adam one-cycle.
-    "fast": dict(model="cnn-bn-8-24", optimizer="adam", lr=0.01, batch_size=256, epochs=2, schedule="onecycle",
-                 weight_decay=0.0, label_smoothing=0.1),
+    "fast": dict(
+        model="cnn-bn-8-24",
+        optimizer="adam",
+        lr=0.01,
+        batch_size=256,
+        epochs=2,
+        schedule="onecycle",
+        weight_decay=0.0,
+        label_smoothing=0.1,
+    ),
     # Highest accuracy in under 10 minutes on 2 CPU cores: a 3-conv BatchNorm CNN with batched random affine
     # augmentation and an average of the weights (EMA over ~1,000 steps, about 2 epochs).
-    "best": dict(model="cnn-bn-32-64-64-fc256", optimizer="adam", lr=0.005, batch_size=128, epochs=20,
-                 schedule="onecycle", weight_decay=0.0, label_smoothing=0.1, augment="affine", ema=0.999),
+    "best": dict(
+        model="cnn-bn-32-64-64-fc256",
+        optimizer="adam",
+        lr=0.005,
+        batch_size=128,
+        epochs=20,
+        schedule="onecycle",
+        weight_decay=0.0,
+        label_smoothing=0.1,
+        augment="affine",
+        ema=0.999,
+    ),
     # For predict and serve (issue 12): the best recipe's model and optimiser, trained on what users' digits
     # look like once preprocessed (augment robust: elastic and affine shape, stroke width, contrast, blur),
     # 4 epochs (~25 s each) to stay under 3 minutes on 2 CPU cores; no EMA, whose ~1,000-step average
     # would still remember the first of these 1,876 steps.
-    "robust": dict(model="cnn-bn-32-64-64-fc256", optimizer="adam", lr=0.005, batch_size=128, epochs=4,
-                   schedule="onecycle", weight_decay=0.0, label_smoothing=0.1, augment="robust", ema=0.0),
+    "robust": dict(
+        model="cnn-bn-32-64-64-fc256",
+        optimizer="adam",
+        lr=0.005,
+        batch_size=128,
+        epochs=4,
+        schedule="onecycle",
+        weight_decay=0.0,
+        label_smoothing=0.1,
+        augment="robust",
+        ema=0.0,
+    ),
     # He et al.'s CIFAR recipe at a CPU budget, for the depth experiment (cnnlab depth).
-    "depth": dict(optimizer="sgd", lr=0.1, momentum=0.9, batch_size=128, epochs=3, schedule="constant",
-                  weight_decay=0.0, label_smoothing=0.0),
+    "depth": dict(
+        optimizer="sgd",
+        lr=0.1,
+        momentum=0.9,
+        batch_size=128,
+        epochs=3,
+        schedule="constant",
+        weight_decay=0.0,
+        label_smoothing=0.0,
+    ),
     # Natural images at 32x32 (CIFAR-10, photo folders): resnet-20, SGD one-cycle with weight decay, random
     # crops of the image padded by 4 px and horizontal flips (He et al.'s augmentation) in 30 epochs.
-    "cifar": dict(model="resnet-20", optimizer="sgd", lr=0.1, batch_size=128, epochs=30, schedule="onecycle",
-                  weight_decay=5e-4, label_smoothing=0.0, augment="crop-flip"),
+    "cifar": dict(
+        model="resnet-20",
+        optimizer="sgd",
+        lr=0.1,
+        batch_size=128,
+        epochs=30,
+        schedule="onecycle",
+        weight_decay=5e-4,
+        label_smoothing=0.0,
+        augment="crop-flip",
+    ),
     # He et al. 2015, section 4.2, as printed: SGD 0.1, momentum 0.9, weight decay 1e-4, batch 128, the rate
     # divided by 10 at 32k and 48k of 64k iterations (the step schedule: at half and three quarters), crops
     # and flips; 164 epochs of CIFAR-10's 50,000 images are their 64k iterations. Meant for a GPU.
-    "he-cifar": dict(optimizer="sgd", lr=0.1, momentum=0.9, batch_size=128, epochs=164, schedule="step",
-                     weight_decay=1e-4, label_smoothing=0.0, augment="crop-flip"),
+    "he-cifar": dict(
+        optimizer="sgd",
+        lr=0.1,
+        momentum=0.9,
+        batch_size=128,
+        epochs=164,
+        schedule="step",
+        weight_decay=1e-4,
+        label_smoothing=0.0,
+        augment="crop-flip",
+    ),
 }
 # What a recipe is expected to reach, and whether that was measured here (shown in the --recipe help).
 EXPECTED = {
@@ -77,8 +141,8 @@ def describe_recipe(name: str) -> str:
     return f"{name} ({', '.join(parts)})"
 
 
-MAX_LR = 1e30                  # larger rates overflow float32 arithmetic in the optimizer (1e308 did)
-MAX_SEED = 2**32 - 1           # what numpy's and Python's generators take, and what the seed mixing keeps exact
+MAX_LR = 1e30  # larger rates overflow float32 arithmetic in the optimizer (1e308 did)
+MAX_SEED = 2**32 - 1  # what numpy's and Python's generators take, and what the seed mixing keeps exact
 MAX_WIDTH = 4096
 MAX_BATCH = 1 << 20
 # torch.compile's modes: reduce-overhead replays CUDA graphs, max-autotune also benchmarks kernel choices.
@@ -88,41 +152,41 @@ COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune", "max-autot
 @dataclass
 class TrainConfig:
     model: str = "cnn"
-    dataset: str | None = None      # None: mnist when found or downloadable, else mnist-sample
+    dataset: str | None = None  # None: mnist when found or downloadable, else mnist-sample
     data_dir: str | None = None
-    image_size: str | None = None   # --dataset folder: "HxW" every image is fitted to; None: 32x32
-    channels: int | None = None     # --dataset folder: 1 or 3; None: 1 when every image is grey, else 3
+    image_size: str | None = None  # --dataset folder: "HxW" every image is fitted to; None: 32x32
+    channels: int | None = None  # --dataset folder: 1 or 3; None: 1 when every image is grey, else 3
     test_split: float | None = None  # --dataset folder without train/ and test/: share of each class tested; None: 0.2
     train_subset: int | None = None  # train on this many training images (a seeded, fixed subset)
-    val_split: int = 0              # hold out this many training images (stratified, seeded) to select the epoch
-    patience: int | None = None     # with val_split: stop after this many epochs without a better validation accuracy
-    recipe: str = "default"         # see RECIPES (default: the dataset's in DATASET_RECIPES, else "default")
+    val_split: int = 0  # hold out this many training images (stratified, seeded) to select the epoch
+    patience: int | None = None  # with val_split: stop after this many epochs without a better validation accuracy
+    recipe: str = "default"  # see RECIPES (default: the dataset's in DATASET_RECIPES, else "default")
     epochs: int = 3
     batch_size: int = 128
     test_batch_size: int = 1000
-    optimizer: str = "adam"         # sgd, adam or adamw
+    optimizer: str = "adam"  # sgd, adam or adamw
     lr: float = 0.004
-    momentum: float = 0.9           # sgd with a constant schedule only (one-cycle cycles momentum itself)
+    momentum: float = 0.9  # sgd with a constant schedule only (one-cycle cycles momentum itself)
     weight_decay: float = 0.0
-    schedule: str = "onecycle"      # constant, onecycle, or step (/10 at half and three quarters); set per step
+    schedule: str = "onecycle"  # constant, onecycle, or step (/10 at half and three quarters); set per step
     label_smoothing: float = 0.0
-    augment: str = "none"           # a name in data.augment.AUGMENTATIONS
-    ema: float = 0.0                # evaluate and save an exponential moving average of the weights (decay); 0: off
-    width: int | None = None        # model width, for families that have one
+    augment: str = "none"  # a name in data.augment.AUGMENTATIONS
+    ema: float = 0.0  # evaluate and save an exponential moving average of the weights (decay); 0: off
+    width: int | None = None  # model width, for families that have one
     seed: int = 0
-    device: str = "auto"            # auto, cpu, cuda or mps
-    channels_last: bool = True      # measured ~1.5x faster on CPU for the lecture nets
-    precision: str = "auto"         # fp32, bf16 (autocast), or auto: bf16 on a CUDA GPU that has it, else fp32
-    threads: int | None = None      # torch intra-op threads; None: torch's default
-    out: str | None = None          # run directory; None: runs/<model>-<dataset>-<time>
+    device: str = "auto"  # auto, cpu, cuda or mps
+    channels_last: bool = True  # measured ~1.5x faster on CPU for the lecture nets
+    precision: str = "auto"  # fp32, bf16 (autocast), or auto: bf16 on a CUDA GPU that has it, else fp32
+    threads: int | None = None  # torch intra-op threads; None: torch's default
+    out: str | None = None  # run directory; None: runs/<model>-<dataset>-<time>
     overwrite: bool = False
     progress: bool = True
     checkpoint_every: int | None = None  # also checkpoint every N steps (default: each epoch end only)
     check_every: int | None = None  # test the loss for NaN/inf every N steps; None: every step on CPU, 50 on a GPU
-    compile: str = "off"            # off, or a torch.compile mode for the training step (default, reduce-overhead, ...)
-    deterministic: bool = False     # torch.use_deterministic_algorithms(True), cudnn.benchmark off
-    sync_bn: bool = False           # under DDP: BatchNorm statistics over the global batch
-    trace_grad: bool = False        # record each step's first-layer gradient norm, loss and error (grad_norms.json)
+    compile: str = "off"  # off, or a torch.compile mode for the training step (default, reduce-overhead, ...)
+    deterministic: bool = False  # torch.use_deterministic_algorithms(True), cudnn.benchmark off
+    sync_bn: bool = False  # under DDP: BatchNorm statistics over the global batch
+    trace_grad: bool = False  # record each step's first-layer gradient norm, loss and error (grad_norms.json)
 
     def validate(self) -> "TrainConfig":
         between = lambda value, low, high: value is None or low <= value <= high
@@ -130,40 +194,72 @@ class TrainConfig:
             (self.model in list_models(), f"unknown model {self.model!r}; choose from {', '.join(list_models())}"),
             (self.recipe in RECIPES, f"unknown recipe {self.recipe!r}; choose from {', '.join(RECIPES)}"),
             (between(self.epochs, 1, 100_000), f"--epochs must be between 1 and 100,000, got {self.epochs}"),
-            (between(self.batch_size, 1, MAX_BATCH), f"--batch-size must be between 1 and {MAX_BATCH:,}, got {self.batch_size}"),
-            (between(self.test_batch_size, 1, MAX_BATCH),
-             f"--test-batch-size must be between 1 and {MAX_BATCH:,}, got {self.test_batch_size}"),
+            (
+                between(self.batch_size, 1, MAX_BATCH),
+                f"--batch-size must be between 1 and {MAX_BATCH:,}, got {self.batch_size}",
+            ),
+            (
+                between(self.test_batch_size, 1, MAX_BATCH),
+                f"--test-batch-size must be between 1 and {MAX_BATCH:,}, got {self.test_batch_size}",
+            ),
             (0 < self.lr <= MAX_LR, f"--lr must be in (0, {MAX_LR:g}], got {self.lr:g}"),
             (between(self.momentum, 0, 1), f"--momentum must be in [0, 1], got {self.momentum}"),
             (between(self.weight_decay, 0, 1), f"--weight-decay must be in [0, 1], got {self.weight_decay}"),
             (0 <= self.label_smoothing < 1, f"--label-smoothing must be in [0, 1), got {self.label_smoothing}"),
             (0 <= self.ema < 1, f"--ema must be a decay in [0, 1), got {self.ema}"),
             (between(self.seed, 0, MAX_SEED), f"--seed must be between 0 and {MAX_SEED:,}, got {self.seed}"),
-            (self.augment in AUGMENTATIONS, f"unknown augmentation {self.augment!r}; choose from {', '.join(AUGMENTATIONS)}"),
-            (self.optimizer in ("sgd", "adam", "adamw"), f"unknown optimizer {self.optimizer!r}; choose sgd, adam or adamw"),
-            (self.schedule in ("constant", "onecycle", "step"),
-             f"unknown schedule {self.schedule!r}; choose constant, onecycle or step"),
-            (self.precision in ("auto", "fp32", "bf16"), f"unknown precision {self.precision!r}; choose auto, fp32 or bf16"),
-            (self.device in ("auto", "cpu", "cuda", "mps"), f"unknown device {self.device!r}; choose auto, cpu, cuda or mps"),
+            (
+                self.augment in AUGMENTATIONS,
+                f"unknown augmentation {self.augment!r}; choose from {', '.join(AUGMENTATIONS)}",
+            ),
+            (
+                self.optimizer in ("sgd", "adam", "adamw"),
+                f"unknown optimizer {self.optimizer!r}; choose sgd, adam or adamw",
+            ),
+            (
+                self.schedule in ("constant", "onecycle", "step"),
+                f"unknown schedule {self.schedule!r}; choose constant, onecycle or step",
+            ),
+            (
+                self.precision in ("auto", "fp32", "bf16"),
+                f"unknown precision {self.precision!r}; choose auto, fp32 or bf16",
+            ),
+            (
+                self.device in ("auto", "cpu", "cuda", "mps"),
+                f"unknown device {self.device!r}; choose auto, cpu, cuda or mps",
+            ),
             (between(self.threads, 1, 1024), f"--threads must be between 1 and 1024, got {self.threads}"),
             (between(self.width, 1, MAX_WIDTH), f"--width must be between 1 and {MAX_WIDTH}, got {self.width}"),
-            (between(self.checkpoint_every, 1, 10**9), f"--checkpoint-every must be at least 1, got {self.checkpoint_every}"),
+            (
+                between(self.checkpoint_every, 1, 10**9),
+                f"--checkpoint-every must be at least 1, got {self.checkpoint_every}",
+            ),
             (between(self.check_every, 1, 10**9), f"--check-every must be at least 1, got {self.check_every}"),
-            (self.compile in COMPILE_MODES,
-             f"unknown --compile mode {self.compile!r}; choose from {', '.join(COMPILE_MODES)}"),
+            (
+                self.compile in COMPILE_MODES,
+                f"unknown --compile mode {self.compile!r}; choose from {', '.join(COMPILE_MODES)}",
+            ),
             (between(self.train_subset, 1, 10**9), f"--train-subset must be at least 1, got {self.train_subset}"),
             (between(self.val_split, 0, 10**9), f"--val-split must be at least 0, got {self.val_split}"),
             (between(self.patience, 1, 10**6), f"--patience must be at least 1, got {self.patience}"),
-            (self.patience is None or self.val_split > 0,
-             "--patience stops on validation accuracy: give --val-split N too (the test set never selects)"),
+            (
+                self.patience is None or self.val_split > 0,
+                "--patience stops on validation accuracy: give --val-split N too (the test set never selects)",
+            ),
             (self.channels in (None, 1, 3), f"--channels must be 1, 3 or auto, got {self.channels}"),
-            (self.test_split is None or 0 < self.test_split < 1,
-             f"--test-split must be a fraction between 0 and 1 such as 0.2, got {self.test_split}"),
-            (self.dataset == "folder" or (self.image_size, self.channels, self.test_split) == (None, None, None),
-             "--image-size, --channels and --test-split are for --dataset folder (other datasets come in one size)"),
-            (self.dataset != "folder" or self.data_dir,
-             "--dataset folder needs --data-dir DIR: DIR/<class>/<images>, "
-             "or DIR/train/<class>/ and DIR/test/<class>/"),
+            (
+                self.test_split is None or 0 < self.test_split < 1,
+                f"--test-split must be a fraction between 0 and 1 such as 0.2, got {self.test_split}",
+            ),
+            (
+                self.dataset == "folder" or (self.image_size, self.channels, self.test_split) == (None, None, None),
+                "--image-size, --channels and --test-split are for --dataset folder (other datasets come in one size)",
+            ),
+            (
+                self.dataset != "folder" or self.data_dir,
+                "--dataset folder needs --data-dir DIR: DIR/<class>/<images>, "
+                "or DIR/train/<class>/ and DIR/test/<class>/",
+            ),
         ]
         for ok, message in checks:
             if not ok:
@@ -184,7 +280,9 @@ def _allowed(key: str, value) -> bool:
         return type(None) in types
     if isinstance(value, bool):
         return bool in types
-    return isinstance(value, tuple(t for t in types if t is not type(None))) or (float in types and isinstance(value, int))
+    return isinstance(value, tuple(t for t in types if t is not type(None))) or (
+        float in types and isinstance(value, int)
+    )
 
 
 def _check_keys(values: dict, source: str) -> None:
@@ -192,14 +290,24 @@ def _check_keys(values: dict, source: str) -> None:
         if key not in FIELDS:
             raise CnnlabError(f"{source}: unknown setting {key!r}")
         if not _allowed(key, value):
-            expected = " or ".join(t.__name__ for t in (typing.get_args(_TYPES[key]) or (_TYPES[key],))
-                                   if t is not type(None))
+            expected = " or ".join(
+                t.__name__ for t in (typing.get_args(_TYPES[key]) or (_TYPES[key],)) if t is not type(None)
+            )
             raise CnnlabError(f"{source}: {key} must be {expected}, got {value!r}")
 
 
 # Settings that change how a run executes, not what it computes: a sweep reuses a run that differs only in these.
-HOW_TO_RUN = ("out", "overwrite", "progress", "threads", "checkpoint_every", "check_every", "data_dir", "device",
-              "compile")
+HOW_TO_RUN = (
+    "out",
+    "overwrite",
+    "progress",
+    "threads",
+    "checkpoint_every",
+    "check_every",
+    "data_dir",
+    "device",
+    "compile",
+)
 
 
 def config_from_saved(values: dict, source: str) -> TrainConfig:
@@ -214,8 +322,10 @@ def config_from_saved(values: dict, source: str) -> TrainConfig:
 def same_settings(saved: dict, config: TrainConfig) -> bool:
     """Whether a saved run computed what `config` asks for (the dataset None means "whatever it chose")."""
     fields = [f for f in FIELDS if f not in HOW_TO_RUN and f != "dataset"]
-    return all(saved.get(f, FIELDS[f].default) == getattr(config, f) for f in fields) \
-        and config.dataset in (None, saved.get("dataset"))
+    return all(saved.get(f, FIELDS[f].default) == getattr(config, f) for f in fields) and config.dataset in (
+        None,
+        saved.get("dataset"),
+    )
 
 
 def _read_config_file(path: str) -> dict:
@@ -237,13 +347,17 @@ def build_config(flags: dict, config_file: str | None = None) -> TrainConfig:
     given = {k: v for k, v in flags.items() if v is not None}
     _check_keys(given, "flags")
     dataset = given.get("dataset", file_values.get("dataset"))
-    recipe = given.get("recipe", file_values.get("recipe", DATASET_RECIPES.get(dataset, "default")))
+    recipe = given.get("recipe", file_values.get("recipe", DATASET_RECIPES.get(str(dataset), "default")))
     if recipe not in RECIPES:
         raise CnnlabError(f"unknown recipe {recipe!r}; choose from {', '.join(RECIPES)}")
-    chosen = {k: float(v) if float in typing.get_args(_TYPES[k]) + (_TYPES[k],) and isinstance(v, int) else v
-              for k, v in {**file_values, **given}.items()}
+    chosen = {
+        k: float(v) if float in typing.get_args(_TYPES[k]) + (_TYPES[k],) and isinstance(v, int) else v
+        for k, v in {**file_values, **given}.items()
+    }
     if "momentum" in chosen and chosen.get("schedule", RECIPES[recipe]["schedule"]) == "onecycle":
-        raise CnnlabError("--momentum has no effect with the one-cycle schedule, which cycles momentum itself "
-                          "(0.85-0.95); use it with --optimizer sgd --schedule constant")
-    for_dataset = DATASET_CHANGES.get((recipe, chosen.get("dataset")), {})
+        raise CnnlabError(
+            "--momentum has no effect with the one-cycle schedule, which cycles momentum itself "
+            "(0.85-0.95); use it with --optimizer sgd --schedule constant"
+        )
+    for_dataset = DATASET_CHANGES.get((recipe, str(dataset)), {})
     return TrainConfig(**{**RECIPES[recipe], **for_dataset, **chosen, "recipe": recipe}).validate()

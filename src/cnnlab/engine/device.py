@@ -1,5 +1,6 @@
 """Where and how a run computes: the device, the autocast dtype, and process-wide torch settings that a
 run sets when it starts and puts back when it ends."""
+
 import contextlib
 
 import torch

@@ -4,6 +4,7 @@ torchrun sets RANK, WORLD_SIZE and LOCAL_RANK; without them everything here is a
 path serves one process and many. Backend gloo on CPU, nccl on CUDA; collectives time out rather than
 hang when a rank dies.
 """
+
 import dataclasses
 import hashlib
 import os
@@ -76,8 +77,10 @@ class DistContext:
         digests = self.gather(hashlib.sha256(weights).hexdigest())
         shares = self.gather(len(range(self.rank, test_size, self.world)))
         if run_dir is not None:
-            write_json(run_dir / "ddp.json", {"world_size": self.world, "weight_sha256_per_rank": digests,
-                                              "test_images_per_rank": shares})
+            write_json(
+                run_dir / "ddp.json",
+                {"world_size": self.world, "weight_sha256_per_rank": digests, "test_images_per_rank": shares},
+            )
         if len(set(digests)) != 1:
             raise CnnlabError(f"ranks ended with different weights: {digests}")
 
@@ -87,6 +90,9 @@ class DistContext:
 
     def _device(self):
         return torch.device("cuda", self.local_rank) if dist.get_backend() == "nccl" else torch.device("cpu")
+
+
+SINGLE_PROCESS = DistContext()  # immutable, so one instance serves as every default
 
 
 def init_distributed(device_type: str, batch_size: int) -> DistContext:
@@ -111,8 +117,16 @@ def relaunch_under_torchrun(nproc: int, argv: list[str]) -> int:
     elastic launcher on this machine; returns its exit code."""
     if nproc < 1:
         raise CnnlabError(f"--nproc must be at least 1, got {nproc}")
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-               "-m", "cnnlab", *_without_option(argv, "--nproc")]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={nproc}",
+        "-m",
+        "cnnlab",
+        *_without_option(argv, "--nproc"),
+    ]
     return subprocess.call(command)
 
 

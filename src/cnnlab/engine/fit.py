@@ -1,5 +1,6 @@
 """`fit`: set up, then for each epoch train, evaluate and save. The pieces live beside it: the loop in
 loop.py, evaluation in evaluate.py, the training state in state.py, the run folder in rundir.py."""
+
 import contextlib
 import dataclasses
 import signal
@@ -34,9 +35,9 @@ class FitResult:
     run_dir: Path
     dataset: str
     parameters: int
-    history: list[dict]          # one row of metrics per epoch, as in metrics.jsonl
-    best_epoch: int | None       # chosen on the validation split; None without one
-    is_main: bool                # False on the other ranks of a DDP job
+    history: list[dict]  # one row of metrics per epoch, as in metrics.jsonl
+    best_epoch: int | None  # chosen on the validation split; None without one
+    is_main: bool  # False on the other ranks of a DDP job
     compile_seconds: float = 0.0  # with --compile: the compile, timed apart from the epochs
 
     @property
@@ -78,8 +79,13 @@ class StopOnSignal:
 def prepare_data(config: TrainConfig, dataset: ImageDataset | None, log) -> ImageDataset:
     """The run's dataset, checked, with its validation split held out, then subset."""
     if dataset is None:
-        dataset, notice = load_training_dataset(config.dataset, config.data_dir, image_size=config.image_size,
-                                                channels=config.channels, test_split=config.test_split)
+        dataset, notice = load_training_dataset(
+            config.dataset,
+            config.data_dir,
+            image_size=config.image_size,
+            channels=config.channels,
+            test_split=config.test_split,
+        )
         if notice:
             log(notice)
     dataset.check_trainable()
@@ -93,7 +99,7 @@ def build_training_model(config: TrainConfig, dataset: ImageDataset, device, dis
     model = build_model(config.model, dataset.info, config.width)
     if dist.world > 1 and config.sync_bn:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    return model.to(device).to(memory_format=_memory_format(config))
+    return model.to(device).to(memory_format=_memory_format(config))  # type: ignore[call-overload]  # torch's stubs lack it
 
 
 def _memory_format(config: TrainConfig):
@@ -108,8 +114,9 @@ def _augmentation(config: TrainConfig, epoch: int, skip: int):
     transform = AUGMENTATIONS[config.augment]
     if transform is None:
         return None
-    return lambda pixels, step: transform(pixels, torch.Generator(pixels.device).manual_seed(
-        mixed_seed(config.seed, epoch, skip + step)))
+    return lambda pixels, step: transform(
+        pixels, torch.Generator(pixels.device).manual_seed(mixed_seed(config.seed, epoch, skip + step))
+    )
 
 
 class RunWriter:
@@ -144,7 +151,13 @@ def fit(config: TrainConfig, log=print, dataset: ImageDataset | None = None, res
     with torch_settings(config.threads, config.deterministic):
         device = dist.local_device(device)
         data = prepare_data(config, dataset, log).to(device)
-        config = dataclasses.replace(config, dataset=data.name, out=config.out or _default_out(config, data.name))
+        # The data folder saved absolute: evaluate, export and resume find it from any working directory.
+        config = dataclasses.replace(
+            config,
+            dataset=data.name,
+            out=config.out or _default_out(config, data.name),
+            data_dir=config.data_dir and str(Path(config.data_dir).resolve()),
+        )
         steps = steps_per_epoch(len(data.train_labels), config.batch_size, dist.world)
         state = TrainState.create(build_training_model(config, data, device, dist), config, steps)
         with _open_folder(config, dist, resume) as folder:
@@ -152,8 +165,9 @@ def fit(config: TrainConfig, log=print, dataset: ImageDataset | None = None, res
                 state.load_state_dict(ckpt.load_checkpoint(config.out))
             writer = RunWriter(folder if dist.is_main else None, config, data, steps)
             if folder is not None and not resume:
-                ckpt.write_config(folder.path, config, device=str(device), torch=torch.__version__,
-                                  threads=torch.get_num_threads())
+                ckpt.write_config(
+                    folder.path, config, device=str(device), torch=torch.__version__, threads=torch.get_num_threads()
+                )
             log(_start_line(config, data, state, device, dist, resume))
             compiled, compile_seconds = _compiled(config, data, state, log) if config.compile != "off" else (None, 0.0)
             with StopOnSignal() as stopper:
@@ -165,8 +179,15 @@ def fit(config: TrainConfig, log=print, dataset: ImageDataset | None = None, res
                     if _end_epoch(config, state, row, writer, log):
                         break
             dist.check_replicas(state.model, len(data.test_labels), folder.path if folder else None)
-    return FitResult(Path(config.out or ""), data.name, count_parameters(state.model), state.history,
-                     state.best_epoch, dist.is_main, compile_seconds)
+    return FitResult(
+        Path(config.out or ""),
+        data.name,
+        count_parameters(state.model),
+        state.history,
+        state.best_epoch,
+        dist.is_main,
+        compile_seconds,
+    )
 
 
 def _end_epoch(config: TrainConfig, state: TrainState, row: dict, writer: "RunWriter", log) -> bool:
@@ -174,9 +195,11 @@ def _end_epoch(config: TrainConfig, state: TrainState, row: dict, writer: "RunWr
     state.epoch, state.progress = row["epoch"], None
     state.history.append(row)
     state.best_epoch = _best_epoch(state.history) if config.val_split else None
-    log(f"Epoch {row['epoch']}: train loss {row['train_loss']:.4f}, {row['seconds']:.2f} s, "
-        f"{row['images_per_s']:,.0f} img/s" + (f", validation accuracy {row['val_accuracy']:.2f}%"
-                                               if config.val_split else ""))
+    log(
+        f"Epoch {row['epoch']}: train loss {row['train_loss']:.4f}, {row['seconds']:.2f} s, "
+        f"{row['images_per_s']:,.0f} img/s"
+        + (f", validation accuracy {row['val_accuracy']:.2f}%" if config.val_split else "")
+    )
     log(test_line(row["test_loss"], row["test_correct"], row["test_total"]))
     writer.epoch_end(state)
     if config.patience and state.best_epoch is not None and row["epoch"] - state.best_epoch >= config.patience:
@@ -210,29 +233,66 @@ def _compiled(config, data: ImageDataset, state: TrainState, log) -> tuple[torch
     """The training model under torch.compile, compiled on each batch shape of an epoch before training starts."""
     n, size = len(data.train_labels), config.batch_size
     shapes = [min(size, n)] + ([n % size] if n > size and n % size else [])  # full batches, then the last one
-    batches = [next(iterate_batches(data.train_images[:k], data.train_labels[:k], k, data.mean, data.std,
-                                    memory_format=_memory_format(config))) for k in shapes]
-    compiled, seconds = compile_for_training(state.model, batches, mode=config.compile,
-                                             label_smoothing=config.label_smoothing,
-                                             amp_dtype=autocast_dtype(config.precision, data.train_labels.device))
-    log(f"Compiled the training step (torch.compile, mode {config.compile}, batches of {shapes}) in {seconds:.1f} s, "
-        "not counted in the epoch times")
+    batches = [
+        next(
+            iterate_batches(
+                data.train_images[:k],
+                data.train_labels[:k],
+                k,
+                data.mean,
+                data.std,
+                memory_format=_memory_format(config),
+            )
+        )
+        for k in shapes
+    ]
+    compiled, seconds = compile_for_training(
+        state.model,
+        batches,
+        mode=config.compile,
+        label_smoothing=config.label_smoothing,
+        amp_dtype=autocast_dtype(config.precision, data.train_labels.device),
+    )
+    log(
+        f"Compiled the training step (torch.compile, mode {config.compile}, batches of {shapes}) in {seconds:.1f} s, "
+        "not counted in the epoch times"
+    )
     return compiled, seconds
 
 
-def _train_epoch(config, data, state: TrainState, writer: RunWriter, stopper, dist, epoch: int, steps: int,
-                 compiled=None) -> EpochProgress:
+def _train_epoch(
+    config, data, state: TrainState, writer: RunWriter, stopper, dist, epoch: int, steps: int, compiled=None
+) -> EpochProgress:
     """One epoch of training, with step checkpoints and progress; on a signal, checkpoint and stop.
 
     `compiled`: the model under torch.compile, trained in place of the plain one (they share the weights)."""
     skip = state.progress.step if state.progress else 0
     if dist.world > 1 and state.progress and not dist.is_main:  # saved partial sums are all ranks': count once
         state.progress = EpochProgress(step=skip, seconds=state.progress.seconds)
-    order = epoch_order(len(data.train_labels), config.seed, epoch, data.train_labels.device)[skip * config.batch_size:]
-    batches = iterate_batches(data.train_images, data.train_labels, config.batch_size, data.mean, data.std, order,
-                              dist.rank, dist.world, _augmentation(config, epoch, skip), _memory_format(config))
-    bar = tqdm(total=steps, initial=skip, desc=f"epoch {epoch}/{config.epochs}", unit="batch", leave=False,
-               disable=not (config.progress and dist.is_main), dynamic_ncols=True)
+    order = epoch_order(len(data.train_labels), config.seed, epoch, data.train_labels.device)[
+        skip * config.batch_size :
+    ]
+    batches = iterate_batches(
+        data.train_images,
+        data.train_labels,
+        config.batch_size,
+        data.mean,
+        data.std,
+        order,
+        dist.rank,
+        dist.world,
+        _augmentation(config, epoch, skip),
+        _memory_format(config),
+    )
+    bar = tqdm(
+        total=steps,
+        initial=skip,
+        desc=f"epoch {epoch}/{config.epochs}",
+        unit="batch",
+        leave=False,
+        disable=not (config.progress and dist.is_main),
+        dynamic_ncols=True,
+    )
     callbacks = [lambda step: bar.update(1)]
     if config.checkpoint_every:
         callbacks.append(_step_checkpoints(config.checkpoint_every, state, writer))
@@ -241,17 +301,27 @@ def _train_epoch(config, data, state: TrainState, writer: RunWriter, stopper, di
     device = data.train_labels.device
     with bar, _last_checkpoint_named(state):
         progress, finished = train_one_epoch(
-            compiled if compiled is not None else _distributed(state.model, dist), batches,
-            optimizer=state.optimizer, scheduler=state.scheduler,
-            label_smoothing=config.label_smoothing, ema=state.ema, amp_dtype=autocast_dtype(config.precision, device),
-            start=state.progress, callbacks=callbacks, should_stop=lambda: dist.any(stopper.signal is not None),
-            check_every=config.check_every or (1 if device.type == "cpu" else 50))
+            compiled if compiled is not None else _distributed(state.model, dist),
+            batches,
+            optimizer=state.optimizer,
+            scheduler=state.scheduler,
+            label_smoothing=config.label_smoothing,
+            ema=state.ema,
+            amp_dtype=autocast_dtype(config.precision, device),
+            start=state.progress,
+            callbacks=callbacks,
+            should_stop=lambda: dist.any(stopper.signal is not None),
+            check_every=config.check_every or (1 if device.type == "cpu" else 50),
+        )
     state.progress = dist.sum_progress(progress)
     if not finished:
         writer.checkpoint(state)
         number = stopper.signal or signal.SIGTERM  # a rank that got no signal itself stops with the others
-        raise TrainingInterrupted(f"{signal.Signals(number).name}: stopped at epoch {epoch} step {progress.step}, "
-                                  f"checkpoint saved; resume with: cnnlab train --resume {config.out}", 128 + number)
+        raise TrainingInterrupted(
+            f"{signal.Signals(number).name}: stopped at epoch {epoch} step {progress.step}, "
+            f"checkpoint saved; resume with: cnnlab train --resume {config.out}",
+            128 + number,
+        )
     return state.progress
 
 
@@ -260,6 +330,7 @@ def _step_checkpoints(every: int, state: TrainState, writer: RunWriter):
         if step.number % every == 0:
             state.progress = step.sums()
             writer.checkpoint(state)
+
     return save
 
 
@@ -270,6 +341,7 @@ def _tracer(model, trace: dict):
         trace["grad_norms"].append(watched.weight.grad.norm().item())
         trace["train_loss"].append(step.loss.item())
         trace["train_error"].append(100.0 * (1 - (step.output.argmax(1) == step.labels).float().mean().item()))
+
     return record
 
 
@@ -279,8 +351,11 @@ def _last_checkpoint_named(state: TrainState):
     try:
         yield
     except NonFiniteLoss as e:
-        last = f"the checkpoint of epoch {state.epoch} is intact" if state.epoch or state.progress else \
-            "no checkpoint had been written yet"
+        last = (
+            f"the checkpoint of epoch {state.epoch} is intact"
+            if state.epoch or state.progress
+            else "no checkpoint had been written yet"
+        )
         raise NonFiniteLoss(f"{e}; {last}") from None
 
 
@@ -290,18 +365,33 @@ def _distributed(model, dist: DistContext):
 
 def _evaluate_epoch(config, data: ImageDataset, model, progress: EpochProgress, dist, epoch: int) -> dict:
     start = time.perf_counter()
-    options = dict(mean=data.mean, std=data.std, num_classes=data.num_classes, batch_size=config.test_batch_size,
-                   memory_format=_memory_format(config), dist=dist,
-                   amp_dtype=autocast_dtype(config.precision, data.train_labels.device))
+    options = dict(
+        mean=data.mean,
+        std=data.std,
+        num_classes=data.num_classes,
+        batch_size=config.test_batch_size,
+        memory_format=_memory_format(config),
+        dist=dist,
+        amp_dtype=autocast_dtype(config.precision, data.train_labels.device),
+    )
     test = evaluate(model, data.test_images, data.test_labels, **options)
-    row = {"epoch": epoch, "train_loss": round(progress.train_loss, 6), "train_accuracy": progress.train_accuracy,
-           "test_loss": round(test.loss, 6), "test_accuracy": test.accuracy, "test_correct": test.correct,
-           "test_total": test.total}
+    row = {
+        "epoch": epoch,
+        "train_loss": round(progress.train_loss, 6),
+        "train_accuracy": progress.train_accuracy,
+        "test_loss": round(test.loss, 6),
+        "test_accuracy": test.accuracy,
+        "test_correct": test.correct,
+        "test_total": test.total,
+    }
     if data.val_images is not None:
         val = evaluate(model, data.val_images, data.val_labels, **options)
         row.update(val_loss=round(val.loss, 6), val_accuracy=val.accuracy)
-    row.update(seconds=round(progress.seconds + time.perf_counter() - start, 3),
-               train_seconds=round(progress.seconds, 3), images_per_s=round(progress.seen / max(progress.seconds, 1e-9), 1))
+    row.update(
+        seconds=round(progress.seconds + time.perf_counter() - start, 3),
+        train_seconds=round(progress.seconds, 3),
+        images_per_s=round(progress.seen / max(progress.seconds, 1e-9), 1),
+    )
     return row
 
 
@@ -311,10 +401,14 @@ def _best_epoch(history: list[dict]) -> int:
 
 
 def _start_line(config, data, state, device, dist, resume) -> str:
-    parts = [f"{'Resuming' if resume else 'Training'} {config.model} ({count_parameters(state.model):,} parameters) "
-             f"on {data.name} ({len(data.train_labels):,} train / "
-             + (f"{len(data.val_labels):,} validation / " if data.val_labels is not None else "")
-             + f"{len(data.test_labels):,} test images)", f"recipe {config.recipe}", f"device {device}"]
+    parts = [
+        f"{'Resuming' if resume else 'Training'} {config.model} ({count_parameters(state.model):,} parameters) "
+        f"on {data.name} ({len(data.train_labels):,} train / "
+        + (f"{len(data.val_labels):,} validation / " if data.val_labels is not None else "")
+        + f"{len(data.test_labels):,} test images)",
+        f"recipe {config.recipe}",
+        f"device {device}",
+    ]
     if autocast_dtype(config.precision, device):
         parts.append("bf16 autocast")
     parts.append(f"run folder {config.out}")
@@ -334,8 +428,9 @@ RESUME_CHANGES = ("epochs", "progress", "threads", "checkpoint_every", "check_ev
 
 
 def is_finished(checkpoint: dict) -> bool:
-    return not checkpoint.get("epoch_state") and (bool(checkpoint.get("stopped_early")) or
-                                                  checkpoint["epoch"] >= checkpoint["config"]["epochs"])
+    return not checkpoint.get("epoch_state") and (
+        bool(checkpoint.get("stopped_early")) or checkpoint["epoch"] >= checkpoint["config"]["epochs"]
+    )
 
 
 def resume_run(run_dir, log=print, **changes) -> FitResult:
@@ -346,25 +441,35 @@ def resume_run(run_dir, log=print, **changes) -> FitResult:
     flag = lambda name: "--no-progress" if name == "progress" else "--" + name.replace("_", "-")
     refused = sorted(k for k, v in changes.items() if v is not None and k not in RESUME_CHANGES)
     if refused:
-        raise CnnlabError(f"--resume continues a run with its own settings; it cannot change "
-                          f"{', '.join(map(flag, refused))} (it can change {', '.join(map(flag, RESUME_CHANGES))})")
+        raise CnnlabError(
+            f"--resume continues a run with its own settings; it cannot change "
+            f"{', '.join(map(flag, refused))} (it can change {', '.join(map(flag, RESUME_CHANGES))})"
+        )
     checkpoint = ckpt.load_checkpoint(run_dir)
     saved = ckpt.read_config(run_dir)
     if (checkpoint.get("model") or {}).get("name") != saved.get("model") or checkpoint.get("rng") is None:
-        raise CnnlabError(f"{run_dir}: its checkpoint ({(checkpoint.get('model') or {}).get('name')}) does not "
-                          f"belong to its config.json ({saved.get('model')}), or holds no training state to resume")
+        raise CnnlabError(
+            f"{run_dir}: its checkpoint ({(checkpoint.get('model') or {}).get('name')}) does not "
+            f"belong to its config.json ({saved.get('model')}), or holds no training state to resume"
+        )
     config = config_from_saved({**checkpoint.get("config", {}), "out": str(run_dir), "overwrite": False}, str(run_dir))
     if config.model != saved.get("model") or config.dataset != saved.get("dataset"):
-        raise CnnlabError(f"{run_dir}: its checkpoint's settings ({config.model} on {config.dataset}) disagree "
-                          f"with its config.json ({saved.get('model')} on {saved.get('dataset')})")
+        raise CnnlabError(
+            f"{run_dir}: its checkpoint's settings ({config.model} on {config.dataset}) disagree "
+            f"with its config.json ({saved.get('model')} on {saved.get('dataset')})"
+        )
     given = {k: v for k, v in changes.items() if v is not None}
     if given.get("epochs", config.epochs) != config.epochs and config.schedule != "constant":
-        raise CnnlabError(f"{run_dir}: its {config.schedule} schedule was planned for {config.epochs} epochs and "
-                          "cannot be extended; train a new run with more --epochs")
+        raise CnnlabError(
+            f"{run_dir}: its {config.schedule} schedule was planned for {config.epochs} epochs and "
+            "cannot be extended; train a new run with more --epochs"
+        )
     config = dataclasses.replace(config, **given).validate()
     if is_finished({**checkpoint, "config": dataclasses.asdict(config)}):
-        raise CnnlabError(f"{run_dir}: the run already finished its {config.epochs} epochs"
-                          + ("" if checkpoint.get("stopped_early") else "; pass --epochs N to extend it"))
+        raise CnnlabError(
+            f"{run_dir}: the run already finished its {config.epochs} epochs"
+            + ("" if checkpoint.get("stopped_early") else "; pass --epochs N to extend it")
+        )
     return fit(config, log=log, resume=True)
 
 
@@ -372,7 +477,7 @@ def fit_or_reuse(config: TrainConfig, log=print) -> str:
     """For sweeps (compare, depth): reuse a finished run of the same settings in `config.out`, resume an
     unfinished one, or else train, a folder holding anything else being replaced only with `overwrite`.
     Returns what it did: "reused", "resumed" or "trained"."""
-    out = Path(config.out)
+    out = Path(config.out or "")
     if is_run(out) and (out / ckpt.CHECKPOINT).is_file() and same_settings(ckpt.read_config(out), config):
         if is_finished(ckpt.load_checkpoint(out)):
             return "reused"

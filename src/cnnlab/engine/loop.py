@@ -9,6 +9,7 @@ caught within N steps, the run stops without saving, and resuming starts from th
 `compile_for_training` wraps a model in `torch.compile` and compiles it before the first epoch, so that
 the compile is timed on its own rather than inside the first epoch.
 """
+
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from cnnlab import CnnlabError
 @dataclass
 class EpochProgress:
     """The sums of an epoch so far: a checkpoint taken part-way through an epoch keeps them to resume exactly."""
+
     step: int = 0
     loss_sum: float = 0.0
     correct: int = 0
@@ -40,11 +42,12 @@ class EpochProgress:
 @dataclass
 class Step:
     """What a callback sees after each update."""
-    number: int                         # steps done in this epoch, this one included
-    loss: torch.Tensor                  # this batch's mean loss, on the device
+
+    number: int  # steps done in this epoch, this one included
+    loss: torch.Tensor  # this batch's mean loss, on the device
     output: torch.Tensor
     labels: torch.Tensor
-    sums: Callable[[], EpochProgress]   # the epoch's sums so far (reads them back from the device)
+    sums: Callable[[], EpochProgress]  # the epoch's sums so far (reads them back from the device)
 
 
 class NonFiniteLoss(CnnlabError):
@@ -53,8 +56,10 @@ class NonFiniteLoss(CnnlabError):
 
 def _guard(loss: torch.Tensor, step: int, optimizer) -> None:
     if not torch.isfinite(loss):
-        raise NonFiniteLoss(f"training stopped: loss became {loss.item()} by step {step} of the epoch (learning "
-                            f"rate {optimizer.param_groups[0]['lr']:.3g}). Try a lower --lr, or --optimizer adam")
+        raise NonFiniteLoss(
+            f"training stopped: loss became {loss.item()} by step {step} of the epoch (learning "
+            f"rate {optimizer.param_groups[0]['lr']:.3g}). Try a lower --lr, or --optimizer adam"
+        )
 
 
 def _loss(model, images, labels, amp_dtype, label_smoothing: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -63,8 +68,9 @@ def _loss(model, images, labels, amp_dtype, label_smoothing: float) -> tuple[tor
     return F.cross_entropy(output, labels, label_smoothing=label_smoothing), output
 
 
-def compile_for_training(model, batches: Iterable, *, mode: str, amp_dtype=None,
-                         label_smoothing: float = 0.0) -> tuple[torch.nn.Module, float]:
+def compile_for_training(
+    model, batches: Iterable, *, mode: str, amp_dtype=None, label_smoothing: float = 0.0
+) -> tuple[torch.nn.Module, float]:
     """`torch.compile(model, mode=mode)`, compiled now by a forward and backward pass on each of `batches` (one
     per batch shape the epoch will show: compiled for fixed shapes, a new shape would compile again mid-epoch).
     The weights, buffers (BatchNorm's running statistics), gradients and generators are put back afterwards,
@@ -82,12 +88,23 @@ def compile_for_training(model, batches: Iterable, *, mode: str, amp_dtype=None,
     model.zero_grad(set_to_none=True)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    return compiled, time.perf_counter() - start
+    return compiled, time.perf_counter() - start  # type: ignore[return-value]  # a Module, typed as a callable
 
 
-def train_one_epoch(model, batches: Iterable, *, optimizer, scheduler=None, label_smoothing: float = 0.0, ema=None,
-                    amp_dtype=None, start: EpochProgress | None = None, callbacks=(), should_stop=lambda: False,
-                    check_every: int = 1) -> tuple[EpochProgress, bool]:
+def train_one_epoch(
+    model,
+    batches: Iterable,
+    *,
+    optimizer,
+    scheduler=None,
+    label_smoothing: float = 0.0,
+    ema=None,
+    amp_dtype=None,
+    start: EpochProgress | None = None,
+    callbacks=(),
+    should_stop=lambda: False,
+    check_every: int = 1,
+) -> tuple[EpochProgress, bool]:
     """Train on every batch; returns the epoch's sums and whether it ran to the end (False: `should_stop`).
 
     `start` resumes an epoch part-way; each callback is called with a `Step` after every update."""

@@ -1,4 +1,5 @@
 """Evaluation metrics and their plain-text tables."""
+
 import torch
 
 from cnnlab.tables import format_table
@@ -7,7 +8,7 @@ from cnnlab.tables import format_table
 def confusion_matrix(targets: torch.Tensor, predictions: torch.Tensor, num_classes: int) -> torch.Tensor:
     """(true class, predicted class) counts."""
     flat = targets.to(torch.int64) * num_classes + predictions.to(torch.int64)
-    return torch.bincount(flat, minlength=num_classes ** 2).reshape(num_classes, num_classes).cpu()
+    return torch.bincount(flat, minlength=num_classes**2).reshape(num_classes, num_classes).cpu()
 
 
 def per_class_accuracy(confusion: torch.Tensor) -> list[float]:
@@ -18,7 +19,6 @@ def per_class_accuracy(confusion: torch.Tensor) -> list[float]:
 def test_line(loss: float, correct: int, total: int) -> str:
     """The lecture's evaluation line, to the character."""
     return f"Test set: Average loss: {loss:.4f}, Accuracy: {correct}/{total} ({100.0 * correct / total:.2f}%)"
-
 
 
 def format_confusion(confusion: torch.Tensor, classes) -> str:

@@ -10,6 +10,7 @@ Every process that writes a run holds an exclusive `flock` on its lock file for 
 writer gets a one-line error naming the PID that holds it. The kernel drops the lock when a process dies,
 so a run killed with kill -9 resumes without any clean-up.
 """
+
 import fcntl
 import fnmatch
 import json
@@ -23,9 +24,25 @@ MARKER = ".cnnlab-run"
 LOCK = ".lock"
 CONFIG = "config.json"
 # Every name cnnlab writes into a run folder; only folders holding nothing else may be replaced.
-RUN_FILES = (MARKER, LOCK, CONFIG, "checkpoint.pt", "best.pt", "metrics.jsonl", "grad_norms.json", "ddp.json",
-             "model.onnx", "model.torchscript.pt", "curves.png", "confusion.png", "errors.png", "filters.png",
-             "features-*.png", "pool*.png", ".*.tmp")
+RUN_FILES = (
+    MARKER,
+    LOCK,
+    CONFIG,
+    "checkpoint.pt",
+    "best.pt",
+    "metrics.jsonl",
+    "grad_norms.json",
+    "ddp.json",
+    "model.onnx",
+    "model.torchscript.pt",
+    "curves.png",
+    "confusion.png",
+    "errors.png",
+    "filters.png",
+    "features-*.png",
+    "pool*.png",
+    ".*.tmp",
+)
 
 
 def _is_run_file(name: str) -> bool:
@@ -34,8 +51,9 @@ def _is_run_file(name: str) -> bool:
 
 def foreign_entries(folder: Path) -> list[str]:
     """What in `folder` cnnlab did not write (sorted names; folders end with /)."""
-    return sorted(p.name + ("/" if p.is_dir() else "") for p in folder.iterdir()
-                  if p.is_dir() or not _is_run_file(p.name))
+    return sorted(
+        p.name + ("/" if p.is_dir() else "") for p in folder.iterdir() if p.is_dir() or not _is_run_file(p.name)
+    )
 
 
 def is_run(folder: Path) -> bool:
@@ -64,8 +82,10 @@ class RunLock:
             self.file.seek(0)
             holder = self.file.read().strip() or "unknown"
             self.file.close()
-            raise CnnlabError(f"run folder {folder} is in use by another cnnlab process (PID {holder}); "
-                              "wait for it to finish or stop it") from None
+            raise CnnlabError(
+                f"run folder {folder} is in use by another cnnlab process (PID {holder}); "
+                "wait for it to finish or stop it"
+            ) from None
         self.file.seek(0)
         self.file.truncate()
         self.file.write(f"{os.getpid()}\n")
@@ -112,8 +132,9 @@ class RunFolder:
             what = "holds files cnnlab did not write" if run else "is not empty and is not a cnnlab run"
             raise CnnlabError(f"{path} {what} ({listed}); refusing to replace it: choose another --out")
         if not overwrite:
-            raise CnnlabError(f"run folder {path} already exists; pass --overwrite to replace it, or "
-                              f"--resume {path} to continue it")
+            raise CnnlabError(
+                f"run folder {path} already exists; pass --overwrite to replace it, or --resume {path} to continue it"
+            )
         lock = RunLock(path)  # refuse to replace a run that is still being written
         aside = path.with_name(f".{path.name}.replaced-{os.getpid()}")
         try:

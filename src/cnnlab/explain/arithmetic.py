@@ -20,7 +20,8 @@ def _shape(t) -> str:
 
 def summary_rows(model: torch.nn.Module, input_shape) -> list[list]:
     """One row per call of a leaf module (or of a direct child): name, type, in/out shape, params, FLOPs."""
-    rows, counting = [], [False]
+    rows: list[list] = []
+    counting = [False]
     names = {module: name for name, module in model.named_modules() if name}
     children = set(model.children())
 
@@ -33,8 +34,9 @@ def summary_rows(model: torch.nn.Module, input_shape) -> list[list]:
         counting[0] = False
         first_call = all(row[0] != names[module] for row in rows)
         params = sum(p.numel() for p in module.parameters()) if first_call else 0
-        rows.append([names[module], type(module).__name__, _shape(inputs[0]), _shape(output), params,
-                     counter.get_total_flops()])
+        rows.append(
+            [names[module], type(module).__name__, _shape(inputs[0]), _shape(output), params, counter.get_total_flops()]
+        )
 
     handles = [m.register_forward_hook(hook) for m in names if m in children or not list(m.children())]
     model.eval()
@@ -54,36 +56,57 @@ def summary(name: str, input_shape=(1, 28, 28)) -> str:
     try:
         rows = summary_rows(model, input_shape)
     except RuntimeError as e:
-        raise CnnlabError(f"model {name!r} cannot take input {'x'.join(map(str, input_shape))}: "
-                          f"{str(e).strip().splitlines()[0][:160]}") from None
+        raise CnnlabError(
+            f"model {name!r} cannot take input {'x'.join(map(str, input_shape))}: "
+            f"{str(e).strip().splitlines()[0][:160]}"
+        ) from None
     table = [[n, t, i, o, f"{p:,}" if p else "-", f"{f:,}" if f else "-"] for n, t, i, o, p, f in rows]
-    table.append(["total", "", "x".join(map(str, input_shape)), rows[-1][3],
-                  f"{count_parameters(model):,}", f"{count_flops(model, input_shape):,}"])
+    table.append(
+        [
+            "total",
+            "",
+            "x".join(map(str, input_shape)),
+            rows[-1][3],
+            f"{count_parameters(model):,}",
+            f"{count_flops(model, input_shape):,}",
+        ]
+    )
     return format_table(["layer", "type", "input", "output", "parameters", "FLOPs"], table)
 
 
 def shape(size: int, kernel: int, stride: int = 1, padding: int = 0, dilation: int = 1, pool: int | None = None) -> str:
     """The output size of a convolution (then optional pooling), formula and numbers written out."""
-    for label, value, low in (("--input", size, 1), ("--kernel", kernel, 1), ("--stride", stride, 1),
-                              ("--padding", padding, 0), ("--dilation", dilation, 1)):
+    for label, value, low in (
+        ("--input", size, 1),
+        ("--kernel", kernel, 1),
+        ("--stride", stride, 1),
+        ("--padding", padding, 0),
+        ("--dilation", dilation, 1),
+    ):
         if value < low:
             raise CnnlabError(f"{label} must be at least {low}, got {value}")
     out = conv_output_size(size, kernel, stride, padding, dilation)
     numerator = size + 2 * padding - dilation * (kernel - 1) - 1
-    lines = ["conv: floor((n + 2p - d(k-1) - 1) / s) + 1",
-             f"    = floor(({size} + 2*{padding} - {dilation}*({kernel}-1) - 1) / {stride}) + 1",
-             f"    = floor({numerator} / {stride}) + 1 = {out}"]
+    lines = [
+        "conv: floor((n + 2p - d(k-1) - 1) / s) + 1",
+        f"    = floor(({size} + 2*{padding} - {dilation}*({kernel}-1) - 1) / {stride}) + 1",
+        f"    = floor({numerator} / {stride}) + 1 = {out}",
+    ]
     if out < 1:
-        raise CnnlabError(f"output would be empty: floor(({size} + 2*{padding} - {dilation}*({kernel}-1) - 1) / "
-                          f"{stride}) + 1 = {out}; the kernel's reach {dilation * (kernel - 1) + 1} exceeds the "
-                          f"padded input {size + 2 * padding}")
+        raise CnnlabError(
+            f"output would be empty: floor(({size} + 2*{padding} - {dilation}*({kernel}-1) - 1) / "
+            f"{stride}) + 1 = {out}; the kernel's reach {dilation * (kernel - 1) + 1} exceeds the "
+            f"padded input {size + 2 * padding}"
+        )
     lines.append(f"output: {out}x{out} (from {size}x{size})")
     if pool is not None:
         if pool < 1 or pool > out:
             raise CnnlabError(f"--pool {pool} does not fit the {out}x{out} convolution output")
         pooled = (out - pool) // pool + 1
-        lines += [f"pool {pool}x{pool}, stride {pool}: floor(({out} - {pool}) / {pool}) + 1 = {pooled}",
-                  f"output: {pooled}x{pooled}"]
+        lines += [
+            f"pool {pool}x{pool}, stride {pool}: floor(({out} - {pool}) / {pool}) + 1 = {pooled}",
+            f"output: {pooled}x{pooled}",
+        ]
     return "\n".join(lines)
 
 
@@ -98,12 +121,27 @@ def params(input_shape, out_channels: int, kernel: int, stride: int = 1, padding
     n_in, n_out, patch, positions = c * h * w, out_channels * oh * ow, c * kernel * kernel, oh * ow
     rows = [
         ["fully connected", f"{n_in:,} x {n_out:,} + {n_out:,}", f"{n_in * n_out + n_out:,}", f"{2 * n_in * n_out:,}"],
-        ["locally connected", f"{n_out:,} x {patch:,} + {n_out:,}", f"{n_out * patch + n_out:,}", f"{2 * n_out * patch:,}"],
-        ["convolution", f"{out_channels:,} x {patch:,} + {out_channels:,}", f"{out_channels * patch + out_channels:,}",
-         f"{2 * n_out * patch:,}"],
+        [
+            "locally connected",
+            f"{n_out:,} x {patch:,} + {n_out:,}",
+            f"{n_out * patch + n_out:,}",
+            f"{2 * n_out * patch:,}",
+        ],
+        [
+            "convolution",
+            f"{out_channels:,} x {patch:,} + {out_channels:,}",
+            f"{out_channels * patch + out_channels:,}",
+            f"{2 * n_out * patch:,}",
+        ],
     ]
-    header = (f"input {c}x{h}x{w} ({n_in:,} values) -> output {out_channels}x{oh}x{ow} ({n_out:,} values), "
-              f"kernel {kernel}x{kernel} over {c} channel{'s' if c > 1 else ''} = {patch} weights per output value")
-    note = (f"FC connects every output to every input; LC connects each output to its {patch}-value patch, with its "
-            f"own weights at each of the {positions:,} positions; conv shares one set per output channel.")
-    return "\n".join([header, "", format_table(["layer", "parameters (formula)", "parameters", "FLOPs"], rows), "", note])
+    header = (
+        f"input {c}x{h}x{w} ({n_in:,} values) -> output {out_channels}x{oh}x{ow} ({n_out:,} values), "
+        f"kernel {kernel}x{kernel} over {c} channel{'s' if c > 1 else ''} = {patch} weights per output value"
+    )
+    note = (
+        f"FC connects every output to every input; LC connects each output to its {patch}-value patch, with its "
+        f"own weights at each of the {positions:,} positions; conv shares one set per output channel."
+    )
+    return "\n".join(
+        [header, "", format_table(["layer", "parameters (formula)", "parameters", "FLOPs"], rows), "", note]
+    )

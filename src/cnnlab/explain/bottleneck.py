@@ -9,6 +9,7 @@ torch.utils.flop_counter counts (the bias adds parameters but no FLOPs there).
 The reduction pays when the block's input has many more channels than the 1x1 produces (GoogLeNet: 192 to
 16); in the lecture's toy net the inputs have 10 and 20 channels and the 1x1 produces 16.
 """
+
 from dataclasses import dataclass, replace
 
 import torch.nn as nn
@@ -20,14 +21,17 @@ from cnnlab.models.shapes import conv_output_size
 from cnnlab.models.variants import NaiveInceptionA
 from cnnlab.tables import format_table
 
-FORMULAS = ("A KxK convolution from C_in to C_out channels, stride 1, 'same' padding, on H x W:\n"
-            "  parameters = C_out x C_in x KxK + C_out (weights + biases)\n"
-            "  FLOPs      = 2 x HxW x C_out x C_in x KxK (a multiply-add counts 2; biases add none)")
+FORMULAS = (
+    "A KxK convolution from C_in to C_out channels, stride 1, 'same' padding, on H x W:\n"
+    "  parameters = C_out x C_in x KxK + C_out (weights + biases)\n"
+    "  FLOPs      = 2 x HxW x C_out x C_in x KxK (a multiply-add counts 2; biases add none)"
+)
 
 
 @dataclass(frozen=True)
 class Conv:
     """One convolution of a branch, stride 1 and 'same' padding."""
+
     name: str
     in_channels: int
     out_channels: int
@@ -42,13 +46,13 @@ class Conv:
 
     @property
     def parameters(self) -> int:
-        return self.out_channels * self.in_channels * self.kernel ** 2 + self.out_channels
+        return self.out_channels * self.in_channels * self.kernel**2 + self.out_channels
 
     def parameters_formula(self) -> str:
         return f"{self.out_channels} x {self.in_channels} x {self.kernel}x{self.kernel} + {self.out_channels}"
 
     def flops(self, height: int, width: int) -> int:
-        return 2 * height * width * self.out_channels * self.in_channels * self.kernel ** 2
+        return 2 * height * width * self.out_channels * self.in_channels * self.kernel**2
 
     def flops_formula(self, height: int, width: int) -> str:
         return f"2 x {height}x{width} x {self.out_channels} x {self.in_channels} x {self.kernel}x{self.kernel}"
@@ -61,7 +65,7 @@ class Conv:
 class Case:
     title: str
     input_shape: tuple[int, int, int]  # the block's input, C x H x W
-    branches: dict[str, list[Conv]]    # branch name -> its convolutions, the 1x1 reduction first
+    branches: dict[str, list[Conv]]  # branch name -> its convolutions, the 1x1 reduction first
     block_in_channels: int | None = None  # also count the whole lecture block, InceptionA and NaiveInceptionA
 
 
@@ -74,23 +78,36 @@ def without_reduction(branch: list[Conv], in_channels: int) -> list[Conv]:
 def _lecture_branches(in_channels: int) -> dict[str, list[Conv]]:
     """The 5x5 and double-3x3 branches of the lecture's own InceptionA module, read off its layers."""
     block = InceptionA(in_channels)
-    layers = {"5x5": ("branch5x5_1", "branch5x5_2"),
-              "3x3 double": ("branch3x3dbl_1", "branch3x3dbl_2", "branch3x3dbl_3")}
+    layers = {
+        "5x5": ("branch5x5_1", "branch5x5_2"),
+        "3x3 double": ("branch3x3dbl_1", "branch3x3dbl_2", "branch3x3dbl_3"),
+    }
     return {branch: [Conv.of(name, getattr(block, name)) for name in names] for branch, names in layers.items()}
 
 
 def known_cases() -> dict[str, Case]:
     """The blocks `cnnlab bottleneck --block` knows: the lecture's incept1 and incept2, and GoogLeNet's (3a)."""
-    first = conv_output_size(28, 5) // 2   # conv1 (5x5) and a 2x2 max pool: 12
+    first = conv_output_size(28, 5) // 2  # conv1 (5x5) and a 2x2 max pool: 12
     second = conv_output_size(first, 5) // 2  # conv2 (5x5) and a 2x2 max pool: 4
     return {
-        "incept1": Case(f"incept1: the lecture's InceptionA(in_channels=10) on its 10x{first}x{first} input",
-                        (10, first, first), _lecture_branches(10), block_in_channels=10),
-        "incept2": Case(f"incept2: the lecture's InceptionA(in_channels=20) on its 20x{second}x{second} input",
-                        (20, second, second), _lecture_branches(20), block_in_channels=20),
+        "incept1": Case(
+            f"incept1: the lecture's InceptionA(in_channels=10) on its 10x{first}x{first} input",
+            (10, first, first),
+            _lecture_branches(10),
+            block_in_channels=10,
+        ),
+        "incept2": Case(
+            f"incept2: the lecture's InceptionA(in_channels=20) on its 20x{second}x{second} input",
+            (20, second, second),
+            _lecture_branches(20),
+            block_in_channels=20,
+        ),
         # Szegedy et al. 2014, Table 1, inception (3a): 192 channels of 28x28, "#5x5 reduce" 16, "#5x5" 32
-        "googlenet": Case("GoogLeNet's inception (3a), 5x5 branch: 192x28x28 input (Szegedy et al. 2014, Table 1)",
-                          (192, 28, 28), {"5x5": [Conv("5x5_reduce", 192, 16, 1), Conv("5x5", 16, 32, 5)]}),
+        "googlenet": Case(
+            "GoogLeNet's inception (3a), 5x5 branch: 192x28x28 input (Szegedy et al. 2014, Table 1)",
+            (192, 28, 28),
+            {"5x5": [Conv("5x5_reduce", 192, 16, 1), Conv("5x5", 16, 32, 5)]},
+        ),
     }
 
 
@@ -100,13 +117,18 @@ def _verdict(branch: str, first: Conv, params: int, flops: int, params_without: 
     if first.out_channels > first.in_channels:
         head += f"the 1x1 'reduction' expands {first.in_channels} channels to {first.out_channels}; "
     if params_ratio < 1 or flops_ratio < 1:
-        return head + (f"with it the branch costs {1 / params_ratio:.2f}x the parameters and {1 / flops_ratio:.2f}x "
-                       f"the FLOPs of the branch without it: it saves nothing here")
+        return head + (
+            f"with it the branch costs {1 / params_ratio:.2f}x the parameters and {1 / flops_ratio:.2f}x "
+            f"the FLOPs of the branch without it: it saves nothing here"
+        )
     if params_ratio < 1.5:
-        return head + (f"it saves little: {100 * (1 - 1 / params_ratio):.0f}% of the parameters and "
-                       f"{100 * (1 - 1 / flops_ratio):.0f}% of the FLOPs")
-    return head + (f"without it the branch would need {params_ratio:.1f}x the parameters and {flops_ratio:.1f}x "
-                   f"the FLOPs")
+        return head + (
+            f"it saves little: {100 * (1 - 1 / params_ratio):.0f}% of the parameters and "
+            f"{100 * (1 - 1 / flops_ratio):.0f}% of the FLOPs"
+        )
+    return head + (
+        f"without it the branch would need {params_ratio:.1f}x the parameters and {flops_ratio:.1f}x the FLOPs"
+    )
 
 
 def branch_costs(branch: list[Conv], height: int, width: int) -> tuple[int, int]:
@@ -121,21 +143,36 @@ def explain_case(case: Case) -> str:
         naive = without_reduction(branch, channels)
         for label, convs in ((f"{name}, with 1x1", branch), (f"{name}, without", naive)):
             for i, conv in enumerate(convs):
-                rows.append([label if i == 0 else "", str(conv), conv.parameters_formula(), f"{conv.parameters:,}",
-                             conv.flops_formula(height, width), f"{conv.flops(height, width):,}"])
+                rows.append(
+                    [
+                        label if i == 0 else "",
+                        str(conv),
+                        conv.parameters_formula(),
+                        f"{conv.parameters:,}",
+                        conv.flops_formula(height, width),
+                        f"{conv.flops(height, width):,}",
+                    ]
+                )
             params, flops = branch_costs(convs, height, width)
             rows.append(["", "branch total", "", f"{params:,}", "", f"{flops:,}"])
-        verdicts.append(_verdict(name, branch[0], *branch_costs(branch, height, width),
-                                 *branch_costs(naive, height, width)))
-    lines = [case.title, "", format_table(["branch", "layer", "parameters (formula)", "parameters",
-                                           "FLOPs (formula)", "FLOPs"], rows), ""] + verdicts
+        verdicts.append(
+            _verdict(name, branch[0], *branch_costs(branch, height, width), *branch_costs(naive, height, width))
+        )
+    lines = [
+        case.title,
+        "",
+        format_table(["branch", "layer", "parameters (formula)", "parameters", "FLOPs (formula)", "FLOPs"], rows),
+        "",
+    ] + verdicts
     if case.block_in_channels is not None:
-        lecture, naive = InceptionA(case.block_in_channels), NaiveInceptionA(case.block_in_channels)
-        lines += ["whole block, all four branches, counted by torch on the modules themselves:",
-                  f"  InceptionA({case.block_in_channels}) (models/lecture.py): {count_parameters(lecture):,} "
-                  f"parameters, {count_flops(lecture, case.input_shape):,} FLOPs",
-                  f"  without the 1x1 reductions (inception-naive's block, models/variants.py): "
-                  f"{count_parameters(naive):,} parameters, {count_flops(naive, case.input_shape):,} FLOPs"]
+        lecture, naive_block = InceptionA(case.block_in_channels), NaiveInceptionA(case.block_in_channels)
+        lines += [
+            "whole block, all four branches, counted by torch on the modules themselves:",
+            f"  InceptionA({case.block_in_channels}) (models/lecture.py): {count_parameters(lecture):,} "
+            f"parameters, {count_flops(lecture, case.input_shape):,} FLOPs",
+            f"  without the 1x1 reductions (inception-naive's block, models/variants.py): "
+            f"{count_parameters(naive_block):,} parameters, {count_flops(naive_block, case.input_shape):,} FLOPs",
+        ]
     return "\n".join(lines)
 
 
@@ -147,22 +184,27 @@ def custom_case(input_shape, reduce: int, out_channels: int, kernel: int) -> Cas
     if kernel % 2 == 0:
         raise CnnlabError(f"--kernel must be odd, so that 'same' padding keeps {height}x{width}; got {kernel}")
     branch = [Conv("reduce", channels, reduce, 1), Conv(f"{kernel}x{kernel}", reduce, out_channels, kernel)]
-    return Case(f"a {kernel}x{kernel} branch on {channels}x{height}x{width}, 1x1 reduction to {reduce} channels",
-                input_shape, {f"{kernel}x{kernel}": branch})
+    return Case(
+        f"a {kernel}x{kernel} branch on {channels}x{height}x{width}, 1x1 reduction to {reduce} channels",
+        input_shape,
+        {f"{kernel}x{kernel}": branch},
+    )
 
 
 def bottleneck(block: str | None = None, input_shape=None, reduce=None, out_channels=None, kernel=None) -> str:
     """The lecture's blocks and GoogLeNet's (all three, or `block`), or a branch described by the other four."""
-    return "\n\n".join([FORMULAS] + [explain_case(case) for case in _cases(block, input_shape, reduce, out_channels,
-                                                                        kernel)])
+    return "\n\n".join(
+        [FORMULAS] + [explain_case(case) for case in _cases(block, input_shape, reduce, out_channels, kernel)]
+    )
 
 
 def _cases(block, input_shape, reduce, out_channels, kernel) -> list[Case]:
     custom = (input_shape, reduce, out_channels, kernel)
     if any(v is not None for v in custom):
         if block is not None or any(v is None for v in custom):
-            raise CnnlabError("describe a branch with all of --input, --reduce, --out-channels and --kernel "
-                              "(and no --block)")
+            raise CnnlabError(
+                "describe a branch with all of --input, --reduce, --out-channels and --kernel (and no --block)"
+            )
         return [custom_case(input_shape, reduce, out_channels, kernel)]
     cases = known_cases()
     if block is not None and block not in cases:

@@ -1,4 +1,5 @@
 """`cnnlab compare`: several models, the same budget and recipe, one leaderboard and one scatter plot."""
+
 from pathlib import Path
 
 import torch
@@ -33,18 +34,35 @@ def compare(models, out_dir, log=print, **settings) -> list[dict]:
         run = open_run(run_dir)
         model, shape = run.model, (run.info.in_channels, *run.info.input_size)
         metrics = read_metrics(run_dir)
-        rows.append({"model": name, "parameters": count_parameters(model), "flops": count_flops(model, shape),
-                     "test_accuracy": metrics[-1]["test_accuracy"], "dataset": run.info.name,
-                     "train_seconds": round(sum(r["train_seconds"] for r in metrics), 2),
-                     "train_seconds_per_epoch": round(sum(r["train_seconds"] for r in metrics) / len(metrics), 2),
-                     "inference_images_per_s": round(inference_rate(model, shape))})
+        rows.append(
+            {
+                "model": name,
+                "parameters": count_parameters(model),
+                "flops": count_flops(model, shape),
+                "test_accuracy": metrics[-1]["test_accuracy"],
+                "dataset": run.info.name,
+                "train_seconds": round(sum(r["train_seconds"] for r in metrics), 2),
+                "train_seconds_per_epoch": round(sum(r["train_seconds"] for r in metrics) / len(metrics), 2),
+                "inference_images_per_s": round(inference_rate(model, shape)),
+            }
+        )
     rows.sort(key=lambda r: -r["test_accuracy"])
     write_csv(out_dir / "leaderboard.csv", [list(rows[0])] + [list(r.values()) for r in rows])
-    table = format_table(["model", "parameters", "FLOPs/image", "test accuracy %", "training s", "s/epoch",
-                          "inference img/s"],
-                         [[r["model"], f"{r['parameters']:,}", f"{r['flops']:,}", f"{r['test_accuracy']:.2f}",
-                           f"{r['train_seconds']:.1f}", f"{r['train_seconds_per_epoch']:.1f}",
-                           f"{r['inference_images_per_s']:,}"] for r in rows])
+    table = format_table(
+        ["model", "parameters", "FLOPs/image", "test accuracy %", "training s", "s/epoch", "inference img/s"],
+        [
+            [
+                r["model"],
+                f"{r['parameters']:,}",
+                f"{r['flops']:,}",
+                f"{r['test_accuracy']:.2f}",
+                f"{r['train_seconds']:.1f}",
+                f"{r['train_seconds_per_epoch']:.1f}",
+                f"{r['inference_images_per_s']:,}",
+            ]
+            for r in rows
+        ],
+    )
     write_text(out_dir / "leaderboard.md", table + "\n")
     _scatter(rows, out_dir / "accuracy_vs_parameters.png")
     log(table)
@@ -57,7 +75,11 @@ def _scatter(rows, path: Path) -> None:
     for r in rows:
         ax.scatter(r["parameters"], r["test_accuracy"], s=40)
         ax.annotate(r["model"], (r["parameters"], r["test_accuracy"]), textcoords="offset points", xytext=(5, 5))
-    ax.set(xscale="log", xlabel="parameters (log scale)", ylabel="test accuracy (%)",
-           title=f"Accuracy against parameters ({rows[0]['dataset']}, same budget)")
+    ax.set(
+        xscale="log",
+        xlabel="parameters (log scale)",
+        ylabel="test accuracy (%)",
+        title=f"Accuracy against parameters ({rows[0]['dataset']}, same budget)",
+    )
     ax.grid(alpha=0.3, which="both")
     save_figure(fig, path)

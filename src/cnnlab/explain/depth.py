@@ -8,6 +8,7 @@ depth_loss.png (final training loss against depth), depth_gradients.png (first-l
 step) and, with DenseNet, depth_reuse.png (how strongly each dense layer draws on each earlier layer's
 output: Huang et al.'s Figure 5).
 """
+
 import json
 import statistics
 from pathlib import Path
@@ -44,7 +45,7 @@ def resolve_settings(preset: str | None = None, **given) -> dict:
     """DEFAULTS, then the preset's settings, then those given (None: not given)."""
     if preset is not None and preset not in PRESETS:
         raise CnnlabError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
-    return {**DEFAULTS, **PRESETS.get(preset, {}), **{k: v for k, v in given.items() if v is not None}}
+    return {**DEFAULTS, **PRESETS.get(preset or "", {}), **{k: v for k, v in given.items() if v is not None}}
 
 
 def layers(family: str, depth: int) -> int:
@@ -66,8 +67,10 @@ def _check(families, depths, seeds) -> None:
         for depth in depths:
             if model_name(family, depth) not in list_models():
                 known = [str(d) for d in DEPTHS if model_name(family, d) in list_models()]
-                raise CnnlabError(f"no {family} net for depth {depth} ({model_name(family, depth)} is not a "
-                                  f"registered model); choose depths from {', '.join(known)}")
+                raise CnnlabError(
+                    f"no {family} net for depth {depth} ({model_name(family, depth)} is not a "
+                    f"registered model); choose depths from {', '.join(known)}"
+                )
     if not seeds:
         raise CnnlabError("--seeds needs at least one seed")
 
@@ -79,19 +82,36 @@ def _mean(values):
 def _read_trace(run_dir: Path) -> dict:
     trace = json.loads((run_dir / "grad_norms.json").read_text())
     if "train_error" not in trace:
-        raise CnnlabError(f"{run_dir}: grad_norms.json has no per-step training error (a run from an older "
-                          f"cnnlab); run the sweep again with a fresh --out folder")
+        raise CnnlabError(
+            f"{run_dir}: grad_norms.json has no per-step training error (a run from an older "
+            f"cnnlab); run the sweep again with a fresh --out folder"
+        )
     return trace
 
 
-def run_depth(*, preset=None, families=None, depths=None, seeds=(0,), out="runs/depth", epochs=None,
-              train_subset=None, width=None, dataset=None, data_dir=None, recipe=None, overwrite=False,
-              log=print) -> list[dict]:
+def run_depth(
+    *,
+    preset=None,
+    families=None,
+    depths=None,
+    seeds=(0,),
+    out="runs/depth",
+    epochs=None,
+    train_subset=None,
+    width=None,
+    dataset=None,
+    data_dir=None,
+    recipe=None,
+    overwrite=False,
+    progress=True,
+    log=print,
+) -> list[dict]:
     """Train every (family, depth, seed) with one budget; write the table and figures into `out`.
     Finished runs of the same settings are reused, unfinished ones resumed; with `overwrite`, runs of other
     settings in `out` are replaced."""
-    settings = resolve_settings(preset, families=families, depths=depths, epochs=epochs,
-                                train_subset=train_subset, width=width)
+    settings = resolve_settings(
+        preset, families=families, depths=depths, epochs=epochs, train_subset=train_subset, width=width
+    )
     families, depths = settings["families"], settings["depths"]
     _check(families, depths, seeds)
     recipe = recipe or RECIPE_FOR.get(dataset, "depth")
@@ -100,21 +120,41 @@ def run_depth(*, preset=None, families=None, depths=None, seeds=(0,), out="runs/
     runs = [(f, d, s) for f in families for d in depths for s in seeds]
     configs = {}
     for family, depth, seed in runs:
-        configs[family, depth, seed] = build_config({
-            "model": model_name(family, depth), "recipe": recipe, "epochs": settings.get("epochs"),
-            "train_subset": settings.get("train_subset"), "dataset": dataset, "data_dir": data_dir, "seed": seed,
-            "width": None if family == "densenet" else settings.get("width"),  # DenseNet's width is k
-            "trace_grad": True, "out": str(out / f"{model_name(family, depth)}-s{seed}"), "overwrite": overwrite,
-            "progress": False})
-    for key in tqdm(runs, desc="depth sweep", unit="run"):
+        configs[family, depth, seed] = build_config(
+            {
+                "model": model_name(family, depth),
+                "recipe": recipe,
+                "epochs": settings.get("epochs"),
+                "train_subset": settings.get("train_subset"),
+                "dataset": dataset,
+                "data_dir": data_dir,
+                "seed": seed,
+                "width": None if family == "densenet" else settings.get("width"),  # DenseNet's width is k
+                "trace_grad": True,
+                "out": str(out / f"{model_name(family, depth)}-s{seed}"),
+                "overwrite": overwrite,
+                "progress": False,
+            }
+        )
+    for key in tqdm(runs, desc="depth sweep", unit="run", disable=not progress):
         config = configs[key]
         if fit_or_reuse(config, log=lambda line: None) == "reused":
             log(f"{config.model} seed {config.seed}: finished earlier, kept")
         else:
-            log(f"{config.model} seed {config.seed}: final training loss "
-                f"{read_metrics(config.out)[-1]['train_loss']:.4f}")
-    rows = [_summarise(family, depth, [Path(configs[family, depth, s].out) for s in seeds],
-                       configs[family, depth, seeds[0]].width) for family in families for depth in depths]
+            log(
+                f"{config.model} seed {config.seed}: final training loss "
+                f"{read_metrics(config.out)[-1]['train_loss']:.4f}"
+            )
+    rows = [
+        _summarise(
+            family,
+            depth,
+            [Path(str(configs[family, depth, s].out)) for s in seeds],
+            configs[family, depth, seeds[0]].width,
+        )
+        for family in families
+        for depth in depths
+    ]
     _write_tables(rows, out, seeds)
     written = _plot(rows, out)
     log(format_table(*_table(rows)))
@@ -126,39 +166,88 @@ def _summarise(family: str, depth: int, run_dirs: list[Path], width) -> dict:
     histories = [read_metrics(d) for d in run_dirs]
     traces = [_read_trace(d) for d in run_dirs]
     finals = [h[-1] for h in histories]
-    last_epoch = [t["grad_norms"][-t["steps_per_epoch"]:] for t in traces]
-    return {"family": family, "depth": depth, "model": model_name(family, depth), "layers": layers(family, depth),
-            "parameters": count_parameters(create_model(model_name(family, depth), width=width)),
-            "final_train_loss": _mean([f["train_loss"] for f in finals]),
-            "train_loss_per_seed": [f["train_loss"] for f in finals],
-            "train_error": 100 - _mean([f["train_accuracy"] for f in finals]),
-            "test_error": 100 - _mean([f["test_accuracy"] for f in finals]),
-            "grad_norm": _mean([statistics.median(norms) for norms in last_epoch]),
-            "seconds": _mean([sum(r["seconds"] for r in h) for h in histories]),
-            "histories": histories, "traces": traces, "run_dir": run_dirs[0]}
+    last_epoch = [t["grad_norms"][-t["steps_per_epoch"] :] for t in traces]
+    return {
+        "family": family,
+        "depth": depth,
+        "model": model_name(family, depth),
+        "layers": layers(family, depth),
+        "parameters": count_parameters(create_model(model_name(family, depth), width=width)),
+        "final_train_loss": _mean([f["train_loss"] for f in finals]),
+        "train_loss_per_seed": [f["train_loss"] for f in finals],
+        "train_error": 100 - _mean([f["train_accuracy"] for f in finals]),
+        "test_error": 100 - _mean([f["test_accuracy"] for f in finals]),
+        "grad_norm": _mean([statistics.median(norms) for norms in last_epoch]),
+        "seconds": _mean([sum(r["seconds"] for r in h) for h in histories]),
+        "histories": histories,
+        "traces": traces,
+        "run_dir": run_dirs[0],
+    }
 
 
 def _table(rows):
-    headers = ["model", "connection", "parameters", "final train loss (per seed)", "train error %", "test error %",
-               "first-layer grad norm, last epoch", "seconds"]
-    body = [[r["model"], CONNECTIONS[r["family"]], f"{r['parameters']:,}",
-             f"{r['final_train_loss']:.4f} ({', '.join(f'{v:.3f}' for v in r['train_loss_per_seed'])})",
-             f"{r['train_error']:.2f}", f"{r['test_error']:.2f}", f"{r['grad_norm']:.2g}", f"{r['seconds']:.0f}"]
-            for r in rows]
+    headers = [
+        "model",
+        "connection",
+        "parameters",
+        "final train loss (per seed)",
+        "train error %",
+        "test error %",
+        "first-layer grad norm, last epoch",
+        "seconds",
+    ]
+    body = [
+        [
+            r["model"],
+            CONNECTIONS[r["family"]],
+            f"{r['parameters']:,}",
+            f"{r['final_train_loss']:.4f} ({', '.join(f'{v:.3f}' for v in r['train_loss_per_seed'])})",
+            f"{r['train_error']:.2f}",
+            f"{r['test_error']:.2f}",
+            f"{r['grad_norm']:.2g}",
+            f"{r['seconds']:.0f}",
+        ]
+        for r in rows
+    ]
     return headers, body
 
 
 def _write_tables(rows, out: Path, seeds) -> None:
     headers, body = _table(rows)
-    note = (f"Mean over seeds {', '.join(map(str, seeds))}. The gradient norm is the first layer's, median over "
-            f"the last epoch's steps.")
+    note = (
+        f"Mean over seeds {', '.join(map(str, seeds))}. The gradient norm is the first layer's, median over "
+        f"the last epoch's steps."
+    )
     write_text(out / "depth_table.md", f"{note}\n\n{format_table(headers, body)}\n")
-    header = ["family", "depth", "model", "parameters", "final_train_loss", "train_error", "test_error",
-              "grad_norm_last_epoch", "seconds"]
-    write_csv(out / "depth_table.csv", [header] + [
-        [r["family"], r["depth"], r["model"], r["parameters"], f"{r['final_train_loss']:.6f}",
-         f"{r['train_error']:.4f}", f"{r['test_error']:.4f}", f"{r['grad_norm']:.6g}", f"{r['seconds']:.1f}"]
-        for r in rows])
+    header = [
+        "family",
+        "depth",
+        "model",
+        "parameters",
+        "final_train_loss",
+        "train_error",
+        "test_error",
+        "grad_norm_last_epoch",
+        "seconds",
+    ]
+    write_csv(
+        out / "depth_table.csv",
+        [header]
+        + [
+            [
+                r["family"],
+                r["depth"],
+                r["model"],
+                r["parameters"],
+                f"{r['final_train_loss']:.6f}",
+                f"{r['train_error']:.4f}",
+                f"{r['test_error']:.4f}",
+                f"{r['grad_norm']:.6g}",
+                f"{r['seconds']:.1f}",
+            ]
+            for r in rows
+        ],
+    )
 
 
 def smooth(values, window: int) -> list[float]:
@@ -206,14 +295,24 @@ def _plot(rows, out: Path) -> list[Path]:
             steps = r["traces"][0]["steps_per_epoch"]
             epochs = range(len(r["histories"][0]))
             test = [100 - _mean([h[i]["test_accuracy"] for h in r["histories"]]) for i in epochs]
-            ax.plot([steps * (i + 1) for i in epochs], test, color=colours[r["depth"]], ls="--", marker="o",
-                    ms=4, lw=2, label=f"{r['model']} test")
+            ax.plot(
+                [steps * (i + 1) for i in epochs],
+                test,
+                color=colours[r["depth"]],
+                ls="--",
+                marker="o",
+                ms=4,
+                lw=2,
+                label=f"{r['model']} test",
+            )
         ax.set(title=TITLES[family], xlabel="iteration", ylabel="error (%)")
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=8)
     _percent_axis(axes[0, 0])  # the axes share y
-    fig.suptitle(f"Training error (solid: moving average over {window} step{'s' if window > 1 else ''}, a quarter "
-                 f"epoch) and test error after each epoch (dashed)")
+    fig.suptitle(
+        f"Training error (solid: moving average over {window} step{'s' if window > 1 else ''}, a quarter "
+        f"epoch) and test error after each epoch (dashed)"
+    )
     written.append(save_figure(fig, out / "depth_curves.png"))
 
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -230,8 +329,9 @@ def _plot(rows, out: Path) -> list[Path]:
         for r in (r for r in rows if r["family"] == family):
             norms, window = _per_step(r, "grad_norms")
             ax.plot(range(1, len(norms) + 1), norms, color=colours[r["depth"]], label=r["model"])
-        ax.set(title=f"{TITLES[family]}: first-layer gradient norm", xlabel="iteration", ylabel="||grad||",
-               yscale="log")
+        ax.set(
+            title=f"{TITLES[family]}: first-layer gradient norm", xlabel="iteration", ylabel="||grad||", yscale="log"
+        )
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=8)
     written.append(save_figure(fig, out / "depth_gradients.png"))
@@ -251,16 +351,16 @@ def reuse(model) -> list[torch.Tensor]:
     for name, layer in model.features.named_children():
         if "_layer" in name:  # denseblockB_layerI
             with torch.no_grad():
-                strength = (layer.conv1.weight.abs().mean((0, 2, 3)) * layer.norm1.weight.abs())  # per input channel
+                strength = layer.conv1.weight.abs().mean((0, 2, 3)) * layer.norm1.weight.abs()  # per input channel
             blocks.setdefault(name.split("_")[0], []).append((strength, layer.conv2.out_channels))
     matrices = []
     for block in blocks.values():
         first, growth = len(block[0][0]), block[0][1]
         matrix = torch.full((len(block), len(block)), float("nan"))
         for i, (strength, _) in enumerate(block):
-            sources = [strength[:first]] + [strength[first + j * growth:first + (j + 1) * growth] for j in range(i)]
+            sources = [strength[:first]] + [strength[first + j * growth : first + (j + 1) * growth] for j in range(i)]
             means = torch.stack([s.mean() for s in sources])
-            matrix[i, :i + 1] = means / means.max()
+            matrix[i, : i + 1] = means / means.max()
         matrices.append(matrix)
     return matrices
 
@@ -276,6 +376,8 @@ def _plot_reuse(row, path: Path) -> Path:
         ax.set_yticklabels([str(s) for s in range(1, len(matrix) + 1)], fontsize=7)
     axes[0, 0].set_ylabel("target layer l")
     fig.colorbar(image, ax=axes, shrink=0.8, label="weight on s, relative to the row's largest")
-    fig.suptitle(f"{row['model']} ({row['run_dir'].name}): how much layer l uses each earlier output it is "
-                 f"given by concatenation")
+    fig.suptitle(
+        f"{row['model']} ({row['run_dir'].name}): how much layer l uses each earlier output it is "
+        f"given by concatenation"
+    )
     return save_figure(fig, path)

@@ -6,7 +6,9 @@ one at a time and otherwise identical: augmentation, dropout, weight decay, earl
 the same validation images (`--val-split`); early stopping and the selected epoch use them, and the test set is
 only reported.
 """
+
 from pathlib import Path
+from typing import Any
 
 from cnnlab import CnnlabError
 from cnnlab.engine.checkpoint import read_metrics
@@ -17,37 +19,88 @@ from cnnlab.plotting import pyplot, save_figure
 from cnnlab.tables import format_table
 
 # Adam at a constant 1e-3 and batch 64: no schedule that would itself damp the late epochs.
-BASELINE = dict(model="mlp", optimizer="adam", lr=0.001, schedule="constant", batch_size=64, epochs=40,
-                train_subset=1000, val_split=5000)
-CURES = {  # name -> what it changes from the baseline
+BASELINE: dict[str, Any] = dict(
+    model="mlp",
+    optimizer="adam",
+    lr=0.001,
+    schedule="constant",
+    batch_size=64,
+    epochs=40,
+    train_subset=1000,
+    val_split=5000,
+)
+CURES: dict[str, dict[str, Any]] = {  # name -> what it changes from the baseline
     "baseline": {},
-    "augmentation": {"augment": "affine"},          # new views of the same 1,000 digits every epoch
-    "dropout": {"model": "mlp-dropout"},            # p = 0.5 after every hidden layer
+    "augmentation": {"augment": "affine"},  # new views of the same 1,000 digits every epoch
+    "dropout": {"model": "mlp-dropout"},  # p = 0.5 after every hidden layer
     "weight-decay": {"optimizer": "adamw", "weight_decay": 1.0},  # decoupled: every step shrinks weights by lr x 1.0
-    "early-stopping": {"patience": 3},              # stop 3 epochs after the best validation accuracy
+    "early-stopping": {"patience": 3},  # stop 3 epochs after the best validation accuracy
 }
 
 
-def run_overfit(out, *, cures=tuple(CURES), epochs=None, train_subset=None, val_split=None, seed=0, dataset=None,
-                data_dir=None, overwrite=False, log=print) -> list[dict]:
+def run_overfit(
+    out,
+    *,
+    cures=tuple(CURES),
+    epochs=None,
+    train_subset=None,
+    val_split=None,
+    seed=0,
+    dataset=None,
+    data_dir=None,
+    overwrite=False,
+    log=print,
+) -> list[dict]:
     """Train the baseline and each cure (finished runs in `out` are reused); write a table and a figure."""
     unknown = [c for c in cures if c not in CURES]
     if unknown:
         raise CnnlabError(f"unknown cure {unknown[0]!r}; choose from {', '.join(CURES)}")
     out = Path(out)
-    given = {k: v for k, v in dict(epochs=epochs, train_subset=train_subset, val_split=val_split, seed=seed,
-                                   dataset=dataset, data_dir=data_dir, overwrite=overwrite, progress=False).items()
-             if v is not None}
+    given = {
+        k: v
+        for k, v in dict(
+            epochs=epochs,
+            train_subset=train_subset,
+            val_split=val_split,
+            seed=seed,
+            dataset=dataset,
+            data_dir=data_dir,
+            overwrite=overwrite,
+            progress=False,
+        ).items()
+        if v is not None
+    }
     configs = {cure: build_config({**BASELINE, **CURES[cure], **given, "out": str(out / cure)}) for cure in cures}
     for cure, config in configs.items():
         done = fit_or_reuse(config, log=lambda line: None)
         log(f"{cure}: {'finished earlier, kept' if done == 'reused' else 'trained'}")
     rows = [_row(cure, read_metrics(config.out)) for cure, config in configs.items()]
-    headers = ["run", "epochs run", "final train acc %", "final train loss", "lowest val loss (epoch)",
-               "final val loss", "final test acc %", "test acc % at best val epoch"]
-    table = format_table(headers, [[r["cure"], r["epochs"], f"{r['train_accuracy']:.1f}", f"{r['train_loss']:.4f}",
-                                    f"{r['best_val_loss']:.4f} ({r['best_val_loss_epoch']})", f"{r['val_loss']:.4f}",
-                                    f"{r['test_accuracy']:.2f}", f"{r['selected_test_accuracy']:.2f}"] for r in rows])
+    headers = [
+        "run",
+        "epochs run",
+        "final train acc %",
+        "final train loss",
+        "lowest val loss (epoch)",
+        "final val loss",
+        "final test acc %",
+        "test acc % at best val epoch",
+    ]
+    table = format_table(
+        headers,
+        [
+            [
+                r["cure"],
+                r["epochs"],
+                f"{r['train_accuracy']:.1f}",
+                f"{r['train_loss']:.4f}",
+                f"{r['best_val_loss']:.4f} ({r['best_val_loss_epoch']})",
+                f"{r['val_loss']:.4f}",
+                f"{r['test_accuracy']:.2f}",
+                f"{r['selected_test_accuracy']:.2f}",
+            ]
+            for r in rows
+        ],
+    )
     out.mkdir(parents=True, exist_ok=True)
     write_text(out / "overfit_table.md", table + "\n")
     write_csv(out / "overfit_table.csv", [list(rows[0])] + [list(r.values()) for r in rows])
@@ -61,10 +114,17 @@ def _row(cure: str, history: list[dict]) -> dict:
     lowest = min(history, key=lambda r: r["val_loss"])
     selected = max(history, key=lambda r: (r["val_accuracy"], -r["epoch"]))
     last = history[-1]
-    return {"cure": cure, "epochs": len(history), "train_accuracy": last["train_accuracy"],
-            "train_loss": last["train_loss"], "best_val_loss": lowest["val_loss"],
-            "best_val_loss_epoch": lowest["epoch"], "val_loss": last["val_loss"],
-            "test_accuracy": last["test_accuracy"], "selected_test_accuracy": selected["test_accuracy"]}
+    return {
+        "cure": cure,
+        "epochs": len(history),
+        "train_accuracy": last["train_accuracy"],
+        "train_loss": last["train_loss"],
+        "best_val_loss": lowest["val_loss"],
+        "best_val_loss_epoch": lowest["epoch"],
+        "val_loss": last["val_loss"],
+        "test_accuracy": last["test_accuracy"],
+        "selected_test_accuracy": selected["test_accuracy"],
+    }
 
 
 def _plot(histories: dict[str, list[dict]], path: Path) -> None:

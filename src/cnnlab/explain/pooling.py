@@ -4,6 +4,7 @@ feature maps of a trained run.
 Max pooling keeps each window's largest value: where a feature fired, not how much of the window it
 covered. Average pooling keeps each window's mean, so a strong, thin stroke is diluted by its neighbours.
 """
+
 from pathlib import Path
 
 import torch
@@ -16,10 +17,7 @@ from cnnlab.models.shapes import conv_output_size
 from cnnlab.plotting import pyplot, save_figure
 
 # The lecture 10 slide (after CS231n): a 4x4 input, 2x2 windows, stride 2.
-LECTURE_EXAMPLE = ((1, 1, 2, 4),
-                   (5, 6, 7, 8),
-                   (3, 2, 1, 0),
-                   (1, 2, 3, 4))
+LECTURE_EXAMPLE = ((1, 1, 2, 4), (5, 6, 7, 8), (3, 2, 1, 0), (1, 2, 3, 4))
 MAX_GRID = 32  # sides of a --grid typed on the command line
 SHOWN_WINDOWS = 16  # windows worked out one by one
 
@@ -31,8 +29,9 @@ def parse_grid(text: str) -> tuple[tuple[float, ...], ...]:
     except ValueError:
         rows = ()
     if not rows or not rows[0] or any(len(row) != len(rows[0]) for row in rows):
-        raise CnnlabError(f"--grid needs rows of equal length separated by ';', such as '1 1 2 4; 5 6 7 8'; "
-                          f"got {text!r}")
+        raise CnnlabError(
+            f"--grid needs rows of equal length separated by ';', such as '1 1 2 4; 5 6 7 8'; got {text!r}"
+        )
     if len(rows) > MAX_GRID or len(rows[0]) > MAX_GRID:
         raise CnnlabError(f"--grid is {len(rows)}x{len(rows[0])}; at most {MAX_GRID}x{MAX_GRID} is printed")
     return rows
@@ -40,7 +39,8 @@ def parse_grid(text: str) -> tuple[tuple[float, ...], ...]:
 
 def pool(values: torch.Tensor, how: str, window: int, stride: int) -> torch.Tensor:
     """Max or average pooling of (C, H, W) maps, no padding."""
-    return {"max": F.max_pool2d, "average": F.avg_pool2d}[how](values, window, stride)
+    pooling = F.max_pool2d if how == "max" else F.avg_pool2d
+    return pooling(values, window, stride)
 
 
 def _check_window(height: int, width: int, window: int, stride: int) -> None:
@@ -71,19 +71,27 @@ def pool_example(grid=LECTURE_EXAMPLE, window: int = 2, stride: int = 2) -> str:
     columns += [(f"{how} pool -> {out_h}x{out_w}", _grid_lines(result)) for how, result in pooled.items()]
     gap = 6
     widths = [max(len(title), *(len(line) for line in lines)) for title, lines in columns]
-    lines = [f"{window}x{window} windows, stride {stride}: output floor(({height} - {window}) / {stride}) + 1 = "
-             f"{out_h} by floor(({width} - {window}) / {stride}) + 1 = {out_w}", ""]
+    lines = [
+        f"{window}x{window} windows, stride {stride}: output floor(({height} - {window}) / {stride}) + 1 = "
+        f"{out_h} by floor(({width} - {window}) / {stride}) + 1 = {out_w}",
+        "",
+    ]
     lines.append((" " * gap).join(title.ljust(w) for (title, _), w in zip(columns, widths)).rstrip())
     for i in range(height):
-        lines.append((" " * gap).join((rows[i] if i < len(rows) else "").ljust(w)
-                                      for (_, rows), w in zip(columns, widths)).rstrip())
+        lines.append(
+            (" " * gap)
+            .join((rows[i] if i < len(rows) else "").ljust(w) for (_, rows), w in zip(columns, widths))
+            .rstrip()
+        )
     lines.append("")
     for k in range(min(out_h * out_w, SHOWN_WINDOWS)):
         r, c = k // out_w * stride, k % out_w * stride
-        cells = values[r:r + window, c:c + window].flatten().tolist()
-        lines.append(f"rows {r + 1}-{r + window}, columns {c + 1}-{c + window}: {', '.join(map(_number, cells))}"
-                     f" -> max {_number(max(cells))}, average {_number(sum(cells))} / {len(cells)} = "
-                     f"{_number(sum(cells) / len(cells))}")
+        cells = values[r : r + window, c : c + window].flatten().tolist()
+        lines.append(
+            f"rows {r + 1}-{r + window}, columns {c + 1}-{c + window}: {', '.join(map(_number, cells))}"
+            f" -> max {_number(max(cells))}, average {_number(sum(cells))} / {len(cells)} = "
+            f"{_number(sum(cells) / len(cells))}"
+        )
     if out_h * out_w > SHOWN_WINDOWS:
         lines.append(f"... and {out_h * out_w - SHOWN_WINDOWS} more windows")
     return "\n".join(lines)
@@ -103,8 +111,9 @@ def feature_maps(run, image_index: int = 0, layer: str | None = None, data_dir=N
     convs = {name: m for name, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)}
     name = layer or _first_conv_name(model)
     if name not in convs:
-        raise CnnlabError(f"--layer {name!r} is not a convolution of {saved.model_name}; choose from "
-                          f"{', '.join(convs)}")
+        raise CnnlabError(
+            f"--layer {name!r} is not a convolution of {saved.model_name}; choose from {', '.join(convs)}"
+        )
     dataset = saved.load_dataset(data_dir=data_dir)
     if not 0 <= image_index < len(dataset.test_labels):
         raise CnnlabError(f"--image must be between 0 and {len(dataset.test_labels) - 1}, got {image_index}")
@@ -112,18 +121,27 @@ def feature_maps(run, image_index: int = 0, layer: str | None = None, data_dir=N
     hook = convs[name].register_forward_hook(lambda module, inputs, output: captured.append(output[0]))
     try:
         with torch.inference_mode():
-            model(normalise(dataset.test_images[image_index:image_index + 1], info.mean, info.std))
+            model(normalise(dataset.test_images[image_index : image_index + 1], info.mean, info.std))
     finally:
         hook.remove()
     return name, dataset.test_images[image_index, 0], captured[0]
 
 
-def pool_picture(run, out, image_index: int = 0, window: int = 2, stride: int = 2, layer: str | None = None,
-                 channels: int = 4, data_dir=None):
+def pool_picture(
+    run,
+    out,
+    image_index: int = 0,
+    window: int = 2,
+    stride: int = 2,
+    layer: str | None = None,
+    channels: int = 4,
+    data_dir=None,
+):
     """A picture: the test image, then for the `channels` most active channels of `layer`'s output the map,
     its max pooling and its average pooling, each row on one colour scale."""
     name, image, maps = feature_maps(run, image_index, layer, data_dir)
-    _check_window(*maps.shape[1:], window, stride)
+    height, width = maps.shape[1:]
+    _check_window(height, width, window, stride)
     if channels < 1:
         raise CnnlabError(f"--channels must be at least 1, got {channels}")
     strongest = maps.amax((1, 2)).argsort(descending=True)[:channels].tolist()
@@ -139,13 +157,25 @@ def pool_picture(run, out, image_index: int = 0, window: int = 2, stride: int = 
         for ax, (title, values) in zip(axes[row, 1:], panels):
             ax.imshow(values.numpy(), cmap="viridis", vmin=low, vmax=high)
             ax.set_title(f"{title}\n{'x'.join(map(str, values.shape))}, peak {values.max().item():.2f}", fontsize=8)
-    fig.suptitle(f"{window}x{window} pooling, stride {stride}, of {name}'s output: max keeps each window's peak, "
-                 f"average dilutes it", fontsize=10)
+    fig.suptitle(
+        f"{window}x{window} pooling, stride {stride}, of {name}'s output: max keeps each window's peak, "
+        f"average dilutes it",
+        fontsize=10,
+    )
     return save_figure(fig, out)
 
 
-def pool_command(grid: str | None = None, window: int = 2, stride: int = 2, run=None, out=None, image_index: int = 0,
-                 layer: str | None = None, channels: int = 4, data_dir=None) -> str:
+def pool_command(
+    grid: str | None = None,
+    window: int = 2,
+    stride: int = 2,
+    run=None,
+    out=None,
+    image_index: int = 0,
+    layer: str | None = None,
+    channels: int = 4,
+    data_dir=None,
+) -> str:
     """`cnnlab pool`: the worked example (the lecture's grid, or `grid`), or with `run` a picture of its
     feature maps pooled (default RUN_DIR/pool-<image>.png); returns what to print."""
     if run is None:

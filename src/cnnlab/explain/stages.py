@@ -12,6 +12,7 @@ mp + ReLU 20x4x4, flatten 320, fc 10 logits, softmax.
 Deep nets have dozens of stages; past MAX_MAP_STAGES only the first stage, the last stage at each
 resolution and the classifier are kept, and `Trace.shown` says so.
 """
+
 import re
 from dataclasses import dataclass, field
 
@@ -28,17 +29,23 @@ WINDOWED = (nn.Conv2d, LocallyConnected2d, nn.MaxPool2d, nn.AvgPool2d)
 @dataclass(frozen=True)
 class ReceptiveField:
     """Where a stage's cell (i, j) looks on the input: rows offset[0] + i*stride[0] ... + size[0] - 1."""
+
     size: tuple[int, int]
     stride: tuple[int, int]
     offset: tuple[int, int]
 
     def through(self, module: nn.Module) -> "ReceptiveField":
         """The field after one more windowed module (kernel k, stride s, padding p, dilation d)."""
-        k, s, p, d = (_pair(getattr(module, a, 1 if a == "dilation" else 0)) for a in
-                      ("kernel_size", "stride", "padding", "dilation"))
-        return ReceptiveField(tuple(n + (d_ * (k_ - 1)) * st for n, k_, d_, st in zip(self.size, k, d, self.stride)),
-                     tuple(st * s_ for st, s_ in zip(self.stride, s)),
-                     tuple(o - p_ * st for o, p_, st in zip(self.offset, p, self.stride)))
+        k, s, p, d = (
+            _pair(getattr(module, a, 1 if a == "dilation" else 0))
+            for a in ("kernel_size", "stride", "padding", "dilation")
+        )
+        (n0, n1), (s0, s1), (o0, o1) = self.size, self.stride, self.offset
+        return ReceptiveField(
+            (n0 + d[0] * (k[0] - 1) * s0, n1 + d[1] * (k[1] - 1) * s1),
+            (s0 * s[0], s1 * s[1]),
+            (o0 - p[0] * s0, o1 - p[1] * s1),
+        )
 
 
 INPUT_FIELD = ReceptiveField((1, 1), (1, 1), (0, 0))
@@ -46,17 +53,17 @@ INPUT_FIELD = ReceptiveField((1, 1), (1, 1), (0, 0))
 
 @dataclass
 class Branch:
-    name: str                  # the lecture's variable name: branch1x1, branch5x5, branch3x3dbl, branch_pool
-    module: str                # the convolution that ends the branch, e.g. "incept1.branch5x5_2"
+    name: str  # the lecture's variable name: branch1x1, branch5x5, branch3x3dbl, branch_pool
+    module: str  # the convolution that ends the branch, e.g. "incept1.branch5x5_2"
     channels: tuple[int, int]  # its slice of the block's output channels [start, stop)
 
 
 @dataclass
 class Stage:
-    name: str                  # "conv1", "mp + ReLU", "flatten", "fc", "softmax", ...
-    values: torch.Tensor       # (C, H, W) maps or (N,) values, for the one input
+    name: str  # "conv1", "mp + ReLU", "flatten", "fc", "softmax", ...
+    values: torch.Tensor  # (C, H, W) maps or (N,) values, for the one input
     module: str | None = None  # the module whose output this is (or whose output went through ReLU)
-    conv: bool = False         # values are exactly an nn.Conv2d's output: a cell is one multiply-add
+    conv: bool = False  # values are exactly an nn.Conv2d's output: a cell is one multiply-add
     receptive_field: ReceptiveField | None = None  # on the input, where the path to the stage is known
     branches: list[Branch] = field(default_factory=list)
 
@@ -64,8 +71,8 @@ class Stage:
 @dataclass
 class Trace:
     stages: list[Stage]
-    output: torch.Tensor       # the model's output for the input, (classes,)
-    shown: str                 # which stages are listed, in words
+    output: torch.Tensor  # the model's output for the input, (classes,)
+    shown: str  # which stages are listed, in words
 
 
 @dataclass
@@ -92,7 +99,7 @@ def trace(model: nn.Module, x: torch.Tensor) -> Trace:
     """Run `model` (eval mode) on one normalised input (1, C, H, W) and read every stage."""
     calls, output = _record(model, x)
     stages = []
-    rf = INPUT_FIELD
+    rf: ReceptiveField | None = INPUT_FIELD
     if calls and calls[0].input.shape != x.shape and calls[0].input.numel() == x.numel():
         stages.append(Stage("flatten", calls[0].input[0]))  # an MLP flattens its input first
     for i, call in enumerate(calls):
@@ -121,8 +128,11 @@ def _record(model: nn.Module, x: torch.Tensor) -> tuple[list[_Call], torch.Tenso
         handles.append(module.register_forward_hook(lambda m, i, o, name=name: on_call(m, i, o, name)))
         for part_name, part in module.named_children():
             if isinstance(part, nn.Conv2d):
-                handles.append(part.register_forward_hook(
-                    lambda m, i, o, owner=module, name=f"{name}.{part_name}": on_part(m, i, o, owner, name)))
+                handles.append(
+                    part.register_forward_hook(
+                        lambda m, i, o, owner=module, name=f"{name}.{part_name}": on_part(m, i, o, owner, name)
+                    )
+                )
     try:
         with torch.inference_mode():
             output = model(x)[0]
@@ -186,8 +196,9 @@ def _thin(stages: list[Stage]) -> tuple[list[Stage], str]:
     size = lambda i: stages[i].values.shape[1:]
     keep = {maps[0], maps[-1]} | {i for i, j in zip(maps, maps[1:]) if size(i) != size(j)}
     kept = [s for i, s in enumerate(stages) if i in keep or s.values.dim() != 3]
-    return kept, (f"{len(keep)} of {len(maps)} feature-map stages (the first, the last at each resolution), "
-                  f"then the classifier")
+    return kept, (
+        f"{len(keep)} of {len(maps)} feature-map stages (the first, the last at each resolution), then the classifier"
+    )
 
 
 def _pair(value) -> tuple[int, int]:
@@ -200,7 +211,7 @@ def explain_cell(model: nn.Module, x: torch.Tensor, module_name: str, channel: i
     conv = model.get_submodule(module_name)
     if not isinstance(conv, nn.Conv2d) or conv.groups != 1:
         raise ValueError(f"{module_name} is not a plain convolution")
-    seen = {}
+    seen: dict[str, torch.Tensor] = {}
     handle = conv.register_forward_hook(lambda m, i, o: seen.update(input=i[0].detach(), output=o.detach()))
     try:
         with torch.inference_mode():
@@ -212,11 +223,21 @@ def explain_cell(model: nn.Module, x: torch.Tensor, module_name: str, channel: i
         raise ValueError(f"cell ({channel}, {row}, {col}) is outside {module_name}'s {tuple(out.shape)} output")
     (kh, kw), (sh, sw), (ph, pw), (dh, dw) = map(_pair, (conv.kernel_size, conv.stride, conv.padding, conv.dilation))
     padded = torch.nn.functional.pad(seen["input"][0], (pw, pw, ph, ph))
-    patch = padded[:, row * sh:row * sh + dh * (kh - 1) + 1:dh, col * sw:col * sw + dw * (kw - 1) + 1:dw]
+    patch = padded[:, row * sh : row * sh + dh * (kh - 1) + 1 : dh, col * sw : col * sw + dw * (kw - 1) + 1 : dw]
     weight = conv.weight.detach()[channel]
     bias = float(conv.bias.detach()[channel]) if conv.bias is not None else 0.0
-    products = (weight.double() * patch.double())
-    return {"module": module_name, "channel": channel, "row": row, "col": col,
-            "origin": [row * sh - ph, col * sw - pw], "step": [dh, dw],
-            "weights": weight.tolist(), "patch": patch.tolist(), "products": products.tolist(), "bias": bias,
-            "sum": float(products.sum()) + bias, "activation": float(out[channel, row, col])}
+    products = weight.double() * patch.double()
+    return {
+        "module": module_name,
+        "channel": channel,
+        "row": row,
+        "col": col,
+        "origin": [row * sh - ph, col * sw - pw],
+        "step": [dh, dw],
+        "weights": weight.tolist(),
+        "patch": patch.tolist(),
+        "products": products.tolist(),
+        "bias": bias,
+        "sum": float(products.sum()) + bias,
+        "activation": float(out[channel, row, col]),
+    }

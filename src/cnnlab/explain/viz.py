@@ -1,4 +1,5 @@
 """Pictures of a run (matplotlib, PNG): curves, confusion, errors, filters, and feature maps stage by stage."""
+
 import math
 from pathlib import Path
 
@@ -24,8 +25,10 @@ def curves(run_dirs, out: Path) -> Path:
         if not rows:
             raise CnnlabError(f"{run}: no metrics.jsonl to plot (is it a run directory?)")
         epochs = [r["epoch"] for r in rows]
-        line, = loss_ax.plot(epochs, [r["train_loss"] for r in rows], marker="o", label=f"{Path(run).name} train")
-        loss_ax.plot(epochs, [r["test_loss"] for r in rows], ls="--", color=line.get_color(), label=f"{Path(run).name} test")
+        (line,) = loss_ax.plot(epochs, [r["train_loss"] for r in rows], marker="o", label=f"{Path(run).name} train")
+        loss_ax.plot(
+            epochs, [r["test_loss"] for r in rows], ls="--", color=line.get_color(), label=f"{Path(run).name} test"
+        )
         acc_ax.plot(epochs, [r["test_accuracy"] for r in rows], marker="o", label=Path(run).name)
     loss_ax.set(title="Loss (solid: training, dashed: test)", xlabel="epoch", ylabel="cross-entropy", yscale="log")
     acc_ax.set(title="Test accuracy", xlabel="epoch", ylabel="accuracy (%)")
@@ -38,18 +41,36 @@ def curves(run_dirs, out: Path) -> Path:
 def confusion(run, out: Path, data_dir=None) -> Path:
     saved = open_run(run)
     dataset = saved.load_dataset(data_dir=data_dir)
-    result = evaluate(saved.model, dataset.test_images, dataset.test_labels, mean=saved.info.mean, std=saved.info.std,
-                      num_classes=dataset.num_classes)
+    result = evaluate(
+        saved.model,
+        dataset.test_images,
+        dataset.test_labels,
+        mean=saved.info.mean,
+        std=saved.info.std,
+        num_classes=dataset.num_classes,
+    )
     matrix = result.confusion.numpy()
     fig, ax = pyplot().subplots(figsize=(7.5, 6.5))
     image = ax.imshow(matrix, cmap="Blues", norm=LogNorm(vmin=1, vmax=max(matrix.max(), 2)))
     for i in range(len(matrix)):
         for j in range(len(matrix)):
             if matrix[i, j]:
-                ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=8,
-                        color="white" if matrix[i, j] > matrix.max() / 4 else "black")
-    ax.set(xticks=range(len(matrix)), yticks=range(len(matrix)), xlabel="predicted", ylabel="true",
-           title=f"Confusion matrix: {result.correct:,}/{result.total:,} correct ({result.accuracy:.2f}%)")
+                ax.text(
+                    j,
+                    i,
+                    str(matrix[i, j]),
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="white" if matrix[i, j] > matrix.max() / 4 else "black",
+                )
+    ax.set(
+        xticks=range(len(matrix)),
+        yticks=range(len(matrix)),
+        xlabel="predicted",
+        ylabel="true",
+        title=f"Confusion matrix: {result.correct:,}/{result.total:,} correct ({result.accuracy:.2f}%)",
+    )
     ax.set_xticklabels(dataset.classes, rotation=45 if len(dataset.classes[0]) > 2 else 0)
     ax.set_yticklabels(dataset.classes)
     fig.colorbar(image, ax=ax, label="images (log scale)")
@@ -61,8 +82,14 @@ def errors(run, out: Path, data_dir=None, limit: int = 36) -> Path:
     saved = open_run(run)
     dataset = saved.load_dataset(data_dir=data_dir)
     with torch.inference_mode():  # in batches: a deep net's activations for 10,000 images at once run to GBs
-        probabilities = torch.cat([saved.model(x).softmax(1) for x, _ in iterate_batches(
-            dataset.test_images, dataset.test_labels, 1000, saved.info.mean, saved.info.std)])
+        probabilities = torch.cat(
+            [
+                saved.model(x).softmax(1)
+                for x, _ in iterate_batches(
+                    dataset.test_images, dataset.test_labels, 1000, saved.info.mean, saved.info.std
+                )
+            ]
+        )
     confidence, predicted = probabilities.max(1)
     wrong = (predicted != dataset.test_labels).nonzero().flatten()[:limit]
     if len(wrong) == 0:
@@ -74,8 +101,11 @@ def errors(run, out: Path, data_dir=None, limit: int = 36) -> Path:
         ax.axis("off")
     for ax, i in zip(axes.flat, wrong.tolist()):
         ax.imshow(dataset.test_images[i, 0].numpy(), cmap="gray")
-        ax.set_title(f"#{i} true {dataset.classes[dataset.test_labels[i]]}\npred {dataset.classes[predicted[i]]} "
-                     f"({confidence[i]:.0%})", fontsize=8)
+        ax.set_title(
+            f"#{i} true {dataset.classes[dataset.test_labels[i]]}\npred {dataset.classes[predicted[i]]} "
+            f"({confidence[i]:.0%})",
+            fontsize=8,
+        )
     fig.suptitle(f"{len(wrong)} of {int((predicted != dataset.test_labels).sum())} misclassified test images")
     return save_figure(fig, out)
 
@@ -107,27 +137,32 @@ def features(run, out: Path, image_index: int = 0, data_dir=None, channels: int 
     model, info, dataset = saved.model, saved.info, saved.load_dataset(data_dir=data_dir)
     if not 0 <= image_index < len(dataset.test_labels):
         raise CnnlabError(f"--image must be between 0 and {len(dataset.test_labels) - 1}, got {image_index}")
-    x = normalise(dataset.test_images[image_index:image_index + 1], info.mean, info.std)
+    x = normalise(dataset.test_images[image_index : image_index + 1], info.mean, info.std)
     with torch.inference_mode():
         traced = trace(model, x)
     maps = [stage for stage in traced.stages if stage.values.dim() == 3]  # (C, H, W): the feature maps
     if not maps:
         raise CnnlabError(f"{run}: model {saved.model_name} has no feature-map stages to show")
-    fig, axes = pyplot().subplots(len(maps) + 1, channels, figsize=(1.5 * channels, 1.75 * (len(maps) + 1)),
-                                  squeeze=False)
+    fig, axes = pyplot().subplots(
+        len(maps) + 1, channels, figsize=(1.5 * channels, 1.75 * (len(maps) + 1)), squeeze=False
+    )
     for ax in axes.flat:
         ax.axis("off")
     prediction = int(traced.output.argmax())
     axes[0, 0].imshow(dataset.test_images[image_index, 0].numpy(), cmap="gray")
-    axes[0, 0].set_title(f"input {'x'.join(map(str, x.shape[1:]))}\ntrue "
-                         f"{dataset.classes[dataset.test_labels[image_index]]}, pred {dataset.classes[prediction]}",
-                         fontsize=8, loc="left")
+    axes[0, 0].set_title(
+        f"input {'x'.join(map(str, x.shape[1:]))}\ntrue "
+        f"{dataset.classes[dataset.test_labels[image_index]]}, pred {dataset.classes[prediction]}",
+        fontsize=8,
+        loc="left",
+    )
     for row, stage in enumerate(maps, start=1):
         for c in range(min(channels, len(stage.values))):
             axes[row, c].imshow(stage.values[c].numpy(), cmap="viridis")
         first = f" (first {channels})" if len(stage.values) > channels else ""
-        axes[row, 0].set_title(f"{stage.name} -> {'x'.join(map(str, stage.values.shape))}{first}", fontsize=8,
-                               loc="left")
+        axes[row, 0].set_title(
+            f"{stage.name} -> {'x'.join(map(str, stage.values.shape))}{first}", fontsize=8, loc="left"
+        )
     fig.suptitle(f"Feature extraction, stage by stage: test image #{image_index} ({traced.shown})")
     return save_figure(fig, out)
 

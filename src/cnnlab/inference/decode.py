@@ -5,6 +5,7 @@ decoding), and the decoded image may hold at most `max_pixels`. A JPEG is decode
 (libjpeg's DCT scaling, `Image.draft`) when `max_side` allows it, so a 12-megapixel photo costs the
 memory of a 0.75-megapixel one; other formats are decoded whole and then `reduce`d by an integer factor.
 """
+
 import io
 import warnings
 
@@ -24,8 +25,9 @@ class NotAnImageError(ImageError):
     """The bytes are not in any image format PIL reads."""
 
 
-def load_image(data: bytes, name: str = "image", *, max_pixels: int = MAX_PIXELS,
-               max_side: int | None = None) -> Image.Image:
+def load_image(
+    data: bytes, name: str = "image", *, max_pixels: int = MAX_PIXELS, max_side: int | None = None
+) -> Image.Image:
     """Decode `data` as an image, refusing bombs, truncated and non-image files.
 
     `max_pixels` caps the decoded image; `max_side`, when given, lets the decoder shrink the image by an
@@ -38,13 +40,17 @@ def load_image(data: bytes, name: str = "image", *, max_pixels: int = MAX_PIXELS
             image = Image.open(io.BytesIO(data))
             declared = image.width * image.height
             if declared > MAX_PIXELS:
-                raise ImageError(f"{name}: {image.width:,}x{image.height:,} pixels is more than the "
-                                 f"{MAX_PIXELS:,} allowed (decompression bomb?)")
+                raise ImageError(
+                    f"{name}: {image.width:,}x{image.height:,} pixels is more than the "
+                    f"{MAX_PIXELS:,} allowed (decompression bomb?)"
+                )
             if max_side is not None:
                 image.draft(None, _scaled_size(image.size, max_side))  # JPEG only; a no-op for other formats
             if image.width * image.height > max_pixels:
-                raise ImageError(f"{name}: {image.width:,}x{image.height:,} pixels is more than the "
-                                 f"{max_pixels:,} this decoder allows")
+                raise ImageError(
+                    f"{name}: {image.width:,}x{image.height:,} pixels is more than the "
+                    f"{max_pixels:,} this decoder allows"
+                )
             image.seek(0)  # first frame of an animated GIF
             image.load()
     except UnidentifiedImageError:

@@ -1,4 +1,5 @@
 """`cnnlab evaluate`: a trained run measured on a test set, with per-class accuracy and confusion matrix."""
+
 from cnnlab.engine.evaluate import evaluate
 from cnnlab.engine.metrics import format_confusion, per_class_accuracy, test_line
 from cnnlab.engine.run import open_run
@@ -9,15 +10,33 @@ def evaluate_run(run_dir, dataset_name=None, data_dir=None, batch_size=1000, tta
     run = open_run(run_dir)
     dataset = run.load_dataset(dataset_name, data_dir)
     # Normalise with the training data's constants: that is what the model learnt on.
-    result = evaluate(run.model, dataset.test_images, dataset.test_labels, mean=run.info.mean, std=run.info.std,
-                      num_classes=dataset.num_classes, batch_size=batch_size, tta=tta)
+    result = evaluate(
+        run.model,
+        dataset.test_images,
+        dataset.test_labels,
+        mean=run.info.mean,
+        std=run.info.std,
+        num_classes=dataset.num_classes,
+        batch_size=batch_size,
+        tta=tta,
+    )
     counts = result.confusion.sum(1).tolist()
-    lines = [f"Model {run.model_name} trained on {run.info.name} (epoch {run.epoch}), "
-             f"evaluated on the {dataset.name} test set" + (", with test-time augmentation (5 views)" if tta else ""),
-             test_line(result.loss, result.correct, result.total), "",
-             format_table(["class", "images", "accuracy %"],
-                          [[name, n, f"{acc:.2f}"] for name, n, acc in
-                           zip(dataset.classes, counts, per_class_accuracy(result.confusion))]), "",
-             "Confusion matrix (rows: true class, columns: predicted):",
-             format_confusion(result.confusion, dataset.classes)]
+    lines = [
+        f"Model {run.model_name} trained on {run.info.name} (epoch {run.epoch}), "
+        f"evaluated on the {dataset.name} test set" + (", with test-time augmentation (5 views)" if tta else ""),
+        test_line(result.loss, result.correct, result.total),
+        "",
+        format_table(
+            ["class", "images", "accuracy %"],
+            [
+                [name, n, f"{acc:.2f}" if n else "-"]
+                for name, n, acc in zip(  # "-": none to test
+                    dataset.classes, counts, per_class_accuracy(result.confusion)
+                )
+            ],
+        ),
+        "",
+        "Confusion matrix (rows: true class, columns: predicted):",
+        format_confusion(result.confusion, dataset.classes),
+    ]
     return "\n".join(lines)

@@ -3,6 +3,7 @@
 The model is exported and verified in memory, then written in one atomic write: a full disk or a bad
 destination leaves nothing behind.
 """
+
 import io
 from pathlib import Path
 
@@ -18,14 +19,22 @@ FORMATS = {"onnx": "model.onnx", "torchscript": "model.torchscript.pt"}
 TOLERANCE = 1e-4
 
 
-def _verification_batch(run: SavedRun, data_dir=None, n=256) -> torch.Tensor:
+def _verification_batch(run: SavedRun, data_dir=None, n=256) -> tuple[torch.Tensor, str]:
+    """Up to `n` normalised test images, and what they are in words."""
     info = run.info
     try:
         images = run.load_dataset(data_dir=data_dir, allow_download=False).test_images[:n]
+        what = f"{len(images):,} test images"
     except CnnlabError:  # the data is not at hand: random pixels still exercise every operation
-        images = torch.randint(0, 256, (n, info.in_channels, *info.input_size), dtype=torch.uint8,
-                               generator=torch.Generator().manual_seed(0))
-    return normalise(images, info.mean, info.std)
+        images = torch.randint(
+            0,
+            256,
+            (n, info.in_channels, *info.input_size),
+            dtype=torch.uint8,
+            generator=torch.Generator().manual_seed(0),
+        )
+        what = f"{n} random images (the run's test images are not at hand)"
+    return normalise(images, info.mean, info.std), what
 
 
 def _torchscript(model, example) -> bytes:
@@ -35,8 +44,9 @@ def _torchscript(model, example) -> bytes:
     return buffer.getvalue()
 
 
-def export(run_dir, fmt: str = "onnx", out=None, data_dir=None) -> tuple[Path, float]:
-    """Export and verify on 256 test images; returns (path, largest absolute difference from PyTorch)."""
+def export(run_dir, fmt: str = "onnx", out=None, data_dir=None) -> tuple[Path, float, str]:
+    """Export and verify on up to 256 test images; returns (path, largest absolute difference from PyTorch,
+    what it was checked on)."""
     if fmt not in FORMATS:
         raise CnnlabError(f"unknown format {fmt!r}; choose onnx or torchscript")
     run = open_run(run_dir)
@@ -45,8 +55,8 @@ def export(run_dir, fmt: str = "onnx", out=None, data_dir=None) -> tuple[Path, f
         raise CnnlabError(f"cannot write {path}: folder {path.parent} does not exist")
     if path.is_dir():
         raise CnnlabError(f"cannot write {path}: it is a folder")
-    model = run.model.to(memory_format=torch.contiguous_format)
-    x = _verification_batch(run, data_dir)
+    model = run.model.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]  # torch's stubs lack it
+    x, checked_on = _verification_batch(run, data_dir)
     with torch.inference_mode():
         expected = model(x)
     if fmt == "onnx":
@@ -59,4 +69,4 @@ def export(run_dir, fmt: str = "onnx", out=None, data_dir=None) -> tuple[Path, f
     difference = (actual - expected).abs().max().item()
     if difference > TOLERANCE:
         raise CnnlabError(f"exported {fmt} model differs from PyTorch by {difference:.2e} (> {TOLERANCE})")
-    return write_bytes(path, data), difference
+    return write_bytes(path, data), difference, checked_on

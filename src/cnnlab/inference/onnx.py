@@ -6,6 +6,7 @@ chunks of 64 as in one batch of 1,024 (the activations of 64 images fit in a cor
 1,024 do not), and int8 is slower than float32 for nets this small (quantising and dequantising the
 activations costs more than the integer convolutions save).
 """
+
 import contextlib
 import io
 import logging
@@ -29,8 +30,16 @@ def to_onnx(model: torch.nn.Module, example: torch.Tensor) -> bytes:
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # it warns about torchvision ops we do not use
     with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():  # and narrates every pass
         warnings.simplefilter("ignore")
-        program = torch.onnx.export(model, (example,), input_names=["input"], output_names=["output"],
-                                    dynamic_shapes=({0: torch.export.Dim("batch")},), dynamo=True, verbose=False)
+        program = torch.onnx.export(
+            model,
+            (example,),
+            input_names=["input"],
+            output_names=["output"],
+            dynamic_shapes=({0: torch.export.Dim("batch")},),
+            dynamo=True,
+            verbose=False,
+        )
+    assert program is not None  # dynamo=True always returns the program
     onnx.checker.check_model(program.model_proto, full_check=True)
     return program.model_proto.SerializeToString()
 
@@ -52,18 +61,21 @@ def onnx_session(model: Path | bytes, threads: int | None = None, spin: bool = T
     if threads:
         options.intra_op_num_threads = threads
     try:
-        return onnxruntime.InferenceSession(model if isinstance(model, bytes) else str(model), options,
-                                            providers=["CPUExecutionProvider"])
+        return onnxruntime.InferenceSession(
+            model if isinstance(model, bytes) else str(model), options, providers=["CPUExecutionProvider"]
+        )
     except Exception as e:  # onnxruntime raises its own exception types for a bad file
-        raise CnnlabError(f"{'model' if isinstance(model, bytes) else model}: onnxruntime cannot load it "
-                          f"({str(e).splitlines()[0][:160]})") from None
+        raise CnnlabError(
+            f"{'model' if isinstance(model, bytes) else model}: onnxruntime cannot load it "
+            f"({str(e).splitlines()[0][:160]})"
+        ) from None
 
 
 class _Calibration(CalibrationDataReader):
     """Batches of normalised images for static quantisation to measure the activations' ranges on."""
 
     def __init__(self, images: np.ndarray, batch_size: int = 256):
-        self.batches = iter(images[i:i + batch_size] for i in range(0, len(images), batch_size))
+        self.batches = iter(images[i : i + batch_size] for i in range(0, len(images), batch_size))
 
     def get_next(self):
         batch = next(self.batches, None)
@@ -85,8 +97,15 @@ def quantize_int8(model: bytes, calibration: np.ndarray | None = None) -> bytes:
         if calibration is None:
             quantize_dynamic(str(prepared), str(target), weight_type=QuantType.QInt8)
         else:
-            quantize_static(str(prepared), str(target), _Calibration(calibration), quant_format=QuantFormat.QDQ,
-                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True)
+            quantize_static(
+                str(prepared),
+                str(target),
+                _Calibration(calibration),
+                quant_format=QuantFormat.QDQ,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                per_channel=True,
+            )
         return target.read_bytes()
 
 
@@ -99,7 +118,7 @@ class ChunkedSession:
         self.pool = ThreadPoolExecutor(workers)  # onnxruntime releases the GIL while it runs
 
     def run(self, images: np.ndarray) -> np.ndarray:
-        chunks = [images[i:i + self.chunk] for i in range(0, len(images), self.chunk)]
+        chunks = [images[i : i + self.chunk] for i in range(0, len(images), self.chunk)]
         outputs = self.pool.map(lambda chunk: self.session.run(None, {"input": chunk})[0], chunks)
         return np.concatenate(list(outputs))
 

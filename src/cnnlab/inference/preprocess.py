@@ -15,6 +15,7 @@ drawings, 28x28 pixel art) first need their ink found, and their strokes brought
    dilated (thin mouse strokes, never erased) or eroded (fat markers) to MNIST's width.
 4. MNIST's last steps: the 20 px box, the centre of mass at the centre of the 28x28 field.
 """
+
 import functools
 
 import numpy as np
@@ -22,24 +23,24 @@ from PIL import Image, ImageChops, ImageFilter
 
 from cnnlab.inference.decode import ImageError
 
-WORK_SIDE = 800          # larger images are box-reduced first: time stays bounded, thin strokes stay visible
+WORK_SIDE = 800  # larger images are box-reduced first: time stays bounded, thin strokes stay visible
 CLOSING_FRACTIONS = (1 / 32, 1 / 16, 1 / 8, 1 / 4)  # closings tried for the paper level (of the longer side)
-PAPER_CELLS = 160        # the paper level is found on a grid of this many cells a side (max of each cell)
-GRID_CELLS = 16          # ink clusters are found on a grid of this many cells a side
+PAPER_CELLS = 160  # the paper level is found on a grid of this many cells a side (max of each cell)
+GRID_CELLS = 16  # ink clusters are found on a grid of this many cells a side
 FLAT_PAPER, FLAT_SHARE = 0.05, 0.05  # a paper level within 5% of its median on 95% of the image is uniform
-MIN_CONTRAST = 0.12      # ink is at least 12% darker (or lighter) than its paper: ~30 grey levels on white
-NOISE_SIGMAS = 5.0       # ... and stands this many standard deviations above the paper's noise
-NOISE_FLOOR = 3.0        # grey levels: contrast under this many sigmas (plus 1%) is paper, set to black
-CORE_PERCENTILE = 90     # this percentile of the ink's contrast is the stroke's core, shown white
-MASK_FRACTION = 0.3      # of the core's contrast: the pixels that count for the box and the clusters
-MIN_CLUSTER_SHARE = 0.25 # a cluster of ink with less than this share of the largest cluster's ink is left out
+MIN_CONTRAST = 0.12  # ink is at least 12% darker (or lighter) than its paper: ~30 grey levels on white
+NOISE_SIGMAS = 5.0  # ... and stands this many standard deviations above the paper's noise
+NOISE_FLOOR = 3.0  # grey levels: contrast under this many sigmas (plus 1%) is paper, set to black
+CORE_PERCENTILE = 90  # this percentile of the ink's contrast is the stroke's core, shown white
+MASK_FRACTION = 0.3  # of the core's contrast: the pixels that count for the box and the clusters
+MIN_CLUSTER_SHARE = 0.25  # a cluster of ink with less than this share of the largest cluster's ink is left out
 # MNIST's stroke width relative to the longer side of the digit's box (`stroke_width` / side), percentiles over
 # the 60,000 training digits passed through `find_ink` and `crop_to_ink`. Strokes thinner than the 5th
 # percentile are dilated to the median; fatter than the 99th, eroded to the 95th. The rest are left alone.
 MNIST_WIDTH = {5: 0.063, 50: 0.097, 95: 0.149, 99: 0.179}
-WORK_BOX = 80            # strokes are re-drawn at 4x the 20 px box: quarter-pixel steps in the result
+WORK_BOX = 80  # strokes are re-drawn at 4x the 20 px box: quarter-pixel steps in the result
 BOX, FIELD = 20, 28
-MNIST_CENTRE = 14.0      # row and column of MNIST's centre of mass (mean over the training set: 14.00, 14.01)
+MNIST_CENTRE = 14.0  # row and column of MNIST's centre of mass (mean over the training set: 14.00, 14.01)
 
 
 def preprocess(image: Image.Image, name: str = "image") -> np.ndarray:
@@ -112,7 +113,9 @@ def paper_level(channel: np.ndarray, fraction: float) -> np.ndarray:
     if np.mean(np.abs(closed - median) > FLAT_PAPER * median) < FLAT_SHARE:  # a canvas, a scan, a 28x28 digit:
         # one level, exact under any stroke, also under a blob of ink wider than the closing
         return np.full_like(channel, median)
-    upsampled = Image.fromarray(closed, "F").resize((closed.shape[1] * cell, closed.shape[0] * cell), Image.BILINEAR)
+    upsampled = Image.fromarray(closed, "F").resize(
+        (closed.shape[1] * cell, closed.shape[0] * cell), Image.Resampling.BILINEAR
+    )
     return np.asarray(upsampled)[:height, :width]
 
 
@@ -126,7 +129,7 @@ def _running_max(pixels: np.ndarray, size: int, axis: int) -> np.ndarray:
     shaped = padded.reshape(*padded.shape[:-1], blocks, size)
     forward = np.maximum.accumulate(shaped, axis=-1).reshape(padded.shape)
     backward = np.maximum.accumulate(shaped[..., ::-1], axis=-1)[..., ::-1].reshape(padded.shape)
-    return np.moveaxis(np.maximum(backward[..., :n], forward[..., size - 1:size - 1 + n]), -1, axis)
+    return np.moveaxis(np.maximum(backward[..., :n], forward[..., size - 1 : size - 1 + n]), -1, axis)
 
 
 def _running_min(pixels: np.ndarray, size: int, axis: int) -> np.ndarray:
@@ -159,7 +162,7 @@ def _min_filter(pixels: np.ndarray, radius: int) -> np.ndarray:
 def find_ink(contrast: np.ndarray, name: str = "image") -> np.ndarray:
     """(H, W) contrast -> (H, W) float32 ink in [0, 1]: paper and noise 0, the stroke's core 1, and any
     ink away from the digit removed. Raises ImageError when there is none."""
-    sample = contrast[::max(1, contrast.shape[0] // 256), ::max(1, contrast.shape[1] // 256)]
+    sample = contrast[:: max(1, contrast.shape[0] // 256), :: max(1, contrast.shape[1] // 256)]
     paper = np.median(sample)
     sigma = 1.4826 * np.median(np.abs(sample - paper))  # the paper's noise, robustly (MAD)
     contrast = contrast - paper
@@ -178,8 +181,9 @@ def _neighbours(mask: np.ndarray) -> np.ndarray:
     """How many of each pixel's 8 neighbours are set."""
     padded = np.pad(mask, 1).astype(np.uint8)
     height, width = mask.shape
-    return sum(padded[1 + dy:1 + dy + height, 1 + dx:1 + dx + width]
-               for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx)
+    return sum(  # type: ignore[return-value]  # eight arrays: never the empty sum's 0
+        padded[1 + dy : 1 + dy + height, 1 + dx : 1 + dx + width] for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx
+    )
 
 
 def _digit_cells(ink: np.ndarray) -> np.ndarray:
@@ -202,19 +206,19 @@ def _digit_cells(ink: np.ndarray) -> np.ndarray:
     cluster_mass = np.bincount(labels.ravel(), weights=(inner if inner.any() else mass).ravel())
     cluster_mass[0] = 0
     kept = _max_filter((cluster_mass >= MIN_CLUSTER_SHARE * cluster_mass.max())[labels].astype(np.float32), 1)
-    return np.repeat(np.repeat(kept, cell, axis=0), cell, axis=1)[:ink.shape[0], :ink.shape[1]]
+    return np.repeat(np.repeat(kept, cell, axis=0), cell, axis=1)[: ink.shape[0], : ink.shape[1]]
 
 
 def crop_to_ink(ink: np.ndarray) -> np.ndarray:
     """The ink's bounding box (pixels at MASK_FRACTION of the brightest and above)."""
     rows, cols = np.nonzero(ink > MASK_FRACTION * ink.max())
-    return ink[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+    return ink[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
 
 
 def stroke_width(ink: np.ndarray) -> float:
     """The mean stroke width in pixels: a stroke of length L and width w has area L*w and perimeter ~2L."""
     solid = np.pad(ink >= 0.5 * ink.max(), 1)
-    perimeter = np.count_nonzero(solid[1:] != solid[:-1]) + np.count_nonzero(solid[:, 1:] != solid[:, :-1])
+    perimeter = int(np.count_nonzero(solid[1:] != solid[:-1]) + np.count_nonzero(solid[:, 1:] != solid[:, :-1]))
     return 2.0 * float(ink.sum()) / max(perimeter, 1)
 
 
@@ -250,16 +254,20 @@ def _morph(ink: np.ndarray, radius: int) -> np.ndarray:
     grown = np.pad(ink, size)
     height, width = grown.shape
     shifted = np.pad(grown, size)
-    offsets = [(dy, dx) for dy in range(-size, size + 1) for dx in range(-size, size + 1)
-               if dy * dy + dx * dx <= size * size + size]
-    disk = [shifted[size + dy:size + dy + height, size + dx:size + dx + width] for dy, dx in offsets]
+    offsets = [
+        (dy, dx)
+        for dy in range(-size, size + 1)
+        for dx in range(-size, size + 1)
+        if dy * dy + dx * dx <= size * size + size
+    ]
+    disk = [shifted[size + dy : size + dy + height, size + dx : size + dx + width] for dy, dx in offsets]
     return np.max(disk, axis=0) if radius > 0 else np.min(disk, axis=0)
 
 
 def _resize(ink: np.ndarray, scale: float) -> np.ndarray:
     height, width = ink.shape
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    return np.asarray(Image.fromarray(ink.astype(np.float32), "F").resize(size, Image.LANCZOS))
+    return np.asarray(Image.fromarray(ink.astype(np.float32), "F").resize(size, Image.Resampling.LANCZOS))
 
 
 def centre_by_mass(digit: np.ndarray) -> np.ndarray:
@@ -268,7 +276,7 @@ def centre_by_mass(digit: np.ndarray) -> np.ndarray:
     height, width = digit.shape
     field = np.zeros((FIELD, FIELD), dtype=np.float32)
     top, left = (FIELD - height) // 2, (FIELD - width) // 2
-    field[top:top + height, left:left + width] = digit
+    field[top : top + height, left : left + width] = digit
     total = field.sum()
     ys, xs = np.indices(field.shape)
     shift_y = int(np.clip(round(MNIST_CENTRE - (ys * field).sum() / total), -top, FIELD - top - height))

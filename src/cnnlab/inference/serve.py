@@ -17,6 +17,7 @@ Limits (a server must not be driven out of memory or held open by a client):
 - at most WORKERS decodes and forward passes run at once, QUEUE more wait, the rest get 503 + Retry-After;
 - uvicorn answers 503 itself past CONNECTIONS open connections.
 """
+
 import base64
 import json
 import socket
@@ -73,12 +74,14 @@ Row = Annotated[list[Pixel], Field(min_length=28, max_length=28)]
 
 class Pixels(BaseModel):
     """A 28x28 digit, white ink on black, as MNIST stores it."""
+
     model_config = ConfigDict(extra="forbid")
     pixels: Annotated[list[Row], Field(min_length=28, max_length=28, description="28 rows of 28 ints 0-255")]
 
 
 class Cell(Pixels):
     """One output value of a convolution, for the multiply-add shown when a map cell is clicked."""
+
     module: str = Field(max_length=200, description='a convolution of the model, e.g. "conv1"')
     channel: int = Field(strict=True, ge=0)
     row: int = Field(strict=True, ge=0)
@@ -104,7 +107,8 @@ class BodyGuard:
         length = Headers(scope=scope).get("content-length")
         if length is not None and not length.isdigit():
             return await JSONResponse({"detail": f"Content-Length {length[:20]!r} is not a number"}, 422)(
-                scope, receive, send)
+                scope, receive, send
+            )
         if length is not None and int(length) > self.limit:
             return await JSONResponse({"detail": f"request body over {self.limit:,} bytes"}, 413)(scope, receive, send)
         received, complete, deadline = 0, False, None
@@ -117,8 +121,9 @@ class BodyGuard:
             with anyio.move_on_after(deadline - anyio.current_time()) as timer:
                 message = await receive()
             if timer.cancelled_caught:
-                raise HTTPException(408, f"request body not complete within {self.seconds:g} s",
-                                    headers={"Connection": "close"})
+                raise HTTPException(
+                    408, f"request body not complete within {self.seconds:g} s", headers={"Connection": "close"}
+                )
             received += len(message.get("body", b""))
             if received > self.limit:
                 raise HTTPException(413, f"request body over {self.limit:,} bytes", headers={"Connection": "close"})
@@ -153,11 +158,18 @@ class LabRun:
         self.confusion_matrix: dict | None = None
         metrics = self.run.metrics or [{}]
         first_conv = next((m for m in self.run.model.modules() if isinstance(m, torch.nn.Conv2d)), None)
-        self.about = {"name": self.run.model_name, "run": self.dir.name, "parameters": count_parameters(self.run.model),
-                      "dataset": self.run.info.name, "classes": list(self.run.info.classes),
-                      "test_accuracy": metrics[-1].get("test_accuracy"), "epochs": self.run.epoch,
-                      "mean": self.run.info.mean, "std": self.run.info.std,
-                      "kernels": first_conv.weight.detach()[:, 0].tolist() if first_conv is not None else None}
+        self.about = {
+            "name": self.run.model_name,
+            "run": self.dir.name,
+            "parameters": count_parameters(self.run.model),
+            "dataset": self.run.info.name,
+            "classes": list(self.run.info.classes),
+            "test_accuracy": metrics[-1].get("test_accuracy"),
+            "epochs": self.run.epoch,
+            "mean": self.run.info.mean,
+            "std": self.run.info.std,
+            "kernels": first_conv.weight.detach()[:, 0].tolist() if first_conv is not None else None,
+        }
 
     def normalised(self, digit: np.ndarray) -> torch.Tensor:
         x = torch.from_numpy(np.ascontiguousarray(digit))[None, None]
@@ -172,15 +184,21 @@ class LabRun:
         with self.lock:
             traced = trace(self.run.model, self.normalised(digit))
             top = self.predictor.top_k(digit, TOP_K)
-        return {"predictions": top, "unsure": is_unsure(top), "input": digit.tolist(), "shown": traced.shown,
-                "stages": [stage_json(s) for s in traced.stages]}
+        return {
+            "predictions": top,
+            "unsure": is_unsure(top),
+            "input": digit.tolist(),
+            "shown": traced.shown,
+            "stages": [stage_json(s) for s in traced.stages],
+        }
 
     def explain(self, cell: Cell) -> dict:
         digit = np.array(cell.pixels, dtype=np.uint8)
         with self.lock:
             try:
-                return explain_cell(self.run.model, self.normalised(digit), cell.module, cell.channel, cell.row,
-                                    cell.col)
+                return explain_cell(
+                    self.run.model, self.normalised(digit), cell.module, cell.channel, cell.row, cell.col
+                )
             except (AttributeError, ValueError) as e:  # get_submodule's AttributeError: no such module
                 raise HTTPException(422, str(e)) from None
 
@@ -197,12 +215,16 @@ class LabRun:
             dataset = self.run.load_dataset(allow_download=False)
             digits = dataset.test_images[:, 0].numpy()
             with self.lock:
-                predicted = torch.cat([self.predictor.probabilities(digits[i:i + 1000]).argmax(1)
-                                       for i in range(0, len(digits), 1000)])
+                predicted = torch.cat(
+                    [self.predictor.probabilities(digits[i : i + 1000]).argmax(1) for i in range(0, len(digits), 1000)]
+                )
             matrix = torch.zeros(len(self.run.info.classes), len(self.run.info.classes), dtype=torch.int64)
             matrix.index_put_((dataset.test_labels, predicted), torch.ones_like(predicted), accumulate=True)
-            self.confusion_matrix = {"classes": list(self.run.info.classes), "matrix": matrix.tolist(),
-                                     "accuracy": 100.0 * matrix.trace().item() / max(1, matrix.sum().item())}
+            self.confusion_matrix = {
+                "classes": list(self.run.info.classes),
+                "matrix": matrix.tolist(),
+                "accuracy": 100.0 * matrix.trace().item() / max(1, matrix.sum().item()),
+            }
         return self.confusion_matrix
 
 
@@ -228,11 +250,18 @@ def stage_json(stage: Stage) -> dict:
     lo, hi = values.min().item(), values.max().item()
     scale = (values - lo) / (hi - lo) * 255 if hi > lo else torch.zeros_like(values)
     field = stage.receptive_field
-    return {"name": stage.name, "module": stage.module, "shape": list(values.shape), "conv": stage.conv,
-            "lo": lo, "hi": hi, "data": base64.b64encode(scale.round().to(torch.uint8).numpy().tobytes()).decode(),
-            "values": values.tolist() if values.numel() <= 16 else None,  # logits and probabilities, exactly
-            "field": field and {"size": field.size, "stride": field.stride, "offset": field.offset},
-            "branches": [{"name": b.name, "module": b.module, "channels": b.channels} for b in stage.branches]}
+    return {
+        "name": stage.name,
+        "module": stage.module,
+        "shape": list(values.shape),
+        "conv": stage.conv,
+        "lo": lo,
+        "hi": hi,
+        "data": base64.b64encode(scale.round().to(torch.uint8).numpy().tobytes()).decode(),
+        "values": values.tolist() if values.numel() <= 16 else None,  # logits and probabilities, exactly
+        "field": field and {"size": field.size, "stride": field.stride, "offset": field.offset},
+        "branches": [{"name": b.name, "module": b.module, "channels": b.channels} for b in stage.branches],
+    }
 
 
 def decode_digit(data: bytes, name: str) -> np.ndarray:
@@ -243,6 +272,7 @@ def decode_digit(data: bytes, name: str) -> np.ndarray:
 class MediaTypeRoute(APIRoute):
     """A path operation chosen by Content-Type as well as path and method, so that one path takes an
     upload or JSON, each through its own typed handler (FastAPI gives a path one body type)."""
+
     media_type = ""
 
     def matches(self, scope):
@@ -265,9 +295,13 @@ def create_app(run_dirs, *, workers: int = WORKERS, queue: int = QUEUE, body_sec
     """The lab over one or more trained runs (paths), each loaded once."""
     runs = [LabRun(run_dir) for run_dir in ([run_dirs] if isinstance(run_dirs, (str, Path)) else run_dirs)]
     admission = Admission(workers, queue)
-    app = FastAPI(title="cnnlab", docs_url=None, redoc_url=None,
-                  description="The lab: " + ", ".join(f"{r.about['name']} ({r.about['run']})" for r in runs),
-                  form_limits={"max_files": 1, "max_fields": 0})  # one part, "file": a second one is an error
+    app = FastAPI(
+        title="cnnlab",
+        docs_url=None,
+        redoc_url=None,
+        description="The lab: " + ", ".join(f"{r.about['name']} ({r.about['run']})" for r in runs),
+        form_limits={"max_files": 1, "max_fields": 0},
+    )  # one part, "file": a second one is an error
     app.add_middleware(BodyGuard, seconds=body_seconds)
 
     def run_at(index: int) -> LabRun:
@@ -350,10 +384,14 @@ def create_app(run_dirs, *, workers: int = WORKERS, queue: int = QUEUE, body_sec
             raise HTTPException(404, f"no test data for the confusion matrix: {e}") from None
 
     @app.get("/shape")
-    def conv_shape(size: Annotated[int, Query(ge=1, le=10_000)], kernel: Annotated[int, Query(ge=1, le=1000)],
-                   stride: Annotated[int, Query(ge=1, le=1000)] = 1, padding: Annotated[int, Query(ge=0, le=1000)] = 0,
-                   dilation: Annotated[int, Query(ge=1, le=1000)] = 1,
-                   pool: Annotated[int | None, Query(ge=1, le=1000)] = None):
+    def conv_shape(
+        size: Annotated[int, Query(ge=1, le=10_000)],
+        kernel: Annotated[int, Query(ge=1, le=1000)],
+        stride: Annotated[int, Query(ge=1, le=1000)] = 1,
+        padding: Annotated[int, Query(ge=0, le=1000)] = 0,
+        dilation: Annotated[int, Query(ge=1, le=1000)] = 1,
+        pool: Annotated[int | None, Query(ge=1, le=1000)] = None,
+    ):
         """`cnnlab shape`: a convolution's (then pooling's) output size, formula and numbers written out."""
         try:
             text = shape(size, kernel, stride, padding, dilation, pool)
@@ -370,10 +408,13 @@ def create_app(run_dirs, *, workers: int = WORKERS, queue: int = QUEUE, body_sec
 
     @app.get("/docs", include_in_schema=False)
     def docs():
-        return get_swagger_ui_html(openapi_url="/openapi.json", title="cnnlab API",
-                                   swagger_js_url="/docs-assets/swagger-ui-bundle.js",
-                                   swagger_css_url="/docs-assets/swagger-ui.css",
-                                   swagger_favicon_url="/docs-assets/favicon-32x32.png")
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title="cnnlab API",
+            swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+            swagger_css_url="/docs-assets/swagger-ui.css",
+            swagger_favicon_url="/docs-assets/favicon-32x32.png",
+        )
 
     def openapi() -> dict:
         """FastAPI documents one operation per path and method: give each the upload and the JSON body."""
@@ -387,7 +428,7 @@ def create_app(run_dirs, *, workers: int = WORKERS, queue: int = QUEUE, body_sec
             app.openapi_schema = schema
         return app.openapi_schema
 
-    app.openapi = openapi
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented way to customise the schema
 
     @app.exception_handler(StarletteHTTPException)
     async def unparsable_body(request: Request, error: StarletteHTTPException):
@@ -414,6 +455,7 @@ class HeaderDeadlineProtocol(H11Protocol):
     uvicorn times out a connection only while it is idle between requests, and a byte of data stops that
     clock: a client trickling header bytes would hold its connection for ever. Here a connection must
     deliver complete headers within `header_seconds` of opening, or of its previous response."""
+
     header_seconds = HEADER_SECONDS
 
     def connection_made(self, transport):
@@ -436,8 +478,15 @@ class HeaderDeadlineProtocol(H11Protocol):
 def server_config(app: FastAPI, *, header_seconds: float = HEADER_SECONDS, **options) -> uvicorn.Config:
     """uvicorn settings for the lab: the header deadline, keep-alive, a connection cap, a bounded shutdown."""
     protocol = type("Protocol", (HeaderDeadlineProtocol,), {"header_seconds": header_seconds})
-    return uvicorn.Config(app, http=protocol, timeout_keep_alive=KEEP_ALIVE_SECONDS, limit_concurrency=CONNECTIONS,
-                          timeout_graceful_shutdown=3, log_level="warning", **options)
+    return uvicorn.Config(
+        app,
+        http=protocol,
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
+        limit_concurrency=CONNECTIONS,
+        timeout_graceful_shutdown=3,
+        log_level="warning",
+        **options,
+    )
 
 
 class LabServer(uvicorn.Server):
@@ -464,7 +513,8 @@ def serve(run_dirs, *, host: str = "127.0.0.1", port: int = 8000) -> None:
     listener = bind(host, port)
     names = ", ".join(str(r) for r in run_dirs)
     LabServer(server_config(app), f"cnnlab: serving {names} on http://{host}:{port}/ (API docs at /docs)").run(
-        sockets=[listener])
+        sockets=[listener]
+    )
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -475,6 +525,7 @@ def bind(host: str, port: int) -> socket.socket:
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind(address)
     except OSError as e:
-        raise CnnlabError(f"cannot listen on {host}:{port} ({e.strerror or e}): choose another --port or --host") \
-            from None
+        raise CnnlabError(
+            f"cannot listen on {host}:{port} ({e.strerror or e}): choose another --port or --host"
+        ) from None
     return listener

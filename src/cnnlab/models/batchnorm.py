@@ -7,6 +7,7 @@ reaches 99% on MNIST in two epochs (`--recipe fast`). `cnn-bn-32-64` is the same
 receptive field) and classifies through a hidden layer of 256 with dropout, for `--recipe best` with
 augmentation and weight averaging.
 """
+
 import torch.nn as nn
 
 from cnnlab.models.registry import register_model
@@ -22,25 +23,47 @@ class ConvBlock(nn.Sequential):
     step time on CPU when it ran on the full-size maps)."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, pool: bool, stride: int = 1):
-        super().__init__(nn.Conv2d(in_channels, out_channels, kernel_size, stride, bias=False),  # BatchNorm: the bias
-                         *([nn.MaxPool2d(2)] if pool else []), nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True))
+        super().__init__(
+            nn.Conv2d(in_channels, out_channels, kernel_size, stride, bias=False),  # BatchNorm: the bias
+            *([nn.MaxPool2d(2)] if pool else []),
+            nn.BatchNorm2d(out_channels),
+            nn.ReLU(inplace=True),
+        )
 
 
 class BatchNormCNN(nn.Module):
     """ConvBlocks of the given widths, kernel sizes and pooling, then one linear layer, or with `hidden`
     a hidden layer of that width with dropout 0.3 first."""
 
-    def __init__(self, widths=(8, 24), kernel_sizes=(5, 5), pools=(True, True), hidden: int = 0, in_channels: int = 1,
-                 num_classes: int = 10, input_size=(28, 28), strides=None):
+    def __init__(
+        self,
+        widths=(8, 24),
+        kernel_sizes=(5, 5),
+        pools=(True, True),
+        hidden: int = 0,
+        in_channels: int = 1,
+        num_classes: int = 10,
+        input_size=(28, 28),
+        strides=None,
+    ):
         super().__init__()
         self.num_classes = num_classes
         channels = (in_channels, *widths)
         strides = strides or (1,) * len(widths)
-        self.features = nn.Sequential(*(ConvBlock(channels[i], channels[i + 1], kernel_sizes[i], pools[i], strides[i])
-                                        for i in range(len(widths))))
+        self.features = nn.Sequential(
+            *(
+                ConvBlock(channels[i], channels[i + 1], kernel_sizes[i], pools[i], strides[i])
+                for i in range(len(widths))
+            )
+        )
         flat = flat_features(self.features, in_channels, input_size)
-        self.fc = nn.Sequential(nn.Linear(flat, hidden), nn.ReLU(inplace=True), nn.Dropout(0.3),
-                                nn.Linear(hidden, num_classes)) if hidden else nn.Linear(flat, num_classes)
+        self.fc = (
+            nn.Sequential(
+                nn.Linear(flat, hidden), nn.ReLU(inplace=True), nn.Dropout(0.3), nn.Linear(hidden, num_classes)
+            )
+            if hidden
+            else nn.Linear(flat, num_classes)
+        )
 
     def forward(self, x):
         return self.fc(self.features(x).flatten(1))

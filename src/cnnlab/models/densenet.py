@@ -4,6 +4,7 @@ A 3x3 stem of 2k channels, then 3 dense blocks of (L - 4) / 6 bottleneck layers 
 BN-ReLU-3x3 conv to k, concatenated to the input), with transitions between them (BN-ReLU-1x1 conv
 compressing by 0.5, 2x2 average pool), then BN-ReLU, global average pool, linear.
 """
+
 from collections import OrderedDict
 
 import torch
@@ -31,22 +32,37 @@ class _DenseLayer(nn.Module):
 
 class _Transition(nn.Sequential):
     def __init__(self, in_features: int, out_features: int):
-        super().__init__(OrderedDict(norm=nn.BatchNorm2d(in_features), relu=nn.ReLU(),
-                                     conv=nn.Conv2d(in_features, out_features, 1, bias=False), pool=nn.AvgPool2d(2)))
+        super().__init__(
+            OrderedDict(
+                norm=nn.BatchNorm2d(in_features),
+                relu=nn.ReLU(),
+                conv=nn.Conv2d(in_features, out_features, 1, bias=False),
+                pool=nn.AvgPool2d(2),
+            )
+        )
 
 
 class DenseNetBC(nn.Module):
     """`depth` is L and `growth_rate` is k in the paper; compression is 0.5."""
 
-    def __init__(self, depth: int = 40, growth_rate: int = 12, in_channels: int = 1, num_classes: int = 10,
-                 input_size=(28, 28), compression: float = 0.5):
+    def __init__(
+        self,
+        depth: int = 40,
+        growth_rate: int = 12,
+        in_channels: int = 1,
+        num_classes: int = 10,
+        input_size=(28, 28),
+        compression: float = 0.5,
+    ):
         super().__init__()
         if (depth - 4) % 6 or depth < 10:
             raise ValueError(f"DenseNet-BC depth must be 6n + 4 with n >= 1 (10, 16, 22, 40, 100, ...), got {depth}")
         layers_per_block = (depth - 4) // 6
         self.num_classes = num_classes
         num_features = 2 * growth_rate
-        features = OrderedDict(conv0=nn.Conv2d(in_channels, num_features, 3, padding=1, bias=False))
+        features: OrderedDict[str, nn.Module] = OrderedDict(
+            conv0=nn.Conv2d(in_channels, num_features, 3, padding=1, bias=False)
+        )
         for block in range(1, 4):
             for i in range(layers_per_block):
                 features[f"denseblock{block}_layer{i + 1}"] = _DenseLayer(num_features + i * growth_rate, growth_rate)

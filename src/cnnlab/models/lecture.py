@@ -4,6 +4,7 @@ Layer names and order are the lecture's, so `print(model)` and the state_dict re
 The one change: flatten sizes (the lecture's hard-coded 320 and 1408) are derived from the input shape,
 so the same classes run on 1x28x28 and 3x32x32.
 """
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -86,9 +87,9 @@ class InceptionNet(nn.Module):
 
     def forward_features(self, x):
         x = F.relu(self.mp(self.conv1(x)))  # (N, 10, 12, 12) for 28x28
-        x = self.incept1(x)                 # (N, 88, 12, 12)
+        x = self.incept1(x)  # (N, 88, 12, 12)
         x = F.relu(self.mp(self.conv2(x)))  # (N, 20, 4, 4)
-        x = self.incept2(x)                 # (N, 88, 4, 4)
+        x = self.incept2(x)  # (N, 88, 4, 4)
         return x
 
     def forward(self, x):

@@ -4,6 +4,7 @@
 filter (PyTorch has no such layer). `lcn` is the lecture CNN with its two convolutions replaced by
 locally connected layers; `mlp` is the fully connected net of lecture 9 (784-520-320-240-120-10).
 """
+
 import math
 
 import torch
@@ -24,8 +25,10 @@ class LocallyConnected2d(nn.Module):
     def __init__(self, in_channels, out_channels, input_size, kernel_size, stride=1, padding=0, bias=True):
         super().__init__()
         self.kernel_size, self.stride, self.padding = _pair(kernel_size), _pair(stride), _pair(padding)
-        self.output_size = tuple(conv_output_size(n, k, s, p) for n, k, s, p in
-                                 zip(_pair(input_size), self.kernel_size, self.stride, self.padding))
+        self.output_size = tuple(
+            conv_output_size(n, k, s, p)
+            for n, k, s, p in zip(_pair(input_size), self.kernel_size, self.stride, self.padding)
+        )
         if min(self.output_size) < 1:
             raise ValueError(f"kernel {self.kernel_size} does not fit input {input_size} with padding {padding}")
         positions = self.output_size[0] * self.output_size[1]
@@ -50,9 +53,10 @@ class LocallyConnectedNet(Net):
     def __init__(self, in_channels: int = 1, num_classes: int = 10, input_size=(28, 28)):
         super().__init__(in_channels, num_classes, input_size)
         h, w = _pair(input_size)
-        self.conv1 = LocallyConnected2d(in_channels, 10, (h, w), 5)
-        h, w = (self.conv1.output_size[0] // 2, self.conv1.output_size[1] // 2)
-        self.conv2 = LocallyConnected2d(10, 20, (h, w), 5)
+        conv1 = LocallyConnected2d(in_channels, 10, (h, w), 5)
+        h, w = (conv1.output_size[0] // 2, conv1.output_size[1] // 2)
+        self.conv1 = conv1  # type: ignore[assignment]  # the lecture's names, locally connected
+        self.conv2 = LocallyConnected2d(10, 20, (h, w), 5)  # type: ignore[assignment]
 
 
 class MLP(nn.Module):

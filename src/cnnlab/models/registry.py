@@ -1,8 +1,9 @@
 """Model registry in the manner of timm: `create_model("cnn", in_channels=1, ...)`, `list_models()`."""
+
 import difflib
 import fnmatch
 import re
-from typing import Callable
+from collections.abc import Callable
 
 from cnnlab import CnnlabError
 
@@ -11,11 +12,13 @@ _entrypoints: dict[str, Callable] = {}  # registered name -> factory
 
 def register_model(name: str):
     """Register a factory under `name` (explicit, so names can carry hyphens: `resnet-20`)."""
+
     def decorate(factory):
         if name in _entrypoints:
             raise ValueError(f"model {name!r} is registered twice")
         _entrypoints[name] = factory
         return factory
+
     return decorate
 
 
@@ -42,6 +45,9 @@ def create_model(name: str, **kwargs):
         raise CnnlabError(f"model {name!r} does not take {str(e).split('argument')[-1].strip()}") from None
     except (ValueError, RuntimeError) as e:  # a shape or size the architecture cannot take
         detail = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
-        shape = f" for input {given['in_channels']}x{'x'.join(map(str, given['input_size']))}" \
-            if "input_size" in given and "in_channels" in given else ""
+        shape = (
+            f" for input {given['in_channels']}x{'x'.join(map(str, given['input_size']))}"
+            if "input_size" in given and "in_channels" in given
+            else ""
+        )
         raise CnnlabError(f"model {name!r} cannot be built{shape}: {detail}") from None

@@ -6,6 +6,7 @@ block; `plain-N` is the same network without it. Downsampling shortcuts use the 
 (subsample by 2, zero-pad the new channels): parameter-free, so plain-N and resnet-N have exactly the
 same layers and parameters and differ only in the additions.
 """
+
 import torch.nn as nn
 import torch.nn.functional as F
 
@@ -30,7 +31,7 @@ class BasicBlock(nn.Module):
         out = F.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
         if self.shortcut:
-            identity = x[:, :, ::self.stride, ::self.stride] if self.stride > 1 else x
+            identity = x[:, :, :: self.stride, :: self.stride] if self.stride > 1 else x
             if self.extra_channels:  # option A: zero-pad the new channels
                 identity = F.pad(identity, (0, 0, 0, 0, 0, self.extra_channels))
             out = out + identity
@@ -38,8 +39,16 @@ class BasicBlock(nn.Module):
 
 
 class CifarResNet(nn.Module):
-    def __init__(self, depth: int = 20, shortcut: bool = True, width: int = 16, in_channels: int = 1,
-                 num_classes: int = 10, input_size=(28, 28), norm_layer=nn.BatchNorm2d):
+    def __init__(
+        self,
+        depth: int = 20,
+        shortcut: bool = True,
+        width: int = 16,
+        in_channels: int = 1,
+        num_classes: int = 10,
+        input_size=(28, 28),
+        norm_layer=nn.BatchNorm2d,
+    ):
         super().__init__()
         if (depth - 2) % 6 or depth < 8:
             raise ValueError(f"depth must be 6n + 2 with n >= 1 (8, 14, 20, ...), got {depth}")
@@ -49,9 +58,9 @@ class CifarResNet(nn.Module):
         self.num_classes = num_classes
         self.conv1 = nn.Conv2d(in_channels, width, 3, padding=1, bias=False)
         self.bn1 = norm_layer(width)
-        self.layer1 = self._make_stage(width, width, n, 1, shortcut, norm_layer)              # (N, w, 28, 28)
-        self.layer2 = self._make_stage(width, 2 * width, n, 2, shortcut, norm_layer)          # (N, 2w, 14, 14)
-        self.layer3 = self._make_stage(2 * width, 4 * width, n, 2, shortcut, norm_layer)      # (N, 4w, 7, 7)
+        self.layer1 = self._make_stage(width, width, n, 1, shortcut, norm_layer)  # (N, w, 28, 28)
+        self.layer2 = self._make_stage(width, 2 * width, n, 2, shortcut, norm_layer)  # (N, 2w, 14, 14)
+        self.layer3 = self._make_stage(2 * width, 4 * width, n, 2, shortcut, norm_layer)  # (N, 4w, 7, 7)
         self.fc = nn.Linear(4 * width, num_classes)
         self._init_weights()
 

@@ -1,4 +1,5 @@
 """Shape arithmetic shared by the model families: conv output sizes and flatten sizes derived from the input."""
+
 import torch
 import torch.nn as nn
 

@@ -1,4 +1,5 @@
 """Parameter and FLOP counts (torch.utils.flop_counter: a multiply-add counts as 2 FLOPs)."""
+
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
