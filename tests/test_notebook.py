@@ -1,4 +1,5 @@
 """notebooks/lecture.ipynb runs top to bottom in a real kernel, and computes the lecture's numbers."""
+
 import ast
 import json
 from pathlib import Path
@@ -41,23 +42,31 @@ def test_the_lecture_notebook_runs_and_computes_the_lecture_numbers(tmp_path, mo
     cwd.mkdir()
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     # kernel "python3" is ipykernel's own spec, started with this interpreter: no kernelspec install needed
-    nbclient.NotebookClient(notebook, timeout=300, kernel_name="python3",
-                            resources={"metadata": {"path": str(cwd)}}).execute()  # raises on any cell's error
+    nbclient.NotebookClient(
+        notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(cwd)}}
+    ).execute()  # raises on any cell's error
     cells = notebook.cells
 
     printed = _printed(cells, "print(shape(28, 5, pool=2))")
     assert "output: 24x24 (from 28x28)" in printed and "output: 12x12" in printed and "output: 4x4" in printed
     assert _result(cells, "# The same arithmetic as a function") == {
-        "5x5, no padding": 24, "5x5, padding 2": 28, "3x3, stride 2, padding 1": 14}
+        "5x5, no padding": 24,
+        "5x5, padding 2": 28,
+        "3x3, stride 2, padding 1": 14,
+    }
     assert _result(cells, 'print(summary("cnn"))') == 8490
     assert "149,760" in _printed(cells, "print(params(")  # locally connected: 5,760 outputs x (25 weights + 1 bias)
     parameters, accuracy = _result(cells, "config = build_config(")
     assert parameters == 8490 and 50 < accuracy <= 100  # one epoch on 4,500 digits; chance is 10%
-    assert _result(cells, "print(pool_example())") == {"max": [[6.0, 8.0], [3.0, 4.0]],
-                                                        "average": [[3.25, 5.25], [2.0, 2.0]]}
+    assert _result(cells, "print(pool_example())") == {
+        "max": [[6.0, 8.0], [3.0, 4.0]],
+        "average": [[3.25, 5.25], [2.0, 2.0]],
+    }
     assert _result(cells, "# The same saving as numbers") == {
         "with 1x1 (params, FLOPs)": (15920, 2 * 784 * (16 * 192 + 32 * 16 * 25)),
-        "without (params, FLOPs)": (153632, 2 * 784 * 32 * 192 * 25), "FLOPs ratio": 9.7}
+        "without (params, FLOPs)": (153632, 2 * 784 * 32 * 192 * 25),
+        "FLOPs ratio": 9.7,
+    }
     pictures = [o for c in cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
     assert len(pictures) == 3  # features, pooling, overfitting
     overfit = _result(cells, "overfit = run_overfit(")
