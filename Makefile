@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # Real MNIST for tests and benchmarks; tests skip with a reason where it is absent.
 MNIST_DIR ?= ../shared/data/mnist
 
-.PHONY: install run test lint docs bench clean browser
+.PHONY: install run test lint docs notebook bench clean browser
 
 install: $(VENV)/.installed
 
@@ -35,6 +35,11 @@ lint: install
 	$(BIN)/ruff check src tests benchmarks docs
 	$(BIN)/ruff format --check src tests benchmarks docs
 	$(BIN)/mypy
+
+# The lecture as a notebook, run top to bottom (tests/test_notebook.py does the same and checks its numbers);
+# to open it instead: .venv/bin/pip install jupyterlab && .venv/bin/jupyter lab notebooks/lecture.ipynb
+notebook: install
+	$(BIN)/jupyter-execute notebooks/lecture.ipynb
 
 # docs/cli.md is the parser's own help (tests/test_docs.py fails when it has drifted).
 docs: install
