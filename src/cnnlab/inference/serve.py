@@ -324,10 +324,10 @@ def create_app(run_dirs, *, workers: int = WORKERS, queue: int = QUEUE, body_sec
     """The lab over one or more trained runs (paths), each loaded once."""
     runs = [LabRun(run_dir) for run_dir in ([run_dirs] if isinstance(run_dirs, (str, Path)) else run_dirs)]
     if len({run.digits for run in runs}) > 1:
-        digit_runs = ", ".join(str(run.dir) for run in runs if run.digits)
+        listed = lambda digits: ", ".join(str(run.dir) for run in runs if run.digits == digits)
         raise CnnlabError(
-            f"{digit_runs} take drawn digits, the other runs uploaded images: the page has one input for all the "
-            "runs it shows, so serve them separately (a second `cnnlab serve` with another --port)"
+            f"digit runs ({listed(True)}) and image runs ({listed(False)}) are not served together: the page has one "
+            "input for all its runs, a canvas or an upload box; serve them separately (another `cnnlab serve --port`)"
         )
     admission = Admission(workers, queue)
     app = FastAPI(

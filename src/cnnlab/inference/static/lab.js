@@ -405,6 +405,7 @@ function renderKernels() {
 const uploading = () => state.runs.length > 0 && state.runs[0].input === "upload";  // the server serves no mix
 
 function showUploadBox(run) {
+  document.body.classList.add("uploading");
   document.querySelector(".pad-card").hidden = true;
   $("upload-card").hidden = false;
   $("seen").hidden = true;
@@ -432,7 +433,7 @@ async function classify(file) {
       form.append("file", file, file.name);
       return getJSON(`/predict?run=${i}`, { method: "POST", body: form });
     }));
-    $("upload-answer").textContent = `${file.name}: the top classes are on the right of what the model sees.`;
+    $("upload-answer").textContent = `${file.name}: the top classes are below what the model sees.`;
   } catch (err) {
     state.results = [];
     $("upload-answer").textContent = err.message;
