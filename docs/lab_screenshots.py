@@ -1,9 +1,11 @@
 """Screenshots of the lab for docs/lab.md: every view on a laptop (1366x768) and a phone (390x844) viewport.
 
     python docs/lab_screenshots.py RUN_DIR [RUN_DIR...] [--out docs/lab]
+    python docs/lab_screenshots.py IMAGE_RUN_DIR --upload IMAGE [--out docs/lab]
 
 Serves the runs on a free local port, draws a 7 with the mouse in headless Chromium (Debian's
-/usr/bin/chromium), clicks a conv1 cell, and saves one PNG a view and viewport.
+/usr/bin/chromium), clicks a conv1 cell, and saves one PNG a view and viewport. For a run on colour or own
+images (an upload box, no canvas), uploads IMAGE instead and saves {laptop,phone}-upload.png.
 """
 
 import argparse
@@ -53,10 +55,48 @@ def shot(page, path: Path, scroll_to: str | None) -> None:
     page.screenshot(path=str(path))
 
 
+def digit_views(browser, url: str, out: Path) -> None:
+    for device, viewport in VIEWPORTS.items():
+        page = browser.new_page(viewport=viewport, device_scale_factor=1)
+        page.goto(url)
+        page.wait_for_function("window.lab.runs.length > 0")
+        draw(page)
+        shot(page, out / f"{device}-draw.png", "#pad") if device == "phone" else None
+        shot(page, out / f"{device}-layers.png", "#columns .run" if device == "phone" else None)
+        page.locator('section.stage[data-stage="conv1"] canvas.map').nth(3).click(position={"x": 30, "y": 20})
+        page.wait_for_selector("#arithmetic")
+        shot(page, out / f"{device}-cell.png", "#inspector" if device == "phone" else None)
+        for view in ("kernels", "explorer", "training"):
+            page.click(f'.tabs button[data-view="{view}"]')
+            if view == "explorer":
+                page.fill("#ex-stride", "2")
+                page.fill("#ex-padding", "1")
+            if view == "training":
+                page.wait_for_selector(".confusion", timeout=30_000)
+            page.wait_for_timeout(700)
+            shot(page, out / f"{device}-{view}.png", f"#view-{view}" if device == "phone" else None)
+        page.close()
+
+
+def upload_views(browser, url: str, out: Path, image: str) -> None:
+    """The upload box of an image run with `image` classified, beside its curves and confusion matrix."""
+    for device, viewport in VIEWPORTS.items():
+        page = browser.new_page(viewport=viewport, device_scale_factor=1)
+        page.goto(url)
+        page.wait_for_function("window.lab.runs.length > 0")
+        page.set_input_files("#file", image)
+        page.wait_for_function("window.lab.results.length === window.lab.runs.length && !window.lab.busy")
+        page.wait_for_selector(".confusion", timeout=30_000)
+        page.wait_for_timeout(700)
+        shot(page, out / f"{device}-upload.png", None)
+        page.close()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+")
     parser.add_argument("--out", default="docs/lab")
+    parser.add_argument("--upload", metavar="IMAGE", help="the image to upload, for runs that take uploads")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -69,26 +109,11 @@ def main() -> int:
         time.sleep(0.05)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=CHROMIUM_ARGS)
-        for device, viewport in VIEWPORTS.items():
-            page = browser.new_page(viewport=viewport, device_scale_factor=1)
-            page.goto(f"http://127.0.0.1:{port}/")
-            page.wait_for_function("window.lab.runs.length > 0")
-            draw(page)
-            shot(page, out / f"{device}-draw.png", "#pad") if device == "phone" else None
-            shot(page, out / f"{device}-layers.png", "#columns .run" if device == "phone" else None)
-            page.locator('section.stage[data-stage="conv1"] canvas.map').nth(3).click(position={"x": 30, "y": 20})
-            page.wait_for_selector("#arithmetic")
-            shot(page, out / f"{device}-cell.png", "#inspector" if device == "phone" else None)
-            for view in ("kernels", "explorer", "training"):
-                page.click(f'.tabs button[data-view="{view}"]')
-                if view == "explorer":
-                    page.fill("#ex-stride", "2")
-                    page.fill("#ex-padding", "1")
-                if view == "training":
-                    page.wait_for_selector(".confusion", timeout=30_000)
-                page.wait_for_timeout(700)
-                shot(page, out / f"{device}-{view}.png", f"#view-{view}" if device == "phone" else None)
-            page.close()
+        url = f"http://127.0.0.1:{port}/"
+        if args.upload:
+            upload_views(browser, url, out, args.upload)
+        else:
+            digit_views(browser, url, out)
         browser.close()
     server.should_exit = True
     print(f"wrote {len(list(out.glob('*.png')))} screenshots to {out}")

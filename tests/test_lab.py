@@ -7,6 +7,7 @@ import shutil
 import socket
 import threading
 import time
+from contextlib import contextmanager
 
 import pytest
 import torch
@@ -77,12 +78,13 @@ def inception_run(tmp_path_factory):
     return out
 
 
-@pytest.fixture(scope="module")
-def lab_url(live_run, inception_run):
+@contextmanager
+def served(run_dirs):
+    """The lab over these runs on a free local port, in a thread: yields its URL."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = uvicorn.Server(server_config(create_app([live_run, inception_run]), host="127.0.0.1", port=port))
+    server = uvicorn.Server(server_config(create_app(run_dirs), host="127.0.0.1", port=port))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     while not server.started:
@@ -90,6 +92,12 @@ def lab_url(live_run, inception_run):
     yield f"http://127.0.0.1:{port}/"
     server.should_exit = True
     thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def lab_url(live_run, inception_run):
+    with served([live_run, inception_run]) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -266,7 +266,7 @@ def test_trains_predicts_by_class_name_and_exports(shapes, tmp_path, capsys):
         CnnlabError,
         match="only a digit model .* this one takes 3x32x32 images of folder: classify its images with `cnnlab predict",
     ):
-        Predictor(out)  # as the drawing canvas and `serve` ask for it
+        Predictor(out)  # the default: for a caller that can only give digits
     predictor = Predictor(out, digits_only=False)
     assert not predictor.digits and predictor.prepare(draw_shape("circle", np.random.default_rng(3))).shape == (
         3,

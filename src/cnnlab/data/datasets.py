@@ -156,7 +156,8 @@ class DatasetInfo:
     input_size: tuple[int, int]
     # Handwriting on plain paper, made the way MNIST was (the IDX datasets): an input image gets MNIST's
     # preprocessing (inference/preprocess.py) and the web page offers a canvas to draw on. Otherwise (CIFAR,
-    # folders) an input is fitted like the training images (folder.fit_image) by `predict`; `serve` refuses it.
+    # folders) an input is fitted like the training images (folder.fit_image) by `predict` and by `serve`, whose
+    # page offers an upload box.
     mnist_style: bool = True
 
     @property

@@ -4,6 +4,9 @@ GET  /                  the lab (static/: plain JS modules, no CDN: it works off
 POST /predict           top-k classes: an image upload (multipart, field "file") or JSON {"pixels": 28x28 ints}
 POST /activations       every stage of the model for the same input, quantised (explain/stages.py)
 POST /explain           one convolution output as the multiply-add that makes it
+A digit run (MNIST-style, 1x28x28) takes all three, and the page offers a canvas. Any other run (CIFAR, your own
+images) takes uploads to /predict only, fitted as its training images were, and the page offers an upload box;
+the rest answer 422. Digit runs and image runs are not served together: the page has one input for all runs.
 GET  /runs, /runs/{i}/metrics, /runs/{i}/confusion   the runs, their curves (polled) and confusion matrix
 GET  /shape             `cnnlab shape` for the stride/padding explorer
 GET  /health, /model;  /docs: Swagger UI, served from the swagger-ui-bundle package
@@ -19,6 +22,7 @@ Limits (a server must not be driven out of memory or held open by a client):
 """
 
 import base64
+import io
 import json
 import socket
 import threading
@@ -37,6 +41,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
+from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -52,7 +57,6 @@ from cnnlab.explain.stages import Stage, explain_cell, trace
 from cnnlab.files import read_bounded
 from cnnlab.inference.decode import ImageError, NotAnImageError, load_image
 from cnnlab.inference.predict import Predictor, is_unsure
-from cnnlab.inference.preprocess import preprocess
 from cnnlab.models import count_parameters
 
 STATIC = Path(__file__).parent / "static"
@@ -152,8 +156,9 @@ class LabRun:
 
     def __init__(self, run_dir):
         self.dir = Path(run_dir)
-        self.predictor = Predictor(run_dir)
+        self.predictor = Predictor(run_dir, digits_only=False)
         self.run = self.predictor.run
+        self.digits = self.predictor.digits
         self.lock = threading.Lock()
         self.confusion_matrix: dict | None = None
         metrics = self.run.metrics or [{}]
@@ -169,16 +174,37 @@ class LabRun:
             "mean": self.run.info.mean,
             "std": self.run.info.std,
             "kernels": first_conv.weight.detach()[:, 0].tolist() if first_conv is not None else None,
+            "input": "draw" if self.digits else "upload",  # what the page offers: the canvas or an upload box
+            "channels": self.run.info.in_channels,
+            "input_size": list(self.run.info.input_size),
         }
+
+    def prepare(self, data: bytes, name: str) -> np.ndarray:
+        """An uploaded image, decoded within the server's pixel limit -> this run's input: the 28x28 digit of a
+        digit run, else (C, H, W) fitted as the training images were."""
+        prepared = self.predictor.prepare(load_image(data, name, max_pixels=SERVED_PIXELS, max_side=DECODE_SIDE), name)
+        return prepared[0] if self.digits else prepared
+
+    def require_digits(self, what: str) -> None:
+        """A 422 for what only a digit run takes (28x28 pixels, the stages and multiply-add views)."""
+        if not self.digits:
+            info = self.run.info
+            raise HTTPException(
+                422,
+                f"run {self.dir.name} takes {info.in_channels}x{info.input_size[0]}x{info.input_size[1]} images of "
+                f'{info.name}, not {what}: POST /predict an image file (multipart/form-data, field "file")',
+            )
 
     def normalised(self, digit: np.ndarray) -> torch.Tensor:
         x = torch.from_numpy(np.ascontiguousarray(digit))[None, None]
         return normalise(x, self.run.info.mean, self.run.info.std)
 
-    def predict(self, digit: np.ndarray) -> dict:
+    def predict(self, prepared: np.ndarray) -> dict:
+        """The top classes; with the digit as 28x28 ints, or an image run's input as the PNG the model sees."""
         with self.lock:
-            top = self.predictor.top_k(digit, TOP_K)
-        return {"predictions": top, "unsure": is_unsure(top), "input": digit.tolist()}
+            top = self.predictor.top_k(prepared, TOP_K)
+        seen = {"input": prepared.tolist()} if self.digits else {"seen": png_data_url(prepared)}
+        return {"predictions": top, "unsure": is_unsure(top), **seen}
 
     def activations(self, digit: np.ndarray) -> dict:
         with self.lock:
@@ -213,10 +239,10 @@ class LabRun:
     def confusion(self) -> dict:
         if self.confusion_matrix is None:
             dataset = self.run.load_dataset(allow_download=False)
-            digits = dataset.test_images[:, 0].numpy()
+            images = dataset.test_images.numpy()
             with self.lock:
                 predicted = torch.cat(
-                    [self.predictor.probabilities(digits[i : i + 1000]).argmax(1) for i in range(0, len(digits), 1000)]
+                    [self.predictor.probabilities(images[i : i + 1000]).argmax(1) for i in range(0, len(images), 1000)]
                 )
             matrix = torch.zeros(len(self.run.info.classes), len(self.run.info.classes), dtype=torch.int64)
             matrix.index_put_((dataset.test_labels, predicted), torch.ones_like(predicted), accumulate=True)
@@ -264,9 +290,12 @@ def stage_json(stage: Stage) -> dict:
     }
 
 
-def decode_digit(data: bytes, name: str) -> np.ndarray:
-    """An uploaded image -> the 28x28 digit, decoded within the server's pixel limit."""
-    return preprocess(load_image(data, name, max_pixels=SERVED_PIXELS, max_side=DECODE_SIDE), name)
+def png_data_url(prepared: np.ndarray) -> str:
+    """A (C, H, W) uint8 input as a data: URL the page can show as it is."""
+    picture = Image.fromarray(prepared[0] if prepared.shape[0] == 1 else prepared.transpose(1, 2, 0))
+    buffer = io.BytesIO()
+    picture.save(buffer, "PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
 class MediaTypeRoute(APIRoute):
@@ -294,6 +323,12 @@ class JsonRoute(MediaTypeRoute):
 def create_app(run_dirs, *, workers: int = WORKERS, queue: int = QUEUE, body_seconds: float = BODY_SECONDS) -> FastAPI:
     """The lab over one or more trained runs (paths), each loaded once."""
     runs = [LabRun(run_dir) for run_dir in ([run_dirs] if isinstance(run_dirs, (str, Path)) else run_dirs)]
+    if len({run.digits for run in runs}) > 1:
+        listed = lambda digits: ", ".join(str(run.dir) for run in runs if run.digits == digits)
+        raise CnnlabError(
+            f"digit runs ({listed(True)}) and image runs ({listed(False)}) are not served together: the page has one "
+            "input for all its runs, a canvas or an upload box; serve them separately (another `cnnlab serve --port`)"
+        )
     admission = Admission(workers, queue)
     app = FastAPI(
         title="cnnlab",
@@ -309,37 +344,44 @@ def create_app(run_dirs, *, workers: int = WORKERS, queue: int = QUEUE, body_sec
             raise HTTPException(404, f"no run {index}: this server has runs 0 to {len(runs) - 1}")
         return runs[index]
 
-    async def digit_of(file: UploadFile) -> np.ndarray:
-        return await admission.run(decode_digit, await file.read(), file.filename or "upload")
+    async def input_of(file: UploadFile, lab: LabRun) -> np.ndarray:
+        return await admission.run(lab.prepare, await file.read(), file.filename or "upload")
+
+    def digit_run(index: int, what: str) -> LabRun:
+        lab = run_at(index)
+        lab.require_digits(what)
+        return lab
 
     uploads, pixels = APIRouter(route_class=UploadRoute), APIRouter(route_class=JsonRoute)
 
     @uploads.post("/predict")
     async def predict_upload(file: UploadFile, run: RunIndex = 0):
-        """Top-3 classes for an uploaded image (any size, dark ink on light paper or the reverse)."""
+        """Top-3 classes for an uploaded image: a digit (any size, dark ink on light paper or the reverse) for a
+        digit run, any picture for an image run (scaled and centre-cropped as its training images were)."""
         lab = run_at(run)
-        return await admission.run(lab.predict, await digit_of(file))
+        return await admission.run(lab.predict, await input_of(file, lab))
 
     @pixels.post("/predict")
     async def predict_pixels(body: Pixels, run: RunIndex = 0):
         """Top-3 classes for a 28x28 digit; the answer also holds the input and whether the model is unsure."""
-        return await admission.run(run_at(run).predict, np.array(body.pixels, dtype=np.uint8))
+        return await admission.run(digit_run(run, "28x28 pixels").predict, np.array(body.pixels, dtype=np.uint8))
 
     @uploads.post("/activations")
     async def activations_upload(file: UploadFile, run: RunIndex = 0):
-        """Every stage of the model for an uploaded image, quantised to a byte a value."""
-        lab = run_at(run)
-        return await admission.run(lab.activations, await digit_of(file))
+        """Every stage of the model for an uploaded image, quantised to a byte a value (digit runs)."""
+        lab = digit_run(run, "the stages of a digit")
+        return await admission.run(lab.activations, await input_of(file, lab))
 
     @pixels.post("/activations")
     async def activations_pixels(body: Pixels, run: RunIndex = 0):
         """Every stage of the model for a 28x28 digit, quantised to a byte a value."""
-        return await admission.run(run_at(run).activations, np.array(body.pixels, dtype=np.uint8))
+        lab = digit_run(run, "28x28 pixels")
+        return await admission.run(lab.activations, np.array(body.pixels, dtype=np.uint8))
 
     @pixels.post("/explain")
     async def explain(body: Cell, run: RunIndex = 0):
         """One convolution output as weights x input patch + bias, next to the value the model computed."""
-        return await admission.run(run_at(run).explain, body)
+        return await admission.run(digit_run(run, "28x28 pixels").explain, body)
 
     app.include_router(uploads)
     app.include_router(pixels)
@@ -356,8 +398,19 @@ def create_app(run_dirs, *, workers: int = WORKERS, queue: int = QUEUE, body_sec
 
     @app.get("/model")
     def model_info():
-        """The first run: name, parameters, dataset, test accuracy."""
-        return {k: runs[0].about[k] for k in ("name", "parameters", "dataset", "classes", "test_accuracy", "epochs")}
+        """The first run: name, parameters, dataset, test accuracy, and its input ("draw" a digit or "upload")."""
+        keys = (
+            "name",
+            "parameters",
+            "dataset",
+            "classes",
+            "test_accuracy",
+            "epochs",
+            "input",
+            "channels",
+            "input_size",
+        )
+        return {k: runs[0].about[k] for k in keys}
 
     @app.get("/runs")
     def list_runs():

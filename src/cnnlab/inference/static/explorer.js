@@ -97,7 +97,7 @@ export function explorer(container) {
   for (const id of ["pool-map", "pool-size"]) $(id).addEventListener("change", () => pools());
 
   function pools() {
-    const stage = lab && lab.results[0] && lab.results[0].stages.find(s => s.conv);
+    const stage = lab && lab.results[0] && lab.results[0].stages && lab.results[0].stages.find(s => s.conv);
     const box = $("pools");
     if (!stage) return;
     const [channels, h, w] = stage.shape, values = decodeStage(stage), k = Number($("pool-size").value);

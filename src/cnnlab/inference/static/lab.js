@@ -89,6 +89,12 @@ function renderAll() {
 }
 
 function renderSeen() {
+  if (uploading()) {
+    const seen = state.results[0] && state.results[0].seen;
+    $("seen-image").hidden = !seen;
+    if (seen) $("seen-image").src = seen;
+    return;
+  }
   const g = $("seen").getContext("2d"), image = g.createImageData(28, 28);
   (state.input || Array.from({ length: 28 }, () => new Array(28).fill(0))).flat()
     .forEach((v, i) => image.data.set([v, v, v, 255], i * 4));
@@ -395,11 +401,54 @@ function renderKernels() {
   });
 }
 
+// ---- a run on colour or your own images: an upload box instead of the canvas, top classes by name ----
+const uploading = () => state.runs.length > 0 && state.runs[0].input === "upload";  // the server serves no mix
+
+function showUploadBox(run) {
+  document.body.classList.add("uploading");
+  document.querySelector(".pad-card").hidden = true;
+  $("upload-card").hidden = false;
+  $("seen").hidden = true;
+  $("seen-hint").textContent = `${run.channels}×${run.input_size[0]}×${run.input_size[1]}, scaled and centre-cropped as in training`;
+  for (const view of ["layers", "kernels"]) document.querySelector(`.tabs [data-view="${view}"]`).hidden = true;
+  document.querySelector('.tabs [data-view="training"]').click();
+  $("file").addEventListener("change", () => classify($("file").files[0]));
+  const drop = $("drop");
+  drop.addEventListener("dragover", e => { e.preventDefault(); drop.classList.add("over"); });
+  drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+  drop.addEventListener("drop", e => {
+    e.preventDefault();
+    drop.classList.remove("over");
+    classify(e.dataTransfer.files[0]);
+  });
+}
+
+async function classify(file) {
+  if (!file) return;
+  state.busy = true;
+  $("upload-answer").textContent = `Classifying ${file.name}…`;
+  try {
+    state.results = await Promise.all(state.runs.map((_, i) => {
+      const form = new FormData();
+      form.append("file", file, file.name);
+      return getJSON(`/predict?run=${i}`, { method: "POST", body: form });
+    }));
+    $("upload-answer").textContent = `${file.name}: the top classes are below what the model sees.`;
+  } catch (err) {
+    state.results = [];
+    $("upload-answer").textContent = err.message;
+  } finally {
+    state.busy = false;
+    renderAll();
+  }
+}
+
 // ---- start ----
 const explorerView = explorer($("view-explorer"));
 getJSON("/runs").then(runs => {
   state.runs = runs;
   $("about").textContent = runs.map(r => `${r.name} (${r.run}) on ${r.dataset}`).join(" · ");
   training($("training-columns"), runs);
+  if (uploading()) showUploadBox(runs[0]);
   renderAll();
 }).catch(err => { $("about").textContent = `Could not load the runs: ${err.message}`; });

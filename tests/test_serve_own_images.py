@@ -1,0 +1,123 @@
+"""`cnnlab serve` over a run trained on a folder of your own (colour) images: uploads classified by class name,
+fitted as the training images were; what only a digit run takes answers a clear 4xx; the page's upload box."""
+
+import base64
+import io
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from cnnlab import CnnlabError
+from cnnlab.cli import main
+from cnnlab.inference.predict import Predictor
+from cnnlab.inference.serve import create_app
+from test_lab import CHROMIUM, CHROMIUM_ARGS, served
+from test_own_images import SHAPES, draw_shape, write_shapes
+from test_serve import png
+
+
+@pytest.fixture(scope="module")
+def shapes_run(tmp_path_factory):
+    """cnn-bn-8-24 trained on 300 coloured shapes at 32x32 as test_own_images trains it (96.67% test accuracy)."""
+    root = tmp_path_factory.mktemp("own")
+    shapes = write_shapes(root / "shapes", bad=False)
+    train = ["train", "--dataset", "folder", "--data-dir", str(shapes), "--model", "cnn-bn-8-24", "--batch-size", "32"]
+    assert (
+        main([*train, "--epochs", "10", "--seed", "0", "--threads", "1", "--no-progress", "--out", str(root / "run")])
+        == 0
+    )
+    return root / "run"
+
+
+@pytest.fixture(scope="module")
+def client(shapes_run):
+    return TestClient(create_app([shapes_run]))
+
+
+def new_shapes():
+    """Three new drawings of each shape, larger than the training images and not square."""
+    rng = np.random.default_rng(7)
+    return [(kind, draw_shape(kind, rng, size=(120, 80))) for kind in SHAPES for _ in range(3)]
+
+
+def test_model_tells_the_page_to_offer_an_upload_box(client):
+    about = client.get("/model").json()
+    assert about["input"] == "upload" and about["dataset"] == "folder" and about["classes"] == list(SHAPES)
+    assert about["channels"] == 3 and about["input_size"] == [32, 32]
+    assert client.get("/runs").json()[0]["input"] == "upload"
+
+
+def test_uploads_are_classified_by_name_as_predict_would(client, shapes_run):
+    predictor = Predictor(shapes_run, digits_only=False)
+    right = 0
+    for kind, image in new_shapes():
+        body = client.post("/predict", files={"file": (f"{kind}.png", png(image), "image/png")}).json()
+        assert {p["class"] for p in body["predictions"]} == set(SHAPES)  # names, not indices
+        right += body["predictions"][0]["class"] == kind
+        seen = np.asarray(Image.open(io.BytesIO(base64.b64decode(body["seen"].split(",", 1)[1]))))
+        assert np.array_equal(seen.transpose(2, 0, 1), predictor.prepare(image))  # fitted as in training
+        assert body["predictions"] == predictor.top_k(predictor.prepare(image), 3)
+    assert right >= 8  # of 9; test_own_images measured 96.67% on the held-out shapes
+
+
+def test_the_confusion_matrix_is_on_the_folders_test_images(client):
+    matrix = np.array(client.get("/runs/0/confusion").json()["matrix"])
+    assert matrix.shape == (3, 3) and matrix.sum() == 60  # 0.2 of each class held out
+
+
+@pytest.mark.parametrize(
+    "path, kwargs, status, says",
+    [
+        ("/predict", dict(files={"file": ("a.png", b"not an image", "image/png")}), 415, "not an image"),
+        ("/predict", dict(files={"file": ("a.png", b"", "image/png")}), 422, "empty file"),
+        ("/predict", dict(json={"pixels": [[0] * 28] * 28}), 422, "takes 3x32x32 images of folder, not 28x28 pixels"),
+        ("/activations", dict(files={"file": ("a.png", png(Image.new("RGB", (9, 9))), "image/png")}), 422, "stages"),
+        ("/activations", dict(json={"pixels": [[0] * 28] * 28}), 422, "POST /predict an image file"),
+        (
+            "/explain",
+            dict(json={"pixels": [[0] * 28] * 28, "module": "conv1", "channel": 0, "row": 0, "col": 0}),
+            422,
+            "",
+        ),
+        ("/predict", dict(files={"file": ("big.png", b"\0" * (2 * 1024 * 1024 + 1), "image/png")}), 413, "over"),
+    ],
+)
+def test_what_an_image_run_cannot_take_gets_a_clear_4xx(client, path, kwargs, status, says):
+    response = client.post(path, **kwargs)
+    assert response.status_code == status, response.text
+    assert says in response.json()["detail"]
+
+
+def test_digit_and_image_runs_are_not_served_together(shapes_run, trained_run, capsys):
+    with pytest.raises(CnnlabError, match=r"digit runs \(.*\) and image runs \(.*\) are not served together"):
+        create_app([trained_run, shapes_run])
+    assert main(["serve", str(shapes_run), str(trained_run)]) == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "serve them separately" in err
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (make test installs it)")
+def test_the_page_offers_an_upload_box_and_names_the_class(shapes_run, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    kind, image = new_shapes()[0]
+    image.save(tmp_path / "mine.png")
+    with served([shapes_run]) as url, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1366, "height": 768})
+        page.goto(url)
+        page.wait_for_function("window.lab.runs.length === 1")
+        assert page.locator("#pad").is_hidden() and page.locator("#drop").is_visible()
+        assert page.locator('.tabs button[data-view="layers"]').is_hidden()
+        assert "3×32×32" in page.locator("#seen-hint").inner_text()
+        page.set_input_files("#file", str(tmp_path / "mine.png"))
+        page.wait_for_function("window.lab.results.length === 1 && !window.lab.busy", timeout=30_000)
+        assert page.locator('.pred[data-run="0"] .top1').inner_text() == kind
+        assert page.locator('.pred[data-run="0"] .bar').count() == 3
+        page.wait_for_function("document.getElementById('seen-image').naturalWidth === 32")  # the model's input
+        page.set_input_files("#file", {"name": "notes.png", "mimeType": "image/png", "buffer": b"not an image"})
+        page.wait_for_function("document.getElementById('upload-answer').textContent.includes('not an image')")
+        page.screenshot(path=str(tmp_path / "upload.png"))
+        browser.close()
