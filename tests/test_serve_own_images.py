@@ -36,6 +36,9 @@ def client(shapes_run):
     return TestClient(create_app([shapes_run]))
 
 
+EPS = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n"  # PIL opens it by running Ghostscript
+
+
 def new_shapes():
     """Three new drawings of each shape, larger than the training images and not square."""
     rng = np.random.default_rng(7)
@@ -72,6 +75,7 @@ def test_the_confusion_matrix_is_on_the_folders_test_images(client):
     [
         ("/predict", dict(files={"file": ("a.png", b"not an image", "image/png")}), 415, "not an image"),
         ("/predict", dict(files={"file": ("a.png", b"", "image/png")}), 422, "empty file"),
+        ("/predict", dict(files={"file": ("a.eps", EPS, "application/postscript")}), 415, "not an image"),
         ("/predict", dict(json={"pixels": [[0] * 28] * 28}), 422, "takes 3x32x32 images of folder, not 28x28 pixels"),
         ("/activations", dict(files={"file": ("a.png", png(Image.new("RGB", (9, 9))), "image/png")}), 422, "stages"),
         ("/activations", dict(json={"pixels": [[0] * 28] * 28}), 422, "POST /predict an image file"),

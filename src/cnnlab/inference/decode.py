@@ -1,9 +1,10 @@
 """Decoding an uploaded or given image file safely: bombs, truncated and non-image bytes are refused.
 
-Two limits: no file may declare more than MAX_PIXELS (a bomb guard, checked from the header before any
-decoding), and the decoded image may hold at most `max_pixels`. A JPEG is decoded at a reduced scale
-(libjpeg's DCT scaling, `Image.draft`) when `max_side` allows it, so a 12-megapixel photo costs the
-memory of a 0.75-megapixel one; other formats are decoded whole and then `reduce`d by an integer factor.
+Only the formats of a folder of images (data/folder.py FORMATS) are opened: not EPS, which PIL decodes by
+running Ghostscript on the file. Two limits: no file may declare more than MAX_PIXELS (a bomb guard, checked
+from the header before any decoding), and the decoded image may hold at most `max_pixels`. A JPEG is decoded
+at a reduced scale (libjpeg's DCT scaling, `Image.draft`) when `max_side` allows it, so a 12-megapixel photo
+costs the memory of a 0.75-megapixel one; other formats are decoded whole and then `reduce`d by an integer factor.
 """
 
 import io
@@ -12,6 +13,7 @@ import warnings
 from PIL import Image, UnidentifiedImageError
 
 from cnnlab import CnnlabError
+from cnnlab.data.folder import FORMATS
 
 MAX_PIXELS = 40_000_000  # a 40-megapixel photo is fine; a 50,000 x 50,000 "image" is a decompression bomb
 CONVERT_BEFORE_REDUCE = {"P": "RGBA", "1": "L"}  # modes Image.reduce lacks (RGBA keeps a palette's transparency)
@@ -37,7 +39,7 @@ def load_image(
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
+            image = Image.open(io.BytesIO(data), formats=FORMATS)
             declared = image.width * image.height
             if declared > MAX_PIXELS:
                 raise ImageError(
