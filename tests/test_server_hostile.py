@@ -120,6 +120,12 @@ def test_hostile_bodies_get_a_clear_4xx(client, path, name, kwargs, status):
     assert response.json()["detail"]
 
 
+@pytest.mark.parametrize("path", ["/runs/-1/metrics", "/runs/-1/confusion", "/runs/1/metrics"])
+def test_a_run_index_out_of_range_is_404(client, path):
+    response = client.get(path)
+    assert response.status_code == 404 and "no run" in response.json()["detail"], response.text[:200]
+
+
 def test_a_bomb_within_the_body_limit_is_refused_by_the_server_but_not_by_the_cli(client):
     """A 3000x3000 PNG is 30 kB: under the 2 MB body cap, over the server's pixel cap (the CLI's is higher)."""
     side = int(SERVED_PIXELS**0.5) + 100

@@ -340,7 +340,7 @@ def create_app(run_dirs, *, workers: int = WORKERS, queue: int = QUEUE, body_sec
     app.add_middleware(BodyGuard, seconds=body_seconds)
 
     def run_at(index: int) -> LabRun:
-        if index >= len(runs):
+        if not 0 <= index < len(runs):  # a path's {index} may be negative: not the last run counted from the end
             raise HTTPException(404, f"no run {index}: this server has runs 0 to {len(runs) - 1}")
         return runs[index]
 
