@@ -3,9 +3,14 @@ fitted as the training images were; what only a digit run takes answers a clear 
 
 import base64
 import io
+import shutil
+import subprocess
+import sys
+import warnings
 
 import numpy as np
 import pytest
+import torch
 from fastapi.testclient import TestClient
 from PIL import Image
 
@@ -13,6 +18,7 @@ from cnnlab import CnnlabError
 from cnnlab.cli import main
 from cnnlab.inference.predict import Predictor
 from cnnlab.inference.serve import create_app
+from conftest import ROOT
 from test_lab import CHROMIUM, CHROMIUM_ARGS, served
 from test_own_images import SHAPES, draw_shape, write_shapes
 from test_serve import png
@@ -100,6 +106,37 @@ def test_digit_and_image_runs_are_not_served_together(shapes_run, trained_run, c
     assert main(["serve", str(shapes_run), str(trained_run)]) == 1
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "serve them separately" in err
+
+
+def with_classes(run, classes, out):
+    """A copy of `run` whose checkpoint lists `classes`, as a hand edit would leave it."""
+    shutil.copytree(run, out)
+    checkpoint = torch.load(out / "checkpoint.pt", weights_only=True)
+    checkpoint["dataset"]["classes"] = classes
+    torch.save(checkpoint, out / "checkpoint.pt")
+    return out
+
+
+def test_a_checkpoint_edited_to_no_classes_is_one_line(shapes_run, tmp_path, capsys):
+    edited = with_classes(shapes_run, [], tmp_path / "run")
+    with warnings.catch_warnings(record=True) as warned:
+        warnings.simplefilter("always")
+        assert main(["serve", str(edited)]) == 1
+    assert [str(w.message) for w in warned] == []  # PyTorch's warnings would be lines of their own
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "weights do not fit" in err
+
+
+def test_a_checkpoint_edited_to_a_million_classes_is_refused_before_allocating_them(shapes_run, tmp_path):
+    """A 600-input layer of a million outputs is 2.4 GB: the server process is allowed 2 GB in all."""
+    edited = with_classes(shapes_run, [f"class {i}" for i in range(1_000_000)], tmp_path / "run")
+    limited = (
+        "import resource, sys; resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30)); "
+        f"from cnnlab.cli import main; sys.exit(main(['serve', {str(edited)!r}]))"
+    )
+    done = subprocess.run([sys.executable, "-c", limited], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert done.returncode == 1 and len(done.stderr.strip().splitlines()) == 1, done.stderr[-500:]
+    assert "weights do not fit" in done.stderr or "GiB" in done.stderr  # GiB: a machine with under 10 GB free
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (make test installs it)")

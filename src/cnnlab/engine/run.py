@@ -2,6 +2,7 @@
 trained model, its dataset description and, when asked, its dataset."""
 
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -101,7 +102,12 @@ def open_run(path) -> SavedRun:
     checkpoint = load_checkpoint(best if best.is_file() else path)
     try:
         info = DatasetInfo.from_dict(checkpoint["dataset"])
-        model = build_model(checkpoint["model"]["name"], info, checkpoint["model"].get("width"))
+        name, width = checkpoint["model"]["name"], checkpoint["model"].get("width")
+        # Shapes first, with nothing allocated: an edited classes list may ask for a million outputs, or none.
+        with torch.device("meta"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # copying into meta tensors is a no-op PyTorch warns of
+            build_model(name, info, width).load_state_dict(checkpoint["state_dict"])
+        model = build_model(name, info, width)
         model.load_state_dict(checkpoint["state_dict"])
     except (KeyError, TypeError) as e:
         raise CnnlabError(f"{path}: checkpoint lacks {e}") from None
