@@ -139,6 +139,15 @@ def test_a_checkpoint_edited_to_a_million_classes_is_refused_before_allocating_t
     assert "weights do not fit" in done.stderr or "GiB" in done.stderr  # GiB: a machine with under 10 GB free
 
 
+def test_the_run_that_cannot_be_served_is_named(shapes_run, tmp_path, capsys):
+    edited = with_classes(shapes_run, 3, tmp_path / "run")  # a number where the list of names was
+    assert main(["serve", str(shapes_run), str(edited)]) == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and f"{edited}: dataset description is incomplete" in err
+    assert main(["serve", str(shapes_run / "checkpoint.pt")]) == 1  # predict takes a file; serve a folder
+    assert "checkpoint.pt is not a run directory" in capsys.readouterr().err
+
+
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (make test installs it)")
 def test_the_page_offers_an_upload_box_and_names_the_class(shapes_run, tmp_path):
     from playwright.sync_api import sync_playwright

@@ -111,6 +111,8 @@ def open_run(path) -> SavedRun:
         model.load_state_dict(checkpoint["state_dict"])
     except (KeyError, TypeError) as e:
         raise CnnlabError(f"{path}: checkpoint lacks {e}") from None
+    except CnnlabError as e:  # a hand-edited dataset description or model: say which of the runs given it is
+        raise CnnlabError(f"{path}: {e}") from None
     except RuntimeError as e:
         lines = str(e).splitlines()
         raise CnnlabError(

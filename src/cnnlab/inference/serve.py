@@ -561,7 +561,7 @@ def serve(run_dirs, *, host: str = "127.0.0.1", port: int = 8000) -> None:
         raise CnnlabError(f"--port must be between 1 and 65535, got {port}")
     for run_dir in run_dirs:
         if not Path(run_dir).is_dir():
-            raise CnnlabError(f"run directory {run_dir} does not exist")
+            raise CnnlabError(f"{run_dir} is not a run directory (a folder `cnnlab train --out` wrote)")
     app = create_app(run_dirs)
     listener = bind(host, port)
     names = ", ".join(str(r) for r in run_dirs)
