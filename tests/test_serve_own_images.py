@@ -91,6 +91,12 @@ def test_the_confusion_matrix_is_on_the_folders_test_images(client):
             422,
             "",
         ),
+        (
+            "/explain",
+            dict(files={"file": ("a.png", png(Image.new("RGB", (9, 9))), "image/png")}),
+            415,
+            "send application/json with",
+        ),
         ("/predict", dict(files={"file": ("big.png", b"\0" * (2 * 1024 * 1024 + 1), "image/png")}), 413, "over"),
     ],
 )

@@ -388,9 +388,12 @@ def create_app(run_dirs, *, workers: int = WORKERS, queue: int = QUEUE, body_sec
 
     @app.post("/predict", include_in_schema=False)
     @app.post("/activations", include_in_schema=False)
-    @app.post("/explain", include_in_schema=False)
     def unsupported_media_type():
         raise HTTPException(415, "send multipart/form-data with a file, or application/json with pixels")
+
+    @app.post("/explain", include_in_schema=False)
+    def explain_takes_json():
+        raise HTTPException(415, "send application/json with pixels, module, channel, row and col")
 
     @app.get("/health")
     def health():
