@@ -9,26 +9,16 @@ images (an upload box, no canvas), uploads IMAGE instead and saves {laptop,phone
 """
 
 import argparse
-import socket
 import sys
-import threading
-import time
 from pathlib import Path
 
-import uvicorn
 from playwright.sync_api import sync_playwright
 
-from cnnlab.inference.serve import create_app, server_config
+from cnnlab.inference.serve import serving_in_thread
 
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from test_lab import CHROMIUM_ARGS  # noqa: E402  (the browser tests' flags: one list for both)
+
 VIEWPORTS = {"laptop": {"width": 1366, "height": 768}, "phone": {"width": 390, "height": 844}}
 SEVEN = [(0.22, 0.2), (0.78, 0.2), (0.45, 0.85)]  # the strokes of a 7, as fractions of the pad
 
@@ -100,22 +90,13 @@ def main() -> int:
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(server_config(create_app(args.runs), host="127.0.0.1", port=port))
-    threading.Thread(target=server.run, daemon=True).start()
-    while not server.started:
-        time.sleep(0.05)
-    with sync_playwright() as p:
+    with serving_in_thread(args.runs) as url, sync_playwright() as p:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=CHROMIUM_ARGS)
-        url = f"http://127.0.0.1:{port}/"
         if args.upload:
             upload_views(browser, url, out, args.upload)
         else:
             digit_views(browser, url, out)
         browser.close()
-    server.should_exit = True
     print(f"wrote {len(list(out.glob('*.png')))} screenshots to {out}")
     return 0
 

@@ -4,19 +4,14 @@ model itself. Screenshots go to pytest's tmp_path."""
 import json
 import re
 import shutil
-import socket
-import threading
-import time
-from contextlib import contextmanager
 
 import pytest
 import torch
-import uvicorn
 
 from cnnlab.cli import main
 from cnnlab.engine.checkpoint import CONFIG, read_metrics, write_metrics
 from cnnlab.engine.run import open_run
-from cnnlab.inference.serve import create_app, server_config
+from cnnlab.inference.serve import serving_in_thread
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMIUM_ARGS = [
@@ -78,25 +73,9 @@ def inception_run(tmp_path_factory):
     return out
 
 
-@contextmanager
-def served(run_dirs):
-    """The lab over these runs on a free local port, in a thread: yields its URL."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(server_config(create_app(run_dirs), host="127.0.0.1", port=port))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}/"
-    server.should_exit = True
-    thread.join(10)
-
-
 @pytest.fixture(scope="module")
 def lab_url(live_run, inception_run):
-    with served([live_run, inception_run]) as url:
+    with serving_in_thread([live_run, inception_run]) as url:
         yield url
 
 

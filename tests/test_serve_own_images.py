@@ -17,9 +17,9 @@ from PIL import Image
 from cnnlab import CnnlabError
 from cnnlab.cli import main
 from cnnlab.inference.predict import Predictor
-from cnnlab.inference.serve import create_app
+from cnnlab.inference.serve import create_app, serving_in_thread
 from conftest import ROOT
-from test_lab import CHROMIUM, CHROMIUM_ARGS, served
+from test_lab import CHROMIUM, CHROMIUM_ARGS
 from test_own_images import SHAPES, draw_shape, write_shapes
 from test_serve import png
 
@@ -160,7 +160,7 @@ def test_the_page_offers_an_upload_box_and_names_the_class(shapes_run, tmp_path)
 
     kind, image = new_shapes()[0]
     image.save(tmp_path / "mine.png")
-    with served([shapes_run]) as url, sync_playwright() as p:
+    with serving_in_thread([shapes_run]) as url, sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1366, "height": 768})
         page.goto(url)

@@ -26,6 +26,9 @@ import io
 import json
 import socket
 import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -571,6 +574,23 @@ def serve(run_dirs, *, host: str = "127.0.0.1", port: int = 8000) -> None:
     LabServer(server_config(app), f"cnnlab: serving {names} on http://{host}:{port}/ (API docs at /docs)").run(
         sockets=[listener]
     )
+
+
+@contextmanager
+def serving_in_thread(run_dirs) -> Iterator[str]:
+    """The lab over these runs on a free local port, in a background thread (tests, screenshots): yields its URL."""
+    listener = bind("127.0.0.1", 0)
+    server = uvicorn.Server(server_config(create_app(run_dirs)))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}/"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        listener.close()
 
 
 def bind(host: str, port: int) -> socket.socket:
