@@ -3,14 +3,14 @@
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageFilter
 
 from cnnlab.cli import main
 from cnnlab.data.augment import AUGMENTATIONS, robust
 from cnnlab.data.datasets import load_dataset
 from cnnlab.inference.decode import ImageError, load_image
 from cnnlab.inference.predict import Predictor
-from cnnlab.inference.preprocess import MNIST_WIDTH, preprocess, stroke_width
+from cnnlab.inference.preprocess import MNIST_WIDTH, light_ink, preprocess, stroke_width
 from conftest import ROOT, draw_digit
 
 REAL_DIGITS = ROOT.parent / "shared" / "data" / "real-digits"
@@ -52,6 +52,51 @@ def photo_with_shadow(digit: str) -> Image.Image:
     rgb = (pen + (paper - pen) * ink[..., None]) * light[..., None]
     noisy = rgb + np.random.default_rng(int(digit)).normal(0, 3, rgb.shape)
     return Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8))
+
+
+def pencil_beside_a_large_shadow(digit: str) -> Image.Image:
+    """Grey pencil on the lit third of a page whose other two thirds lie in a shadow: the lit paper is then
+    the image's brightest extreme, further from its median than the faint stroke."""
+    ink = np.asarray(draw_digit(digit, size=480, box=(330, 150, 130), width=4), dtype=np.float32) / 255
+    xs = np.mgrid[0:480, 0:480][1] / 480
+    light = 1 - 0.45 / (1 + np.exp((xs - 0.66) / 0.01))
+    page = (110 + (200 - 110) * ink) * light + np.random.default_rng(int(digit)).normal(0, 3, ink.shape)
+    return Image.fromarray(np.clip(page, 0, 255).astype(np.uint8))
+
+
+def test_the_polarity_of_a_photo_is_not_fooled_by_a_shadow():
+    scores = []
+    for d in DIGITS:
+        photo = pencil_beside_a_large_shadow(d)
+        assert not light_ink(np.asarray(photo))
+        scores.append(likeness(photo, draw_digit(d, size=480, box=(330, 150, 130), width=4)))
+    assert np.median(scores) > 0.95 and min(scores) > 0.7, np.round(scores, 2)  # inverted: 0.84 and 0.12
+
+
+def page_on_a_desk(digit: str) -> Image.Image:
+    """A photo of a page that does not quite fill it: a wedge of dark desk along the left border, 3 to 14 px
+    wide, the width of a stroke, with the digit some way from it."""
+    ink = np.asarray(draw_digit(digit, size=480, box=(40, 110, 240), width=6), dtype=np.float32) / 255
+    ys, xs = np.mgrid[0:480, 0:480]
+    page = np.where(xs < 3 + ys / 40, 60.0, 40 + 160 * ink)
+    return Image.fromarray(
+        np.clip(page + np.random.default_rng(int(digit)).normal(0, 3, page.shape), 0, 255).astype(np.uint8)
+    )
+
+
+def likeness(image: Image.Image, clean: Image.Image) -> float:
+    """Correlation of what preprocess makes of `image` and of a clean drawing of the same digit, both blurred:
+    a pixel's shift matters little, outlines in place of strokes or an edge beside the digit do."""
+    seen, expected = (
+        np.asarray(Image.fromarray(preprocess(i)).filter(ImageFilter.BoxBlur(1)), dtype=float).ravel()
+        for i in (image, clean)
+    )
+    return float(np.corrcoef(seen, expected)[0, 1])
+
+
+def test_a_page_edge_along_the_border_of_a_photo_is_left_out():
+    scores = [likeness(page_on_a_desk(d), draw_digit(d, size=480, box=(40, 110, 240), width=6)) for d in DIGITS]
+    assert np.median(scores) > 0.95 and min(scores) > 0.7, np.round(scores, 2)
 
 
 def coloured(digit: str) -> Image.Image:

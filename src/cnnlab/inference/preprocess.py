@@ -6,8 +6,8 @@ drawings, 28x28 pixel art) first need their ink found, and their strokes brought
 
 1. Contrast: how much darker (or lighter) each pixel is than the paper around it, in the colour channel
    where the ink stands out most. The paper's level is estimated locally (a closing on a coarse grid),
-   so shadows, gradients and coloured paper drop out. The polarity is the side of the paper's median on
-   which the extreme pixels lie, so a tight crop or a border touched by ink does not flip it.
+   so shadows, gradients and coloured paper drop out. The polarity (dark ink or light) is decided from
+   the extremes on a drawing's uniform paper, and from what stands out locally in a photo (`light_ink`).
 2. Ink: contrast above the paper's noise; lone pixels dropped (a 1 px stroke has neighbours, speckle
    has none); the digit is the clusters of grid cells holding most ink, so specks and page edges away
    from it are left out. Grey levels are kept, scaled so that the stroke's core is white.
@@ -33,6 +33,12 @@ NOISE_SIGMAS = 5.0  # ... and stands this many standard deviations above the pap
 NOISE_FLOOR = 3.0  # grey levels: contrast under this many sigmas (plus 1%) is paper, set to black
 CORE_PERCENTILE = 90  # this percentile of the ink's contrast is the stroke's core, shown white
 MASK_FRACTION = 0.3  # of the core's contrast: the pixels that count for the box and the clusters
+UNIFORM_SHARE = 0.25  # one grey level on a quarter of the pixels: a drawing's or a scan's uniform paper
+POLARITY_SIDE = 64  # a photo's polarity is judged on it reduced to at most 64 px a side (20 ms at most) ...
+POLARITY_WINDOW = 0.25  # ... each pixel against the median of a window a quarter of the side around it ...
+POLARITY_MARGIN = 0.05  # ... counting where its log-brightness differs from it by more than this (~5%)
+EDGE_GRID = 128  # a page's edges are traced on a grid of at most this many cells a side ...
+EDGE_SHARE = 0.25  # ... and left out when a quarter as much ink (the digit) lies away from the border
 MIN_CLUSTER_SHARE = 0.25  # a cluster of ink with less than this share of the largest cluster's ink is left out
 # MNIST's stroke width relative to the longer side of the digit's box (`stroke_width` / side), percentiles over
 # the 60,000 training digits passed through `find_ink` and `crop_to_ink`. Strokes thinner than the 5th
@@ -45,7 +51,9 @@ MNIST_CENTRE = 14.0  # row and column of MNIST's centre of mass (mean over the t
 
 def preprocess(image: Image.Image, name: str = "image") -> np.ndarray:
     """An image of any size and mode -> 28x28 uint8, white ink on black, MNIST-style."""
-    ink = find_ink(paper_contrast(image), name)
+    reduced = _reduced(image)
+    photo = not uniform_paper(np.asarray(reduced.convert("L")))
+    ink = find_ink(paper_contrast(reduced), name, photo=photo)
     digit = fit_box(crop_to_ink(ink))
     return centre_by_mass(digit)
 
@@ -87,13 +95,39 @@ def _paper_bright(image: Image.Image) -> list[np.ndarray]:
         if np.median(_border(alpha)) < 128:  # drawn on a transparent background: the alpha is the ink
             return [255.0 - alpha]
         image = Image.alpha_composite(Image.new("RGBA", image.size, (255, 255, 255, 255)), image).convert("RGB")
-    smoothed = np.asarray(image.convert("L").filter(ImageFilter.BoxBlur(1)), dtype=np.float32)
-    paper = np.median(smoothed)
-    light_ink = smoothed.max() - paper > paper - smoothed.min()
+    light = light_ink(np.asarray(image.convert("L")))
     grey = image.mode == "L" or ImageChops.difference(image, image.convert("L").convert("RGB")).getbbox() is None
     pixels = np.asarray(image.convert("L") if grey else image, dtype=np.float32)
     channels = [pixels] if grey else [pixels[..., c] for c in range(3)]
-    return [255.0 - c for c in channels] if light_ink else channels
+    return [255.0 - c for c in channels] if light else channels
+
+
+def light_ink(grey: np.ndarray) -> bool:
+    """Whether the ink is lighter than the paper, from a (H, W) uint8 grey image.
+
+    On uniform paper (a drawing, a canvas, a 28x28 digit: one grey level covers UNIFORM_SHARE of the
+    pixels), the side of the median on which the extreme pixels lie: a tight crop or a border touched by
+    ink does not flip it. In a photo, a shadow can put most of the page below the lit paper, which then
+    outshines faint pencil as an extreme. There, the polarity is the side on which more pixels stand out
+    from the median around them (in log-brightness: light multiplies): ink is a minority of the pixels
+    around it, while on either side of a shadow's edge the median is that side's own paper."""
+    if uniform_paper(grey):
+        smoothed = np.asarray(Image.fromarray(grey).filter(ImageFilter.BoxBlur(1)), dtype=np.float32)
+        paper = np.median(smoothed)
+        return bool(smoothed.max() - paper > paper - smoothed.min())
+    cell = -(-max(grey.shape) // POLARITY_SIDE)
+    small = np.log(np.asarray(Image.fromarray(grey).reduce(cell), dtype=np.float32) + 16)
+    window = 2 * round(POLARITY_WINDOW * max(small.shape) / 2) + 1
+    around = np.lib.stride_tricks.sliding_window_view(np.pad(small, window // 2, mode="edge"), (window, window))
+    excess = small - np.median(around.reshape(*small.shape, -1), axis=2)
+    return bool(np.maximum(excess - POLARITY_MARGIN, 0).sum() > np.maximum(-excess - POLARITY_MARGIN, 0).sum())
+
+
+def uniform_paper(grey: np.ndarray) -> bool:
+    """Whether a (H, W) uint8 grey image has a drawing's uniform paper rather than a photo's (one grey level
+    covers UNIFORM_SHARE of the pixels: 31-100% on drawings, canvases and scans generated by
+    benchmarks/real_digits.py, 1-17% on its photos)."""
+    return bool(np.bincount(grey.ravel(), minlength=256).max() >= UNIFORM_SHARE * grey.size)
 
 
 def _border(pixels: np.ndarray) -> np.ndarray:
@@ -159,9 +193,10 @@ def _min_filter(pixels: np.ndarray, radius: int) -> np.ndarray:
     return -_max_filter(-pixels, radius)
 
 
-def find_ink(contrast: np.ndarray, name: str = "image") -> np.ndarray:
+def find_ink(contrast: np.ndarray, name: str = "image", *, photo: bool = False) -> np.ndarray:
     """(H, W) contrast -> (H, W) float32 ink in [0, 1]: paper and noise 0, the stroke's core 1, and any
-    ink away from the digit removed. Raises ImageError when there is none."""
+    ink away from the digit removed (in a `photo`, also a page's edge along its border: `_page_edges`).
+    Raises ImageError when there is none."""
     sample = contrast[:: max(1, contrast.shape[0] // 256), :: max(1, contrast.shape[1] // 256)]
     paper = np.median(sample)
     sigma = 1.4826 * np.median(np.abs(sample - paper))  # the paper's noise, robustly (MAD)
@@ -174,7 +209,28 @@ def find_ink(contrast: np.ndarray, name: str = "image") -> np.ndarray:
     core = np.percentile(strong[strong > 0.5 * np.percentile(strong, 99)], CORE_PERCENTILE)  # not creases, shadows
     floor = NOISE_FLOOR * sigma + 0.01
     ink = np.clip((contrast - floor) / max(core - floor, 1e-3), 0.0, 1.0)
+    if photo:
+        ink = ink * ~_page_edges(ink * (contrast > MASK_FRACTION * core))
     return ink * _digit_cells(ink * (contrast > MASK_FRACTION * core))
+
+
+def _page_edges(ink: np.ndarray) -> np.ndarray:
+    """(H, W) bool: in a photo, the ink connected to the image's border (a page's edge, a strip of desk, a
+    shadow's edge), when at least EDGE_SHARE as much lies away from it; else nothing (a digit cropped tight
+    touches the border itself). Found on the ink max-pooled to at most EDGE_GRID cells a side."""
+    cell = -(-max(ink.shape) // EDGE_GRID)
+    mask = _cell_reduce(ink, cell, np.maximum) > 0
+    reached = np.zeros_like(mask)
+    for side in (np.s_[0], np.s_[-1], np.s_[:, 0], np.s_[:, -1]):
+        reached[side] = mask[side]
+    for _ in range(mask.size):  # grow along the ink, one cell a step, until nothing more is reached
+        grown = mask & ((_neighbours(reached) > 0) | reached)
+        if np.array_equal(grown, reached):
+            break
+        reached = grown
+    if (mask & ~reached).sum() < EDGE_SHARE * reached.sum():  # nothing like a digit away from the border
+        reached[:] = False
+    return np.repeat(np.repeat(reached, cell, axis=0), cell, axis=1)[: ink.shape[0], : ink.shape[1]]
 
 
 def _neighbours(mask: np.ndarray) -> np.ndarray:
@@ -232,7 +288,8 @@ def fit_box(ink: np.ndarray) -> np.ndarray:
     width = stroke_width(canvas)
     radius = round(((MNIST_WIDTH[50] if thin else MNIST_WIDTH[95]) * WORK_BOX - width) / 2)
     radius = max(radius, -int(width / 4))  # erode a fat stroke by at most half its width: no part vanishes
-    canvas = crop_to_ink(_morph(canvas, radius))
+    morphed = _morph(canvas, radius)
+    canvas = crop_to_ink(morphed if morphed.max() > 0 else canvas)  # a speck eroded away: keep it as it was
     return _resize(canvas, BOX / max(canvas.shape))
 
 
