@@ -40,7 +40,7 @@ HANDWRITING_FONTS = (
     "dkg",
     "breip",
     "femkeklaver",
-    "humor-sans",
+    "humorsans",
     "comicneue",
     "kristi",
     "dancingscript",
