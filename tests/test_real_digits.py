@@ -1,5 +1,9 @@
 """Digits as people really make them (issue 12): thin strokes, tight crops, photos, colours, the real set."""
 
+import json
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -185,3 +189,18 @@ def test_real_digits_score_19_of_20_with_the_robust_recipe(robust_run):
         if predictor.top_k(preprocess(load_image(f.read_bytes())), 1)[0]["class"] != f.stem
     ]
     assert len(misses) <= 1, misses
+
+
+def test_the_real_digits_benchmark_scores_every_kind(robust_run, mnist_dir, tmp_path):
+    """benchmarks/real_digits.py end to end on a small draw: every kind generated, preprocessed and scored."""
+    out = tmp_path / "result.json"
+    command = [sys.executable, str(ROOT / "benchmarks" / "real_digits.py"), str(robust_run), "--data-dir"]
+    command += [str(mnist_dir), "--per-kind", "3", "--json", str(out)]
+    finished = subprocess.run(command, capture_output=True, text=True)
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    (scores,) = json.loads(out.read_text())["results"].values()
+    kinds = {kind: score for kind, score in scores.items() if kind != "all generated"}
+    assert {"photo, pencil", "tight crop", "28x28 pixel drawing"} <= set(kinds)
+    assert all(score["total"] == 3 for score in kinds.values())
+    assert scores["all generated"]["correct"] == sum(score["correct"] for score in kinds.values())
+    assert scores["all generated"]["correct"] >= 0.6 * scores["all generated"]["total"]  # chance: 10%
