@@ -209,9 +209,10 @@ def find_ink(contrast: np.ndarray, name: str = "image", *, photo: bool = False) 
     core = np.percentile(strong[strong > 0.5 * np.percentile(strong, 99)], CORE_PERCENTILE)  # not creases, shadows
     floor = NOISE_FLOOR * sigma + 0.01
     ink = np.clip((contrast - floor) / max(core - floor, 1e-3), 0.0, 1.0)
+    strokes = contrast > MASK_FRACTION * core
     if photo:
-        ink = ink * ~_page_edges(ink * (contrast > MASK_FRACTION * core))
-    return ink * _digit_cells(ink * (contrast > MASK_FRACTION * core))
+        ink = ink * ~_page_edges(ink * strokes)
+    return ink * _digit_cells(ink * strokes)
 
 
 def _page_edges(ink: np.ndarray) -> np.ndarray:
