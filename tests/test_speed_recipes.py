@@ -29,7 +29,7 @@ def test_affine_augmentation_is_batched_seeded_and_keeps_the_background():
     assert torch.allclose(identity, images, atol=1e-5)
 
 
-@pytest.mark.parametrize("recipe, model", [("fast", "cnn-bn-8-24"), ("best", "cnn-bn-32-64-64-fc256")])
+@pytest.mark.parametrize("recipe, model", [("fast", "cnn-bn-s16-32-64"), ("best", "cnn-bn-32-64-64-fc256")])
 def test_recipe_smoke_run(tmp_path, recipe, model):
     out = tmp_path / recipe
     assert (

@@ -486,7 +486,7 @@ def _inference_on_device(device, batches, budget_s: float) -> dict:
     """images/s of the recipes' models on `device` at each batch size, float32 and bf16 autocast (untrained
     weights: the arithmetic is the same)."""
     rates = {}
-    for name in ("cnn", "cnn-bn-8-24", "cnn-bn-32-64-64-fc256"):
+    for name in ("cnn", "cnn-bn-s16-32-64", "cnn-bn-32-64-64-fc256"):
         model = create_model(name).to(device=device, memory_format=torch.channels_last).eval()
         for precision in ("fp32", "bf16"):
             for b in batches:
@@ -577,7 +577,7 @@ def gpu_bench(
         ),
         "fast_compiled": lambda: time_to("fast", seeds, precision="bf16", compile="default"),
         "fast_cuda_graphs": lambda: time_to("fast", seeds, precision="bf16", compile="reduce-overhead"),
-        "fast_batch_512": lambda: time_to("fast", seeds[1:] or seeds, precision="bf16", batch_size=512, lr=0.02),
+        "fast_batch_512": lambda: time_to("fast", seeds[1:] or seeds, precision="bf16", batch_size=512, lr=0.04),
     }
     if device.type != "cuda":  # compiling the training step on a CPU takes minutes; tests/test_sync_free.py covers it
         sections = {k: v for k, v in sections.items() if k not in ("fast_compiled", "fast_cuda_graphs")}
