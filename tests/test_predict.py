@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from cnnlab.cli import main
+from cnnlab.data.folder import decode_file
 from cnnlab.inference.decode import ImageError, load_image
 from cnnlab.inference.predict import Predictor
 from cnnlab.inference.preprocess import preprocess
@@ -59,6 +60,19 @@ def test_polarity_position_and_size_do_not_matter():
 def test_blank_page_is_an_error():
     with pytest.raises(ImageError, match="no ink"):
         preprocess(Image.new("L", (300, 300), 255))
+
+
+def test_sixteen_bit_grey_reads_as_its_eight_bit_self(tmp_path):
+    """PIL clips 16-bit grey at 255 when it converts: a 16-bit scan of a digit came out white, "no ink"."""
+    drawn = draw_digit("2", ink=40, paper=230)
+    deep = Image.fromarray(np.asarray(drawn).astype(np.uint16) * 257)  # the same picture, full 16-bit range
+    assert deep.mode == "I;16"
+    eight, sixteen = load_image(png_bytes(drawn)), load_image(png_bytes(deep))
+    assert sixteen.mode == "L" and np.array_equal(np.asarray(sixteen), np.asarray(eight))
+    assert np.array_equal(preprocess(sixteen), preprocess(drawn))
+    (tmp_path / "deep.png").write_bytes(png_bytes(deep))
+    (tmp_path / "flat.png").write_bytes(png_bytes(drawn))
+    assert np.array_equal(decode_file(tmp_path / "deep.png", (28, 28)), decode_file(tmp_path / "flat.png", (28, 28)))
 
 
 @pytest.mark.parametrize(

@@ -44,6 +44,7 @@ MAX_FILE_BYTES = 64 * 1024 * 1024  # larger than any photo a phone takes
 MAX_PIXELS = 40_000_000  # a 40-megapixel photo is fine; a 50,000 x 50,000 "image" is a decompression bomb
 FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF", "PPM")  # PIL's other decoders are not exposed to folders
 CACHE_FORMAT = "cnnlab-folder-cache/1"
+DECODER = 2  # in the cache key: raise it when decoding changes what a file becomes (2: 16-bit grey scaled)
 REPORTED_FILES = 10  # bad files named in the report (a few bad files: all of them); the rest are counted
 
 
@@ -201,6 +202,19 @@ def fit_image(image: Image.Image, size: tuple[int, int]) -> np.ndarray:
     return np.array(fitted).transpose(2, 0, 1)  # a writable copy: it goes into a tensor
 
 
+def eight_bit(image: Image.Image) -> Image.Image:
+    """16- and 32-bit greyscale images as 8-bit "L", by their high byte: PIL's own conversion clips them at
+    255, which turns a 16-bit scan white. A 32-bit image whose values fit in 8 bits keeps them. Other modes
+    are returned as they are."""
+    if image.mode != "I" and not image.mode.startswith("I;16"):
+        return image
+    image = ImageOps.exif_transpose(image)  # the new image below would drop the EXIF orientation
+    pixels = np.asarray(image)
+    if image.mode.startswith("I;16") or pixels.max(initial=0) > 255:
+        pixels = np.clip(pixels, 0, 65535) >> 8
+    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "L")
+
+
 def luma(rgb: np.ndarray) -> np.ndarray:
     """(..., 3, H, W) uint8 RGB -> (..., 1, H, W) grey, with PIL's integer ITU-R 601 weights (grey stays itself)."""
     r, g, b = (rgb[..., c : c + 1, :, :].astype(np.uint32) for c in range(3))
@@ -217,7 +231,7 @@ def decode_file(path: Path, size: tuple[int, int]) -> np.ndarray:
         if image.width * image.height > MAX_PIXELS:
             raise DataError(f"{image.width:,}x{image.height:,} pixels, more than the {MAX_PIXELS:,} allowed")
         image.draft("RGB", (max(size), max(size)))  # JPEG: decode at the smallest scale that still covers H x W
-        return fit_image(image, size)
+        return fit_image(eight_bit(image), size)
     except PIL.UnidentifiedImageError:
         raise DataError("not an image") from None
     except Image.DecompressionBombError:
@@ -240,6 +254,7 @@ def _key(files: list[ImageFile], size: tuple[int, int]) -> str:
     """What the decoded tensors are a pure function of: every file's name, size and time, the size, the decoder."""
     described = [
         CACHE_FORMAT,
+        DECODER,
         PIL.__version__,
         list(size),
         [[f.name, f.label, f.is_test, f.size, f.mtime_ns] for f in files],

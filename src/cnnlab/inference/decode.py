@@ -13,9 +13,8 @@ import warnings
 from PIL import Image, UnidentifiedImageError
 
 from cnnlab import CnnlabError
-from cnnlab.data.folder import FORMATS
+from cnnlab.data.folder import FORMATS, MAX_PIXELS, eight_bit
 
-MAX_PIXELS = 40_000_000  # a 40-megapixel photo is fine; a 50,000 x 50,000 "image" is a decompression bomb
 CONVERT_BEFORE_REDUCE = {"P": "RGBA", "1": "L"}  # modes Image.reduce lacks (RGBA keeps a palette's transparency)
 
 
@@ -61,13 +60,14 @@ def load_image(
         raise ImageError(f"{name}: too many pixels (decompression bomb?)") from None
     except (OSError, ValueError, SyntaxError, EOFError) as e:
         raise ImageError(f"{name}: cannot decode ({str(e) or type(e).__name__}): truncated or corrupt?") from None
+    image = eight_bit(image)
     return _reduce(image, max_side) if max_side else image
 
 
 def _reduce(image: Image.Image, max_side: int) -> Image.Image:
     """Shrink by an integer factor (box average) while the longer side stays at least `max_side`."""
     factor = max(image.size) // max_side
-    if factor < 2 or image.mode.startswith("I;16"):  # Image.reduce has no 16-bit modes; they are rare
+    if factor < 2:
         return image
     if image.mode in CONVERT_BEFORE_REDUCE:
         image = image.convert(CONVERT_BEFORE_REDUCE[image.mode])
