@@ -28,7 +28,9 @@ browser:
 	  else sudo -n sh -c 'apt-get update -qq && apt-get install -y -qq chromium' >/dev/null \
 	    || echo "warning: could not install chromium (needs root); the browser test will be skipped"; fi; }
 
-test: install browser lint
+# Chromium's install waits on the network, so it runs beside the Python install and lint, not before them.
+test:
+	$(MAKE) --no-print-directory -j2 browser lint
 	CNNLAB_MNIST_DIR=$(MNIST_DIR) $(BIN)/python -m pytest -q
 
 # Style and types, as .pre-commit-config.yaml runs them before each commit.
