@@ -60,8 +60,8 @@ def load_image(
         raise ImageError(f"{name}: too many pixels (decompression bomb?)") from None
     except (OSError, ValueError, SyntaxError, EOFError) as e:
         raise ImageError(f"{name}: cannot decode ({str(e) or type(e).__name__}): truncated or corrupt?") from None
-    image = eight_bit(image)
-    return _reduce(image, max_side) if max_side else image
+    decoded = eight_bit(image)
+    return _reduce(decoded, max_side) if max_side else decoded
 
 
 def _reduce(image: Image.Image, max_side: int) -> Image.Image:
