@@ -129,3 +129,21 @@ def draw_digit(digit: str, size=280, box=None, ink=0, paper=255, width=None, noi
         pixels = np.asarray(image, dtype=np.float32) + rng.normal(0, noise, (size, size))
         image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
     return image.convert(mode)
+
+
+def run_cli(argv, capsys) -> tuple[int, str]:
+    """main() in this process; argparse's own errors exit through SystemExit."""
+    from cnnlab.cli import main
+
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as e:
+        code = e.code
+    return code, capsys.readouterr().err
+
+
+def assert_one_line_error(code, err, message):
+    assert code not in (0, None), err
+    assert "Traceback" not in err
+    assert message in err, err
+    assert len(err.strip().splitlines()) == 1, err

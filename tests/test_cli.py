@@ -9,6 +9,7 @@ import torch
 
 from cnnlab.cli import main
 from cnnlab.engine.checkpoint import load_checkpoint, read_metrics
+from conftest import assert_one_line_error, run_cli
 
 
 def train(tmp_path, *extra, name="run"):
@@ -102,11 +103,9 @@ def test_existing_run_is_not_overwritten_silently(tmp_path):
         (["models", "--input", "28"], "expected CxHxW"),
     ],
 )
-def test_user_mistakes_are_one_line_errors(argv, message):
-    result = subprocess.run([sys.executable, "-m", "cnnlab", *argv], capture_output=True, text=True)
-    assert result.returncode != 0
-    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
-    assert "Traceback" not in result.stderr
+def test_user_mistakes_are_one_line_errors(argv, message, capsys):
+    """In this process: test_hostile's test_no_traceback_from_a_real_process covers the interpreter's own path."""
+    assert_one_line_error(*run_cli(argv, capsys), message)
 
 
 def test_debug_shows_the_traceback():

@@ -11,23 +11,7 @@ import pytest
 import torch
 
 from cnnlab.cli import main
-from conftest import draw_digit, idx_bytes, write_idx_dataset
-
-
-def run_cli(argv, capsys) -> tuple[int, str]:
-    """main() in this process; argparse's own errors exit through SystemExit."""
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as e:
-        code = e.code
-    return code, capsys.readouterr().err
-
-
-def assert_one_line_error(code, err, message):
-    assert code not in (0, None), err
-    assert "Traceback" not in err
-    assert message in err, err
-    assert len(err.strip().splitlines()) == 1, err
+from conftest import assert_one_line_error, draw_digit, idx_bytes, run_cli, write_idx_dataset
 
 
 @pytest.fixture
