@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from cnnlab.cli import main
-from cnnlab.data.folder import decode_file
+from cnnlab.data.folder import decode_file, fit_image
 from cnnlab.inference.decode import ImageError, load_image
 from cnnlab.inference.predict import Predictor
 from cnnlab.inference.preprocess import preprocess
@@ -73,6 +73,17 @@ def test_sixteen_bit_grey_reads_as_its_eight_bit_self(tmp_path):
     (tmp_path / "deep.png").write_bytes(png_bytes(deep))
     (tmp_path / "flat.png").write_bytes(png_bytes(drawn))
     assert np.array_equal(decode_file(tmp_path / "deep.png", (28, 28)), decode_file(tmp_path / "flat.png", (28, 28)))
+
+
+def test_corrupt_exif_does_not_stop_an_image_being_read():
+    """The orientation is read from EXIF; broken EXIF bytes leave the image as it is, as for any 8-bit PNG."""
+    chunk = lambda kind, data: struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    drawn = draw_digit("3")
+    for image in (drawn, Image.fromarray(np.asarray(drawn).astype(np.uint16) * 257)):
+        png = png_bytes(image)
+        broken = load_image(png[:33] + chunk(b"eXIf", b"\0" * 5) + png[33:])  # after IHDR, before the pixels
+        assert np.array_equal(np.asarray(broken), np.asarray(drawn))
+        assert fit_image(broken, (28, 28)).shape == (3, 28, 28)
 
 
 @pytest.mark.parametrize(

@@ -44,7 +44,7 @@ MAX_FILE_BYTES = 64 * 1024 * 1024  # larger than any photo a phone takes
 MAX_PIXELS = 40_000_000  # a 40-megapixel photo is fine; a 50,000 x 50,000 "image" is a decompression bomb
 FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF", "PPM")  # PIL's other decoders are not exposed to folders
 CACHE_FORMAT = "cnnlab-folder-cache/1"
-DECODER = 2  # in the cache key: raise it when decoding changes what a file becomes (2: 16-bit grey scaled)
+DECODER = 2  # in the cache key: raise it when decoding changes what a file becomes (2: 16-bit grey, broken EXIF)
 REPORTED_FILES = 10  # bad files named in the report (a few bad files: all of them); the rest are counted
 
 
@@ -195,11 +195,19 @@ def check_memory(root: Path, count: int, size: tuple[int, int]) -> None:
 def fit_image(image: Image.Image, size: tuple[int, int]) -> np.ndarray:
     """Any PIL image -> (3, H, W) uint8 RGB: turned upright by its EXIF orientation, transparency made white,
     scaled with its aspect ratio kept until it covers H x W, then centre-cropped to H x W."""
-    image = ImageOps.exif_transpose(image)
+    image = upright(image)
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         image = Image.alpha_composite(Image.new("RGBA", image.size, (255, 255, 255, 255)), image.convert("RGBA"))
     fitted = ImageOps.fit(image.convert("RGB"), (size[1], size[0]), method=Image.Resampling.BICUBIC)
     return np.array(fitted).transpose(2, 0, 1)  # a writable copy: it goes into a tensor
+
+
+def upright(image: Image.Image) -> Image.Image:
+    """The image turned by its EXIF orientation, or as it is when its EXIF data is corrupt (the pixels are fine)."""
+    try:
+        return ImageOps.exif_transpose(image)
+    except Exception:  # PIL's EXIF parser raises many kinds of error on broken bytes
+        return image
 
 
 def eight_bit(image: Image.Image) -> Image.Image:
@@ -208,7 +216,7 @@ def eight_bit(image: Image.Image) -> Image.Image:
     are returned as they are."""
     if image.mode != "I" and not image.mode.startswith("I;16"):
         return image
-    image = ImageOps.exif_transpose(image)  # the new image below would drop the EXIF orientation
+    image = upright(image)  # the new image below would drop the EXIF orientation
     pixels = np.asarray(image)
     if image.mode.startswith("I;16") or pixels.max(initial=0) > 255:
         pixels = np.clip(pixels, 0, 65535) >> 8

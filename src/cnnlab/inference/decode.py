@@ -54,13 +54,13 @@ def load_image(
                 )
             image.seek(0)  # first frame of an animated GIF
             image.load()
+            decoded = eight_bit(image)  # reads the EXIF orientation of a 16-bit image, which may be corrupt
     except UnidentifiedImageError:
         raise NotAnImageError(f"{name}: not an image PIL can read (PNG, JPEG, BMP, GIF, ...)") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageError(f"{name}: too many pixels (decompression bomb?)") from None
     except (OSError, ValueError, SyntaxError, EOFError) as e:
         raise ImageError(f"{name}: cannot decode ({str(e) or type(e).__name__}): truncated or corrupt?") from None
-    decoded = eight_bit(image)
     return _reduce(decoded, max_side) if max_side else decoded
 
 
