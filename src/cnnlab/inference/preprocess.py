@@ -184,9 +184,12 @@ def _cell_reduce(pixels: np.ndarray, cell: int, ufunc) -> np.ndarray:
 
 
 def _max_filter(pixels: np.ndarray, radius: int) -> np.ndarray:
-    window = 2 * radius + 1
+    """The maximum over the (2 radius + 1)^2 square around each pixel, edges repeated: rows, then columns
+    (a square's maximum is separable), from shifted slices."""
+    height, width = pixels.shape
     padded = np.pad(pixels, radius, mode="edge")
-    return np.lib.stride_tricks.sliding_window_view(padded, (window, window)).max(axis=(2, 3))
+    rows = functools.reduce(np.maximum, (padded[k : k + height] for k in range(2 * radius + 1)))
+    return functools.reduce(np.maximum, (rows[:, k : k + width] for k in range(2 * radius + 1)))
 
 
 def _min_filter(pixels: np.ndarray, radius: int) -> np.ndarray:
@@ -221,14 +224,8 @@ def _page_edges(ink: np.ndarray) -> np.ndarray:
     touches the border itself). Found on the ink max-pooled to at most EDGE_GRID cells a side."""
     cell = -(-max(ink.shape) // EDGE_GRID)
     mask = _cell_reduce(ink, cell, np.maximum) > 0
-    reached = np.zeros_like(mask)
-    for side in (np.s_[0], np.s_[-1], np.s_[:, 0], np.s_[:, -1]):
-        reached[side] = mask[side]
-    for _ in range(mask.size):  # grow along the ink, one cell a step, until nothing more is reached
-        grown = mask & ((_neighbours(reached) > 0) | reached)
-        if np.array_equal(grown, reached):
-            break
-        reached = grown
+    labels = _clusters(mask, reach=1)
+    reached = np.isin(labels, _border(labels)) & mask
     if (mask & ~reached).sum() < EDGE_SHARE * reached.sum():  # nothing like a digit away from the border
         reached[:] = False
     return np.repeat(np.repeat(reached, cell, axis=0), cell, axis=1)[: ink.shape[0], : ink.shape[1]]
@@ -243,6 +240,17 @@ def _neighbours(mask: np.ndarray) -> np.ndarray:
     )
 
 
+def _clusters(mask: np.ndarray, reach: int) -> np.ndarray:
+    """(H, W) int labels of the clusters of set cells, cells at most `reach` cells apart joined (1: touching);
+    0 where the mask is not set."""
+    labels = np.where(mask, np.arange(1, mask.size + 1).reshape(mask.shape), 0)
+    while True:  # every cell takes the largest label within reach, until each cluster holds one label
+        spread = np.where(mask, _max_filter(labels, reach), 0)
+        if np.array_equal(spread, labels):
+            return labels
+        labels = spread
+
+
 def _digit_cells(ink: np.ndarray) -> np.ndarray:
     """(H, W) 0/1 float32: the grid cells of the ink clusters that make the digit, with one cell around them.
 
@@ -252,12 +260,7 @@ def _digit_cells(ink: np.ndarray) -> np.ndarray:
     photo loses to the digit, while a digit cropped tight to its ink still has its middle."""
     cell = _cell_size(ink.shape)
     mass = _cell_reduce(ink, cell, np.add)
-    labels = np.where(mass > 0, np.arange(1, mass.size + 1).reshape(mass.shape), 0)
-    while True:  # every cell takes the largest label within two cells, until each cluster holds one label
-        spread = np.where(mass > 0, _max_filter(labels, 2), 0)
-        if np.array_equal(spread, labels):
-            break
-        labels = spread
+    labels = _clusters(mass > 0, reach=2)
     inner = np.zeros_like(mass)
     inner[1:-1, 1:-1] = mass[1:-1, 1:-1]
     cluster_mass = np.bincount(labels.ravel(), weights=(inner if inner.any() else mass).ravel())
