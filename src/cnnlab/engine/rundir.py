@@ -41,6 +41,9 @@ RUN_FILES = (
     "filters.png",
     "features-*.png",
     "pool*.png",
+    "snapshot-*.npz",
+    "errors-*.png",
+    "attribution.png",
     ".*.tmp",
 )
 
