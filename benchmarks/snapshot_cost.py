@@ -35,7 +35,9 @@ def one_epoch(initial, data, config, steps: int, folder: Path | None) -> tuple[f
     model = copy.deepcopy(initial)
     state = TrainState.create(model, config, steps)
     order = epoch_order(len(data.train_labels), config.seed, 1, data.train_labels.device)
-    batches = iterate_batches(data.train_images, data.train_labels, config.batch_size, data.mean, data.std, order)
+    batches = iterate_batches(
+        data.train_images, data.train_labels, batch_size=config.batch_size, mean=data.mean, std=data.std, order=order
+    )
     inside = 0.0
 
     def timed(callback):

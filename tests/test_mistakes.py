@@ -12,6 +12,7 @@ from cnnlab.engine.evaluate import evaluate
 from cnnlab.engine.run import open_run
 from cnnlab.explain.attribution import GRAD_CAM, OCCLUSION, attribution_picture, explain_input
 from cnnlab.explain.mistakes import cell_sheet, confusion_cell, parse_cell, probabilities_of_test_set, run_cell
+from conftest import assert_one_line_error, run_cli
 from test_own_images import write_shapes
 
 
@@ -37,7 +38,7 @@ def test_every_cell_holds_exactly_its_images_most_confident_first(trained_run):
     assert probabilities.shape == (len(labels), 10)
     for true in range(10):
         for predicted in range(10):
-            cell = confusion_cell(probabilities, labels, true, predicted, dataset.classes)
+            cell = confusion_cell(probabilities, labels, true=true, predicted=predicted, classes=dataset.classes)
             assert len(cell.examples) == matrix[true, predicted]
             confidence = [e.top[0][1] for e in cell.examples]
             assert confidence == sorted(confidence, reverse=True)
@@ -45,7 +46,7 @@ def test_every_cell_holds_exactly_its_images_most_confident_first(trained_run):
                 assert labels[example.index] == true and example.top[0][0] == predicted and len(example.top) == 3
                 assert [p for _, p in example.top] == sorted((p for _, p in example.top), reverse=True)
     empty = next((t, p) for t in range(10) for p in range(10) if matrix[t, p] == 0)
-    cell = confusion_cell(probabilities, labels, *empty, dataset.classes)
+    cell = confusion_cell(probabilities, labels, true=empty[0], predicted=empty[1], classes=dataset.classes)
     assert cell.examples == [] and cell.describe() == f"no test image of class {empty[0]} was predicted as {empty[1]}"
 
 
@@ -57,7 +58,9 @@ def test_sheet_of_a_digit_cell(trained_run, tmp_path):
     saved = open_run(trained_run)
     probabilities = probabilities_of_test_set(saved.model, dataset, saved.info)
     cells = (
-        confusion_cell(probabilities, dataset.test_labels, t, p, dataset.classes) for t in range(10) for p in range(10)
+        confusion_cell(probabilities, dataset.test_labels, true=t, predicted=p, classes=dataset.classes)
+        for t in range(10)
+        for p in range(10)
     )
     empty = next(c for c in cells if not c.examples)
     with pytest.raises(CnnlabError, match="was predicted as .*: there is nothing to draw"):
@@ -71,7 +74,7 @@ def test_a_folder_run_by_class_name_in_colour(shapes_run, tmp_path):
     dataset = saved.load_dataset()
     probabilities = probabilities_of_test_set(saved.model, dataset, saved.info)
     counts = {
-        (t, p): len(confusion_cell(probabilities, dataset.test_labels, t, p, names).examples)
+        (t, p): len(confusion_cell(probabilities, dataset.test_labels, true=t, predicted=p, classes=names).examples)
         for t in range(3)
         for p in range(3)
     }
@@ -119,3 +122,32 @@ def test_attribution_on_a_digit_run_and_a_colour_run(trained_run, shapes_run, tm
     for run in (trained_run, shapes_run):
         with Image.open(attribution_picture(run, tmp_path / "attribution.png")) as picture:
             assert picture.width > 400 and picture.height > 300
+
+
+def test_evaluate_errors_from_the_cli(trained_run, tmp_path, capsys):
+    saved = open_run(trained_run)
+    dataset = saved.load_dataset()
+    probabilities = probabilities_of_test_set(saved.model, dataset, saved.info)
+    counts = {
+        (t, p): len(
+            confusion_cell(probabilities, dataset.test_labels, true=t, predicted=p, classes=dataset.classes).examples
+        )
+        for t in range(10)
+        for p in range(10)
+        if t != p
+    }
+    (t, p), n = max(counts.items(), key=lambda item: item[1])
+    out = tmp_path / "sheet.png"
+    assert main(["evaluate", str(trained_run), "--errors", f"{t}:{p}", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "Confusion matrix" in printed and f"of class {t} were predicted as {p}: wrote {out}" in printed
+    assert out.is_file()
+    t, p = next(cell for cell, count in counts.items() if count == 0)
+    assert main(["evaluate", str(trained_run), "--errors", f"{t}:{p}"]) == 0
+    assert f"no test image of class {t} was predicted as {p}: no sheet to draw" in capsys.readouterr().out
+    assert not (trained_run / f"errors-{t}-{p}.png").exists()
+    for argv, message in (
+        (["--errors", "4:x"], "--errors: no class 'x'"),
+        (["--out", str(out)], "--out names the --errors sheet: give --errors T:P too"),
+    ):
+        assert_one_line_error(*run_cli(["evaluate", trained_run, *argv], capsys), message)

@@ -45,13 +45,13 @@ def probabilities_of_test_set(model: torch.nn.Module, dataset: ImageDataset, inf
     """(N, classes) softmax probabilities of every test image, normalised with the training data's constants,
     in batches (a deep net's activations for 10,000 images at once run to GBs)."""
     model.eval()
-    batches = iterate_batches(dataset.test_images, dataset.test_labels, 1000, info.mean, info.std)
+    batches = iterate_batches(dataset.test_images, dataset.test_labels, batch_size=1000, mean=info.mean, std=info.std)
     outputs = [model(x).float().softmax(1) for x, _ in batches]
     return torch.cat(outputs) if outputs else torch.zeros(0, info.num_classes)
 
 
 def confusion_cell(
-    probabilities: torch.Tensor, labels: torch.Tensor, true: int, predicted: int, classes
+    probabilities: torch.Tensor, labels: torch.Tensor, *, true: int, predicted: int, classes
 ) -> ConfusionCell:
     """The images of class `true` predicted as `predicted`, the most confident in that prediction first."""
     for name, value in (("true", true), ("predicted", predicted)):
@@ -88,13 +88,15 @@ def parse_cell(text: str, classes) -> tuple[int, int]:
     return one(parts[0]), one(parts[1])
 
 
-def run_cell(run, cell: str, data_dir=None) -> tuple[ConfusionCell, ImageDataset]:
-    """The confusion cell "T:P" of a run on its own test set."""
+def run_cell(run, cell: str, *, dataset_name=None, data_dir=None) -> tuple[ConfusionCell, ImageDataset]:
+    """The confusion cell "T:P" of a run on its own test set (or on `dataset_name`'s, of the same classes)."""
     saved = open_run(run)
-    dataset = saved.load_dataset(data_dir=data_dir)
+    dataset = saved.load_dataset(dataset_name, data_dir)
     true, predicted = parse_cell(cell, dataset.classes)
     probabilities = probabilities_of_test_set(saved.model, dataset, saved.info)
-    return confusion_cell(probabilities, dataset.test_labels, true, predicted, dataset.classes), dataset
+    return confusion_cell(
+        probabilities, dataset.test_labels, true=true, predicted=predicted, classes=dataset.classes
+    ), dataset
 
 
 def cell_sheet(cell: ConfusionCell, dataset: ImageDataset, out: Path) -> Path:
