@@ -13,13 +13,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 from PIL import Image
 
 from cnnlab.cli import main
 from cnnlab.inference.decode import load_image
-from cnnlab.inference.serve import MAX_BODY, SERVED_PIXELS, create_app, server_config
+from cnnlab.inference.serve import MAX_BODY, SERVED_PIXELS, LabServer, create_app, server_config
 from conftest import ROOT, draw_digit
 
 
@@ -35,11 +34,11 @@ def free_port() -> int:
 
 
 class LiveServer:
-    """The app under uvicorn with the lab's settings, on a free port, in a thread."""
+    """The app under uvicorn with the lab's settings and event loop, on a free port, in a thread."""
 
     def __init__(self, app, **options):
         self.port = free_port()
-        self.server = uvicorn.Server(server_config(app, host="127.0.0.1", port=self.port, **options))
+        self.server = LabServer(server_config(app, host="127.0.0.1", port=self.port), **options)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def __enter__(self):
@@ -173,6 +172,15 @@ def test_slow_headers_are_cut_off(trained_run):
         started = time.monotonic()
         assert s.recv(1024) == b""  # closed by the server (a socket timeout here would mean held open)
         assert time.monotonic() - started < 4
+
+
+def test_headers_growing_past_16_kib_get_400_and_a_closed_connection(trained_run):
+    with LiveServer(create_app([trained_run])) as live, live.connect() as s:
+        s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n" + b"X-Pad: " + b"a" * 20_000)  # and more to come
+        reply = b""
+        while chunk := s.recv(4096):
+            reply += chunk
+    assert reply.startswith(b"HTTP/1.1 400"), reply[:200]
 
 
 def test_a_body_shorter_than_its_content_length_gets_408(trained_run):

@@ -53,8 +53,7 @@ export function explorer(container) {
     $("ex-output").textContent = `output: ${body.output}×${body.output}`;
     $("ex-output").dataset.output = body.output;
     $("ex-formula").textContent = body.text;
-    const conv = Number(body.text.match(/output: (\d+)x/)[1]);  // the first "output:" line: the convolution's
-    geometry = { ...v, out: conv };
+    geometry = { ...v, out: body.conv };  // the convolution's output (body.output is after pooling)
     step = 0;
     draw();
   }

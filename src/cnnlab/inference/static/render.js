@@ -1,6 +1,6 @@
 // Drawing numbers as pictures: colour scales, feature maps on canvases, bars, line charts (SVG).
 
-// A stage arrives quantised: one byte a value over the stage's own range [lo, hi] (serve.py stage_json).
+// A stage arrives quantised: one byte a value over the stage's own range [lo, hi] (serve/lab.py stage_json).
 export function decodeStage(stage) {
   const bytes = Uint8Array.from(atob(stage.data), c => c.charCodeAt(0));
   const span = stage.hi - stage.lo;
