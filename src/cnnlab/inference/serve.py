@@ -89,7 +89,9 @@ class Pixels(BaseModel):
 class Cell(Pixels):
     """One output value of a convolution, for the multiply-add shown when a map cell is clicked."""
 
-    module: str = Field(max_length=200, description='a convolution of the model, e.g. "conv1"')
+    module: str = Field(
+        max_length=200, description='a convolution call of the stages, e.g. "conv1" ("conv1 (call 2)": its second call)'
+    )
     channel: int = Field(strict=True, ge=0)
     row: int = Field(strict=True, ge=0)
     col: int = Field(strict=True, ge=0)
@@ -218,18 +220,20 @@ class LabRun:
             "unsure": is_unsure(top),
             "input": digit.tolist(),
             "shown": traced.shown,
+            "notes": traced.notes,
             "stages": [stage_json(s) for s in traced.stages],
         }
 
     def explain(self, cell: Cell) -> dict:
         digit = np.array(cell.pixels, dtype=np.uint8)
         with self.lock:
-            try:
-                return explain_cell(
-                    self.run.model, self.normalised(digit), cell.module, cell.channel, cell.row, cell.col
-                )
-            except (AttributeError, ValueError) as e:  # get_submodule's AttributeError: no such module
-                raise HTTPException(422, str(e)) from None
+            conv = trace(self.run.model, self.normalised(digit)).convs.get(cell.module)
+        if conv is None:
+            raise HTTPException(422, f"{cell.module!r} is not a convolution call shown by the stages")
+        try:
+            return explain_cell(conv, cell.channel, cell.row, cell.col)
+        except ValueError as e:  # outside the convolution's output
+            raise HTTPException(422, str(e)) from None
 
     def metrics(self) -> dict:
         """metrics.jsonl as the engine writes it (whole, atomically, each epoch), and the planned epochs."""
