@@ -154,6 +154,7 @@ function renderLayers() {
     const result = state.results[i];
     if (!result) { column.append(make("p", "empty", "Draw a digit to see it flow through every layer.")); return; }
     column.append(make("p", "shown", `Showing ${result.shown}.`));
+    for (const note of result.notes || []) column.append(make("p", "note", note));
     result.stages.forEach((stage, s) => column.append(stageView(stage, i, s, result.stages[s - 1])));
   });
   markSelected();
@@ -367,6 +368,7 @@ function explanation(e, runIndex) {
   const check = make("p");
   const ok = Math.abs(e.sum - e.activation) < 1e-4;
   check.append(`PyTorch's ${e.module} computed ${e.activation.toFixed(6)} `, make("span", ok ? "match" : "error", ok ? "✓ the same" : "✗ differs"));
+  if (e.after) check.append(make("br"), `then ${e.after.name}: ${e.after.value.toFixed(6)}, the value this stage shows`);
   const note = make("p", "hint", channels === 1
     ? `x is the pixel scaled to [0, 1] and normalised: (pixel/255 − ${run.mean.toFixed(4)}) / ${run.std.toFixed(4)}. ` +
       `${e.weights[0].length}×${e.weights[0][0].length} products, added, plus the bias.`
