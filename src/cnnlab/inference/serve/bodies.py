@@ -20,7 +20,9 @@ class Pixels(BaseModel):
 class Cell(Pixels):
     """One output value of a convolution, for the multiply-add shown when a map cell is clicked."""
 
-    module: str = Field(max_length=200, description='a convolution of the model, e.g. "conv1"')
+    module: str = Field(
+        max_length=200, description='a convolution call of the stages, e.g. "conv1" ("conv1 (call 2)": its second call)'
+    )
     channel: int = Field(strict=True, ge=0)
     row: int = Field(strict=True, ge=0)
     col: int = Field(strict=True, ge=0)

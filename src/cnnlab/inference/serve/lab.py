@@ -101,18 +101,20 @@ class LabRun:
             "unsure": is_unsure(top),
             "input": digit.tolist(),
             "shown": traced.shown,
+            "notes": traced.notes,
             "stages": [stage_json(s) for s in traced.stages],
         }
 
     def explain(self, cell: Cell) -> dict:
         digit = np.array(cell.pixels, dtype=np.uint8)
         with self.lock:
-            try:
-                return explain_cell(
-                    self.run.model, self.normalised(digit), cell.module, cell.channel, cell.row, cell.col
-                )
-            except (AttributeError, ValueError) as e:  # get_submodule's AttributeError: no such module
-                raise HTTPException(422, str(e)) from None
+            conv = trace(self.run.model, self.normalised(digit)).convs.get(cell.module)
+        if conv is None:
+            raise HTTPException(422, f"{cell.module!r} is not a convolution call shown by the stages")
+        try:
+            return explain_cell(conv, cell.channel, cell.row, cell.col)
+        except ValueError as e:  # outside the convolution's output
+            raise HTTPException(422, str(e)) from None
 
     def metrics(self) -> dict:
         """metrics.jsonl as the engine writes it (whole, atomically, each epoch), and the planned epochs."""
