@@ -97,10 +97,10 @@ def cnnlab_epoch(model, optimizer, dataset: ImageDataset, config: TrainConfig) -
         batches = iterate_batches(
             dataset.train_images,
             dataset.train_labels,
-            config.batch_size,
-            dataset.mean,
-            dataset.std,
-            order,
+            batch_size=config.batch_size,
+            mean=dataset.mean,
+            std=dataset.std,
+            order=order,
             memory_format=memory_format,
         )
         train_one_epoch(model, batches, optimizer=optimizer)

@@ -39,10 +39,10 @@ def _host_syncs(data: ImageDataset, device, steps: int) -> dict:
         iterate_batches(
             data.train_images,
             data.train_labels,
-            config.batch_size,
-            data.mean,
-            data.std,
-            order,
+            batch_size=config.batch_size,
+            mean=data.mean,
+            std=data.std,
+            order=order,
             memory_format=torch.channels_last,
         )
     )
