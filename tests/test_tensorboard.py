@@ -9,8 +9,7 @@ import pytest
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from PIL import Image
 
-from cnnlab.engine.config import build_config
-from cnnlab.engine.fit import fit
+from cnnlab.cli import main
 from cnnlab.engine.tensorboard import crc32c
 
 F = descriptor_pb2.FieldDescriptorProto
@@ -75,8 +74,8 @@ def test_crc32c_matches_the_standard_check_value():
 @pytest.fixture(scope="module")
 def tensorboard_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("tb") / "run"
-    flags = dict(dataset="mnist-sample", model="cnn", epochs=2, train_subset=512, val_split=200, tensorboard=True)
-    fit(build_config({**flags, "out": str(out), "progress": False}), log=lambda line: None)
+    flags = "--dataset mnist-sample --model cnn --epochs 2 --train-subset 512 --val-split 200 --no-progress"
+    assert main(["train", *flags.split(), "--tensorboard", "--out", str(out)]) == 0
     return out
 
 
