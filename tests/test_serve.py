@@ -23,9 +23,14 @@ from conftest import ROOT, draw_digit
 STATIC = ROOT / "src" / "cnnlab" / "inference" / "static"
 
 
+def lab_client(app) -> TestClient:
+    """A client as the lab's page is: on 127.0.0.1, sending X-Requested-With (its uploads need it)."""
+    return TestClient(app, base_url="http://127.0.0.1:8000", headers={"X-Requested-With": "cnnlab"})
+
+
 @pytest.fixture(scope="module")
 def client(trained_run):
-    return TestClient(create_app([trained_run]))
+    return lab_client(create_app([trained_run]))
 
 
 def png(image) -> bytes:

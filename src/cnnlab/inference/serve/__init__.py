@@ -18,7 +18,15 @@ Limits (a server must not be driven out of memory or held open by a client):
   (uvicorn's keep-alive timeout covers only idle connections), and within MAX_HEADER_BYTES;
 - images are refused past SERVED_PIXELS decoded pixels; JPEGs are decoded at a reduced scale;
 - at most WORKERS decodes and forward passes run at once, QUEUE more wait, the rest get 503 + Retry-After;
-- uvicorn answers 503 itself past CONNECTIONS open connections.
+- uvicorn answers 503 itself past CONNECTIONS open connections; a new connection that reaches the cap first
+  closes the oldest one with no request in progress, so half-open connections cannot lock the lab out.
+The lab serves one person's browser on their own machine: the connection cap is not per client (the browser
+and any local program are both 127.0.0.1), and a program keeping CONNECTIONS requests in progress can still get
+503s for everyone (docs/lab.md, measured with benchmarks/half_open.py).
+
+Other web pages (security.py): every answer carries a content-security policy (no inline script or style);
+a Host other than this machine's names (DNS rebinding) gets 400; a POST that is neither JSON nor carries
+X-Requested-With (what a cross-site form can send) gets 403; non-finite numbers are answered as null.
 
 The package follows FastAPI's "bigger applications" layout:
   app.py           create_app: the middleware and the routers, a table of contents
@@ -27,8 +35,9 @@ The package follows FastAPI's "bigger applications" layout:
   lab.py           the served runs (LabRun) and the lab they make (Lab)
   bodies.py        the JSON bodies a client sends
   limits.py        BodyGuard (body size and time) and Admission (CPU work)
-  errors.py        how errors answer
-  connections.py   the header deadline: what ASGI cannot see
+  errors.py        how errors answer; encoding.py: JSON with no NaN or infinity
+  security.py      the content-security policy, the Host names answered, no cross-site form posts
+  connections.py   the header deadline and room for new connections: what ASGI cannot see
   running.py       uvicorn's settings, serve, serving_in_thread
 """
 

@@ -1,12 +1,17 @@
-"""A deadline for request headers, which ASGI cannot see: a request reaches the app only once its headers are in.
+"""A deadline for request headers and room for new connections, which ASGI cannot see: a request reaches the app
+only once its headers are in.
 
 uvicorn times out a connection only while it is idle between requests, and any byte stops that clock: a client
 trickling header bytes would hold its connection for ever. So the server runs on a `WatchedLoop`, asyncio's
 selector event loop whose `create_server` hands each new connection's protocol (uvicorn's, whatever it is) to a
 `Watch`: a plain `asyncio.Protocol` that passes every event on and closes the connection when no request has
-started within `header_seconds` of connecting or of the previous answer. `RequestClock`, an ASGI middleware,
-tells the connection's Watch when a request starts and when its answer is done, by the client's address and
-port (`scope["client"]`, which is the peer of the connection's socket while uvicorn trusts no proxy headers).
+started within `header_seconds` of connecting or of the previous answer. And uvicorn answers 503 to everyone
+once `limit_concurrency` connections are open, so a new connection that reaches the limit closes the oldest one
+with no request in progress (a client's 120 half-open connections no longer lock the lab).
+
+`RequestClock`, an ASGI middleware, tells the connection's Watch when a request starts and when its answer is
+done, by the client's address and port (`scope["client"]`, which is the peer of the connection's socket while
+uvicorn trusts no proxy headers).
 
 Only public interfaces are used: asyncio's Protocol and event loop, ASGI's scope, and uvicorn's documented
 `Server.serve()` run on that loop (running.py). Under another event loop (FastAPI's TestClient) the middleware
@@ -67,6 +72,11 @@ class Watch(asyncio.Protocol):
         if self.requests == 0:
             self.arm()
 
+    @property
+    def idle(self) -> bool:
+        """No request in progress and not already closing: waiting for headers, or kept alive."""
+        return self.requests == 0 and self.transport is not None and not self.transport.is_closing()
+
     def arm(self) -> None:
         self.disarm()
         self.deadline = asyncio.get_running_loop().call_later(self.watcher.header_seconds, self.close)
@@ -82,15 +92,23 @@ class Watch(asyncio.Protocol):
 
 
 class Watcher:
-    """The open connections of a server, by peer, and the deadline each gets."""
+    """The open connections of a server, by peer: the deadline each gets, and room for a new one.
 
-    def __init__(self, *, header_seconds: float):
-        self.header_seconds = header_seconds
+    uvicorn answers 503 to every request once `connections` are open, so a client holding connections open
+    without a request (half-open) would lock everyone out until their deadlines: a new connection that
+    reaches the limit closes the oldest connection with no request in progress instead."""
+
+    def __init__(self, *, header_seconds: float, connections: int):
+        self.header_seconds, self.connections = header_seconds, connections
         self.open: dict[Peer, Watch] = {}  # in the order they opened
 
     def opened(self, watch: Watch) -> None:
         if watch.peer is not None:
             self.open[watch.peer] = watch
+        if len(self.open) >= self.connections:  # uvicorn counts this one too: keep one under its limit
+            idle = next((w for w in self.open.values() if w is not watch and w.idle), None)
+            if idle is not None:
+                idle.close()
 
     def closed(self, watch: Watch) -> None:
         if watch.peer is not None and self.open.get(watch.peer) is watch:
@@ -100,9 +118,9 @@ class Watcher:
 class WatchedLoop(asyncio.SelectorEventLoop):
     """asyncio's event loop, with every connection a server accepts watched (`Watch`)."""
 
-    def __init__(self, *, header_seconds: float = HEADER_SECONDS):
+    def __init__(self, *, header_seconds: float = HEADER_SECONDS, connections: int):
         super().__init__()
-        self.watcher = Watcher(header_seconds=header_seconds)
+        self.watcher = Watcher(header_seconds=header_seconds, connections=connections)
 
     async def create_server(self, protocol_factory: Any, *args: Any, **kwargs: Any) -> asyncio.Server:
         watched = lambda: Watch(protocol_factory(), watcher=self.watcher)

@@ -42,15 +42,18 @@ def server_config(app: FastAPI, **options: Any) -> uvicorn.Config:
 
 
 class LabServer(uvicorn.Server):
-    """uvicorn's server on a WatchedLoop, which puts a deadline on request headers; with a banner, it says where
-    it serves once it accepts connections (model loaded, port bound)."""
+    """uvicorn's server on a WatchedLoop, which puts a deadline on request headers and makes room for a new
+    connection; with a banner, it says where it serves once it accepts connections (model loaded, port bound)."""
 
     def __init__(self, config: uvicorn.Config, *, banner: str | None = None, header_seconds: float = HEADER_SECONDS):
         super().__init__(config)
         self.banner, self.header_seconds = banner, header_seconds
 
     def run(self, sockets: list[socket.socket] | None = None) -> None:
-        with asyncio.Runner(loop_factory=partial(WatchedLoop, header_seconds=self.header_seconds)) as runner:
+        loop = partial(
+            WatchedLoop, header_seconds=self.header_seconds, connections=self.config.limit_concurrency or CONNECTIONS
+        )
+        with asyncio.Runner(loop_factory=loop) as runner:
             runner.run(self.serve(sockets=sockets))
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
@@ -66,8 +69,12 @@ def serve(run_dirs: Sequence[str | Path], *, host: str = "127.0.0.1", port: int 
     for run_dir in run_dirs:
         if not Path(run_dir).is_dir():
             raise CnnlabError(f"{run_dir} is not a run directory (a folder `cnnlab train --out` wrote)")
-    app = create_app(run_dirs)
-    listener = bind(host, port)
+    listener = bind(host, port)  # a wrong --host or a taken port is said before the runs are loaded
+    try:
+        app = create_app(run_dirs, host=host)
+    except BaseException:
+        listener.close()
+        raise
     names = ", ".join(str(r) for r in run_dirs)
     banner = f"cnnlab: serving {names} on http://{host}:{port}/ (API docs at /docs)"
     LabServer(server_config(app), banner=banner).run(sockets=[listener])
@@ -101,4 +108,6 @@ def bind(host: str, port: int) -> socket.socket:
         raise CnnlabError(
             f"cannot listen on {host}:{port} ({e.strerror or e}): choose another --port or --host"
         ) from None
+    except (UnicodeError, ValueError) as e:  # the idna codec's "label empty or too long", an embedded NUL
+        raise CnnlabError(f"--host {host[:80]!r} is not a host name or address ({e}): try 127.0.0.1") from None
     return listener

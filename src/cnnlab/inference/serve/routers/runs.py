@@ -1,11 +1,12 @@
 """The served runs: liveness, what each run is, its curves (polled while it trains) and confusion matrix."""
 
 from fastapi import APIRouter, HTTPException, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 
 from cnnlab import CnnlabError
 from cnnlab.engine.checkpoint import METRICS
 from cnnlab.inference.serve.dependencies import RunAt, TheLab
+from cnnlab.inference.serve.encoding import FiniteJSONResponse
 
 MODEL_KEYS = ("name", "parameters", "dataset", "classes", "test_accuracy", "epochs", "input", "channels", "input_size")
 
@@ -37,7 +38,7 @@ def metrics(served: RunAt, request: Request):
     tag = f'"{stat.st_mtime_ns}-{stat.st_size}"' if stat else '"none"'
     if request.headers.get("if-none-match") == tag:
         return Response(status_code=304, headers={"ETag": tag})
-    return JSONResponse(served.metrics(), headers={"ETag": tag, "Cache-Control": "no-cache"})
+    return FiniteJSONResponse(served.metrics(), headers={"ETag": tag, "Cache-Control": "no-cache"})
 
 
 @router.get("/runs/{index}/confusion")
