@@ -44,6 +44,7 @@ RUN_FILES = (
     "snapshot-*.npz",
     "errors-*.png",
     "attribution.png",
+    "events.out.tfevents.*",  # --tensorboard
     ".*.tmp",
 )
 
