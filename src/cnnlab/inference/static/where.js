@@ -88,7 +88,7 @@ export function whereView(container, { columns }) {
       ? [t("where.occlusion.what", { patch: a.patch, name }), t("where.occlusion.caveat")]
       : [t("where.gradcam.what", { count: a.channels, layer: a.layer, name }),
         t("where.gradcam.caveat", { layer: a.layer, height: a.coarse.length, width: a.coarse[0].length })];
-    const probability = make("p", "probability", t("where.probability", { name, value: a.probability.toFixed(4) }));
+    const probability = make("p", "probability", t("where.probability", { name, value: a.probability.toFixed(6) }));
     probability.dataset.probability = a.probability;
     const parts = [probability, figure];
     if (a.method === "grad-cam") parts.push(coarse(a));
