@@ -201,6 +201,7 @@ TRAIN_FLAGS = [
     "--deterministic",
     "--sync-bn",
     "--trace-grad",
+    "--tensorboard",
     "--plot",
 ]
 
