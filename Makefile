@@ -67,6 +67,7 @@ bench: install
 	$(BIN)/cnnlab train --dataset mnist-sample --no-progress --out runs/bench-serve --overwrite >/dev/null
 	$(BIN)/python benchmarks/load.py runs/bench-serve --clients 8 --requests 800
 	$(BIN)/python benchmarks/load.py runs/bench-serve --clients 8 --requests 400 --upload
+	$(BIN)/python benchmarks/ddp_exits.py --runs 30 --json benchmarks/results/ddp-exits-$(shell date +%F).json
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -3,6 +3,7 @@ option groups that several commands take (data, sweeps)."""
 
 import argparse
 import importlib.metadata
+import math
 import platform
 import sys
 from collections.abc import Callable
@@ -90,6 +91,17 @@ def shape(text: str) -> tuple[int, int, int]:
             f"expected CxHxW with positive sizes (C <= 1024, H, W <= 65536) such as 1x28x28, got {text!r}"
         )
     return dims
+
+
+def percent(text: str) -> float:
+    """An accuracy to reach: above 0 and at most 100 (nan, inf and 150 can never be reached or missed)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value <= 100:  # false for nan too
+        raise argparse.ArgumentTypeError(f"expected a percentage above 0 and at most 100, got {text!r}")
+    return value
 
 
 def channels(text: str) -> int | None:

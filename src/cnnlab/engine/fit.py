@@ -19,7 +19,7 @@ from cnnlab.data.datasets import ImageDataset, load_training_dataset
 from cnnlab.engine import checkpoint as ckpt
 from cnnlab.engine.config import TrainConfig, config_from_saved, dataset_notice, same_settings
 from cnnlab.engine.device import autocast_dtype, select_device, torch_settings
-from cnnlab.engine.distributed import DistContext, init_distributed
+from cnnlab.engine.distributed import DistContext, check_sync_bn, init_distributed
 from cnnlab.engine.evaluate import evaluate
 from cnnlab.engine.loop import EpochProgress, NonFiniteLoss, Step, compile_for_training, train_one_epoch
 from cnnlab.engine.metrics import test_line
@@ -96,6 +96,8 @@ def prepare_data(config: TrainConfig, dataset: ImageDataset | None, log) -> Imag
 
 
 def build_training_model(config: TrainConfig, dataset: ImageDataset, device, dist: DistContext) -> torch.nn.Module:
+    if dist.world > 1:  # torchrun by hand: before the run folder exists (cnnlab train --nproc checks it earlier)
+        check_sync_bn(config.sync_bn, device)
     torch.manual_seed(config.seed)  # the same initial weights on every rank
     model = build_model(config.model, dataset.info, config.width)
     if dist.world > 1 and config.sync_bn:
@@ -329,11 +331,11 @@ def _train_epoch(
     if not finished:
         writer.checkpoint(state)
         number = stopper.signal or signal.SIGTERM  # a rank that got no signal itself stops with the others
-        raise TrainingInterrupted(
+        message = (
             f"{signal.Signals(number).name}: stopped at epoch {epoch} step {progress.step}, "
-            f"checkpoint saved; resume with: cnnlab train --resume {config.out}",
-            128 + number,
+            f"checkpoint saved; resume with: cnnlab train --resume {config.out}"
         )
+        raise TrainingInterrupted(message if dist.is_main else "", 128 + number)  # said once, by rank 0
     return state.progress
 
 
@@ -442,7 +444,11 @@ def _start_line(config, data, state, device, dist, resume) -> str:
         parts.append("bf16 autocast")
     parts.append(f"run folder {config.out}")
     if dist.world > 1:
-        parts.append(f"{dist.world} processes of {config.batch_size // dist.world}+ images per step")
+        threads = torch.get_num_threads()
+        parts.append(
+            f"{dist.world} processes of {config.batch_size // dist.world}+ images per step, "
+            f"{threads} thread{'s' if threads > 1 else ''} each"
+        )
     if resume:
         parts.append(f"from epoch {state.epoch + 1} step {state.progress.step if state.progress else 0}")
     return ", ".join(parts)
