@@ -20,8 +20,10 @@ import torch.nn.functional as F
 from onnx import TensorProto, helper, numpy_helper
 
 from cnnlab import CnnlabError
-from cnnlab.external.onnx_graph import OnnxRuntimeModel, load_onnx
+from cnnlab.external import onnx_ops
+from cnnlab.external.onnx_graph import OnnxRuntimeModel, graph_parameters, graph_summary, load_onnx
 from cnnlab.models.lecture import InceptionNet
+from cnnlab.models.registry import create_model
 from cnnlab.models.stats import count_flops, count_parameters
 
 # --- networks as learners write them --------------------------------------------------------------------------
@@ -104,6 +106,54 @@ def sequential():
         nn.Conv2d(1, 6, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(6, 16, 5), nn.Tanh(), nn.MaxPool2d(2),
         nn.Flatten(), nn.Linear(256, 120), nn.ReLU(), nn.Linear(120, 10),
     )  # fmt: skip
+
+
+class TinyViT(nn.Module):
+    """A vision transformer as tutorials write one for MNIST: patches by a strided conv, a class token expanded
+    to the batch, position embeddings, one encoder layer, the class token's output classified."""
+
+    def __init__(self, patch=7, dim=16):
+        super().__init__()
+        self.patch_embed = nn.Conv2d(1, dim, patch, stride=patch)
+        self.cls_token = nn.Parameter(torch.randn(1, 1, dim))
+        self.pos_embed = nn.Parameter(torch.randn(1, (28 // patch) ** 2 + 1, dim))
+        layer = nn.TransformerEncoderLayer(dim, 2, 32, dropout=0.0, batch_first=True)
+        self.encoder = nn.TransformerEncoder(layer, 1, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, 10)
+
+    def forward(self, x):
+        x = self.patch_embed(x).flatten(2).transpose(1, 2)
+        cls = self.cls_token.expand(x.shape[0], -1, -1)
+        x = torch.cat([cls, x], dim=1) + self.pos_embed
+        return self.head(self.norm(self.encoder(x)[:, 0]))
+
+
+class UpNet(nn.Module):
+    """Up and down again: a transposed convolution, nearest and bilinear interpolation."""
+
+    def __init__(self):
+        super().__init__()
+        self.down = nn.Conv2d(1, 4, 3, stride=2, padding=1)
+        self.up = nn.ConvTranspose2d(4, 4, 3, stride=2, padding=1, output_padding=1)
+        self.conv = nn.Conv2d(8, 8, 3, padding=1)
+        self.fc = nn.Linear(8 * 7 * 7, 10)
+
+    def forward(self, x):
+        a = F.relu(self.down(x))  # (N, 4, 14, 14)
+        b = torch.cat([F.interpolate(a, scale_factor=2, mode="nearest"), self.up(a)], 1)  # (N, 8, 28, 28)
+        b = F.interpolate(b, size=(14, 14), mode="bilinear", align_corners=False)
+        return self.fc(F.max_pool2d(F.relu(self.conv(b)), 2).flatten(1))
+
+
+def randomise(model, seed=2):
+    """Every parameter drawn at random: an untrained net's equal tensors (LayerNorm's ones) would be merged by
+    the exporter into one initializer."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.3)
+    return model
 
 
 def randomise_batchnorm(model):
@@ -271,6 +321,47 @@ def test_metadata_and_external_weights(exported, tmp_path):
         load_onnx(moved)
 
 
+@pytest.mark.parametrize("opset", [14, 17])
+def test_vision_transformer_with_a_class_token(tmp_path, opset):
+    """Before opset 17 LayerNorm exports as its arithmetic, from 17 as LayerNormalization; the class token's
+    Expand to the batch is rebuilt from the batch size at run time."""
+    net = randomise(TinyViT()).eval()
+    model = load_onnx(export(net, tmp_path / "vit.onnx", (1, 28, 28), dynamo=False, opset=opset))
+    assert isinstance(model, fx.GraphModule), model.note
+    assert count_parameters(model) == count_parameters(net)
+    assert isinstance(model.cls_token, nn.Parameter) and torch.equal(model.cls_token, net.cls_token)
+    assert_same(model, net)
+
+
+def test_locally_connected_net_unfold_and_einsum(tmp_path):
+    """`lcn` (F.unfold, which exports to Gathers of index grids, and einsum) at 16x16, to stay fast."""
+    torch.manual_seed(0)
+    net = create_model("lcn", input_size=(16, 16)).eval()
+    model = load_onnx(export(net, tmp_path / "lcn.onnx", (1, 16, 16), dynamo=False, opset=13))
+    assert isinstance(model, fx.GraphModule), model.note
+    assert "einsum" in model.code and count_parameters(model) == count_parameters(net)
+    assert_same(model, net, (1, 16, 16))
+
+
+def test_upsampling_and_transposed_convolution(tmp_path):
+    net = UpNet().eval()
+    model = load_onnx(export(net, tmp_path / "up.onnx", (1, 28, 28), dynamo=False, opset=11))
+    assert isinstance(model, fx.GraphModule), model.note
+    assert isinstance(model.up, nn.ConvTranspose2d) and torch.equal(model.up.weight, net.up.weight)
+    assert model.code.count("interpolate") == 2
+    assert_same(model, net)
+
+
+def test_a_rebuilt_graph_that_disagrees_runs_through_onnxruntime(exported, lecture, monkeypatch):
+    """The safety net: were a conversion wrong (here Relu made tanh on purpose), the parity check on load
+    catches it and the model runs through onnxruntime instead."""
+    monkeypatch.setitem(onnx_ops._UNARY, "Relu", torch.tanh)
+    model = load_onnx(exported["cnn-legacy"])
+    assert isinstance(model, OnnxRuntimeModel) and model.unsupported == []
+    assert "the rebuilt graph differs from it by" in model.note
+    assert_same(model, lecture)
+
+
 # --- graphs built by hand: old opsets, other frameworks -----------------------------------------------------------
 
 
@@ -299,8 +390,10 @@ def old_opset_graph(opset: int):
     """A small CNN in the forms of `opset`: attributes that later opsets moved to inputs (Clip, Pad, Unsqueeze,
     Squeeze, Dropout), BatchNormalization's `spatial`, the Softmax that flattens from its axis before 13, the
     Shape-Gather-Unsqueeze-Concat-Reshape chain of x.view(n, -1), Gemm's transB, alpha and beta.
-    Shapes: 1x10x10 -> conv 4x10x10 -> pad 4x12x12 -> pool 4x6x6 (144) + global max 4 -> 148 -> 10."""
-    w = weights(conv_w=(4, 1, 3, 3), conv_b=(4,), scale=(4,), shift=(4,), mean=(4,), fc_w=(10, 148), fc_b=(10,))
+    Slice and Split: attributes before 10 and 13, inputs after.
+    Shapes: 1x10x10 -> conv 4x10x10 -> pad 4x12x12 -> pool 4x6x6 (144), sliced from 4 on (140) + global max
+    (4) -> 144, split [100, 44] and put back swapped -> 10."""
+    w = weights(conv_w=(4, 1, 3, 3), conv_b=(4,), scale=(4,), shift=(4,), mean=(4,), fc_w=(10, 144), fc_b=(10,))
     w.append(("var", np.linspace(0.5, 2, 4).astype(np.float32)))
     ints = lambda name, values: (name, np.array(values, dtype=np.int64))
     consts = [ints("zero", 0), ints("minus_one", [-1])]
@@ -330,18 +423,29 @@ def old_opset_graph(opset: int):
         helper.make_node("GlobalMaxPool", ["pool"], ["gmp"]),
     ]
     if opset < 13:
-        nodes.append(helper.make_node("Unsqueeze", ["n"], ["n1"], axes=[0]))
-        nodes.append(helper.make_node("Squeeze", ["gmp"], ["squeezed"], axes=[2, 3]))
+        unsqueeze = helper.make_node("Unsqueeze", ["n"], ["n1"], axes=[0])
+        squeeze = helper.make_node("Squeeze", ["gmp"], ["squeezed"], axes=[2, 3])
+        split = helper.make_node("Split", ["both"], ["front", "back"], axis=1, split=[100, 44])
     else:
-        consts.append(ints("axis0", [0]))
-        consts.append(ints("axes23", [2, 3]))
-        nodes.append(helper.make_node("Unsqueeze", ["n", "axis0"], ["n1"]))
-        nodes.append(helper.make_node("Squeeze", ["gmp", "axes23"], ["squeezed"]))
+        consts += [ints("axis0", [0]), ints("axes23", [2, 3]), ints("split", [100, 44])]
+        unsqueeze = helper.make_node("Unsqueeze", ["n", "axis0"], ["n1"])
+        squeeze = helper.make_node("Squeeze", ["gmp", "axes23"], ["squeezed"])
+        split = helper.make_node("Split", ["both", "split"], ["front", "back"], axis=1)
+    if opset < 10:
+        slice_ = helper.make_node("Slice", ["flat"], ["sliced"], starts=[4], ends=[2**62], axes=[1])
+    else:
+        consts += [ints("starts", [4]), ints("ends", [2**62]), ints("slice_axes", [1])]
+        slice_ = helper.make_node("Slice", ["flat", "starts", "ends", "slice_axes"], ["sliced"])
     nodes += [
+        unsqueeze,
+        squeeze,
         helper.make_node("Concat", ["n1", "minus_one"], ["target"], axis=0),
         helper.make_node("Reshape", ["soft", "target"], ["flat"]),
-        helper.make_node("Concat", ["flat", "squeezed"], ["both"], axis=1),
-        helper.make_node("Dropout", ["both"], ["dropped"], **({"ratio": 0.3} if opset < 12 else {})),
+        slice_,
+        helper.make_node("Concat", ["sliced", "squeezed"], ["both"], axis=1),
+        split,
+        helper.make_node("Concat", ["back", "front"], ["swapped"], axis=1),
+        helper.make_node("Dropout", ["swapped"], ["dropped"], **({"ratio": 0.3} if opset < 12 else {})),
         helper.make_node("Gemm", ["dropped", "fc_w", "fc_b"], ["gemm"], transB=1, alpha=0.5, beta=2.0),
         helper.make_node("LeakyRelu", ["gemm"], ["leaky"], alpha=0.2),
         helper.make_node("LogSoftmax", ["leaky"], ["scores"], axis=1),
@@ -473,12 +577,157 @@ def test_model_zoo_mnist_layout_takes_any_batch(tmp_path):
     assert np.abs(ours - expected).max() <= 1e-5 * np.abs(expected).max()  # scores in the hundreds
 
 
+def keras_mlp_graph(flat: bool):
+    """A Keras MLP as tf2onnx writes it: (N, 28, 28) into Flatten, or already flat (N, 784); MatMul + Add."""
+    w = weights(seed=8, w1=(784, 32), b1=(32,), w2=(32, 10), b2=(10,))
+    nodes = [
+        helper.make_node("Reshape", ["pixels", "flat_shape"], ["flat"]),
+        helper.make_node("MatMul", ["flat", "w1"], ["h0"]),
+        helper.make_node("Add", ["h0", "b1"], ["h1"]),
+        helper.make_node("Relu", ["h1"], ["h"]),
+        helper.make_node("MatMul", ["h", "w2"], ["o0"]),
+        helper.make_node("Add", ["o0", "b2"], ["o"]),
+        helper.make_node("Softmax", ["o"], ["probabilities"], axis=-1),
+    ]
+    image = value("pixels", "N", 784) if flat else value("pixels", "N", 28, 28)
+    consts = [("flat_shape", np.array([-1, 784], dtype=np.int64))]
+    return make_model(nodes, [image], value("probabilities", "N", 10), w + consts, 13)
+
+
+@pytest.mark.parametrize("flat", [False, True], ids=["NHW", "flat"])
+def test_keras_mlp_on_unchannelled_input(tmp_path, flat):
+    path = tmp_path / "mlp.onnx"
+    onnx.save(keras_mlp_graph(flat), path)
+    model = load_onnx(path)
+    assert isinstance(model, fx.GraphModule), model.note
+    assert (model.input_layout, model.input_shape) == ("flat" if flat else "NHW", (1, 28, 28))
+    assert count_parameters(model) == 784 * 32 + 32 + 32 * 10 + 10
+    x = images(3)
+    graph_input = x.numpy().reshape(3, 784 if flat else 28, *(() if flat else (28,)))
+    with torch.no_grad():
+        assert np.abs(model(x).numpy() - ort_scores(path, graph_input)).max() <= 1e-5
+
+
+@pytest.mark.parametrize("opset", [7, 9, 10, 11])
+def test_upsample_and_resize_in_each_form(tmp_path, opset):
+    """Upsample with its scales as an attribute (7, 8), as an input (9), Resize with scales (10) and with
+    roi, scales (11 on)."""
+    w = weights(seed=9, fc_w=(10, 64), fc_b=(10,))
+    scales = np.array([1, 1, 2, 2], dtype=np.float32)
+    if opset < 9:
+        resize, consts = helper.make_node("Upsample", ["image"], ["big"], scales=scales.tolist()), []
+    elif opset == 9:
+        resize, consts = helper.make_node("Upsample", ["image", "scales"], ["big"]), [("scales", scales)]
+    elif opset == 10:
+        resize, consts = helper.make_node("Resize", ["image", "scales"], ["big"]), [("scales", scales)]
+    else:
+        mode = dict(coordinate_transformation_mode="asymmetric", nearest_mode="floor")
+        resize = helper.make_node("Resize", ["image", "roi", "scales"], ["big"], **mode)
+        consts = [("roi", np.zeros(0, np.float32)), ("scales", scales)]
+    nodes = [resize, helper.make_node("Flatten", ["big"], ["flat"]), helper.make_node("Gemm", ["flat", "fc_w", "fc_b"],
+             ["scores"], transB=1)]  # fmt: skip
+    path = tmp_path / "up.onnx"
+    image, scores = value("image", "N", 1, 4, 4), value("scores", "N", 10)
+    onnx.save(make_model(nodes, [image], scores, w + consts, opset, weights_as_inputs=opset < 8), path)
+    model = load_onnx(path)
+    assert isinstance(model, fx.GraphModule), model.note
+    x = images(2, (1, 4, 4))
+    with torch.no_grad():
+        assert np.abs(model(x).numpy() - ort_scores(path, x.numpy())).max() <= 1e-5
+
+
+def many_ops_graph():
+    """One graph (opset 20) with a branch per op and form: every activation and arithmetic op, reductions,
+    norms, pads, pools and convolutions in their less usual settings, each branch flattened, all concatenated
+    and classified."""
+    consts = [("one", np.array(1.0, np.float32)), ("c", np.array([[[0.5]], [[-1.5]]], np.float32))]
+    consts += weights(
+        seed=10, slope=(2, 1, 1), inorm_scale=(2,), inorm_bias=(2,), gconv=(4, 1, 3, 3), gconv2=(4, 1, 2, 2)
+    )
+    consts += weights(seed=11, tconv=(2, 3, 3, 3), einsum_w=(2,), stem=(2, 1, 1, 1))
+    ints = lambda name, values: consts.append((name, np.array(values, dtype=np.int64)))
+    ints("axis1", [1]), ints("pads", [0, 0, 1, 1, 0, 0, 1, 1]), ints("tile", [1, 1, 2, 1]), ints("shape", [1, 2, 4, 4])
+    consts += [
+        ("low", np.array(-0.5, np.float32)),
+        ("high", np.array(0.5, np.float32)),
+        ("two", np.array(2.0, np.float32)),
+    ]
+    consts += [("scales", np.array([1, 1, 1.5, 1.5], np.float32)), ("roi", np.zeros(0, np.float32))]
+    nodes = [helper.make_node("Conv", ["image", "stem"], ["x"])]  # two channels from one
+    nodes += [helper.make_node("Abs", ["x"], ["abs_x"]), helper.make_node("Add", ["abs_x", "one"], ["pos"])]
+    branches = []
+
+    def add(op, inputs, branch=True, **attrs):
+        out = f"n{len(nodes)}_{op}"
+        nodes.append(helper.make_node(op, inputs, [out], **attrs))
+        if branch:
+            branches.append(out)
+        return out
+
+    for op in ["Relu", "Sigmoid", "Tanh", "Neg", "Abs", "Erf", "Floor", "Ceil", "Sign", "Sin", "Cos", "Softsign",
+               "Softplus", "HardSwish", "Mish", "Exp", "Identity"]:  # fmt: skip
+        add(op, ["x"])
+    for op in ["Log", "Sqrt", "Reciprocal"]:
+        add(op, ["pos"])
+    add("LeakyRelu", ["x"], alpha=0.2), add("Elu", ["x"], alpha=0.7), add("Celu", ["x"], alpha=1.3)
+    add("Selu", ["x"]), add("Gelu", ["x"], approximate="tanh"), add("Gelu", ["x"])
+    add("HardSigmoid", ["x"], alpha=0.3, beta=0.4), add("ThresholdedRelu", ["x"], alpha=0.5)
+    add("Clip", ["x", "low", "high"]), add("Clip", ["x", "", "high"]), add("PRelu", ["x", "slope"])
+    add("Add", ["x", "c"]), add("Sub", ["one", "x"]), add("Mul", ["x", "x"]), add("Div", ["x", "pos"])
+    add("Pow", ["pos", "two"]), add("Max", ["x", "c"]), add("Min", ["x", "high"])
+    add("Sum", ["x", "x", "pos"]), add("Mean", ["x", "pos"])
+    for op in ["ReduceMean", "ReduceMax", "ReduceMin", "ReduceSum", "ReduceL2", "ReduceLogSumExp"]:
+        add(op, ["x", "axis1"])
+    add("Expand", [add("ReduceMean", ["x", "axis1"], branch=False, keepdims=1), "shape"])
+    add("InstanceNormalization", ["x", "inorm_scale", "inorm_bias"], epsilon=1e-3)
+    add("LRN", ["x"], size=3, alpha=1e-2, beta=0.6, bias=1.5), add("LpNormalization", ["x"], axis=1, p=1)
+    for mode in ["reflect", "edge", "wrap", "constant"]:
+        add("Pad", ["x", "pads"], mode=mode)
+    add("Tile", ["x", "tile"]), add("Transpose", ["x"], perm=[0, 1, 3, 2]), add("GlobalMaxPool", ["x"])
+    (
+        add("Softmax", ["x"], axis=1),
+        add("LogSoftmax", ["x"]),
+        add("Einsum", ["x", "einsum_w"], equation="nchw,c->nchw"),
+    )
+    add("MaxPool", ["x"], kernel_shape=[3, 3], strides=[2, 2], auto_pad="SAME_UPPER")
+    add("MaxPool", ["x"], kernel_shape=[2, 2], pads=[1, 1, 1, 1], dilations=[2, 2], ceil_mode=1)
+    add("AveragePool", ["x"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1], count_include_pad=1)
+    add("AveragePool", ["x"], kernel_shape=[2, 2], strides=[2, 2], pads=[0, 0, 1, 1], count_include_pad=1)
+    add("Conv", ["x", "gconv2"], group=2, auto_pad="SAME_LOWER")
+    add("Conv", ["x", "gconv"], group=2, dilations=[2, 2], pads=[0, 1, 1, 0])
+    add("ConvTranspose", ["x", "tconv"], strides=[2, 2], pads=[1, 1, 1, 1], output_padding=[1, 1])
+    add("Resize", ["x", "roi", "scales"], mode="linear", coordinate_transformation_mode="align_corners")
+    add("Resize", ["x", "roi", "scales"], mode="cubic", coordinate_transformation_mode="half_pixel")
+    add("Cast", [add("Cast", ["x"], branch=False, to=TensorProto.DOUBLE)], to=TensorProto.FLOAT)
+    branches += ["first", "second"]
+    nodes.append(helper.make_node("Split", ["x"], ["first", "second"], axis=2, num_outputs=2))
+    flat = [add("Flatten", [name], branch=False) for name in branches]  # every value of every branch counts
+    nodes.append(helper.make_node("Concat", flat, ["all"], axis=1))
+    features = make_model(nodes, [value("image", "N", 1, 4, 4)], value("all", "N", "F"), consts, 20)
+    size = ort_scores(features.SerializeToString(), np.zeros((1, 1, 4, 4), np.float32)).shape[1]
+    consts += weights(seed=12, fc_w=(10, size), fc_b=(10,))
+    nodes.append(helper.make_node("Gemm", ["all", "fc_w", "fc_b"], ["scores"], transB=1))
+    return make_model(nodes, [value("image", "N", 1, 4, 4)], value("scores", "N", 10), consts, 20)
+
+
+def test_every_op_and_form_matches_onnxruntime(tmp_path):
+    path = tmp_path / "many.onnx"
+    onnx.save(many_ops_graph(), path)
+    model = load_onnx(path)
+    assert isinstance(model, fx.GraphModule), model.note
+    x = images(3, (1, 4, 4))
+    with torch.no_grad():
+        ours = model(x).numpy()
+    expected = ort_scores(path, x.numpy())
+    assert np.abs(ours - expected).max() <= 1e-5 * max(1.0, np.abs(expected).max())
+
+
 # --- what cannot be rebuilt runs through onnxruntime --------------------------------------------------------------
 
 
 def fused_graph(domain="com.microsoft", op="FusedConv"):
     """onnxruntime's own fused convolution (what a model saved after onnxruntime's optimiser holds), which cnnlab
-    does not rebuild."""
+    does not rebuild; a fixed batch of 2."""
     w = weights(seed=6, w=(4, 1, 3, 3), b=(4,), fc_w=(10, 4), fc_b=(10,))
     nodes = [
         helper.make_node(op, ["image", "w", "b"], ["conv"], domain=domain, activation="Relu", name="fused"),
@@ -486,7 +735,7 @@ def fused_graph(domain="com.microsoft", op="FusedConv"):
         helper.make_node("Flatten", ["gap"], ["flat"], name="flatten"),
         helper.make_node("Gemm", ["flat", "fc_w", "fc_b"], ["scores"], transB=1, name="fc"),
     ]
-    graph = helper.make_graph(nodes, "g", [value("image", 1, 1, 8, 8)], [value("scores", 1, 10)],
+    graph = helper.make_graph(nodes, "g", [value("image", 2, 1, 8, 8)], [value("scores", 2, 10)],
                               [numpy_helper.from_array(a, n) for n, a in w])  # fmt: skip
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13), helper.make_opsetid(domain, 1)])
     model.ir_version = 7
@@ -500,8 +749,9 @@ def test_unknown_op_runs_through_onnxruntime_with_maps(tmp_path):
     assert isinstance(model, OnnxRuntimeModel)
     assert model.unsupported == ["com.microsoft.FusedConv"] and "FusedConv" in model.note
     assert model.parity is None and (model.input_shape, model.num_classes) == ((1, 8, 8), 10)
-    x = images(3, (1, 8, 8))  # three images through a graph fixed to one: run in chunks
-    expected = np.concatenate([ort_scores(path, x[i : i + 1].numpy()) for i in range(3)])
+    x = images(3, (1, 8, 8))  # three images through a graph fixed to two: two chunks, the second padded
+    padded = np.concatenate([x.numpy(), np.zeros((1, 1, 8, 8), np.float32)])
+    expected = np.concatenate([ort_scores(path, padded[:2]), ort_scores(path, padded[2:])])[:3]
     assert np.abs(model(x).numpy() - expected).max() <= 1e-6
     maps = model.intermediate(x[:1])
     assert [(name, op) for name, op, _ in maps] == [
@@ -513,6 +763,22 @@ def test_unknown_op_runs_through_onnxruntime_with_maps(tmp_path):
     assert maps[0][2].shape == (1, 4, 6, 6) and (maps[0][2] >= 0).all()  # the fused ReLU's maps
     assert torch.allclose(maps[-1][2], model(x[:1]))
     assert isinstance(copy.deepcopy(model)(x), torch.Tensor)
+
+
+def test_graph_summary_counts_what_pytorch_counts(exported, lecture, tmp_path):
+    """The graph's own arithmetic (for the onnxruntime model, which has no layers to count) gives the lecture
+    CNN's 8,490 parameters and the FLOPs torch.utils.flop_counter counts, layer by layer."""
+    model = load_onnx(exported["cnn-legacy"])
+    rows = graph_summary(model)
+    assert rows[0][1:] == ["Conv", "1x28x28", "10x24x24", 260, 2 * 10 * 24 * 24 * 25]
+    assert [row[1] for row in rows] == ["Conv", "MaxPool", "Relu", "Conv", "MaxPool", "Relu", "Reshape", "Gemm",
+                                        "LogSoftmax"]  # fmt: skip
+    assert graph_parameters(model) == 8490 == sum(row[4] for row in rows)
+    assert sum(row[5] for row in rows) == count_flops(lecture, (1, 28, 28))
+    fused = load_onnx(save(fused_graph(), tmp_path / "fused.onnx"))
+    assert [row[1:4] for row in graph_summary(fused)][:2] == [["FusedConv", "1x8x8", "4x6x6"], ["GlobalAveragePool",
+                                                              "4x6x6", "4x1x1"]]  # fmt: skip
+    assert graph_parameters(fused) == 4 * 9 + 4 + 40 + 10
 
 
 # --- bad files: one line each ---------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ The onnxruntime session is built here, not by `cnnlab.inference.onnx`: `external
 import hashlib
 import math
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import onnx
@@ -28,7 +29,7 @@ from cnnlab import CnnlabError
 from cnnlab.external.onnx_ops import DEFAULT_DOMAINS, NotConverted, Signature, convert
 from cnnlab.files import read_bounded
 
-__all__ = ["load_onnx", "OnnxRuntimeModel", "MAX_BYTES"]
+__all__ = ["load_onnx", "OnnxRuntimeModel", "graph_summary", "graph_parameters", "MAX_BYTES"]
 
 MAX_BYTES = 512 * 2**20  # the .onnx file and its external weights together
 MAX_VALUES = 3 * 1024 * 1024  # C x H x W of one input image
@@ -256,13 +257,6 @@ def _signature(path: Path, model: onnx.ModelProto, input_size) -> Signature:
 # --- loading -----------------------------------------------------------------------------------------------------
 
 
-def _check_scores(path: Path, scores: torch.Tensor, n: int) -> int:
-    if scores.dim() != 2 or len(scores) != n or scores.shape[1] < 2 or not scores.is_floating_point():
-        shape = " x ".join(map(str, scores.shape))
-        raise CnnlabError(f"{path}: the graph gives {shape} for {n} images; cnnlab needs N x classes scores")
-    return scores.shape[1]
-
-
 def _rebuilt(model: onnx.ModelProto, signature: Signature, runtime: OnnxRuntimeModel):
     """(the GraphModule or None, the op types not rebuilt, its parity with onnxruntime or None, a note)."""
     try:
@@ -325,9 +319,78 @@ def load_onnx(path, *, input_size: tuple[int, int] | None = None, max_bytes: int
         "onnx_bytes": onnx_bytes,
         "note": note,
         "input_layout": signature.layout,
+        "signature": signature,
     }
     for name, value in info.items():
         setattr(chosen, name, value)
     if module is not None:  # GraphModule's deepcopy keeps only the plain attributes listed here
         module.meta["_user_preserved_attributes"] = info
     return chosen.eval()
+
+
+# --- the graph's own arithmetic, for a model that has no PyTorch layers to count --------------------------------
+
+
+def _weights(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
+    """The shapes of the trained tensors: float initializers of at least one dimension, without
+    BatchNormalization's running statistics (buffers in PyTorch, not parameters)."""
+    statistics = {name for node in model.graph.node if node.op_type == "BatchNormalization" for name in node.input[3:5]}
+    return {
+        t.name: tuple(t.dims)
+        for t in model.graph.initializer
+        if t.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16)
+        and len(t.dims) > 0
+        and t.name not in statistics
+    }
+
+
+def _runtime(model: nn.Module) -> OnnxRuntimeModel:
+    """A model load_onnx returned, as the onnxruntime model of its graph."""
+    if isinstance(model, OnnxRuntimeModel):
+        return model
+    return OnnxRuntimeModel(cast(bytes, model.onnx_bytes), cast(Signature, model.signature))
+
+
+def graph_parameters(model: nn.Module) -> int:
+    """The elements of the graph's trained tensors, each counted once (a model load_onnx returned)."""
+    shapes = _weights(onnx.load_from_string(_runtime(model).onnx_bytes)).values()
+    return sum(int(np.prod(shape)) for shape in shapes)
+
+
+def _flops(op: str, weight: tuple[int, ...] | None, source: tuple[int, ...], out: tuple[int, ...]) -> int:
+    """2 per multiply-add, for the ops torch.utils.flop_counter counts (convolutions and matrix products)."""
+    if op in ("Conv", "FusedConv") and weight:
+        return 2 * math.prod(out) * math.prod(weight[1:])
+    if op == "ConvTranspose" and weight:
+        return 2 * math.prod(source) * math.prod(weight[1:])
+    if op in ("Gemm", "FusedGemm", "MatMul") and source:
+        return 2 * math.prod(out) * source[-1]
+    return 0
+
+
+def graph_summary(model: nn.Module) -> list[list]:
+    """One row per node that computes on the image, in graph order, for one image of `model.input_shape`:
+    [node name, op type, input shape, output shape (without the batch, "10x24x24"), parameters (the elements
+    of the trained tensors it reads), FLOPs (2 per multiply-add of Conv, ConvTranspose, Gemm and MatMul, as
+    count_flops counts PyTorch's)]. Read from the graph through onnxruntime: both kinds load_onnx returns."""
+    runtime = _runtime(model)
+    graph = onnx.load_from_string(runtime.onnx_bytes)
+    weights, producers = _weights(graph), {name: node for node in graph.graph.node for name in node.output}
+    session, entries = runtime._get("intermediate")
+    image = torch.zeros(runtime.signature.batch or 1, *runtime.signature.input_shape)
+    values = runtime._run(session, [name for _, _, name in entries], image)
+    shapes = {name: tuple(v.shape[1:]) for (_, _, name), v in zip(entries, values)}
+    shapes[runtime.signature.input_name] = runtime._graph_input(image).shape[1:]
+    on_image, rows = {runtime.signature.input_name}, []
+    for node_name, op, output in entries:
+        node = producers[output]
+        source = next((name for name in node.input if name in on_image), None)
+        if source is None:  # computes on constants alone (a weight reshaped in the graph)
+            continue
+        on_image.update(node.output)
+        weight = next((weights[name] for name in node.input if name in weights), None)
+        parameters = sum(math.prod(weights[name]) for name in node.input if name in weights)
+        flops = _flops(op, weight, shapes[source], shapes[output])
+        text = ["x".join(map(str, shapes[name])) or "1" for name in (source, output)]
+        rows.append([node_name, op, *text, parameters, flops])
+    return rows

@@ -80,6 +80,7 @@ class Const:
 @dataclass(frozen=True, eq=False)
 class Probed:
     arrays: tuple[np.ndarray, np.ndarray]  # its value for each of the PROBES batch sizes
+    source: "_Call | None" = None  # the Expand, Tile or ConstantOfShape that made float data follow the batch
 
 
 @dataclass(frozen=True, eq=False)
@@ -161,6 +162,7 @@ def _component(part: str) -> str:
     return part + "_" if hasattr(nn.Module, part) else part  # "eval", "forward" would shadow nn.Module's own
 
 
+_LEARNED = re.compile(r"weight|bias|kernel|gamma|beta|embed|token", re.IGNORECASE)  # names of trained tensors
 _WEIGHT_NAME = re.compile(r"([A-Za-z_][\w]*(?:\.\w+)*)\.weight")
 
 
@@ -189,6 +191,40 @@ class _Builder:
         self.weight_uses = Counter(tuple(node.input[1:]) for node in model.graph.node if len(node.input) > 1)
         self.bias_free: dict[fx.Node, nn.Module] = {}  # Linear/Conv made without a bias, by their output node
         self.buffers: dict[int, fx.Node] = {}
+        self.image: Dyn | None = None  # the input as the graph takes it
+        self.materialized: dict[int, Dyn] = {}
+        self._batch: Dyn | None = None
+
+    def batch(self) -> Dyn:
+        """The batch size at run time (x.size(0)), as a node."""
+        if self._batch is None:
+            assert self.image is not None
+            self._batch = self.function(torch.Tensor.size, self.image, 0, name="batch")
+        return self._batch
+
+    def sizes(self, arrays: tuple[np.ndarray, np.ndarray], op: str) -> tuple:
+        """A shape known at each probe as ints, with the entries that follow the batch as nodes (k * batch)."""
+        sizes: list[Any] = []
+        for p, q in zip(arrays[0].reshape(-1).tolist(), arrays[1].reshape(-1).tolist()):
+            if p == q:
+                sizes.append(int(p))
+            elif p * PROBES[1] == q * PROBES[0] and p % PROBES[0] == 0:
+                k = p // PROBES[0]
+                sizes.append(self.batch() if k == 1 else self.function(operator.mul, self.batch(), k))
+            else:
+                raise Unconvertible(op, "a shape that depends on the batch other than in proportion")
+        return tuple(sizes)
+
+    def tensor(self, value: "Value | None", op: str) -> "Dyn | Const":
+        """A value as an operand: float data that follows the batch (an Expand of a constant by the batch, as
+        a class token is) is built in the graph."""
+        if isinstance(value, Dyn | Const):
+            return value
+        if isinstance(value, Probed) and value.source is not None:
+            if id(value) not in self.materialized:
+                self.materialized[id(value)] = _CONVERTERS[value.source.proto.op_type](self, value.source)[0]  # type: ignore[assignment]
+            return self.materialized[id(value)]
+        raise Unconvertible(op, "an operand that depends on the batch size")
 
     def _free(self, path: str) -> bool:
         parts = path.split(".")
@@ -239,19 +275,22 @@ class _Builder:
         return out
 
     def buffer(self, const: Const) -> fx.Node:
+        """A constant operand as an attribute of the module: a parameter when its name says it was one (the
+        `cls_token`, a `pos_embed`, a locally connected layer's `weight`), else a buffer."""
         if id(const) not in self.buffers:
-            path = self._attach_buffer(torch.from_numpy(np.array(const.array)), _identifier(const.name) or "const")
+            tensor = torch.from_numpy(np.array(const.array))
+            hint = _identifier(const.name) or "const"
+            path, k = hint, 0
+            while not self._free(path) or hasattr(self.root, path):
+                k += 1
+                path = f"{hint}_{k}"
+            if tensor.is_floating_point() and _LEARNED.search(const.name):
+                self.root.register_parameter(path, nn.Parameter(tensor))
+            else:
+                self.root.register_buffer(path, tensor)
+            self.leaves.add(path)
             self.buffers[id(const)] = self.graph.get_attr(path)
         return self.buffers[id(const)]
-
-    def _attach_buffer(self, tensor: torch.Tensor, hint: str) -> str:
-        path, k = hint, 0
-        while not self._free(path) or hasattr(self.root, path):
-            k += 1
-            path = f"{hint}_{k}"
-        self.root.register_buffer(path, tensor)
-        self.leaves.add(path)
-        return path
 
     def function(self, fn: Callable, *args, name: str = "", **kwargs) -> Dyn:
         """`fn(*args, **kwargs)` as a node; a `Dyn` argument is its node, a `Const` one a buffer."""
@@ -284,6 +323,7 @@ class _Builder:
 
 # --- folding: a node whose inputs are all known without the image ------------------------------------------------
 
+_MATERIALIZED = {"Expand", "Tile", "ConstantOfShape"}
 _NOT_FOLDED = {"Resize", "Upsample", "OneHot", "RandomNormal", "RandomUniform", "RandomNormalLike",
                "RandomUniformLike", "Multinomial", "Bernoulli", "Loop", "Scan", "If"}  # fmt: skip
 
@@ -340,8 +380,9 @@ def _fold(call: _Call) -> list[Value]:
     names = [n for n in call.proto.output if n]
     if len(runs) == 1:
         return [Const(a, n) for a, n in zip(runs[0], names)]
+    data = op in _MATERIALIZED and runs[0][0].dtype.kind == "f"  # float data that follows the batch, not a shape
     return [
-        Const(a, n) if a.shape == b.shape and np.array_equal(a, b) else Probed((a, b))
+        Const(a, n) if a.shape == b.shape and np.array_equal(a, b) else Probed((a, b), call if data else None)
         for a, b, n in zip(runs[0], runs[1], names)
     ]
 
@@ -804,12 +845,17 @@ def _slice(b: _Builder, call: _Call) -> list[Value]:
 def _gather(b: _Builder, call: _Call) -> list[Value]:
     x, indices = call.dyn(0), call.const(1)
     axis = call.attrs.get("axis", 0) % x.rank
-    if indices is None or axis in x.batch_dims or indices.ndim > 1:
-        raise Unconvertible("Gather", "indices computed in the graph, over the batch, or of more than one axis")
+    if indices is None or axis in x.batch_dims:
+        raise Unconvertible("Gather", "indices computed in the graph, or over the batch")
     indices = np.where(indices < 0, indices + x.shape[axis], indices).astype(np.int64)
     if indices.ndim == 0:
         return [b.function(torch.select, x, axis, int(indices), name=call.proto.name)]
-    return [b.function(torch.index_select, x, axis, Const(indices, call.proto.input[1]), name=call.proto.name)]
+    flat = Const(indices.reshape(-1), call.proto.input[1])
+    gathered = b.function(torch.index_select, x, axis, flat, name=call.proto.name)
+    if indices.ndim == 1:
+        return [gathered]
+    shapes = tuple(p.shape[:axis] + indices.shape + p.shape[axis + 1 :] for p in x.probes)
+    return [_reshape(b, call, gathered, shapes)]
 
 
 _PAD_MODES = {"constant": "constant", "reflect": "reflect", "edge": "replicate", "wrap": "circular"}
@@ -828,12 +874,19 @@ def _pad(b: _Builder, call: _Call) -> list[Value]:
         raise Unconvertible("Pad", f"padding the batch, or mode {mode!r}")
     first = min([d for d in range(x.rank) if full[d] or full[d + x.rank]], default=x.rank)
     pad = tuple(p for d in reversed(range(first, x.rank)) for p in (full[d], full[d + x.rank]))
+    if not pad:
+        return [x]
     extra = {"value": float(0.0 if value is None else value)} if mode == "constant" else {}
     return [b.function(F.pad, x, pad, mode=_PAD_MODES[mode], name=call.proto.name, **extra)]
 
 
+def reduce_l2(x: torch.Tensor, dim: tuple[int, ...], keepdim: bool) -> torch.Tensor:
+    return torch.linalg.vector_norm(x, 2, dim=dim, keepdim=keepdim)
+
+
 _REDUCE: dict[str, Callable] = {
     "ReduceMean": torch.mean, "ReduceSum": torch.sum, "ReduceMax": torch.amax, "ReduceMin": torch.amin,
+    "ReduceL2": reduce_l2, "ReduceLogSumExp": torch.logsumexp,
 }  # fmt: skip
 
 
@@ -847,6 +900,124 @@ def _reduce(b: _Builder, call: _Call) -> list[Value]:
         axes = list(range(x.rank))
     dims = tuple(sorted(a % x.rank for a in axes))
     return [b.function(_REDUCE[op], x, dim=dims, keepdim=bool(call.attrs.get("keepdims", 1)), name=call.proto.name)]
+
+
+@_converts("LayerNormalization")
+def _layer_norm(b: _Builder, call: _Call) -> list[Value]:
+    x, scale, bias = call.dyn(0), call.const(1), call.const(2)
+    axis = call.attrs.get("axis", -1) % x.rank
+    if scale is None or any(d >= axis for d in x.batch_dims):
+        raise Unconvertible("LayerNormalization", "a scale computed in the graph, or statistics over the batch")
+    shape = x.shape[axis:]
+    norm = nn.LayerNorm(shape, eps=call.attrs.get("epsilon", 1e-5), bias=bias is not None)
+    broadcast = {k: None if a is None else np.broadcast_to(a, shape) for k, a in (("weight", scale), ("bias", bias))}
+    return [b.module(call, _load(norm, **broadcast), x)]
+
+
+@_converts("Einsum")
+def _einsum(b: _Builder, call: _Call) -> list[Value]:
+    operands = [b.tensor(v, "Einsum") for v in call.inputs]
+    return [b.function(torch.einsum, call.attrs["equation"], *operands, name=call.proto.name)]
+
+
+def _per_probe(value: Value | None, op: str) -> tuple[np.ndarray, np.ndarray]:
+    if isinstance(value, Const):
+        return value.array, value.array
+    if isinstance(value, Probed):
+        return value.arrays
+    raise Unconvertible(op, "a shape computed from the image")
+
+
+def _shape_at(value: "Dyn | Const", i: int) -> tuple[int, ...]:
+    return tuple(value.probes[i].shape) if isinstance(value, Dyn) else value.array.shape
+
+
+@_converts("Expand")
+def _expand(b: _Builder, call: _Call) -> list[Value]:
+    x, targets = b.tensor(call.input(0), "Expand"), _per_probe(call.input(1), "Expand")
+    shapes = [np.broadcast_shapes(_shape_at(x, i), tuple(int(v) for v in targets[i])) for i in (0, 1)]
+    sizes = b.sizes((np.array(shapes[0]), np.array(shapes[1])), "Expand")
+    return [b.function(torch.Tensor.expand, x, sizes, name=call.proto.name)]
+
+
+@_converts("Tile")
+def _tile(b: _Builder, call: _Call) -> list[Value]:
+    x, repeats = b.tensor(call.input(0), "Tile"), _per_probe(call.input(1), "Tile")
+    return [b.function(torch.Tensor.repeat, x, b.sizes(repeats, "Tile"), name=call.proto.name)]
+
+
+@_converts("ConstantOfShape")
+def _constant_of_shape(b: _Builder, call: _Call) -> list[Value]:
+    fill = call.attrs.get("value", np.zeros(1, np.float32))
+    dtype = getattr(torch, fill.dtype.name)
+    sizes = b.sizes(_per_probe(call.input(0), "ConstantOfShape"), "ConstantOfShape")
+    return [b.function(torch.full, sizes, fill.reshape(-1)[0].item(), dtype=dtype, name=call.proto.name)]
+
+
+_CONV_TRANSPOSE: dict[int, Any] = {1: nn.ConvTranspose1d, 2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
+
+
+@_converts("ConvTranspose")
+def _conv_transpose(b: _Builder, call: _Call) -> list[Value]:
+    x, weight, bias = call.dyn(0), call.const(1), call.const(2)
+    a = call.attrs
+    if weight is None or weight.ndim - 2 not in _CONV_TRANSPOSE or "output_shape" in a:
+        raise Unconvertible("ConvTranspose", "weights computed in the graph, or an output_shape")
+    n, group = weight.ndim - 2, a.get("group", 1)
+    pads = list(a.get("pads", [0] * 2 * n))
+    if a.get("auto_pad", "NOTSET") not in ("NOTSET", "VALID") or pads[:n] != pads[n:]:
+        raise Unconvertible("ConvTranspose", "padding that is not the same on both sides")
+    conv = _CONV_TRANSPOSE[n](
+        weight.shape[0], weight.shape[1] * group, tuple(weight.shape[2:]), tuple(a.get("strides", [1] * n)),
+        tuple(pads[:n]), tuple(a.get("output_padding", [0] * n)), group, bias is not None,
+        tuple(a.get("dilations", [1] * n)),
+    )  # fmt: skip
+    return [b.module(call, _load(conv, weight=weight, bias=bias), x)]
+
+
+_INTERPOLATION = {  # (ONNX mode, coordinate_transformation_mode) -> (F.interpolate's mode, align_corners)
+    ("nearest", "asymmetric"): ("nearest", None),
+    ("linear", "half_pixel"): ("linear", False),
+    ("linear", "pytorch_half_pixel"): ("linear", False),
+    ("linear", "align_corners"): ("linear", True),
+    ("cubic", "half_pixel"): ("cubic", False),
+    ("cubic", "pytorch_half_pixel"): ("cubic", False),
+    ("cubic", "align_corners"): ("cubic", True),
+}
+_LINEAR = {1: "linear", 2: "bilinear", 3: "trilinear"}
+
+
+@_converts("Resize", "Upsample")
+def _resize(b: _Builder, call: _Call) -> list[Value]:
+    """Resize (and Upsample before opset 10) of the spatial dimensions to a size known at load."""
+    x, a, op = call.dyn(0), call.attrs, call.proto.op_type
+    default = "half_pixel" if op == "Resize" and call.opset >= 11 else "asymmetric"
+    key = (a.get("mode", "nearest"), a.get("coordinate_transformation_mode", default))
+    if key not in _INTERPOLATION or a.get("nearest_mode", "floor") != "floor" and key[0] == "nearest":
+        raise Unconvertible(op, f"mode {key[0]} with {key[1]} coordinates")
+    if a.get("antialias", 0) or (key[0] == "cubic" and a.get("cubic_coeff_a", -0.75) != -0.75):
+        raise Unconvertible(op, "antialiasing, or a cubic coefficient other than PyTorch's")
+    scales_at, sizes_at = (2, 3) if call.opset >= 11 else (1, None)
+    scales = a.get("scales") if op == "Upsample" and call.opset < 9 else call.const(scales_at)
+    sizes = None if sizes_at is None or call.input(sizes_at) is None else _per_probe(call.input(sizes_at), op)
+    if sizes is not None and sizes[0].size:  # (N, C, H, W) with N the batch: only the spatial sizes are used
+        out = tuple(int(v) for v in sizes[0][2:])
+        if sizes[0].size != x.rank or out != tuple(int(v) for v in sizes[1][2:]):
+            raise Unconvertible(op, "sizes that are not those of the image's height and width")
+    elif scales is not None and len(scales) == x.rank and list(scales[:2]) == [1, 1]:
+        out = tuple(int(math.floor(s * f)) for s, f in zip(x.shape[2:], scales[2:]))
+    else:
+        raise Unconvertible(op, "scaling the batch or the channels")
+    mode, align = _INTERPOLATION[key]
+    mode = _LINEAR.get(x.rank - 2, mode) if mode == "linear" else "bicubic" if mode == "cubic" else mode
+    extra = {} if align is None else {"align_corners": align}
+    return [b.function(F.interpolate, x, size=out, mode=mode, name=call.proto.name, **extra)]
+
+
+@_converts("LpNormalization")
+def _lp_normalization(b: _Builder, call: _Call) -> list[Value]:
+    p, axis = float(call.attrs.get("p", 2)), call.attrs.get("axis", -1)
+    return [b.function(F.normalize, call.dyn(0), p, axis, 0.0, name=call.proto.name)]  # ONNX divides with no epsilon
 
 
 # --- the graph -----------------------------------------------------------------------------------------------
@@ -873,8 +1044,11 @@ def _op_name(proto: onnx.NodeProto) -> str:
 
 
 def _convert_node(b: _Builder, call: _Call) -> list[Value]:
-    if all(not isinstance(v, Dyn) for v in call.inputs):
+    if not any(isinstance(v, Dyn) or isinstance(v, Probed) and v.source for v in call.inputs):
         return _fold(call)
+    if call.proto.op_type not in _MATERIALIZED:  # float data that follows the batch, used as data: built
+        op = call.proto.op_type
+        call.inputs = [b.tensor(v, op) if isinstance(v, Probed) and v.source else v for v in call.inputs]
     converter = _CONVERTERS.get(call.proto.op_type) if call.proto.domain in DEFAULT_DOMAINS else None
     if converter is None:
         raise Unconvertible(_op_name(call.proto), "")
@@ -894,12 +1068,13 @@ def convert(model: onnx.ModelProto, signature: Signature) -> fx.GraphModule:
     c, h, w = signature.input_shape
     placeholder = b.graph.placeholder("x")
     image = Dyn(placeholder, tuple(torch.randn(n, c, h, w, generator=torch.Generator().manual_seed(n)) for n in PROBES))  # type: ignore[arg-type]
-    values: dict[str, Value] = {**_initializers(model.graph), signature.input_name: _prelude(b, image)}
+    b.image = _prelude(b, image)
+    values: dict[str, Value] = {**_initializers(model.graph), signature.input_name: b.image}
     failures: dict[str, str] = {}
     for proto in model.graph.node:
         inputs = [values.get(name) if name else None for name in proto.input]
         if any(name and name not in values for name in proto.input):  # after a node that could not be converted
-            if proto.domain not in DEFAULT_DOMAINS or proto.op_type not in _CONVERTERS:
+            if proto.domain not in DEFAULT_DOMAINS:  # never rebuilt, whatever its inputs (a standard op may be)
                 failures.setdefault(_op_name(proto), _op_name(proto))
             continue
         call = _Call(proto, inputs, _attributes(proto), signature.opset)
