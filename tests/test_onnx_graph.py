@@ -679,6 +679,8 @@ def many_ops_graph():
     for op in ["ReduceMean", "ReduceMax", "ReduceMin", "ReduceSum", "ReduceL2", "ReduceLogSumExp"]:
         add(op, ["x", "axis1"])
     add("Expand", [add("ReduceMean", ["x", "axis1"], branch=False, keepdims=1), "shape"])
+    quarter = numpy_helper.from_array(np.array([0.25], np.float32))
+    add("Add", ["x", add("ConstantOfShape", [add("Shape", ["x"], branch=False)], branch=False, value=quarter)])
     add("InstanceNormalization", ["x", "inorm_scale", "inorm_bias"], epsilon=1e-3)
     add("LRN", ["x"], size=3, alpha=1e-2, beta=0.6, bias=1.5), add("LpNormalization", ["x"], axis=1, p=1)
     for mode in ["reflect", "edge", "wrap", "constant"]:
@@ -720,6 +722,45 @@ def test_every_op_and_form_matches_onnxruntime(tmp_path):
         ours = model(x).numpy()
     expected = ort_scores(path, x.numpy())
     assert np.abs(ours - expected).max() <= 1e-5 * max(1.0, np.abs(expected).max())
+
+
+def test_any_node_names_make_valid_code(tmp_path):
+    """Names are the file's to choose: digits, keywords, `self`, `forward`, paths, non-ASCII letters."""
+    w = weights(seed=1, **{"0.weight": (4, 1, 3, 3), "class": (4,), "forward.weight": (4, 4, 1, 1), "x": (10, 4)})
+    nodes = [
+        helper.make_node("Conv", ["image", "0.weight", "class"], ["a"], name="123"),
+        helper.make_node("Relu", ["a"], ["b"], name="class"),
+        helper.make_node("Conv", ["b", "forward.weight"], ["c"], name="/"),
+        helper.make_node("Relu", ["c"], ["d"], name="x"),
+        helper.make_node("GlobalAveragePool", ["d"], ["e"], name="self"),
+        helper.make_node("Flatten", ["e"], ["f"], name="a.b/c d"),
+        helper.make_node("Gemm", ["f", "x"], ["scores"], transB=1, name="ünïcode"),
+    ]
+    path = tmp_path / "names.onnx"
+    onnx.save(make_model(nodes, [value("image", "N", 1, 8, 8)], value("scores", "N", 10), w, 13), path)
+    model = load_onnx(path)
+    assert isinstance(model, fx.GraphModule), model.note
+    x = images(2, (1, 8, 8))
+    with torch.no_grad():
+        assert np.abs(model(x).numpy() - ort_scores(path, x.numpy())).max() <= 1e-5
+
+
+def test_a_graph_sized_to_exhaust_memory_is_not_built(tmp_path):
+    """A Pad of a billion rows is refused before anything is allocated (onnxruntime refuses to run it too)."""
+    w = weights(seed=7, fc_w=(10, 64), fc_b=(10,))
+    nodes = [
+        helper.make_node("Pad", ["image", "pads"], ["big"]),
+        helper.make_node("Slice", ["big", "starts", "ends", "axes"], ["small"]),
+        helper.make_node("Flatten", ["small"], ["flat"]),
+        helper.make_node("Gemm", ["flat", "fc_w", "fc_b"], ["scores"], transB=1),
+    ]
+    ints = lambda name, values: (name, np.array(values, dtype=np.int64))
+    consts = [ints("pads", [0, 0, 0, 0, 0, 0, 10**9, 0]), ints("starts", [0]), ints("ends", [8]), ints("axes", [2])]
+    path = save(make_model(nodes, [value("image", "N", 1, 8, 8)], value("scores", "N", 10), w + consts, 13),
+                tmp_path / "huge.onnx")  # fmt: skip
+    with pytest.raises(CnnlabError, match="onnxruntime cannot run it") as error:
+        load_onnx(path)
+    assert "does not rebuild Pad (it would build more than 67,108,864 values)" in str(error.value)
 
 
 # --- what cannot be rebuilt runs through onnxruntime --------------------------------------------------------------

@@ -278,14 +278,17 @@ def _rebuilt(model: onnx.ModelProto, signature: Signature, runtime: OnnxRuntimeM
     return module, [], difference, ""
 
 
-def _classes(path: Path, model: nn.Module, signature: Signature, unsupported: list[str]) -> int:
+def _classes(path: Path, model: nn.Module, signature: Signature, note: str) -> int:
+    """The number of scores per image; `note`: why the model runs through onnxruntime, if it does."""
     n = signature.batch or 2
     try:
         with torch.no_grad():
             scores = model(torch.zeros(n, *signature.input_shape))
     except Exception as e:  # onnxruntime's own exception types (the rebuilt graph has run already)
-        missing, why = ", ".join(unsupported) or "it", str(e).strip().splitlines()[0][:160]
-        raise CnnlabError(f"{path}: cnnlab does not rebuild {missing}, and onnxruntime cannot run it ({why})") from None
+        rebuilt = note.removeprefix("runs through onnxruntime: ")
+        raise CnnlabError(
+            f"{path}: {rebuilt}, and onnxruntime cannot run it ({str(e).strip().splitlines()[0][:160]})"
+        ) from None
     if scores.dim() != 2 or len(scores) != n or scores.shape[1] < 2 or not scores.is_floating_point():
         shape = " x ".join(map(str, scores.shape))
         raise CnnlabError(f"{path}: the graph gives {shape} for {n} images; cnnlab needs N x classes scores")
@@ -311,7 +314,7 @@ def load_onnx(path, *, input_size: tuple[int, int] | None = None, max_bytes: int
     chosen = runtime if module is None else module
     info = {
         "input_shape": signature.input_shape,
-        "num_classes": _classes(path, chosen, signature, unsupported),
+        "num_classes": _classes(path, chosen, signature, note),
         "opset": signature.opset,
         "unsupported": unsupported,
         "parity": parity,

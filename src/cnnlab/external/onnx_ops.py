@@ -151,15 +151,26 @@ def _attributes(proto: onnx.NodeProto) -> dict[str, Any]:
     return attrs
 
 
-def _identifier(text: str) -> str:
-    """A lower-case Python name from a node or value name ("/conv1/Conv" -> "conv1_conv")."""
-    text = re.sub(r"^node_", "", text.strip("/"))
-    return re.sub(r"\W+", "_", text).strip("_").lower()
-
-
 def _component(part: str) -> str:
     part = re.sub(r"\W+", "_", part).strip("_")
-    return part + "_" if hasattr(nn.Module, part) else part  # "eval", "forward" would shadow nn.Module's own
+    clash = hasattr(nn.Module, part) or part == "self"  # "eval", "forward": nn.Module's own; "self": forward's
+    return part + "_" if clash else part
+
+
+def _scopes(name: str) -> list[str]:
+    """A node name as a module path: the older exporter's "/features/features.0/Conv" is features, 0, Conv;
+    the dynamo exporter's "node_conv2d" is conv2d."""
+    parts: list[str] = []
+    for scope in re.sub(r"^node_", "", name.strip("/")).split("/"):
+        pieces = [_component(p) for p in scope.split(".")]
+        parts += pieces[1:] if len(pieces) > 1 and parts[-1:] == pieces[:1] else pieces
+    return [p for p in parts if p]
+
+
+def _identifier(text: str) -> str:
+    """A lower-case Python name from a node or value name ("/features/features.2/Relu" -> "features_2_relu")."""
+    name = "_".join(_scopes(text)).lower()
+    return name + "_" if name == "self" else name  # a variable `self` in forward would hide the module
 
 
 _LEARNED = re.compile(r"weight|bias|kernel|gamma|beta|embed|token", re.IGNORECASE)  # names of trained tensors
@@ -248,10 +259,11 @@ class _Builder:
         return path
 
     def _hint(self, proto: onnx.NodeProto) -> str:
+        """The node's PyTorch path: from its weight's name, else from its own ("/features/features.0/Conv", the
+        older exporter's scopes, is features.0; "/mp_1/MaxPool" is mp_1)."""
         if path := _weight_path(proto):
             return path
-        parts = [_component(p) for p in re.sub(r"^node_", "", proto.name.strip("/")).split("/")]
-        parts = [p for p in parts if p]
+        parts = _scopes(proto.name)
         if len(parts) > 1 and parts[-1].lower().startswith(proto.op_type.lower()):
             if ".".join(parts[:-1]) not in self.containers:  # "/mp_1/MaxPool" -> "mp_1"
                 parts = parts[:-1]
@@ -399,6 +411,12 @@ def _converts(*ops: str):
         return fn
 
     return register
+
+
+def _bounded(op: str, shape) -> None:
+    """Refuse, before it is built, a tensor that a graph sized to exhaust memory (for one probe batch)."""
+    if math.prod(int(s) for s in shape) > FOLD_LIMIT:
+        raise Unconvertible(op, f"it would build more than {FOLD_LIMIT:,} values")
 
 
 def _load(module: nn.Module, **tensors: np.ndarray | None) -> nn.Module:
@@ -876,6 +894,7 @@ def _pad(b: _Builder, call: _Call) -> list[Value]:
     pad = tuple(p for d in reversed(range(first, x.rank)) for p in (full[d], full[d + x.rank]))
     if not pad:
         return [x]
+    _bounded("Pad", [s + full[d] + full[d + x.rank] for d, s in enumerate(x.probes[1].shape)])
     extra = {"value": float(0.0 if value is None else value)} if mode == "constant" else {}
     return [b.function(F.pad, x, pad, mode=_PAD_MODES[mode], name=call.proto.name, **extra)]
 
@@ -936,6 +955,7 @@ def _shape_at(value: "Dyn | Const", i: int) -> tuple[int, ...]:
 def _expand(b: _Builder, call: _Call) -> list[Value]:
     x, targets = b.tensor(call.input(0), "Expand"), _per_probe(call.input(1), "Expand")
     shapes = [np.broadcast_shapes(_shape_at(x, i), tuple(int(v) for v in targets[i])) for i in (0, 1)]
+    _bounded("Expand", shapes[1])
     sizes = b.sizes((np.array(shapes[0]), np.array(shapes[1])), "Expand")
     return [b.function(torch.Tensor.expand, x, sizes, name=call.proto.name)]
 
@@ -943,6 +963,7 @@ def _expand(b: _Builder, call: _Call) -> list[Value]:
 @_converts("Tile")
 def _tile(b: _Builder, call: _Call) -> list[Value]:
     x, repeats = b.tensor(call.input(0), "Tile"), _per_probe(call.input(1), "Tile")
+    _bounded("Tile", np.array(_shape_at(x, 1)) * repeats[1])
     return [b.function(torch.Tensor.repeat, x, b.sizes(repeats, "Tile"), name=call.proto.name)]
 
 
@@ -950,8 +971,13 @@ def _tile(b: _Builder, call: _Call) -> list[Value]:
 def _constant_of_shape(b: _Builder, call: _Call) -> list[Value]:
     fill = call.attrs.get("value", np.zeros(1, np.float32))
     dtype = getattr(torch, fill.dtype.name)
-    sizes = b.sizes(_per_probe(call.input(0), "ConstantOfShape"), "ConstantOfShape")
-    return [b.function(torch.full, sizes, fill.reshape(-1)[0].item(), dtype=dtype, name=call.proto.name)]
+    shapes = _per_probe(call.input(0), "ConstantOfShape")
+    _bounded("ConstantOfShape", shapes[1])
+    sizes = b.sizes(shapes, "ConstantOfShape")
+    assert b.image is not None
+    device = b.function(getattr, b.image, "device", name="device")  # made where the model runs, as the image
+    value = fill.reshape(-1)[0].item()
+    return [b.function(torch.full, sizes, value, dtype=dtype, device=device, name=call.proto.name)]
 
 
 _CONV_TRANSPOSE: dict[int, Any] = {1: nn.ConvTranspose1d, 2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
@@ -1008,6 +1034,7 @@ def _resize(b: _Builder, call: _Call) -> list[Value]:
         out = tuple(int(math.floor(s * f)) for s, f in zip(x.shape[2:], scales[2:]))
     else:
         raise Unconvertible(op, "scaling the batch or the channels")
+    _bounded(op, (PROBES[1], x.shape[1], *out))
     mode, align = _INTERPOLATION[key]
     mode = _LINEAR.get(x.rank - 2, mode) if mode == "linear" else "bicubic" if mode == "cubic" else mode
     extra = {} if align is None else {"align_corners": align}
