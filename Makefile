@@ -50,7 +50,8 @@ docs: install
 	  write_text('docs/cli.md', cli_reference())"
 
 # Every CPU figure of docs/speed.md: lecture recipe against the lecture's pipeline, deep models, time to 99% (float32
-# and bf16), inference backends, the serving load test; and docs/real-digits.md's generated real-world set, read by
+# and bf16; each seed beside one epoch of the lecture's pipeline, their ratio with its median and range),
+# inference backends, the serving load test; and docs/real-digits.md's generated real-world set, read by
 # the default cnn and the robust recipe. About 17 minutes on 2 idle cores. The GPU figures come from
 # benchmarks/gpu.sh on a GPU machine; `best`'s 10-minute runs are commands in docs/speed.md. A --target run
 # that misses its accuracy on a seed exits 1; the leading - lets the rest of the bench run.

@@ -42,6 +42,8 @@ class VersionAction(argparse.Action):
 
 
 def version_report() -> str:
+    import torch
+
     from cnnlab.engine.device import select_device
 
     def installed(name: str) -> str:
@@ -52,7 +54,8 @@ def version_report() -> str:
 
     return (
         f"cnnlab {__version__}\n"
-        f"torch {installed('torch')}, onnxruntime {installed('onnxruntime')}, "
+        # torch's own version names the build (2.14.1+cu130 from PyPI's CUDA wheel); its package metadata does not
+        f"torch {torch.__version__}, onnxruntime {installed('onnxruntime')}, "
         f"Python {platform.python_version()} ({sys.executable})\n"
         f"device: {select_device('auto')} (what --device auto chooses here)"
     )
