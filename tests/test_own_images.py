@@ -5,15 +5,16 @@ import json
 import os
 import shutil
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from cnnlab import CnnlabError
+from cnnlab import memory
 from cnnlab.cli import main
-from cnnlab.data import datasets, folder
+from cnnlab.data import datasets
 from cnnlab.data.folder import FolderError, fit_image, load_folder, luma
 from cnnlab.data.idx import DataError
 from cnnlab.engine.run import open_run
@@ -86,8 +87,9 @@ def test_classes_split_statistics_and_the_bad_file_report(shapes):
     assert "300 images of 3 classes (circle, square, triangle)" in ds.notice
     assert (
         "skipped 5 files that are not readable images: circle/bomb.png (too many pixels, a decompression "
-        "bomb?); circle/empty.png (empty file); square/notes.jpg (not an image); triangle/cut.png (truncated or "
-        "corrupt: OSError); triangle/noise.png (not an image)" in ds.notice
+        "bomb?); circle/empty.png (empty file); square/notes.jpg (not an image: cnnlab reads PNG, JPEG, BMP, GIF, "
+        "WEBP, TIFF and PPM); triangle/cut.png (truncated or corrupt: OSError: image file is truncated); "
+        "triangle/noise.png (not an image: cnnlab reads PNG" in ds.notice
     )  # a few bad files: each one named
     again = datasets.load_dataset("folder", shapes)  # the split is a function of the files alone
     assert torch.equal(again.test_images, ds.test_images) and torch.equal(again.train_labels, ds.train_labels)
@@ -146,7 +148,7 @@ def test_read_only_folder_is_cached_in_the_cnnlab_cache(read_only_copy, tmp_path
 
 
 def test_a_folder_too_large_for_memory_is_refused_before_decoding(shapes, monkeypatch, capsys):
-    monkeypatch.setattr(folder, "available_memory", lambda: 2**30)  # a 1 GiB machine
+    monkeypatch.setattr(memory, "available_memory", lambda: 2**30)  # a 1 GiB machine
     # 305 files at 3x1024x1024, twice over: 1.8 GiB
     code = main(
         [
@@ -164,6 +166,24 @@ def test_a_folder_too_large_for_memory_is_refused_before_decoding(shapes, monkey
     err = capsys.readouterr().err
     assert code == 1 and "305 images at 3x1024x1024 need 1.8 GiB of memory, more than the 1.0 GiB available" in err
     assert len(err.strip().splitlines()) == 1 and not list(shapes.glob(".cnnlab-cache-*"))  # nothing decoded
+
+
+def test_free_memory_is_what_the_kernel_can_give():
+    """One rule for every refusal (a folder decoded, a model built): MemAvailable, which counts the page cache the
+    kernel can drop; free pages alone refused models that fit on a machine whose memory is mostly cache."""
+    lines = [line for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemAvailable:")]
+    if not lines:
+        pytest.skip("no MemAvailable in /proc/meminfo")
+    assert abs(memory.available_memory() - int(lines[0].split()[1]) * 1024) < 256 << 20
+
+
+def test_predict_and_folder_training_say_the_same_of_each_bad_file(shapes, trained_run, capsys):
+    """One decoder: what `predict` says of a file that is not a readable image is what a folder's report says."""
+    notice = datasets.load_dataset("folder", shapes).notice
+    for name in BAD_FILES:
+        main(["predict", str(trained_run), str(shapes / name)])
+        reason = capsys.readouterr().out.strip().split(": error: ", 1)[1]
+        assert f"{name} ({reason})" in notice
 
 
 def test_fit_keeps_the_aspect_ratio_and_crops_the_centre():
@@ -262,12 +282,7 @@ def test_trains_predicts_by_class_name_and_exports(shapes, tmp_path, capsys):
     assert info.classes == SHAPES and info.in_channels == 3 and not info.mnist_style and len(info.mean) == 3
     assert main(["evaluate", str(out)]) == 0  # the run finds its folder again, fitted as for training
     assert "| triangle |" in capsys.readouterr().out
-    with pytest.raises(
-        CnnlabError,
-        match="only a digit model .* this one takes 3x32x32 images of folder: classify its images with `cnnlab predict",
-    ):
-        Predictor(out)  # the default: for a caller that can only give digits
-    predictor = Predictor(out, digits_only=False)
+    predictor = Predictor(out)
     assert not predictor.digits and predictor.prepare(draw_shape("circle", np.random.default_rng(3))).shape == (
         3,
         32,

@@ -146,7 +146,8 @@ def test_a_checkpoint_from_another_run_is_refused(tmp_path, capsys):
     assert train(tmp_path / "cnn", "--checkpoint-every", "10") == 0
     assert train(tmp_path / "mlp", "--model", "mlp", "--epochs", "2") == 0
     payload = torch.load(tmp_path / "mlp" / "checkpoint.pt", weights_only=True)
-    payload["epoch"], payload["epoch_state"] = 0, {"step": 3, "loss_sum": 1.0, "correct": 1, "seen": 3, "seconds": 0.1}
+    payload["epoch"], payload["metrics"] = 0, []
+    payload["epoch_state"] = {"step": 3, "loss_sum": 1.0, "correct": 1, "seen": 3, "seconds": 0.1}
     torch.save(payload, tmp_path / "cnn" / "checkpoint.pt")  # an mlp checkpoint in a cnn run
     assert main(["train", "--resume", str(tmp_path / "cnn")]) == 1
     assert "does not belong to its config.json" in capsys.readouterr().err

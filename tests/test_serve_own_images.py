@@ -59,7 +59,7 @@ def test_model_tells_the_page_to_offer_an_upload_box(client):
 
 
 def test_uploads_are_classified_by_name_as_predict_would(client, shapes_run):
-    predictor = Predictor(shapes_run, digits_only=False)
+    predictor = Predictor(shapes_run)
     right = 0
     for kind, image in new_shapes():
         body = client.post("/predict", files={"file": (f"{kind}.png", png(image), "image/png")}).json()

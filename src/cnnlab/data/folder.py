@@ -19,10 +19,8 @@ so a second run reads one file instead of decoding them all again.
 """
 
 import hashlib
-import io
 import json
 import os
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,16 +31,14 @@ import torch
 from PIL import Image, ImageOps
 from tqdm import tqdm
 
-from cnnlab import CnnlabError
+from cnnlab import CnnlabError, memory
+from cnnlab.data.decode import read_image, upright
 from cnnlab.data.download import cache_dir
 from cnnlab.data.idx import DataError
-from cnnlab.files import atomic_write, read_bounded
+from cnnlab.files import atomic_write
 
 DEFAULT_IMAGE_SIZE = (32, 32)  # CIFAR-10's: small enough to train on a CPU
 MAX_IMAGE_SIDE = 4096
-MAX_FILE_BYTES = 64 * 1024 * 1024  # larger than any photo a phone takes
-MAX_PIXELS = 40_000_000  # a 40-megapixel photo is fine; a 50,000 x 50,000 "image" is a decompression bomb
-FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF", "PPM")  # PIL's other decoders are not exposed to folders
 CACHE_FORMAT = "cnnlab-folder-cache/1"
 DECODER = 2  # in the cache key: raise it when decoding changes what a file becomes (2: 16-bit grey, broken EXIF)
 REPORTED_FILES = 10  # bad files named in the report (a few bad files: all of them); the rest are counted
@@ -62,17 +58,6 @@ def parse_image_size(text: str) -> tuple[int, int]:
     if len(size) != 2 or not all(1 <= n <= MAX_IMAGE_SIDE for n in size):
         raise CnnlabError(f"--image-size must be HxW with sides from 1 to {MAX_IMAGE_SIDE} such as 32x32, got {text!r}")
     return size
-
-
-def available_memory() -> int:
-    """Bytes the kernel can give: MemAvailable (free memory plus the page cache it can drop), else free pages."""
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
 @dataclass(frozen=True)
@@ -183,7 +168,7 @@ def check_memory(root: Path, count: int, size: tuple[int, int]) -> None:
     """Refuse, before decoding anything, a folder whose images would not fit in memory (in RGB, and twice
     over while the training and test sets are cut out of them)."""
     needed = 2 * count * 3 * size[0] * size[1]
-    free = available_memory()
+    free = memory.available_memory()
     if needed > free:
         raise FolderError(
             f"{root}: {count:,} images at 3x{size[0]}x{size[1]} need {needed / 2**30:,.1f} GiB of "
@@ -202,27 +187,6 @@ def fit_image(image: Image.Image, size: tuple[int, int]) -> np.ndarray:
     return np.array(fitted).transpose(2, 0, 1)  # a writable copy: it goes into a tensor
 
 
-def upright(image: Image.Image) -> Image.Image:
-    """The image turned by its EXIF orientation, or as it is when its EXIF data is corrupt (the pixels are fine)."""
-    try:
-        return ImageOps.exif_transpose(image)
-    except Exception:  # PIL's EXIF parser raises many kinds of error on broken bytes
-        return image
-
-
-def eight_bit(image: Image.Image) -> Image.Image:
-    """16- and 32-bit greyscale images as 8-bit "L", by their high byte: PIL's own conversion clips them at
-    255, which turns a 16-bit scan white. A 32-bit image whose values fit in 8 bits keeps them. Other modes
-    are returned as they are."""
-    if image.mode != "I" and not image.mode.startswith("I;16"):
-        return image
-    image = upright(image)  # the new image below would drop the EXIF orientation
-    pixels = np.asarray(image)
-    if image.mode.startswith("I;16") or pixels.max(initial=0) > 255:
-        pixels = np.clip(pixels, 0, 65535) >> 8
-    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "L")
-
-
 def luma(rgb: np.ndarray) -> np.ndarray:
     """(..., 3, H, W) uint8 RGB -> (..., 1, H, W) grey, with PIL's integer ITU-R 601 weights (grey stays itself)."""
     r, g, b = (rgb[..., c : c + 1, :, :].astype(np.uint32) for c in range(3))
@@ -230,24 +194,8 @@ def luma(rgb: np.ndarray) -> np.ndarray:
 
 
 def decode_file(path: Path, size: tuple[int, int]) -> np.ndarray:
-    """One image file -> (3, H, W) uint8, or a DataError saying why it cannot be."""
-    data = read_bounded(path, MAX_FILE_BYTES)
-    if not data:
-        raise DataError("empty file")
-    try:
-        image = Image.open(io.BytesIO(data), formats=FORMATS)
-        if image.width * image.height > MAX_PIXELS:
-            raise DataError(f"{image.width:,}x{image.height:,} pixels, more than the {MAX_PIXELS:,} allowed")
-        image.draft("RGB", (max(size), max(size)))  # JPEG: decode at the smallest scale that still covers H x W
-        return fit_image(eight_bit(image), size)
-    except PIL.UnidentifiedImageError:
-        raise DataError("not an image") from None
-    except Image.DecompressionBombError:
-        raise DataError("too many pixels, a decompression bomb?") from None
-    except DataError:
-        raise
-    except Exception as e:  # PIL's decoders raise many kinds of error on broken bytes
-        raise DataError(f"truncated or corrupt: {type(e).__name__}") from None
+    """One image file -> (3, H, W) uint8, or an ImageError saying why it cannot be."""
+    return fit_image(read_image(path, cover=size), size)
 
 
 def _decode_or_reason(item: tuple[ImageFile, tuple[int, int]]) -> np.ndarray | str:
@@ -324,9 +272,7 @@ def _decode_all(files: list[ImageFile], size: tuple[int, int], root: Path) -> tu
     could not be decoded (None for those that were)."""
     images = torch.empty((len(files), 3, *size), dtype=torch.uint8)
     reasons = []
-    # PIL warns of, rather than refuses, images over its own pixel limit; decode_file refuses them itself.
-    with warnings.catch_warnings(), ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
         decoded = pool.map(_decode_or_reason, [(f, size) for f in files])
         for i, result in enumerate(
             tqdm(decoded, total=len(files), desc=f"decoding {root.name}", unit="image", leave=False, disable=None)

@@ -67,6 +67,6 @@ def export(run_dir, fmt: str = "onnx", out=None, data_dir=None) -> tuple[Path, f
         with torch.inference_mode():
             actual = torch.jit.load(io.BytesIO(data))(x)
     difference = (actual - expected).abs().max().item()
-    if difference > TOLERANCE:
+    if not difference <= TOLERANCE:  # NaN compares false either way: it must fail the check, not pass it
         raise CnnlabError(f"exported {fmt} model differs from PyTorch by {difference:.2e} (> {TOLERANCE})")
     return write_bytes(path, data), difference, checked_on

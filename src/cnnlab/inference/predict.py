@@ -13,16 +13,15 @@ from PIL import Image
 
 from cnnlab import CnnlabError
 from cnnlab.data.batches import normalise
+from cnnlab.data.decode import ImageError, read_image
 from cnnlab.data.folder import fit_image, luma
 from cnnlab.engine.run import open_run
-from cnnlab.files import read_bounded, write_bytes
-from cnnlab.inference.decode import ImageError, load_image
+from cnnlab.files import write_bytes
 from cnnlab.inference.export import FORMATS
 from cnnlab.inference.onnx import onnx_session
 from cnnlab.inference.preprocess import preprocess
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
-MAX_FILE_BYTES = 64 * 1024 * 1024  # larger than any photo a phone takes
 # A top probability under this is reported as "unsure". Chosen on data other than the test set (docs/real-digits.md):
 # on 1,100 generated real-world digits (benchmarks/real_digits.py --seed 1), 0.6 leaves robust's stated answers
 # 98.7% right (95.6% with no threshold: wrong answers stated as fact fall from 4.4% to 1.2% of images) while it
@@ -42,24 +41,15 @@ def expand_paths(paths) -> list[Path]:
 
 
 class Predictor:
-    """A trained run ready to classify images, with PyTorch eager or onnxruntime.
+    """A trained run ready to classify images, with PyTorch eager or onnxruntime; `prepare` makes its inputs."""
 
-    `digits_only` (the default) refuses a run that does not take MNIST-style 28x28 digits, for a caller that can
-    only give those (a drawing canvas); with it False any run is taken, and `prepare` makes its inputs."""
-
-    def __init__(self, run_dir, backend: str = "torch", *, digits_only: bool = True):
+    def __init__(self, run_dir, backend: str = "torch"):
         if backend not in ("torch", "onnxruntime"):
             raise CnnlabError(f"unknown backend {backend!r}; choose torch or onnxruntime")
         self.run = open_run(run_dir)
         info = self.run.info
         # A digit run's inputs are made the way MNIST was; any other run's the way its training images were.
         self.digits = info.mnist_style and (info.in_channels, info.input_size) == (1, (28, 28))
-        if digits_only and not self.digits:
-            raise CnnlabError(
-                f"{run_dir}: only a digit model (MNIST-style, 1x28x28) is taken here; this one takes "
-                f"{info.in_channels}x{info.input_size[0]}x{info.input_size[1]} images of {info.name}: "
-                f"classify its images with `cnnlab predict {run_dir} IMAGE...`"
-            )
         self.model, self.classes = self.run.model, info.classes
         self.session = None
         if backend == "onnxruntime":
@@ -115,14 +105,14 @@ def predict_files(run_dir, paths, top_k=3, backend="torch", as_json=False, show_
     """Classify every file; print one line (or JSON object) per file; return the exit code."""
     if top_k < 1:
         raise CnnlabError(f"--top-k must be at least 1, got {top_k}")
-    predictor = Predictor(run_dir, backend, digits_only=False)
+    predictor = Predictor(run_dir, backend)
     files = expand_paths(paths)
     if not files:
         raise CnnlabError("no image files given (folders are searched for " + ", ".join(sorted(IMAGE_SUFFIXES)) + ")")
     failures, shown = 0, []
     for path in files:
         try:
-            prepared = predictor.prepare(load_image(read_bounded(path, MAX_FILE_BYTES), str(path)), str(path))
+            prepared = predictor.prepare(read_image(path), str(path))
             top = predictor.top_k(prepared, top_k)
             result: dict[str, Any] = {"file": str(path), "top": top, "unsure": is_unsure(top)}
             shown.append(prepared)
