@@ -19,13 +19,10 @@ from cnnlab.data.idx import DataError
 from cnnlab.engine.config import MAX_CONFIG_BYTES, MAX_WIDTH, TrainConfig, config_from_saved
 from cnnlab.engine.loop import EpochProgress
 from cnnlab.engine.state import TrainState
-from cnnlab.files import read_bounded, write_bytes, write_json, write_text
+from cnnlab.files import BEST as BEST  # the run's file names (files.py), as the engine and the server use them
+from cnnlab.files import CHECKPOINT, CONFIG, METRICS, read_bounded, write_bytes, write_json, write_text
 
 FORMAT = "cnnlab-checkpoint/1"
-CHECKPOINT = "checkpoint.pt"  # the last one
-BEST = "best.pt"  # the epoch with the best validation accuracy (only with a validation split)
-METRICS = "metrics.jsonl"
-CONFIG = "config.json"
 MAX_CHECKPOINT_BYTES = 4 << 30
 MAX_TEXT_BYTES = 64 << 20  # metrics.jsonl
 

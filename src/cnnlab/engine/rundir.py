@@ -18,20 +18,14 @@ import shutil
 from pathlib import Path
 
 from cnnlab import CnnlabError
-from cnnlab.engine.checkpoint import CONFIG, read_config
+from cnnlab.engine.checkpoint import read_config
+from cnnlab.files import RUN_LOCK, RUN_MARKER, RUN_STATE_FILES
 
-MARKER = ".cnnlab-run"
-LOCK = ".lock"
+MARKER = RUN_MARKER
+LOCK = RUN_LOCK
 # Every name cnnlab writes into a run folder; only folders holding nothing else may be replaced.
 RUN_FILES = (
-    MARKER,
-    LOCK,
-    CONFIG,
-    "checkpoint.pt",
-    "best.pt",
-    "metrics.jsonl",
-    "grad_norms.json",
-    "ddp.json",
+    *RUN_STATE_FILES,
     "model.onnx",
     "model.torchscript.pt",
     "curves.png",
