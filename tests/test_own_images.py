@@ -111,7 +111,7 @@ def test_a_class_of_one_image_is_trained_on_and_reported_untested(shapes):
 
 def test_second_load_hits_the_cache_until_a_file_changes(shapes):
     first = load_folder(shapes)
-    assert not first.cache_hit and first.cache == shapes / ".cnnlab-cache-32x32.pt"
+    assert not first.cache_hit
     second = load_folder(shapes)
     assert second.cache_hit and torch.equal(second.images, first.images) and second.skipped == first.skipped
     draw_shape("circle", np.random.default_rng(9)).save(shapes / "circle" / "000.jpg")  # replaced: new size, time
@@ -139,6 +139,30 @@ def read_only_copy(shapes_template, tmp_path):
     subprocess.run(["mount", "-o", "remount,ro", str(target)], check=True)
     yield target / "shapes"
     subprocess.run(["umount", str(target)], check=True)
+
+
+def test_the_cache_is_kept_in_the_cnnlab_cache_never_in_the_users_folder(shapes, tmp_path, capsys):
+    """Training on a folder writes nothing into it: the cache lives under the cnnlab cache, keyed by the folder's
+    resolved path (the same folder by another name reads it) and by its files."""
+    before = sorted(p.relative_to(shapes) for p in shapes.rglob("*"))
+    argv = ["train", "--dataset", "folder", "--model", "cnn-bn-8-24", "--epochs", "1", "--no-progress"]
+    assert main([*argv, "--data-dir", str(shapes), "--out", str(tmp_path / "run")]) == 0
+    assert sorted(p.relative_to(shapes) for p in shapes.rglob("*")) == before
+    cached = load_folder(shapes)
+    assert cached.cache_hit and cached.cache.is_relative_to(tmp_path / "cache" / "cnnlab" / "folder")
+    (tmp_path / "link").symlink_to(shapes)
+    assert load_folder(tmp_path / "link").cache == cached.cache and load_folder(tmp_path / "link").cache_hit
+
+
+def test_a_class_folder_that_is_a_symbolic_link_is_skipped_and_said(shapes, tmp_path):
+    """`ln -s /usr DIR/z` made /usr a class and decoded it; a linked class folder is not followed, and named."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    draw_shape("circle", np.random.default_rng(5)).save(elsewhere / "x.png")
+    (shapes / "z").symlink_to(elsewhere)
+    ds = datasets.load_dataset("folder", shapes)
+    assert ds.classes == SHAPES and len(ds.train_labels) + len(ds.test_labels) == 300
+    assert ds.notice.endswith("; skipped class folders that are symbolic links (not followed): z")
 
 
 def test_read_only_folder_is_cached_in_the_cnnlab_cache(read_only_copy, tmp_path):
@@ -349,5 +373,13 @@ def test_a_run_finds_its_folder_from_anywhere_and_says_when_it_is_gone(shapes, t
         "trained on, is gone: pass --data-dir DIR\n"
     )
     assert main(["evaluate", str(tmp_path / "run"), "--data-dir", str(tmp_path / "moved")]) == 0
+    renamed = shutil.copytree(tmp_path / "moved", tmp_path / "renamed")  # as many classes, of other names
+    (renamed / "square").rename(renamed / "box")
+    capsys.readouterr()
+    assert main(["evaluate", str(tmp_path / "run"), "--data-dir", str(renamed)]) == 1
+    assert capsys.readouterr().err == (
+        "cnnlab evaluate: error: dataset folder: its classes (box, circle, star, triangle) are not those the model "
+        "was trained on (circle, square, star, triangle), in that order\n"
+    )
     assert main(["export", str(tmp_path / "run")]) == 0
     assert "on 256 random images (the run's test images are not at hand)" in capsys.readouterr().out

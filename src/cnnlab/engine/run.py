@@ -90,6 +90,12 @@ class SavedRun:
                 f"{dataset.input_size[1]}, {dataset.num_classes} classes) does not fit the model "
                 f"trained on {self.info.name}"
             )
+        if dataset.classes != self.info.classes:  # the same count in another order, or of other things
+            named = lambda classes: ", ".join(classes[:10]) + (", ..." if len(classes) > 10 else "")
+            raise CnnlabError(
+                f"dataset {dataset.name}: its classes ({named(dataset.classes)}) are not those the model was "
+                f"trained on ({named(self.info.classes)}), in that order"
+            )
         return dataset
 
 
