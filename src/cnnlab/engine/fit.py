@@ -76,18 +76,24 @@ class StopOnSignal:
             signal.signal(sig, handler)
 
 
+def training_data(config: TrainConfig, log=print) -> ImageDataset:
+    """The dataset `config` trains on: `config.dataset`, or MNIST when found or downloadable, else mnist-sample,
+    said in one line. A sweep loads it once for all its runs (fit_or_reuse)."""
+    dataset, notice = load_training_dataset(
+        config.dataset,
+        config.data_dir,
+        image_size=config.image_size,
+        channels=config.channels,
+        test_split=config.test_split,
+    )
+    if notice:
+        log(notice)
+    return dataset
+
+
 def prepare_data(config: TrainConfig, dataset: ImageDataset | None, log) -> ImageDataset:
     """The run's dataset, checked, with its validation split held out, then subset."""
-    if dataset is None:
-        dataset, notice = load_training_dataset(
-            config.dataset,
-            config.data_dir,
-            image_size=config.image_size,
-            channels=config.channels,
-            test_split=config.test_split,
-        )
-        if notice:
-            log(notice)
+    dataset = training_data(config, log) if dataset is None else dataset
     dataset.check_trainable()
     if config.val_split:
         dataset = dataset.with_validation(config.val_split)
@@ -456,15 +462,16 @@ def resume_run(run_dir, log=print, **changes) -> FitResult:
     return fit(config, log=log, resume=True)
 
 
-def fit_or_reuse(config: TrainConfig, log=print) -> str:
-    """For sweeps (compare, depth): reuse a finished run of the same settings in `config.out`, resume an
-    unfinished one, or else train, a folder holding anything else being replaced only with `overwrite`.
-    Returns what it did: "reused", "resumed" or "trained"."""
+def fit_or_reuse(config: TrainConfig, log=print, dataset: ImageDataset | None = None) -> str:
+    """For sweeps (compare, depth, overfit): reuse a finished run of the same settings in `config.out`, resume
+    an unfinished one, or else train (on `dataset` when the sweep loaded it once for all its runs), a folder
+    holding anything else being replaced only with `overwrite`. Returns what it did: "reused", "resumed" or
+    "trained"."""
     out = Path(config.out or "")
     if is_run(out) and (out / ckpt.CHECKPOINT).is_file() and same_settings(ckpt.read_config(out), config):
         if check_run(out, resumable=True).is_finished():
             return "reused"
         resume_run(out, log=log, progress=config.progress)
         return "resumed"
-    fit(config, log=log)
+    fit(config, log=log, dataset=dataset)
     return "trained"
