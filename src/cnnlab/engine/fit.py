@@ -17,7 +17,7 @@ from cnnlab.data.augment import AUGMENTATIONS
 from cnnlab.data.batches import epoch_order, iterate_batches, mixed_seed, steps_per_epoch
 from cnnlab.data.datasets import ImageDataset, load_training_dataset
 from cnnlab.engine import checkpoint as ckpt
-from cnnlab.engine.config import TrainConfig, config_from_saved, same_settings
+from cnnlab.engine.config import TrainConfig, config_from_saved, dataset_notice, same_settings
 from cnnlab.engine.device import autocast_dtype, select_device, torch_settings
 from cnnlab.engine.distributed import DistContext, init_distributed
 from cnnlab.engine.evaluate import evaluate
@@ -26,6 +26,7 @@ from cnnlab.engine.metrics import test_line
 from cnnlab.engine.run import build_model, check_run
 from cnnlab.engine.rundir import RunFolder, is_run
 from cnnlab.engine.state import TrainState
+from cnnlab.engine.tensorboard import EventFile, log_epoch
 from cnnlab.files import write_json
 from cnnlab.models import count_parameters
 
@@ -130,6 +131,7 @@ class RunWriter:
 
     def __init__(self, folder: RunFolder | None, config: TrainConfig, dataset: ImageDataset, steps: int):
         self.folder, self.config, self.info, self.steps = folder, config, dataset.info, steps
+        self.events = EventFile(folder.path) if folder is not None and config.tensorboard else None
 
     def checkpoint(self, state: TrainState, name: str = ckpt.CHECKPOINT) -> None:
         if self.folder is not None:
@@ -144,6 +146,9 @@ class RunWriter:
             ckpt.write_metrics(self.folder.path, state.history)
             if state.trace is not None:
                 write_json(self.folder.path / "grad_norms.json", {"steps_per_epoch": self.steps, **state.trace})
+        if self.events is not None:
+            lr = state.optimizer.param_groups[0]["lr"]
+            log_epoch(self.events, state.history[-1], learning_rate=lr, model=state.evaluated)
 
 
 def fit(config: TrainConfig, log=print, dataset: ImageDataset | None = None, resume: bool = False) -> FitResult:
@@ -175,10 +180,22 @@ def fit(config: TrainConfig, log=print, dataset: ImageDataset | None = None, res
                     folder.path, config, device=str(device), torch=torch.__version__, threads=torch.get_num_threads()
                 )
             log(_start_line(config, data, state, device, dist, resume))
+            if (notice := dataset_notice(config)) is not None:
+                log(notice)
             compiled, compile_seconds = _compiled(config, data, state, log) if config.compile != "off" else (None, 0.0)
             with StopOnSignal() as stopper:
                 for epoch in range(state.epoch + 1, config.epochs + 1):
-                    progress = _train_epoch(config, data, state, writer, stopper, dist, epoch, steps, compiled)
+                    progress = _train_epoch(
+                        config=config,
+                        data=data,
+                        state=state,
+                        writer=writer,
+                        stopper=stopper,
+                        dist=dist,
+                        epoch=epoch,
+                        steps=steps,
+                        compiled=compiled,
+                    )
                     row = _evaluate_epoch(config, data, state.evaluated, progress, dist, epoch)
                     if compile_seconds and not any("compile_seconds" in r for r in state.history):
                         row["compile_seconds"] = round(compile_seconds, 3)
@@ -244,9 +261,9 @@ def _compiled(config, data: ImageDataset, state: TrainState, log) -> tuple[torch
             iterate_batches(
                 data.train_images[:k],
                 data.train_labels[:k],
-                k,
-                data.mean,
-                data.std,
+                batch_size=k,
+                mean=data.mean,
+                std=data.std,
                 memory_format=_memory_format(config),
             )
         )
@@ -267,7 +284,16 @@ def _compiled(config, data: ImageDataset, state: TrainState, log) -> tuple[torch
 
 
 def _train_epoch(
-    config, data, state: TrainState, writer: RunWriter, stopper, dist, epoch: int, steps: int, compiled=None
+    *,
+    config: TrainConfig,
+    data: ImageDataset,
+    state: TrainState,
+    writer: RunWriter,
+    stopper: StopOnSignal,
+    dist: DistContext,
+    epoch: int,
+    steps: int,
+    compiled: torch.nn.Module | None = None,
 ) -> EpochProgress:
     """One epoch of training, with step checkpoints and progress; on a signal, checkpoint and stop.
 
@@ -275,21 +301,7 @@ def _train_epoch(
     skip = state.progress.step if state.progress else 0
     if dist.world > 1 and state.progress and not dist.is_main:  # saved partial sums are all ranks': count once
         state.progress = EpochProgress(step=skip, seconds=state.progress.seconds)
-    order = epoch_order(len(data.train_labels), config.seed, epoch, data.train_labels.device)[
-        skip * config.batch_size :
-    ]
-    batches = iterate_batches(
-        data.train_images,
-        data.train_labels,
-        config.batch_size,
-        data.mean,
-        data.std,
-        order,
-        dist.rank,
-        dist.world,
-        _augmentation(config, epoch, skip),
-        _memory_format(config),
-    )
+    batches = _epoch_batches(config, data, dist, epoch, skip)
     bar = tqdm(
         total=steps,
         initial=skip,
@@ -329,6 +341,23 @@ def _train_epoch(
             128 + number,
         )
     return state.progress
+
+
+def _epoch_batches(config: TrainConfig, data: ImageDataset, dist: DistContext, epoch: int, skip: int):
+    """This rank's batches of `epoch`, from step `skip` on (a resumed epoch continues its own order)."""
+    order = epoch_order(len(data.train_labels), config.seed, epoch, data.train_labels.device)
+    return iterate_batches(
+        data.train_images,
+        data.train_labels,
+        batch_size=config.batch_size,
+        mean=data.mean,
+        std=data.std,
+        order=order[skip * config.batch_size :],
+        rank=dist.rank,
+        world=dist.world,
+        augment=_augmentation(config, epoch, skip),
+        memory_format=_memory_format(config),
+    )
 
 
 def _step_checkpoints(every: int, state: TrainState, writer: RunWriter):
