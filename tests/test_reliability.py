@@ -145,7 +145,7 @@ def test_broken_and_foreign_checkpoints_are_one_line_errors(tmp_path, uninterrup
             load_checkpoint(tmp_path / name)
         assert "\n" not in str(info.value)
     payload = torch.load(uninterrupted / "checkpoint.pt", weights_only=True)
-    payload["model"]["name"] = "inception"
+    payload["model"]["name"] = payload["config"]["model"] = "inception"  # a cnn's weights, named another model
     torch.save(payload, tmp_path / "other.pt")
     from cnnlab.engine.run import open_run
 

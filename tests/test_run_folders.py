@@ -258,7 +258,12 @@ def test_outputs_never_replace_a_users_file_nor_the_runs_own(trained_run, tmp_pa
     ]
     for argv, message in cases:
         assert_one_line_error(*run_cli(argv, capsys), message)
+        if REOPEN in message:  # --overwrite is for the user's own files, never the run's
+            assert_one_line_error(*run_cli([*argv, "--overwrite"], capsys), REOPEN)
     assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == own and mine.read_text() == "mine"
+    for argv, _ in cases[5:]:
+        mine.write_text("mine")
+        assert run_cli([*argv, "--overwrite"], capsys)[0] == 0 and mine.read_bytes() != b"mine"
     for _ in range(2):  # cnnlab's own outputs inside the run: replaced, as always
         assert main(["viz", str(run), "--what", "filters"]) == 0
         assert main(["export", str(run)]) == 0
