@@ -16,6 +16,7 @@ from cnnlab.cli import build_parser
 from cnnlab.cli.commands.train import worker_command
 from cnnlab.engine.checkpoint import load_checkpoint, read_metrics
 from cnnlab.engine.distributed import cpu_count
+from cnnlab.engine.snapshots import read_snapshots
 from conftest import assert_one_line_error, run_cli
 
 TRAIN = [sys.executable, "-m", "cnnlab", "train", "--dataset", "mnist-sample", "--no-progress"]
@@ -56,7 +57,8 @@ def test_three_processes_train_in_lockstep(tmp_path):
     assert len(rows) == 2 and rows[1]["train_loss"] < rows[0]["train_loss"]
     assert result.stdout.count("Test set:") == 2  # only rank 0 prints
     # only rank 0 writes: the same files as a single-process run, one metrics file, one last checkpoint
-    assert sorted(p.name for p in out.iterdir()) == [
+    names = sorted(p.name for p in out.iterdir())
+    assert [name for name in names if not name.startswith("snapshot-")] == [
         ".cnnlab-run",
         ".lock",
         "checkpoint.pt",
@@ -64,6 +66,7 @@ def test_three_processes_train_in_lockstep(tmp_path):
         "ddp.json",
         "metrics.jsonl",
     ]
+    assert [s.step for s in read_snapshots(out)][:3] == [0, 1, 2]  # the lab's snapshots, rank 0's alone
 
 
 @pytest.mark.slow

@@ -25,6 +25,7 @@ from cnnlab.engine.loop import EpochProgress, NonFiniteLoss, Step, compile_for_t
 from cnnlab.engine.metrics import test_line
 from cnnlab.engine.run import build_model, check_run
 from cnnlab.engine.rundir import RunFolder, is_run
+from cnnlab.engine.snapshots import snapshot_callbacks
 from cnnlab.engine.state import TrainState
 from cnnlab.engine.tensorboard import EventFile, log_epoch
 from cnnlab.files import write_json
@@ -318,6 +319,8 @@ def _train_epoch(
         callbacks.append(_step_checkpoints(config.checkpoint_every, state, writer))
     if state.trace is not None:
         callbacks.append(_tracer(state.model, state.trace))
+    if writer.folder is not None:  # the lab's replay of kernels forming (engine/snapshots.py)
+        callbacks += snapshot_callbacks(state.model, writer.folder.path, data, epoch=epoch, steps=steps, skip=skip)
     device = data.train_labels.device
     with bar, _last_checkpoint_named(state):
         progress, finished = train_one_epoch(

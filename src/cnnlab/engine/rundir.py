@@ -35,6 +35,9 @@ RUN_FILES = (
     "features-*.png",
     "pool*.png",
     "events.out.tfevents.*",  # --tensorboard
+    "snapshot-*.npz",
+    "errors-*.png",
+    "attribution.png",
     ".*.tmp",
 )
 
