@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from cnnlab.inference.serve import STATIC
+from cnnlab.inference.serve.routers.pages import STATIC
 
 LANGUAGES = ("en", "ko")
 HANGUL = re.compile(r"[\uac00-\ud7a3]")
