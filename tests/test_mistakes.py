@@ -153,6 +153,7 @@ def test_evaluate_errors_from_the_cli(trained_run, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "Confusion matrix" in printed and f"of class {t} were predicted as {p}: wrote {out}" in printed
     assert out.is_file()
+    assert main(["evaluate", str(trained_run), "--errors", f"{t}:{p}", "--out", str(out), "--overwrite"]) == 0
     t, p = next(cell for cell, count in counts.items() if count == 0)
     assert main(["evaluate", str(trained_run), "--errors", f"{t}:{p}"]) == 0
     assert f"no test image of class {t} was predicted as {p}: no sheet to draw" in capsys.readouterr().out
@@ -160,5 +161,7 @@ def test_evaluate_errors_from_the_cli(trained_run, tmp_path, capsys):
     for argv, message in (
         (["--errors", "4:x"], "--errors: no class 'x'"),
         (["--out", str(out)], "--out names the --errors sheet: give --errors T:P too"),
+        (["--errors", f"{t}:{p}", "--out", str(out)], f"{out} already exists; pass --overwrite to replace it"),
+        (["--errors", f"{t}:{p}", "--out", str(trained_run / "config.json")], "refusing to write"),
     ):
         assert_one_line_error(*run_cli(["evaluate", trained_run, *argv], capsys), message)
