@@ -13,6 +13,8 @@ Captum computes both (`Occlusion`, `LayerGradCam`); tests/test_attribution.py ch
 answer is known by hand and against Grad-CAM written out directly.
 """
 
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +45,22 @@ class Attribution:
     stride: int | None = None
 
 
+@contextmanager
+def watching(modules: Iterable[nn.Module], hook: Callable[[nn.Module, object], object]) -> Iterator[None]:
+    """Inside the block, `hook(module, output)` runs after each of `modules`; its return value is dropped (a forward
+    hook that returned one would replace the module's output)."""
+
+    def after(module: nn.Module, inputs: object, output: object) -> None:
+        hook(module, output)
+
+    handles = [module.register_forward_hook(after) for module in modules]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 def logits_of(model: nn.Module):
     """`model` as a function returning class scores before softmax: the output of its last leaf module of the
     output's shape (the lecture nets end in `F.log_softmax` after `fc`: Grad-CAM takes the logit, as its paper
@@ -51,13 +69,9 @@ def logits_of(model: nn.Module):
     leaves = [m for m in model.modules() if not any(m.children()) and not isinstance(m, (nn.Softmax, nn.LogSoftmax))]
 
     def forward(x: torch.Tensor) -> torch.Tensor:
-        seen: list[torch.Tensor] = []
-        handles = [m.register_forward_hook(lambda m, i, o: seen.append(o)) for m in leaves]
-        try:
+        seen: list[object] = []
+        with watching(leaves, lambda m, o: seen.append(o)):
             output = model(x)
-        finally:
-            for handle in handles:
-                handle.remove()
         return next((o for o in reversed(seen) if isinstance(o, torch.Tensor) and o.shape == output.shape), output)
 
     return forward
@@ -65,15 +79,10 @@ def logits_of(model: nn.Module):
 
 def convolutions(model: nn.Module, x: torch.Tensor) -> list[str]:
     """The model's convolutions (nn.Conv2d) by qualified name, in the order its forward pass calls them."""
-    names = {module: name for name, module in model.named_modules() if isinstance(module, nn.Conv2d)}
+    names: dict[nn.Module, str] = {m: name for name, m in model.named_modules() if isinstance(m, nn.Conv2d)}
     called: list[str] = []
-    handles = [m.register_forward_hook(lambda m, i, o: called.append(names[m])) for m in names]
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        for handle in handles:
-            handle.remove()
+    with watching(names, lambda m, o: called.append(names[m])), torch.no_grad():
+        model(x)
     return list(dict.fromkeys(called))
 
 
@@ -81,21 +90,9 @@ def default_layer(model: nn.Module, x: torch.Tensor) -> str:
     """Grad-CAM's usual layer, the last convolution, leaving out the branches of a block that concatenates
     them (an Inception branch sees only its own channels): `conv2` for the lecture's cnn and inception."""
     outputs: dict[str, int | None] = {}  # channels of each module's output (its first call)
-
-    def record(name: str, output) -> None:  # a hook that returned a value would replace the output
-        outputs.setdefault(name, _channels(output))
-
-    handles = [
-        module.register_forward_hook(lambda m, i, o, name=name: record(name, o))
-        for name, module in model.named_modules()
-        if name
-    ]
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        for handle in handles:
-            handle.remove()
+    name_of = {module: name for name, module in model.named_modules() if name}
+    with watching(name_of, lambda m, o: outputs.setdefault(name_of[m], _channels(o))), torch.no_grad():
+        model(x)
     convs = convolutions(model, x)
     if not convs:
         raise CnnlabError(f"model {type(model).__name__} has no convolution: Grad-CAM needs one")

@@ -1,8 +1,9 @@
 """The served runs: liveness, what each run is, its curves and training snapshots (polled while it trains), its
 confusion matrix, the test images of each cell, and any test image."""
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import Response
@@ -12,6 +13,7 @@ from cnnlab.engine.checkpoint import METRICS
 from cnnlab.engine.snapshots import PATTERN
 from cnnlab.inference.serve.dependencies import RunAt, TheLab
 from cnnlab.inference.serve.encoding import FiniteJSONResponse
+from cnnlab.inference.serve.lab import Lab
 
 MODEL_KEYS = ("name", "parameters", "dataset", "classes", "test_accuracy", "epochs", "input", "channels", "input_size")
 
@@ -57,6 +59,14 @@ async def snapshots(served: RunAt, lab: TheLab, request: Request):
     )
 
 
+async def _on_test_data(lab: Lab, work: Callable[..., Any], *args: object) -> Any:
+    """`work(*args)`, which reads the run's test set, in the lab's admission queue: 404 when the data is not here."""
+    try:
+        return await lab.admission.run(work, *args)
+    except CnnlabError as e:
+        raise HTTPException(404, f"no test data: {e}") from None
+
+
 def _unless_unchanged(request: Request, tag: str) -> Response | None:
     """304 when the client already holds what `tag` names."""
     return Response(status_code=304, headers={"ETag": tag}) if request.headers.get("if-none-match") == tag else None
@@ -65,10 +75,7 @@ def _unless_unchanged(request: Request, tag: str) -> Response | None:
 @router.get("/runs/{index}/confusion")
 async def confusion(served: RunAt, lab: TheLab):
     """The confusion matrix on the run's test set (computed once; 404 when the data is not here)."""
-    try:
-        return await lab.admission.run(served.confusion)
-    except CnnlabError as e:
-        raise HTTPException(404, f"no test data for the confusion matrix: {e}") from None
+    return await _on_test_data(lab, served.confusion)
 
 
 @router.get("/runs/{index}/confusion/{true}/{predicted}")
@@ -81,10 +88,7 @@ async def confusion_cell(
 ):
     """The test images of class `true` predicted as `predicted`, most confident first, each with its top 3; 422 for a
     class out of range, 404 when the test data is not here."""
-    try:
-        return await lab.admission.run(served.confusion_cell, true, predicted, limit)
-    except CnnlabError as e:
-        raise HTTPException(404, f"no test data: {e}") from None
+    return await _on_test_data(lab, served.confusion_cell, true, predicted, limit)
 
 
 @router.get("/runs/{index}/test")
@@ -94,7 +98,4 @@ async def test_image(
     image: Annotated[int | None, Query(description="its index in the test set (default: a random one)")] = None,
 ):
     """One test image, with its label: 28x28 pixels for a digit run, else a PNG data URL."""
-    try:
-        return await lab.admission.run(served.test_image, image)
-    except CnnlabError as e:
-        raise HTTPException(404, f"no test data: {e}") from None
+    return await _on_test_data(lab, served.test_image, image)
