@@ -5,15 +5,25 @@ import argparse
 from cnnlab.cli.options import RUN_DATA_ORDER
 
 NAME = "viz"
-HELP = "pictures of a run: curves, confusion, errors, filters, features"
+HELP = "pictures of a run: curves, confusion, errors, filters, features, attribution"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folder (several for --what curves)")
     parser.add_argument(
-        "--what", required=True, metavar="PICTURE", help="curves, confusion, errors, filters or features"
+        "--what",
+        required=True,
+        metavar="PICTURE",
+        help="curves, confusion, errors, filters, features, or attribution (occlusion and Grad-CAM for the first "
+        "test image of each class)",
     )
-    parser.add_argument("--image", type=int, default=0, metavar="N", help="test image index for features (default: 0)")
+    parser.add_argument(
+        "--image",
+        type=int,
+        default=0,
+        metavar="N",
+        help="features: this test image; attribution: each class's first test image from this index on (default: 0)",
+    )
     parser.add_argument(
         "--data-dir", metavar="DIR", help=f"folder holding the dataset's files (default: {RUN_DATA_ORDER})"
     )
