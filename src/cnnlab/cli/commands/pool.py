@@ -2,6 +2,8 @@
 
 import argparse
 
+from cnnlab.cli.options import RUN_DATA_ORDER
+
 NAME = "pool"
 HELP = "max and average pooling side by side: the lecture's 4x4 example, or a run's feature maps as a picture"
 
@@ -30,7 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="C",
         help="with --run: how many channels, the most active first (default: 4)",
     )
-    parser.add_argument("--data-dir", metavar="DIR", help="with --run: folder holding the dataset's IDX files")
+    parser.add_argument(
+        "--data-dir", metavar="DIR", help=f"with --run: folder holding the dataset's files (default: {RUN_DATA_ORDER})"
+    )
     parser.add_argument(
         "--overwrite",
         action="store_true",

@@ -2,6 +2,8 @@
 
 import argparse
 
+from cnnlab.cli.options import RUN_DATA_ORDER
+
 NAME = "viz"
 HELP = "pictures of a run: curves, confusion, errors, filters, features, attribution"
 
@@ -22,7 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="features: this test image; attribution: each class's first test image from this index on (default: 0)",
     )
-    parser.add_argument("--data-dir", metavar="DIR", help="folder holding the dataset's IDX files")
+    parser.add_argument(
+        "--data-dir", metavar="DIR", help=f"folder holding the dataset's files (default: {RUN_DATA_ORDER})"
+    )
     parser.add_argument("--out", metavar="FILE.png", help="(default: RUN_DIR/<what>.png, replaced if there)")
     parser.add_argument(
         "--overwrite",
