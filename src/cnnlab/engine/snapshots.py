@@ -86,7 +86,8 @@ class SnapshotWriter:
             self.model.train(training)
             handle.remove()
         kernels = self.conv.weight.detach().float().cpu().numpy()
-        maps = seen[0].numpy().astype(np.float16)  # pictures: half the bytes
+        half = np.finfo(np.float16).max  # pictures: half the bytes, a diverging run's huge values clipped
+        maps = np.clip(seen[0].numpy(), -half, half).astype(np.float16)
         return atomic_write(
             self.folder / f"snapshot-{step:07d}.npz",
             lambda f: np.savez_compressed(
