@@ -68,7 +68,7 @@ def test_batches_cover_every_sample_once_in_a_seeded_order():
     order = epoch_order(10, seed=3, epoch=1)
     assert torch.equal(order, epoch_order(10, seed=3, epoch=1))
     assert not torch.equal(order, epoch_order(10, seed=3, epoch=2))
-    batches = list(iterate_batches(images, labels, 4, 0.0, 1 / 255, order))
+    batches = list(iterate_batches(images, labels, batch_size=4, mean=0.0, std=1 / 255, order=order))
     assert [len(y) for _, y in batches] == [4, 4, 2]
     seen = torch.cat([y for _, y in batches])
     assert sorted(seen.tolist()) == list(range(10)) and torch.equal(seen, order)

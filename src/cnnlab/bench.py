@@ -89,10 +89,10 @@ def _cnnlab_epoch(model, optimizer, dataset, config) -> tuple[float, float]:
     batches = iterate_batches(
         dataset.train_images,
         dataset.train_labels,
-        config.batch_size,
-        dataset.mean,
-        dataset.std,
-        epoch_order(len(dataset.train_labels), config.seed, 1),
+        batch_size=config.batch_size,
+        mean=dataset.mean,
+        std=dataset.std,
+        order=epoch_order(len(dataset.train_labels), config.seed, 1),
         memory_format=memory_format,
     )
     train_one_epoch(model, batches, optimizer=optimizer)
@@ -463,10 +463,10 @@ def _host_syncs(data, device, steps: int) -> dict:
         iterate_batches(
             data.train_images,
             data.train_labels,
-            config.batch_size,
-            data.mean,
-            data.std,
-            order,
+            batch_size=config.batch_size,
+            mean=data.mean,
+            std=data.std,
+            order=order,
             memory_format=torch.channels_last,
         )
     )

@@ -172,7 +172,17 @@ def fit(config: TrainConfig, log=print, dataset: ImageDataset | None = None, res
             compiled, compile_seconds = _compiled(config, data, state, log) if config.compile != "off" else (None, 0.0)
             with StopOnSignal() as stopper:
                 for epoch in range(state.epoch + 1, config.epochs + 1):
-                    progress = _train_epoch(config, data, state, writer, stopper, dist, epoch, steps, compiled)
+                    progress = _train_epoch(
+                        config=config,
+                        data=data,
+                        state=state,
+                        writer=writer,
+                        stopper=stopper,
+                        dist=dist,
+                        epoch=epoch,
+                        steps=steps,
+                        compiled=compiled,
+                    )
                     row = _evaluate_epoch(config, data, state.evaluated, progress, dist, epoch)
                     if compile_seconds and not any("compile_seconds" in r for r in state.history):
                         row["compile_seconds"] = round(compile_seconds, 3)
@@ -238,9 +248,9 @@ def _compiled(config, data: ImageDataset, state: TrainState, log) -> tuple[torch
             iterate_batches(
                 data.train_images[:k],
                 data.train_labels[:k],
-                k,
-                data.mean,
-                data.std,
+                batch_size=k,
+                mean=data.mean,
+                std=data.std,
                 memory_format=_memory_format(config),
             )
         )
@@ -261,7 +271,16 @@ def _compiled(config, data: ImageDataset, state: TrainState, log) -> tuple[torch
 
 
 def _train_epoch(
-    config, data, state: TrainState, writer: RunWriter, stopper, dist, epoch: int, steps: int, compiled=None
+    *,
+    config: TrainConfig,
+    data: ImageDataset,
+    state: TrainState,
+    writer: RunWriter,
+    stopper: StopOnSignal,
+    dist: DistContext,
+    epoch: int,
+    steps: int,
+    compiled: torch.nn.Module | None = None,
 ) -> EpochProgress:
     """One epoch of training, with step checkpoints and progress; on a signal, checkpoint and stop.
 
@@ -269,21 +288,7 @@ def _train_epoch(
     skip = state.progress.step if state.progress else 0
     if dist.world > 1 and state.progress and not dist.is_main:  # saved partial sums are all ranks': count once
         state.progress = EpochProgress(step=skip, seconds=state.progress.seconds)
-    order = epoch_order(len(data.train_labels), config.seed, epoch, data.train_labels.device)[
-        skip * config.batch_size :
-    ]
-    batches = iterate_batches(
-        data.train_images,
-        data.train_labels,
-        config.batch_size,
-        data.mean,
-        data.std,
-        order,
-        dist.rank,
-        dist.world,
-        _augmentation(config, epoch, skip),
-        _memory_format(config),
-    )
+    batches = _epoch_batches(config, data, dist, epoch, skip)
     bar = tqdm(
         total=steps,
         initial=skip,
@@ -323,6 +328,23 @@ def _train_epoch(
             128 + number,
         )
     return state.progress
+
+
+def _epoch_batches(config: TrainConfig, data: ImageDataset, dist: DistContext, epoch: int, skip: int):
+    """This rank's batches of `epoch`, from step `skip` on (a resumed epoch continues its own order)."""
+    order = epoch_order(len(data.train_labels), config.seed, epoch, data.train_labels.device)
+    return iterate_batches(
+        data.train_images,
+        data.train_labels,
+        batch_size=config.batch_size,
+        mean=data.mean,
+        std=data.std,
+        order=order[skip * config.batch_size :],
+        rank=dist.rank,
+        world=dist.world,
+        augment=_augmentation(config, epoch, skip),
+        memory_format=_memory_format(config),
+    )
 
 
 def _step_checkpoints(every: int, state: TrainState, writer: RunWriter):

@@ -86,7 +86,7 @@ def errors(run, out: Path, data_dir=None, limit: int = 36) -> Path:
             [
                 saved.model(x).softmax(1)
                 for x, _ in iterate_batches(
-                    dataset.test_images, dataset.test_labels, 1000, saved.info.mean, saved.info.std
+                    dataset.test_images, dataset.test_labels, batch_size=1000, mean=saved.info.mean, std=saved.info.std
                 )
             ]
         )
