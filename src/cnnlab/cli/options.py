@@ -7,8 +7,9 @@ import platform
 import sys
 from collections.abc import Callable
 
-from cnnlab import __version__
+from cnnlab import CnnlabError, __version__
 from cnnlab.engine.config import FIELDS
+from cnnlab.external.spec import parse_model_args
 
 MAX_PORT = 65535
 HELP_WIDTH = 110  # a fixed width: the help reads the same everywhere, and docs/cli.md is its copy
@@ -110,6 +111,14 @@ def ints(text: str) -> tuple[int, ...]:
         return tuple(int(n) for n in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected whole numbers separated by commas, got {text!r}") from None
+
+
+def model_args(text: str) -> dict:
+    """--model-args: a JSON object of constructor arguments."""
+    try:
+        return parse_model_args(text)
+    except CnnlabError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def add_data_options(parser: argparse.ArgumentParser) -> None:

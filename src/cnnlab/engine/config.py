@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from cnnlab import CnnlabError
 from cnnlab.data.augment import AUGMENTATIONS
 from cnnlab.data.folder import parse_image_size
+from cnnlab.external.spec import REGISTRY, parse_spec
 from cnnlab.files import read_bounded
 from cnnlab.models import list_models
 
@@ -175,6 +176,7 @@ class TrainConfig:
     augment: str = "none"  # a name in data.augment.AUGMENTATIONS
     ema: float = 0.0  # evaluate and save an exponential moving average of the weights (decay); 0: off
     width: int | None = None  # model width, for families that have one
+    model_args: dict | None = None  # more constructor arguments, e.g. a script's {"hidden": 64} (--model-args)
     seed: int = 0
     device: str = "auto"  # auto, cpu, cuda or mps
     channels_last: bool = True  # measured ~1.5x faster on CPU for the lecture nets
@@ -193,7 +195,10 @@ class TrainConfig:
     def validate(self) -> "TrainConfig":
         between = lambda value, low, high: value is None or low <= value <= high
         checks = [
-            (self.model in list_models(), f"unknown model {self.model!r}; choose from {', '.join(list_models())}"),
+            (
+                parse_spec(self.model).kind != REGISTRY or self.model in list_models(),
+                f"unknown model {self.model!r}; choose from {', '.join(list_models())}, or a script: file.py[:Name]",
+            ),
             (self.recipe in RECIPES, f"unknown recipe {self.recipe!r}; choose from {', '.join(RECIPES)}"),
             (between(self.epochs, 1, 100_000), f"--epochs must be between 1 and 100,000, got {self.epochs}"),
             (

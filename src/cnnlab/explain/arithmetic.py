@@ -9,7 +9,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from cnnlab import CnnlabError
-from cnnlab.models import count_flops, count_parameters, create_model
+from cnnlab.external.spec import REGISTRY, build_model_from_spec, describe_spec, parse_spec
+from cnnlab.models import count_flops, count_parameters
 from cnnlab.models.local import conv_output_size
 from cnnlab.tables import format_table
 
@@ -49,10 +50,16 @@ def summary_rows(model: torch.nn.Module, input_shape) -> list[list]:
     return rows
 
 
-def summary(name: str, input_shape=(1, 28, 28)) -> str:
-    """`cnnlab summary`: model `name` layer by layer (input and output shape, parameters, FLOPs), then totals."""
-    with torch.device("meta"):  # shapes, parameters and FLOPs need no real tensors: a huge --input costs nothing
-        model = create_model(name, in_channels=input_shape[0], input_size=tuple(input_shape[1:]))
+def summary(name: str, input_shape=(1, 28, 28), model_args: dict | None = None) -> str:
+    """`cnnlab summary`: model `name` (a registered name or a spec: net.py:Net) layer by layer (input and output
+    shape, parameters, FLOPs), then totals; for a script, what was taken from it first."""
+    spec = parse_spec(name)
+    shape = dict(in_channels=input_shape[0], num_classes=None, input_size=tuple(input_shape[1:]), model_args=model_args)
+    if spec.kind == REGISTRY:
+        with torch.device("meta"):  # shapes, parameters and FLOPs need no real tensors: a huge --input costs nothing
+            model = build_model_from_spec(spec, **shape)
+    else:  # a learner's constructor may compute with real tensors (a dummy forward to size its fc)
+        model = build_model_from_spec(spec, **shape)
     try:
         rows = summary_rows(model, input_shape)
     except RuntimeError as e:
@@ -71,7 +78,10 @@ def summary(name: str, input_shape=(1, 28, 28)) -> str:
             f"{count_flops(model, input_shape):,}",
         ]
     )
-    return format_table(["layer", "type", "input", "output", "parameters", "FLOPs"], table)
+    described = describe_spec(spec)
+    return (f"{described}\n\n" if described else "") + format_table(
+        ["layer", "type", "input", "output", "parameters", "FLOPs"], table
+    )
 
 
 def shape(size: int, kernel: int, stride: int = 1, padding: int = 0, dilation: int = 1, pool: int | None = None) -> str:

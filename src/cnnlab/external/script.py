@@ -68,6 +68,14 @@ class ScriptModel:
     def label(self) -> str:
         return f"{self.path.name}:{self.name}"
 
+    def describe(self) -> str:
+        """What was taken from the script, in one line."""
+        uses = [name for name in self.taken if name != self.name]
+        return (
+            f"{self.name} ({self.kind}, line {self.line}) from {self.path}, with what it uses: "
+            f"{', '.join(uses) or 'nothing else'}; nothing else of the script ran"
+        )
+
 
 @dataclass
 class _Binding:
@@ -337,7 +345,7 @@ class _Script:
         return arguments
 
     def _compile(self, needed: dict[str, _Binding]) -> types.ModuleType:
-        """The needed statements alone, in source order, run in a new module named after the source's hash."""
+        """The needed statements alone, in source order, run once in a module named after their hash."""
         statements: dict[int, ast.stmt] = {}
         for binding in needed.values():
             node = binding.node
@@ -351,9 +359,12 @@ class _Script:
             code = compile(ast.Module(body=body, type_ignores=[]), str(self.path), "exec")
         except SyntaxError as e:
             raise CnnlabError(f"{self.path}, line {e.lineno}: syntax error: {e.msg}") from None
-        digest = hashlib.sha256(self.source + str(self.path).encode()).hexdigest()
-        stem = re.sub(r"\W", "_", self.path.stem)
-        module = types.ModuleType(f"cnnlab_script_{stem}_{digest[:12]}")
+        taken = ",".join(sorted(needed)).encode()
+        digest = hashlib.sha256(self.source + str(self.path).encode() + taken).hexdigest()
+        name = f"cnnlab_script_{re.sub(r'[^0-9A-Za-z_]', '_', self.path.stem)}_{digest[:12]}"
+        if name in sys.modules:  # the same statements of the same source: the same classes, not run twice
+            return sys.modules[name]
+        module = types.ModuleType(name)
         module.__file__ = str(self.path)
         sys.modules[module.__name__] = module  # dataclasses, pickle and inspect.getsource look modules up there
         lines = self.text.splitlines(keepends=True)
@@ -361,6 +372,7 @@ class _Script:
         try:
             exec(code, module.__dict__)
         except Exception as e:
+            del sys.modules[name]
             raise CnnlabError(f"{self.path}: {describe_failure(e, self.path)}") from None
         return module
 

@@ -63,27 +63,36 @@ def parse_model_args(text: str | None) -> dict:
     if not text:
         return {}
     if len(text) > MAX_MODEL_ARGS:
-        raise CnnlabError(f"--model-args is {len(text):,} characters; at most {MAX_MODEL_ARGS:,}")
+        raise CnnlabError(f"{len(text):,} characters of model arguments; at most {MAX_MODEL_ARGS:,}")
     try:
         value = json.loads(text)
     except (ValueError, RecursionError) as e:
-        raise CnnlabError(f"--model-args is not JSON ({str(e)[:80]}): write it as '{{\"width\": 32}}'") from None
+        raise CnnlabError(f"not JSON ({str(e)[:80]}): write it as '{{\"width\": 32}}'") from None
     if not isinstance(value, dict):
-        raise CnnlabError(f"--model-args must be a JSON object such as '{{\"width\": 32}}', got {text[:60]}")
+        raise CnnlabError(f"expected a JSON object such as '{{\"width\": 32}}', got {text[:60]}")
     return value
+
+
+def describe_spec(spec: "str | ModelSpec") -> str | None:
+    """What a spec builds from outside the package, in one line (None for a registered name)."""
+    spec = parse_spec(spec) if isinstance(spec, str) else spec
+    if spec.kind == SCRIPT and spec.path is not None:
+        return load_script(spec.path, spec.member).describe()
+    return None
 
 
 def build_model_from_spec(
     spec: "str | ModelSpec",
     *,
     in_channels: int,
-    num_classes: int,
+    num_classes: int | None,
     input_size,
     width: int | None = None,
     model_args: dict | None = None,
     source: bytes | None = None,
 ) -> nn.Module:
-    """The model `spec` names, shaped for the data; `source`: a script's bytes to build from (a run's copy)."""
+    """The model `spec` names, shaped for the data; `source`: a script's bytes to build from (a run's copy).
+    `num_classes` None: the model's own count (a summary needs no dataset)."""
     spec = parse_spec(spec) if isinstance(spec, str) else spec
     size = tuple(input_size)
     if spec.kind == REGISTRY:
@@ -117,7 +126,7 @@ def build_script_model(script: ScriptModel, arguments: dict) -> nn.Module:
 
 
 def script_arguments(
-    script: ScriptModel, *, in_channels: int, num_classes: int, input_size, width=None, model_args=None
+    script: ScriptModel, *, in_channels: int, num_classes: int | None, input_size, width=None, model_args=None
 ) -> dict:
     """The script's own arguments, then the dataset's shape where the signature names it, then `model_args`."""
     parameters, label = script.parameters, script.label
@@ -128,7 +137,7 @@ def script_arguments(
     arguments = dict(script.arguments)
     given = {"in_channels": in_channels, "num_classes": num_classes}
     for meaning, names in DATASET_NAMES.items():
-        arguments |= {name: given[meaning] for name in names if name in parameters}
+        arguments |= {name: given[meaning] for name in names if name in parameters and given[meaning] is not None}
     if "input_size" in parameters and isinstance(parameters["input_size"].default, (tuple, list)):
         arguments["input_size"] = tuple(input_size)  # (H, W); an int input_size is an MLP's feature count
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
@@ -151,8 +160,9 @@ def script_arguments(
     return arguments
 
 
-def check_model(model: nn.Module, *, label: str, path, in_channels: int, input_size, num_classes: int) -> None:
-    """One forward pass (eval mode, a batch of 2 zeros) on the dataset's shape: it runs, and gives 2 x classes."""
+def check_model(model: nn.Module, *, label: str, path, in_channels: int, input_size, num_classes: int | None) -> None:
+    """One forward pass (eval mode, a batch of 2 zeros) on the dataset's shape: it runs, and gives 2 x classes
+    (2 x any number when `num_classes` is None)."""
     given = "x".join(map(str, (in_channels, *input_size)))
     was_training = model.training
     model.eval()
@@ -162,17 +172,18 @@ def check_model(model: nn.Module, *, label: str, path, in_channels: int, input_s
     except Exception as e:
         expects = _runs_on(model, in_channels, tuple(input_size))
         raise CnnlabError(
-            f"{label} fails on the dataset's {given} images, at {describe_failure(e, path)}"
+            f"{label} fails on {given} images, at {describe_failure(e, path)}"
             f"{f'; it runs on {expects}' if expects else ''}"
         ) from None
     finally:
         model.train(was_training)
     if not isinstance(output, torch.Tensor):
         raise CnnlabError(f"{label} returns a {type(output).__name__}, not one tensor of class scores")
-    if tuple(output.shape) != (2, num_classes):
+    if output.dim() != 2 or output.shape[0] != 2 or num_classes not in (None, output.shape[1]):
+        classes = num_classes or "classes"
         raise CnnlabError(
             f"{label} gives {'x'.join(map(str, output.shape))} for a batch of 2 {given} images; cnnlab needs "
-            f"2x{num_classes}: one score per class ({num_classes} classes), e.g. a last nn.Linear(..., {num_classes})"
+            f"2x{classes}: one score per class, e.g. from a last nn.Linear(..., {classes})"
         )
 
 

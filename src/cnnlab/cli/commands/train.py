@@ -6,7 +6,7 @@ import functools
 import json
 
 from cnnlab import CnnlabError
-from cnnlab.cli.options import add_data_options, channels, config_flags
+from cnnlab.cli.options import add_data_options, channels, config_flags, model_args
 from cnnlab.engine.config import RECIPES, describe_recipe
 
 NAME = "train"
@@ -55,7 +55,18 @@ def _data(group) -> None:
 
 
 def _model(group) -> None:
-    group.add_argument("--model", metavar="NAME", help="a name from `cnnlab models` (default: cnn)")
+    group.add_argument(
+        "--model",
+        metavar="NAME",
+        help="a name from `cnnlab models`, or your own network: file.py[:Name] (a class, a function that returns "
+        "a model, or a variable; see docs/own-network.md) (default: cnn)",
+    )
+    group.add_argument(
+        "--model-args",
+        type=model_args,
+        metavar="JSON",
+        help="""constructor arguments of the model, e.g. '{"hidden": 64}' (default: none)""",
+    )
     group.add_argument("--width", type=int, metavar="W", help="base width for families that have one")
 
 
