@@ -17,7 +17,7 @@ from cnnlab.data.augment import AUGMENTATIONS
 from cnnlab.data.batches import epoch_order, iterate_batches, mixed_seed, steps_per_epoch
 from cnnlab.data.datasets import ImageDataset, load_training_dataset
 from cnnlab.engine import checkpoint as ckpt
-from cnnlab.engine.config import TrainConfig, config_from_saved, same_settings
+from cnnlab.engine.config import TrainConfig, config_from_saved, dataset_notice, same_settings
 from cnnlab.engine.device import autocast_dtype, select_device, torch_settings
 from cnnlab.engine.distributed import DistContext, init_distributed
 from cnnlab.engine.evaluate import evaluate
@@ -26,6 +26,7 @@ from cnnlab.engine.metrics import test_line
 from cnnlab.engine.run import build_model
 from cnnlab.engine.rundir import RunFolder, is_run
 from cnnlab.engine.state import TrainState
+from cnnlab.engine.tensorboard import EventFile, log_epoch
 from cnnlab.files import write_json
 from cnnlab.models import count_parameters
 
@@ -124,6 +125,7 @@ class RunWriter:
 
     def __init__(self, folder: RunFolder | None, config: TrainConfig, dataset: ImageDataset, steps: int):
         self.folder, self.config, self.info, self.steps = folder, config, dataset.info, steps
+        self.events = EventFile(folder.path) if folder is not None and config.tensorboard else None
 
     def checkpoint(self, state: TrainState, name: str = ckpt.CHECKPOINT) -> None:
         if self.folder is not None:
@@ -138,6 +140,9 @@ class RunWriter:
             ckpt.write_metrics(self.folder.path, state.history)
             if state.trace is not None:
                 write_json(self.folder.path / "grad_norms.json", {"steps_per_epoch": self.steps, **state.trace})
+        if self.events is not None:
+            lr = state.optimizer.param_groups[0]["lr"]
+            log_epoch(self.events, state.history[-1], learning_rate=lr, model=state.evaluated)
 
 
 def fit(config: TrainConfig, log=print, dataset: ImageDataset | None = None, resume: bool = False) -> FitResult:
@@ -169,6 +174,8 @@ def fit(config: TrainConfig, log=print, dataset: ImageDataset | None = None, res
                     folder.path, config, device=str(device), torch=torch.__version__, threads=torch.get_num_threads()
                 )
             log(_start_line(config, data, state, device, dist, resume))
+            if (notice := dataset_notice(config)) is not None:
+                log(notice)
             compiled, compile_seconds = _compiled(config, data, state, log) if config.compile != "off" else (None, 0.0)
             with StopOnSignal() as stopper:
                 for epoch in range(state.epoch + 1, config.epochs + 1):

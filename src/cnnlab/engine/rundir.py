@@ -41,6 +41,7 @@ RUN_FILES = (
     "filters.png",
     "features-*.png",
     "pool*.png",
+    "events.out.tfevents.*",  # --tensorboard
     ".*.tmp",
 )
 

@@ -24,7 +24,11 @@ def _epochs(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--models", default="cnn,inception", metavar="A,B", help="(default: cnn,inception)")
     parser.add_argument("--quick", action="store_true", help="a tenth of the data, figures scaled per epoch")
-    parser.add_argument("--no-reference", action="store_true", help="skip the lecture-pipeline reference")
+    parser.add_argument(
+        "--no-reference",
+        action="store_true",
+        help="skip the lecture-pipeline reference (with --target: its epoch, the unit of the ratio)",
+    )
     parser.add_argument(
         "--repeats", type=int, default=3, metavar="N", help="epochs timed per pipeline, median reported (default: 3)"
     )
@@ -85,7 +89,9 @@ def run(args: argparse.Namespace) -> int:
     if args.target is not None:
         seeds = tuple(int(s) for s in args.seeds.split(","))
         settings = {"precision": args.precision} if args.precision else None
-        result = time_to_accuracy(args.data_dir, args.target, args.recipe, seeds, args.out, settings=settings)
+        result = time_to_accuracy(
+            args.data_dir, args.target, args.recipe, seeds, args.out, settings=settings, reference=not args.no_reference
+        )
         return 0 if result["all_reached"] else 1
     run_bench(args.data_dir, tuple(args.models.split(",")), args.quick, not args.no_reference, args.out, args.repeats)
     return 0

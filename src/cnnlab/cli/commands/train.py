@@ -116,7 +116,8 @@ def _augmentation(group) -> None:
         metavar="NAME",
         help="none, affine (batched random rotation, scale, shift: "
         "digits), crop (random crops of the image padded by 1/8 of its side), crop-flip (and "
-        "horizontal flips: natural images, never digits) (default: from the recipe)",
+        "horizontal flips: natural images, never digits), clothes (crops padded by 2 px, flips, random "
+        "erasing: Fashion-MNIST) (default: from the recipe and the dataset)",
     )
 
 
@@ -185,6 +186,13 @@ def _run_control(group) -> None:
         action="store_const",
         const=True,
         help="record each step's first-layer gradient norm, loss and error (grad_norms.json)",
+    )
+    group.add_argument(
+        "--tensorboard",
+        action="store_const",
+        const=True,
+        help="also write each epoch's losses, accuracies, learning rate and first-layer kernels as TensorBoard "
+        "event files into the run (view: pip install tensorboard; tensorboard --logdir runs)",
     )
     group.add_argument("--plot", action="store_true", help="write curves.png and confusion.png into the run at the end")
 

@@ -1,7 +1,7 @@
 // The lab: draw a digit and watch it go through every stage of each served run (POST /activations),
 // click a cell to see where it looks and the multiply-add that makes it (POST /explain).
 import { drawingPad } from "./pad.js";
-import { bars, cellAt, decodeStage, fmt, legend, mapCanvas, scaleFor } from "./render.js";
+import { bars, cellAt, decodeStage, fmt, legend, make, mapCanvas, scaleFor } from "./render.js";
 import { explorer } from "./explorer.js";
 import { training } from "./training.js";
 
@@ -9,13 +9,8 @@ const MAX_MAPS = 32;  // deep stages have up to 132 channels: the first 32 are d
 const state = { runs: [], results: [], input: null, selected: null, view: "layers", busy: false };
 window.lab = state;  // for the browser tests, and for a curious learner's console
 
+const SAME_SITE = { "X-Requested-With": "cnnlab" };  // the server refuses uploads without it: a cross-site form cannot set it
 const $ = id => document.getElementById(id);
-const make = (tag, className, text) => {
-  const node = document.createElement(tag);
-  if (className) node.className = className;
-  if (text !== undefined) node.textContent = text;
-  return node;
-};
 
 async function getJSON(url, options) {
   const response = await fetch(url, options);
@@ -45,7 +40,7 @@ async function send() {
   try {
     const form = new FormData();
     form.append("file", await pad.png(), "drawing.png");
-    const first = await getJSON("/activations?run=0", { method: "POST", body: form });
+    const first = await getJSON("/activations?run=0", { method: "POST", headers: SAME_SITE, body: form });
     const rest = await Promise.all(state.runs.slice(1).map((_, i) => getJSON(`/activations?run=${i + 1}`, {
       method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ pixels: first.input }) })));
     state.results = [first, ...rest];
@@ -433,7 +428,7 @@ async function classify(file) {
     state.results = await Promise.all(state.runs.map((_, i) => {
       const form = new FormData();
       form.append("file", file, file.name);
-      return getJSON(`/predict?run=${i}`, { method: "POST", body: form });
+      return getJSON(`/predict?run=${i}`, { method: "POST", headers: SAME_SITE, body: form });
     }));
     $("upload-answer").textContent = `${file.name}: the top classes are below what the model sees.`;
   } catch (err) {
