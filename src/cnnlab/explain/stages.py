@@ -28,6 +28,7 @@ import dataclasses
 import functools
 import re
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -171,7 +172,11 @@ class _Op:
 
 
 def leaf_modules(model: nn.Module) -> dict[str, nn.Module]:
-    """Top-level modules by qualified name: the model's children, a container's children in its place."""
+    """Top-level modules by qualified name: the model's children, a container's children in its place; of an
+    fx graph (an ONNX file rebuilt as layers), the modules it calls (its other modules are folders)."""
+    if isinstance(model, torch.fx.GraphModule):
+        called = [str(n.target) for n in model.graph.nodes if n.op == "call_module"]
+        return {name: model.get_submodule(name) for name in called}
     leaves = {}
     for name, child in model.named_children():
         items = child.named_children() if type(child) in CONTAINERS else [(None, child)]
@@ -182,6 +187,9 @@ def leaf_modules(model: nn.Module) -> dict[str, nn.Module]:
 
 def trace(model: nn.Module, x: torch.Tensor) -> Trace:
     """Run `model` (eval mode) on one normalised input (1, C, H, W) and read every stage."""
+    intermediate = getattr(model, "intermediate", None)
+    if callable(intermediate):  # an ONNX graph run by onnxruntime: its nodes' outputs
+        return _graph_outputs(model, intermediate, x)
     recorder = _Recorder(model)
     with recorder.watching_parts(), torch.inference_mode():
         ops, output, notes = recorder.run(x)
@@ -189,6 +197,25 @@ def trace(model: nn.Module, x: torch.Tensor) -> Trace:
     stages.append(Stage("softmax", torch.softmax(output[0].float(), 0)))  # softmax of log_softmax is the same
     stages, shown = _thin(stages)
     return Trace(stages, output[0], shown, convs, notes)
+
+
+def _graph_outputs(model: nn.Module, intermediate: Callable, x: torch.Tensor) -> Trace:
+    """The stages of a model that runs elsewhere (external/onnx_graph.OnnxRuntimeModel) and gives every node's
+    output, in graph order, as (node name, op type, tensor): each one that has the input's batch of one is a
+    stage. No weights are at hand, so no cell is a multiply-add."""
+    with torch.inference_mode():
+        outputs = intermediate(x)
+        output = model(x)
+    stages = [
+        Stage(f"{node} ({op})" if node != op else op, _values(values))
+        for node, op, values in outputs
+        if values.dim() >= 2 and values.shape[0] == 1 and _kind(op) not in PASSING | FINAL
+    ]
+    stages.append(Stage("softmax", torch.softmax(output[0].float(), 0)))
+    stages, shown = _thin(stages)
+    note = f"{getattr(model, 'note', '') or 'this graph runs in onnxruntime'}: every node's maps are shown, "
+    note += "but not a multiply-add (its weights stay inside onnxruntime)"
+    return Trace(stages, output[0], shown, {}, [note])
 
 
 class _Recorder:

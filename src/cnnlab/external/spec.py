@@ -14,6 +14,7 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import torch
 import torch.nn as nn
@@ -73,18 +74,22 @@ def parse_model_args(text: str | None) -> dict:
     return value
 
 
-def describe_spec(spec: "str | ModelSpec") -> str | None:
-    """What a spec builds from outside the package, in one line (None for a registered name)."""
+def describe_model(spec: "str | ModelSpec", model: nn.Module) -> str | None:
+    """What the model `spec` built comes from, when it is from outside the package, in one line."""
     spec = parse_spec(spec) if isinstance(spec, str) else spec
     if spec.kind == SCRIPT and spec.path is not None:
         return load_script(spec.path, spec.member).describe()
+    if spec.kind == ONNX:
+        parity = cast(float | None, model.parity)
+        rebuilt = "rebuilt as PyTorch layers" + (f", {parity:.1e} from onnxruntime's scores" if parity else "")
+        return f"{spec.path}: ONNX opset {model.opset}, {cast(str, model.note) or rebuilt}"
     return None
 
 
 def build_model_from_spec(
     spec: "str | ModelSpec",
     *,
-    in_channels: int,
+    in_channels: int | None,
     num_classes: int | None,
     input_size,
     width: int | None = None,
@@ -92,14 +97,17 @@ def build_model_from_spec(
     source: bytes | None = None,
 ) -> nn.Module:
     """The model `spec` names, shaped for the data; `source`: a script's bytes to build from (a run's copy).
-    `num_classes` None: the model's own count (a summary needs no dataset)."""
+    `num_classes` None: the model's own count (a summary needs no dataset); `in_channels` and `input_size`
+    None: an ONNX graph's own input (its other specs need them)."""
     spec = parse_spec(spec) if isinstance(spec, str) else spec
+    if spec.kind == ONNX and spec.path is not None:
+        return _onnx_model(spec.path, in_channels=in_channels, num_classes=num_classes, input_size=input_size)
+    if in_channels is None or input_size is None:
+        raise CnnlabError(f"{spec.text}: the input's shape is needed to build it")
     size = tuple(input_size)
     if spec.kind == REGISTRY:
         options = dict(in_channels=in_channels, num_classes=num_classes, input_size=size, width=width)
         return create_model(spec.text, **options, **(model_args or {}))
-    if spec.kind == ONNX:
-        raise CnnlabError(f"{spec.text}: ONNX files are not models cnnlab opens yet")
     assert spec.path is not None
     script = load_script(spec.path, spec.member, source=source)
     arguments = script_arguments(
@@ -109,6 +117,20 @@ def build_model_from_spec(
     check_model(
         model, label=script.label, path=script.path, in_channels=in_channels, input_size=size, num_classes=num_classes
     )
+    return model
+
+
+def _onnx_model(path: Path, *, in_channels: int | None, num_classes: int | None, input_size) -> nn.Module:
+    """The ONNX graph at `path` as a module (external/onnx_graph.py), checked against the data's shape."""
+    from cnnlab.external.onnx_graph import load_onnx  # onnxruntime: imported only when a file asks for it
+
+    model = load_onnx(path, input_size=None if input_size is None else tuple(input_size))
+    takes, classes = cast(tuple, model.input_shape), cast(int, model.num_classes)  # set by load_onnx on both kinds
+    if in_channels is not None and takes[0] != in_channels:
+        given = "x".join(map(str, (in_channels, *input_size)))
+        raise CnnlabError(f"{path} takes {'x'.join(map(str, takes))} images, not {given}")
+    if num_classes is not None and classes != num_classes:
+        raise CnnlabError(f"{path} gives {classes} scores an image; the data has {num_classes} classes")
     return model
 
 
