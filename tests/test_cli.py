@@ -103,6 +103,13 @@ def test_existing_run_is_not_overwritten_silently(tmp_path):
         (["train", "--dataset", "mnist"], "--data-dir"),
         (["evaluate", "/nonexistent/run"], "no checkpoint at"),
         (["models", "--input", "28"], "expected CxHxW"),
+        (["bench", "--seeds", "0,x"], "--seeds: expected whole numbers separated by commas, got '0,x'"),
+        (["compare", "--models", ",,"], "--models: expected names separated by commas, got ',,'"),
+        (["bench", "--models", "cnn,"], "--models: expected names separated by commas, got 'cnn,'"),
+        *[
+            (["bench", "--target", target], f"--target: expected a percentage above 0 and at most 100, got '{target}'")
+            for target in ("nan", "inf", "-5", "0", "150")
+        ],
     ],
 )
 def test_user_mistakes_are_one_line_errors(argv, message, capsys):

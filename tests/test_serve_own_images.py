@@ -58,7 +58,7 @@ def test_model_tells_the_page_to_offer_an_upload_box(client):
 
 
 def test_uploads_are_classified_by_name_as_predict_would(client, shapes_run):
-    predictor = Predictor(shapes_run, digits_only=False)
+    predictor = Predictor(shapes_run)
     right = 0
     for kind, image in new_shapes():
         body = client.post("/predict", files={"file": (f"{kind}.png", png(image), "image/png")}).json()
@@ -129,7 +129,7 @@ def test_a_checkpoint_edited_to_no_classes_is_one_line(shapes_run, tmp_path, cap
         assert main(["serve", str(edited)]) == 1
     assert [str(w.message) for w in warned] == []  # PyTorch's warnings would be lines of their own
     err = capsys.readouterr().err
-    assert len(err.strip().splitlines()) == 1 and "weights do not fit" in err
+    assert len(err.strip().splitlines()) == 1 and "dataset.classes is []: expected a list of at least 2" in err
 
 
 def test_a_checkpoint_edited_to_a_million_classes_is_refused_before_allocating_them(shapes_run, tmp_path):
@@ -148,7 +148,7 @@ def test_the_run_that_cannot_be_served_is_named(shapes_run, tmp_path, capsys):
     edited = with_classes(shapes_run, 3, tmp_path / "run")  # a number where the list of names was
     assert main(["serve", str(shapes_run), str(edited)]) == 1
     err = capsys.readouterr().err
-    assert len(err.strip().splitlines()) == 1 and f"{edited}: dataset description is incomplete" in err
+    assert len(err.strip().splitlines()) == 1 and f"{edited / 'checkpoint.pt'}: dataset.classes is 3:" in err
     assert main(["serve", str(shapes_run / "checkpoint.pt")]) == 1  # predict takes a file; serve a folder
     assert "checkpoint.pt is not a run directory" in capsys.readouterr().err
 

@@ -52,7 +52,6 @@ def cli_reference() -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    args.argv = list(sys.argv[1:] if argv is None else argv)
     if args.command is None:
         parser.print_help()
         return 2
@@ -61,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     except CnnlabError as e:
         if args.debug:
             traceback.print_exc()
-        print(f"cnnlab {args.command}: {'' if hasattr(e, 'exit_code') else 'error: '}{e}", file=sys.stderr)
+        if str(e):  # empty: a DDP rank stopping with rank 0, which said why
+            print(f"cnnlab {args.command}: {'' if hasattr(e, 'exit_code') else 'error: '}{e}", file=sys.stderr)
         return getattr(e, "exit_code", 1)
     except BrokenPipeError:  # output piped into head and the like
         return 0

@@ -3,6 +3,7 @@ option groups that several commands take (data, sweeps)."""
 
 import argparse
 import importlib.metadata
+import math
 import platform
 import sys
 from collections.abc import Callable
@@ -42,6 +43,8 @@ class VersionAction(argparse.Action):
 
 
 def version_report() -> str:
+    import torch
+
     from cnnlab.engine.device import select_device
 
     def installed(name: str) -> str:
@@ -52,7 +55,8 @@ def version_report() -> str:
 
     return (
         f"cnnlab {__version__}\n"
-        f"torch {installed('torch')}, onnxruntime {installed('onnxruntime')}, "
+        # torch's own version names the build (2.14.1+cu130 from PyPI's CUDA wheel); its package metadata does not
+        f"torch {torch.__version__}, onnxruntime {installed('onnxruntime')}, "
         f"Python {platform.python_version()} ({sys.executable})\n"
         f"device: {select_device('auto')} (what --device auto chooses here)"
     )
@@ -91,6 +95,17 @@ def shape(text: str) -> tuple[int, int, int]:
             f"expected CxHxW with positive sizes (C <= 1024, H, W <= 65536) such as 1x28x28, got {text!r}"
         )
     return dims
+
+
+def percent(text: str) -> float:
+    """An accuracy to reach: above 0 and at most 100 (nan, inf and 150 can never be reached or missed)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value <= 100:  # false for nan too
+        raise argparse.ArgumentTypeError(f"expected a percentage above 0 and at most 100, got {text!r}")
+    return value
 
 
 def channels(text: str) -> int | None:

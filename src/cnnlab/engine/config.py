@@ -127,9 +127,15 @@ DATASET_RECIPES = {"cifar10": "cifar", "cifar100": "cifar"}
 # when the dataset is named (--dataset or a config file), under any flag or config value given.
 DATASET_CHANGES: dict[tuple[str, str], dict[str, typing.Any]] = {
     # Clothes are photographed upright and centred, and seen from either side: shifts of 2 pixels, left-right
-    # flips and random erasing (`clothes`), not the digits' rotations. `fast` needs no change: it has no
-    # augmentation.
-    ("best", "fashion-mnist"): dict(augment="clothes"),
+    # flips and random erasing (`clothes`), not the digits' rotations. 18 epochs: at equal compute the same
+    # model trained longer beat a padded 4-block one trained shorter on the validation split (90.07% against
+    # 89.55%, half the data), and 18 of 12's 3 min 36 s epochs stay under 10 minutes on 2 cores (docs/speed.md).
+    # `fast` needs no change: it has no augmentation.
+    ("best", "fashion-mnist"): dict(augment="clothes", epochs=18),
+    # The lecture cnn underfits clothes in 3 epochs (training loss 0.30, validation 0.31): twice the steps at
+    # the lecture's batch of 64 gave 89.29 and 89.04% validation accuracy against 88.88 and 88.51% (seeds 0, 1).
+    # The peak rate stays 0.004, which the Inception net (no BatchNorm) also takes (it diverged at 0.01).
+    ("default", "fashion-mnist"): dict(batch_size=64),
     # CIFAR's photos: He et al.'s crops and flips, as the cifar recipe.
     ("best", "cifar10"): dict(augment="crop-flip"),
     ("best", "cifar100"): dict(augment="crop-flip"),

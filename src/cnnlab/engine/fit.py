@@ -19,12 +19,13 @@ from cnnlab.data.datasets import ImageDataset, load_training_dataset
 from cnnlab.engine import checkpoint as ckpt
 from cnnlab.engine.config import TrainConfig, config_from_saved, dataset_notice, same_settings
 from cnnlab.engine.device import autocast_dtype, select_device, torch_settings
-from cnnlab.engine.distributed import DistContext, init_distributed
+from cnnlab.engine.distributed import DistContext, check_sync_bn, init_distributed
 from cnnlab.engine.evaluate import evaluate
 from cnnlab.engine.loop import EpochProgress, NonFiniteLoss, Step, compile_for_training, train_one_epoch
 from cnnlab.engine.metrics import test_line
-from cnnlab.engine.run import build_model
+from cnnlab.engine.run import build_model, check_run
 from cnnlab.engine.rundir import RunFolder, is_run
+from cnnlab.engine.snapshots import snapshot_callbacks
 from cnnlab.engine.state import TrainState
 from cnnlab.engine.tensorboard import EventFile, log_epoch
 from cnnlab.files import write_json
@@ -77,18 +78,24 @@ class StopOnSignal:
             signal.signal(sig, handler)
 
 
+def training_data(config: TrainConfig, log=print) -> ImageDataset:
+    """The dataset `config` trains on: `config.dataset`, or MNIST when found or downloadable, else mnist-sample,
+    said in one line. A sweep loads it once for all its runs (fit_or_reuse)."""
+    dataset, notice = load_training_dataset(
+        config.dataset,
+        config.data_dir,
+        image_size=config.image_size,
+        channels=config.channels,
+        test_split=config.test_split,
+    )
+    if notice:
+        log(notice)
+    return dataset
+
+
 def prepare_data(config: TrainConfig, dataset: ImageDataset | None, log) -> ImageDataset:
     """The run's dataset, checked, with its validation split held out, then subset."""
-    if dataset is None:
-        dataset, notice = load_training_dataset(
-            config.dataset,
-            config.data_dir,
-            image_size=config.image_size,
-            channels=config.channels,
-            test_split=config.test_split,
-        )
-        if notice:
-            log(notice)
+    dataset = training_data(config, log) if dataset is None else dataset
     dataset.check_trainable()
     if config.val_split:
         dataset = dataset.with_validation(config.val_split)
@@ -96,6 +103,8 @@ def prepare_data(config: TrainConfig, dataset: ImageDataset | None, log) -> Imag
 
 
 def build_training_model(config: TrainConfig, dataset: ImageDataset, device, dist: DistContext) -> torch.nn.Module:
+    if dist.world > 1:  # torchrun by hand: before the run folder exists (cnnlab train --nproc checks it earlier)
+        check_sync_bn(config.sync_bn, device)
     torch.manual_seed(config.seed)  # the same initial weights on every rank
     model = build_model(config.model, dataset.info, config.width)
     if dist.world > 1 and config.sync_bn:
@@ -167,7 +176,7 @@ def fit(config: TrainConfig, log=print, dataset: ImageDataset | None = None, res
         state = TrainState.create(build_training_model(config, data, device, dist), config, steps)
         with _open_folder(config, dist, resume) as folder:
             if resume:
-                state.load_state_dict(ckpt.load_checkpoint(config.out))
+                state.load_state_dict(check_run(config.out, resumable=True).checkpoint)
             writer = RunWriter(folder if dist.is_main else None, config, data, steps)
             if folder is not None and not resume:
                 ckpt.write_config(
@@ -310,6 +319,8 @@ def _train_epoch(
         callbacks.append(_step_checkpoints(config.checkpoint_every, state, writer))
     if state.trace is not None:
         callbacks.append(_tracer(state.model, state.trace))
+    if writer.folder is not None:  # the lab's replay of kernels forming (engine/snapshots.py)
+        callbacks += snapshot_callbacks(state.model, writer.folder.path, data, epoch=epoch, steps=steps, skip=skip)
     device = data.train_labels.device
     with bar, _last_checkpoint_named(state):
         progress, finished = train_one_epoch(
@@ -329,11 +340,11 @@ def _train_epoch(
     if not finished:
         writer.checkpoint(state)
         number = stopper.signal or signal.SIGTERM  # a rank that got no signal itself stops with the others
-        raise TrainingInterrupted(
+        message = (
             f"{signal.Signals(number).name}: stopped at epoch {epoch} step {progress.step}, "
-            f"checkpoint saved; resume with: cnnlab train --resume {config.out}",
-            128 + number,
+            f"checkpoint saved; resume with: cnnlab train --resume {config.out}"
         )
+        raise TrainingInterrupted(message if dist.is_main else "", 128 + number)  # said once, by rank 0
     return state.progress
 
 
@@ -442,7 +453,11 @@ def _start_line(config, data, state, device, dist, resume) -> str:
         parts.append("bf16 autocast")
     parts.append(f"run folder {config.out}")
     if dist.world > 1:
-        parts.append(f"{dist.world} processes of {config.batch_size // dist.world}+ images per step")
+        threads = torch.get_num_threads()
+        parts.append(
+            f"{dist.world} processes of {config.batch_size // dist.world}+ images per step, "
+            f"{threads} thread{'s' if threads > 1 else ''} each"
+        )
     if resume:
         parts.append(f"from epoch {state.epoch + 1} step {state.progress.step if state.progress else 0}")
     return ", ".join(parts)
@@ -454,12 +469,6 @@ def _default_out(config: TrainConfig, dataset_name: str) -> str:
 
 # What `--resume` may change: how the run executes, and `epochs` to extend a constant-rate run.
 RESUME_CHANGES = ("epochs", "progress", "threads", "checkpoint_every", "check_every", "device")
-
-
-def is_finished(checkpoint: dict) -> bool:
-    return not checkpoint.get("epoch_state") and (
-        bool(checkpoint.get("stopped_early")) or checkpoint["epoch"] >= checkpoint["config"]["epochs"]
-    )
 
 
 def resume_run(run_dir, log=print, **changes) -> FitResult:
@@ -474,19 +483,8 @@ def resume_run(run_dir, log=print, **changes) -> FitResult:
             f"--resume continues a run with its own settings; it cannot change "
             f"{', '.join(map(flag, refused))} (it can change {', '.join(map(flag, RESUME_CHANGES))})"
         )
-    checkpoint = ckpt.load_checkpoint(run_dir)
-    saved = ckpt.read_config(run_dir)
-    if (checkpoint.get("model") or {}).get("name") != saved.get("model") or checkpoint.get("rng") is None:
-        raise CnnlabError(
-            f"{run_dir}: its checkpoint ({(checkpoint.get('model') or {}).get('name')}) does not "
-            f"belong to its config.json ({saved.get('model')}), or holds no training state to resume"
-        )
-    config = config_from_saved({**checkpoint.get("config", {}), "out": str(run_dir), "overwrite": False}, str(run_dir))
-    if config.model != saved.get("model") or config.dataset != saved.get("dataset"):
-        raise CnnlabError(
-            f"{run_dir}: its checkpoint's settings ({config.model} on {config.dataset}) disagree "
-            f"with its config.json ({saved.get('model')} on {saved.get('dataset')})"
-        )
+    run = check_run(run_dir, resumable=True)  # a run folder, its checkpoint whole and agreeing with config.json
+    config = config_from_saved({**run.checkpoint["config"], "out": str(run_dir), "overwrite": False}, str(run_dir))
     given = {k: v for k, v in changes.items() if v is not None}
     if given.get("epochs", config.epochs) != config.epochs and config.schedule != "constant":
         raise CnnlabError(
@@ -494,23 +492,24 @@ def resume_run(run_dir, log=print, **changes) -> FitResult:
             "cannot be extended; train a new run with more --epochs"
         )
     config = dataclasses.replace(config, **given).validate()
-    if is_finished({**checkpoint, "config": dataclasses.asdict(config)}):
+    if run.is_finished(config.epochs):
         raise CnnlabError(
             f"{run_dir}: the run already finished its {config.epochs} epochs"
-            + ("" if checkpoint.get("stopped_early") else "; pass --epochs N to extend it")
+            + ("" if run.checkpoint.get("stopped_early") else "; pass --epochs N to extend it")
         )
     return fit(config, log=log, resume=True)
 
 
-def fit_or_reuse(config: TrainConfig, log=print) -> str:
-    """For sweeps (compare, depth): reuse a finished run of the same settings in `config.out`, resume an
-    unfinished one, or else train, a folder holding anything else being replaced only with `overwrite`.
-    Returns what it did: "reused", "resumed" or "trained"."""
+def fit_or_reuse(config: TrainConfig, log=print, dataset: ImageDataset | None = None) -> str:
+    """For sweeps (compare, depth, overfit): reuse a finished run of the same settings in `config.out`, resume
+    an unfinished one, or else train (on `dataset` when the sweep loaded it once for all its runs), a folder
+    holding anything else being replaced only with `overwrite`. Returns what it did: "reused", "resumed" or
+    "trained"."""
     out = Path(config.out or "")
     if is_run(out) and (out / ckpt.CHECKPOINT).is_file() and same_settings(ckpt.read_config(out), config):
-        if is_finished(ckpt.load_checkpoint(out)):
+        if check_run(out, resumable=True).is_finished():
             return "reused"
         resume_run(out, log=log, progress=config.progress)
         return "resumed"
-    fit(config, log=log)
+    fit(config, log=log, dataset=dataset)
     return "trained"

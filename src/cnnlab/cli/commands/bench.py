@@ -3,7 +3,7 @@ suite."""
 
 import argparse
 
-from cnnlab.cli.options import int_range, sizes
+from cnnlab.cli.options import int_range, ints, names, percent, sizes
 
 NAME = "bench"
 HELP = "seconds per epoch against the lecture's pipeline; inference images/s"
@@ -22,7 +22,7 @@ def _epochs(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data-dir", metavar="DIR", help="folder holding MNIST's IDX files (default: cache or download)"
     )
-    parser.add_argument("--models", default="cnn,inception", metavar="A,B", help="(default: cnn,inception)")
+    parser.add_argument("--models", type=names, default="cnn,inception", metavar="A,B", help="(default: cnn,inception)")
     parser.add_argument("--quick", action="store_true", help="a tenth of the data, figures scaled per epoch")
     parser.add_argument(
         "--no-reference",
@@ -36,11 +36,15 @@ def _epochs(parser: argparse.ArgumentParser) -> None:
 
 def _time_to_accuracy(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--target", type=float, metavar="ACC", help="instead: seconds of training to ACC%% test accuracy"
+        "--target", type=percent, metavar="ACC", help="instead: seconds of training to ACC%% test accuracy"
     )
     parser.add_argument("--recipe", default="fast", metavar="NAME", help="recipe for --target (default: fast)")
     parser.add_argument(
-        "--seeds", default="0,1,2", metavar="S1,S2", help="seeds for --target, median reported (default: 0,1,2)"
+        "--seeds",
+        type=ints,
+        default="0,1,2",
+        metavar="S1,S2",
+        help="seeds for --target, median reported (default: 0,1,2)",
     )
     parser.add_argument("--precision", metavar="P", help="precision for --target: fp32 or bf16 (default: the recipe's)")
 
@@ -87,11 +91,16 @@ def run(args: argparse.Namespace) -> int:
         return 0
     args.out = args.out or "benchmarks/results"
     if args.target is not None:
-        seeds = tuple(int(s) for s in args.seeds.split(","))
         settings = {"precision": args.precision} if args.precision else None
         result = time_to_accuracy(
-            args.data_dir, args.target, args.recipe, seeds, args.out, settings=settings, reference=not args.no_reference
+            args.data_dir,
+            args.target,
+            args.recipe,
+            args.seeds,
+            args.out,
+            settings=settings,
+            reference=not args.no_reference,
         )
         return 0 if result["all_reached"] else 1
-    run_bench(args.data_dir, tuple(args.models.split(",")), args.quick, not args.no_reference, args.out, args.repeats)
+    run_bench(args.data_dir, args.models, args.quick, not args.no_reference, args.out, args.repeats)
     return 0

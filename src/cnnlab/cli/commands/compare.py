@@ -2,7 +2,7 @@
 
 import argparse
 
-from cnnlab.cli.options import add_sweep_options, config_flags
+from cnnlab.cli.options import add_sweep_options, config_flags, names
 
 NAME = "compare"
 HELP = "train several models with the same budget; leaderboard and scatter plot"
@@ -11,7 +11,11 @@ HELP = "train several models with the same budget; leaderboard and scatter plot"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_sweep_options(parser, "runs/compare")
     parser.add_argument(
-        "--models", default="cnn,inception,mlp,lcn", metavar="A,B,...", help="(default: cnn,inception,mlp,lcn)"
+        "--models",
+        type=names,
+        default="cnn,inception,mlp,lcn",
+        metavar="A,B,...",
+        help="(default: cnn,inception,mlp,lcn)",
     )
     parser.add_argument("--recipe", metavar="NAME", help="(default: default)")
     parser.add_argument("--seed", type=int, metavar="S")
@@ -20,5 +24,5 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from cnnlab.explain.compare import compare
 
-    compare([name for name in args.models.split(",") if name], args.out, **config_flags(args))
+    compare(list(args.models), args.out, **config_flags(args))
     return 0

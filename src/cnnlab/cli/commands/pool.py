@@ -31,6 +31,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="with --run: how many channels, the most active first (default: 4)",
     )
     parser.add_argument("--data-dir", metavar="DIR", help="with --run: folder holding the dataset's IDX files")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="with --out: replace an existing file (default: refuse); a run's own files are never replaced",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -47,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
             args.layer,
             args.channels,
             args.data_dir,
+            overwrite=args.overwrite,
         )
     )
     return 0

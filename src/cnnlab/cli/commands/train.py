@@ -179,8 +179,14 @@ def _run_control(group) -> None:
         const=True,
         help="torch.use_deterministic_algorithms(True); slower on GPU, same on CPU",
     )
-    group.add_argument("--nproc", type=int, metavar="N", help="train with N DDP processes on this machine (torchrun)")
-    group.add_argument("--sync-bn", action="store_const", const=True, help="under DDP: SyncBatchNorm")
+    group.add_argument(
+        "--nproc",
+        type=int,
+        metavar="N",
+        help="train with N DDP processes on this machine, at most one per CPU core (per GPU on CUDA), "
+        "each with cores/N threads unless --threads",
+    )
+    group.add_argument("--sync-bn", action="store_const", const=True, help="under DDP on CUDA GPUs: SyncBatchNorm")
     group.add_argument(
         "--trace-grad",
         action="store_const",
@@ -199,21 +205,22 @@ def _run_control(group) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from cnnlab.engine.config import build_config
-    from cnnlab.engine.distributed import relaunch_under_torchrun, shutdown
+    from cnnlab.engine.distributed import shutdown
     from cnnlab.engine.fit import fit, resume_run
 
-    if args.nproc is not None:
-        return relaunch_under_torchrun(args.nproc, args.argv)
     if args.resume and (args.config or args.print_config):
         raise CnnlabError("--resume takes the run's own settings: --config and --print-config do not apply")
+    config = None
     if args.resume:
         train = functools.partial(resume_run, args.resume, log=print, **config_flags(args))
     else:
-        config = build_config(config_flags(args), args.config)
+        config = build_config(config_flags(args), args.config)  # checked once, before any process starts
         if args.print_config:
             print(json.dumps(dataclasses.asdict(config), indent=2))
             return 0
         train = functools.partial(fit, config, log=print)
+    if args.nproc is not None:
+        return _launch(args, config)
     try:
         result = train()
     finally:
@@ -227,3 +234,34 @@ def run(args: argparse.Namespace) -> int:
             for what in ("curves", "confusion"):
                 print(f"wrote {draw([result.run_dir], what, data_dir=args.data_dir)}")
     return 0
+
+
+def _launch(args: argparse.Namespace, config) -> int:
+    """--nproc N: this command as N DDP processes (`config`: the settings resolved here; None when resuming)."""
+    from cnnlab.engine.device import select_device
+    from cnnlab.engine.distributed import launch
+
+    return launch(
+        worker_command(args),
+        nproc=args.nproc,
+        device=select_device(config.device if config else args.device or "auto"),
+        sync_bn=bool(config.sync_bn if config else args.sync_bn),
+        threads=config.threads if config else args.threads,
+    )
+
+
+NEGATED = {"progress": "--no-progress", "channels_last": "--no-channels-last"}  # store_const False
+
+
+def worker_command(args: argparse.Namespace) -> list[str]:
+    """What each DDP process runs, rebuilt from what was parsed (never the literal argv, whose spellings
+    only this parser knows), without --nproc."""
+    given = {**config_flags(args), "resume": args.resume, "config": args.config, "plot": args.plot or None}
+    command = ["--debug", NAME] if args.debug else [NAME]
+    for name, value in given.items():
+        flag = NEGATED.get(name) or "--" + name.replace("_", "-")
+        if isinstance(value, bool):  # a switch: given, so present
+            command.append(flag)
+        elif value is not None:
+            command.append(f"{flag}={value}")  # one word: a value that starts with '-' stays a value
+    return command

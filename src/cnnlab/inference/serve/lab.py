@@ -37,7 +37,7 @@ class LabRun:
 
     def __init__(self, run_dir: str | Path):
         self.dir = Path(run_dir)
-        self.predictor = Predictor(run_dir, digits_only=False)
+        self.predictor = Predictor(run_dir)
         self.run = self.predictor.run
         self.digits = self.predictor.digits
         self.lock = threading.Lock()
