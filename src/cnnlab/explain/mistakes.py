@@ -11,7 +11,7 @@ import torch
 from cnnlab import CnnlabError
 from cnnlab.data.batches import iterate_batches
 from cnnlab.data.datasets import DatasetInfo, ImageDataset
-from cnnlab.engine.run import open_run
+from cnnlab.engine.run import OpenOptions, open_run
 from cnnlab.plotting import pyplot, save_figure
 
 TOP_K = 3
@@ -88,9 +88,11 @@ def parse_cell(text: str, classes) -> tuple[int, int]:
     return one(parts[0]), one(parts[1])
 
 
-def run_cell(run, cell: str, *, dataset_name=None, data_dir=None) -> tuple[ConfusionCell, ImageDataset]:
+def run_cell(
+    run, cell: str, *, dataset_name=None, data_dir=None, options: OpenOptions = OpenOptions()
+) -> tuple[ConfusionCell, ImageDataset]:
     """The confusion cell "T:P" of a run on its own test set (or on `dataset_name`'s, of the same classes)."""
-    saved = open_run(run)
+    saved = open_run(run, options)
     dataset = saved.load_dataset(dataset_name, data_dir)
     true, predicted = parse_cell(cell, dataset.classes)
     probabilities = probabilities_of_test_set(saved.model, dataset, saved.info)
@@ -99,8 +101,9 @@ def run_cell(run, cell: str, *, dataset_name=None, data_dir=None) -> tuple[Confu
     ), dataset
 
 
-def cell_sheet(cell: ConfusionCell, dataset: ImageDataset, out: Path) -> Path:
-    """The cell's images (the SHEET_LIMIT most confident) as a PNG grid, each titled with its top 3."""
+def cell_sheet(cell: ConfusionCell, dataset: ImageDataset, out: Path, *, overwrite: bool = True) -> Path:
+    """The cell's images (the SHEET_LIMIT most confident) as a PNG grid, each titled with its top 3; a file at
+    `out` is replaced only with `overwrite`."""
     if not cell.examples:
         raise CnnlabError(f"{cell.describe()}: there is nothing to draw")
     shown = cell.examples[:SHEET_LIMIT]
@@ -117,4 +120,4 @@ def cell_sheet(cell: ConfusionCell, dataset: ImageDataset, out: Path) -> Path:
         )
     more = f" (the {len(shown)} most confident shown)" if len(shown) < len(cell.examples) else ""
     fig.suptitle(f"{cell.describe()}{more}; most confident first, each with its top {TOP_K}", fontsize=9)
-    return save_figure(fig, out)
+    return save_figure(fig, out, overwrite=overwrite)

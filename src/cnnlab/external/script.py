@@ -90,13 +90,16 @@ class _Binding:
 def load_script(path, name: str | None = None, *, source: bytes | None = None) -> ScriptModel:
     """The model `name` of the script at `path` (its bytes `source` when given, e.g. a run's trusted copy)."""
     path = Path(path)
-    if source is None:
-        if not path.exists():
-            raise CnnlabError(f"no such file: {path}")
-        source = read_bounded(path, MAX_SCRIPT_BYTES)
-    script = _Script(source, path)
+    script = _Script(read_script(path) if source is None else source, path)
     target = name or script.default_target()
     return script.take(target)
+
+
+def read_script(path) -> bytes:
+    """The bytes of the script at `path`, read bounded."""
+    if not Path(path).exists():
+        raise CnnlabError(f"no such file: {path}")
+    return read_bounded(path, MAX_SCRIPT_BYTES)
 
 
 def describe_failure(error: BaseException, path) -> str:

@@ -45,6 +45,13 @@ class ModelSpec:
         """How messages name it: "cnn", "lenet.py:LeNet"."""
         return self.text if self.path is None else f"{self.path.name}{f':{self.member}' if self.member else ''}"
 
+    @property
+    def slug(self) -> str:
+        """How a folder is named after it: "cnn", "net-Net" (no path, no colon)."""
+        if self.path is None:
+            return self.text
+        return re.sub(r"[^\w.-]", "_", self.path.stem + (f"-{self.member}" if self.member else ""))
+
 
 def parse_spec(text: str) -> ModelSpec:
     """What `--model` names: a script `path.py[:Name]`, an `.onnx` file, else a registered name."""

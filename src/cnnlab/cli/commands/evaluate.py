@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 
 from cnnlab import CnnlabError
-from cnnlab.cli.options import add_data_options, int_range
+from cnnlab.cli.options import add_data_options, add_open_options, int_range, open_options
 
 NAME = "evaluate"
 HELP = "evaluate a run: loss, accuracy, per-class accuracy, confusion matrix"
@@ -13,7 +13,7 @@ HELP = "evaluate a run: loss, accuracy, per-class accuracy, confusion matrix"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_data_options(parser)
-    parser.add_argument("run", metavar="RUN_DIR", help="run folder (or checkpoint file)")
+    parser.add_argument("run", metavar="RUN_DIR", help="run folder (or checkpoint file), or a model file: model.onnx")
     parser.add_argument("--batch-size", type=int_range(1, 1 << 20), default=1000, metavar="B", help="(default: 1000)")
     parser.add_argument(
         "--tta", action="store_true", help="test-time augmentation: average the image and its 4 one-pixel shifts"
@@ -25,22 +25,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "most confident first, each with its top 3",
     )
     parser.add_argument("--out", metavar="FILE.png", help="the --errors sheet (default: RUN_DIR/errors-T-P.png)")
+    add_open_options(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     from cnnlab.inference.evaluate import evaluate_run
 
-    print(evaluate_run(args.run, args.dataset, args.data_dir, args.batch_size, args.tta))
+    options = open_options(args)
+    print(evaluate_run(args.run, args.dataset, args.data_dir, args.batch_size, args.tta, options=options))
     if args.errors:
+        from cnnlab.engine.run import default_output
         from cnnlab.explain.mistakes import cell_sheet, run_cell
 
-        cell, dataset = run_cell(args.run, args.errors, dataset_name=args.dataset, data_dir=args.data_dir)
-        folder = Path(args.run) if Path(args.run).is_dir() else Path(args.run).parent
+        cell, dataset = run_cell(
+            args.run, args.errors, dataset_name=args.dataset, data_dir=args.data_dir, options=options
+        )
+        default, replaces = default_output(args.run, f"errors-{cell.true}-{cell.predicted}.png")
         print()
         if not cell.examples:
             print(f"{cell.describe()}: no sheet to draw")
         else:
-            out = cell_sheet(cell, dataset, Path(args.out or folder / f"errors-{cell.true}-{cell.predicted}.png"))
+            out = cell_sheet(cell, dataset, Path(args.out or default), overwrite=bool(args.out) or replaces)
             print(f"{cell.describe()}: wrote {out}")
     elif args.out:
         raise CnnlabError("--out names the --errors sheet: give --errors T:P too")

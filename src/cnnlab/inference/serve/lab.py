@@ -18,6 +18,7 @@ from cnnlab import CnnlabError
 from cnnlab.data.batches import normalise
 from cnnlab.engine.checkpoint import CONFIG, METRICS
 from cnnlab.engine.evaluate import evaluate
+from cnnlab.engine.run import OpenOptions
 from cnnlab.explain.stages import Stage, explain_cell, trace
 from cnnlab.files import read_bounded
 from cnnlab.inference.decode import load_image
@@ -35,9 +36,9 @@ TOP_K = 3
 class LabRun:
     """One served run: its model, description, curves and confusion matrix."""
 
-    def __init__(self, run_dir: str | Path):
+    def __init__(self, run_dir: str | Path, options: OpenOptions = OpenOptions()):
         self.dir = Path(run_dir)
-        self.predictor = Predictor(run_dir)
+        self.predictor = Predictor(run_dir, options=options)
         self.run = self.predictor.run
         self.digits = self.predictor.digits
         self.lock = threading.Lock()
@@ -63,6 +64,7 @@ class LabRun:
             "input": "draw" if self.digits else "upload",  # what the page offers: the canvas or an upload box
             "channels": info.in_channels,
             "input_size": list(info.input_size),
+            "origin": run.origin,  # a model file: what it is, how its inputs are scaled (shown with the stages)
         }
 
     def prepare(self, data: bytes, name: str) -> np.ndarray:
@@ -101,7 +103,7 @@ class LabRun:
             "unsure": is_unsure(top),
             "input": digit.tolist(),
             "shown": traced.shown,
-            "notes": traced.notes,
+            "notes": ([self.run.origin] if self.run.origin else []) + traced.notes,
             "stages": [stage_json(s) for s in traced.stages],
         }
 
@@ -148,8 +150,8 @@ class LabRun:
 class Lab:
     """The served runs, in the order given, and the admission queue their CPU work goes through."""
 
-    def __init__(self, run_dirs: Iterable[str | Path], *, admission: Admission):
-        self.runs = [LabRun(run_dir) for run_dir in run_dirs]
+    def __init__(self, run_dirs: Iterable[str | Path], *, admission: Admission, options: OpenOptions = OpenOptions()):
+        self.runs = [LabRun(run_dir, options) for run_dir in run_dirs]
         self.admission = admission
         if len({run.digits for run in self.runs}) > 1:
             listed = lambda digits: ", ".join(str(run.dir) for run in self.runs if run.digits == digits)
