@@ -245,6 +245,8 @@ class _Recorder:
 
     def _graph(self) -> "torch.fx.GraphModule | str":
         """The model's fx graph with its top-level modules as leaves (cached), or why fx cannot trace it."""
+        if isinstance(self.model, torch.fx.GraphModule):  # an ONNX file rebuilt as layers: its own graph already
+            return self.model
         cached = self._graphs.get(self.model)
         if cached is None or cached[0] != self.model.training:
             tracer = _LeafTracer(set(self.leaves.values()))

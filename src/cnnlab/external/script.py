@@ -32,6 +32,7 @@ import sys
 import tokenize
 import traceback
 import types
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +48,7 @@ MAX_SCRIPT_BYTES = 1 << 20  # a long script is 50 kB
 DEFINITIONS = (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
 BLOCKS = (ast.If, ast.For, ast.AsyncFor, ast.While, ast.With, ast.AsyncWith, ast.Try, ast.Match)
 NOT_RUN = "cnnlab does not load"
+SCRIPT_MODULE = "cnnlab_script_"  # the prefix of the modules scripts are compiled into
 
 
 @dataclass(frozen=True)
@@ -364,9 +366,12 @@ class _Script:
             raise CnnlabError(f"{self.path}, line {e.lineno}: syntax error: {e.msg}") from None
         taken = ",".join(sorted(needed)).encode()
         digest = hashlib.sha256(self.source + str(self.path).encode() + taken).hexdigest()
-        name = f"cnnlab_script_{re.sub(r'[^0-9A-Za-z_]', '_', self.path.stem)}_{digest[:12]}"
+        name = f"{SCRIPT_MODULE}{re.sub(r'[^0-9A-Za-z_]', '_', self.path.stem)}_{digest[:12]}"
         if name in sys.modules:  # the same statements of the same source: the same classes, not run twice
             return sys.modules[name]
+        # A learner's deprecated calls (F.log_softmax(x) with no dim) are theirs to see when they run their script;
+        # around cnnlab's answers they are noise, repeated by every command that opens the run.
+        warnings.filterwarnings("ignore", category=UserWarning, module=SCRIPT_MODULE)
         module = types.ModuleType(name)
         module.__file__ = str(self.path)
         sys.modules[module.__name__] = module  # dataclasses, pickle and inspect.getsource look modules up there

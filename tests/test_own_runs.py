@@ -1,0 +1,257 @@
+"""A learner's own network through the commands, as a learner runs them (`cnnlab.cli.main`): a run trained from
+a script reopens from the run's copy of it, and runs that code only when it was trained here or the user says
+--trust-code; compare takes scripts beside registered names.
+
+Every model here is written as learners write theirs, with no registered model behind it, and trained tiny
+(mnist-sample, 1 epoch, a training subset) to keep the suite fast.
+"""
+
+import hashlib
+import json
+import shutil
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from cnnlab import CnnlabError
+from cnnlab.cli import main
+from cnnlab.engine.checkpoint import load_checkpoint
+from cnnlab.inference.serve import create_app
+from conftest import assert_one_line_error, draw_digit, run_cli
+from test_cifar import cifar10_files, write_release
+from test_own_network import LECTURE_CNN, SEQUENTIAL
+
+TINY = ["--dataset", "mnist-sample", "--epochs", "1", "--train-subset", "600", "--no-progress", "--seed", "0"]
+
+
+class Learner:
+    """A learner's folder (the working directory, where a script's top level would write) with its scripts,
+    and the config folder where cnnlab records the code trained on this machine."""
+
+    def __init__(self, root: Path):
+        self.folder, self.config = root / "learner", root / "config"
+        self.folder.mkdir(parents=True)
+
+    def script(self, text: str, name: str) -> Path:
+        path = self.folder / name
+        path.write_text(textwrap.dedent(text))
+        return path
+
+
+@pytest.fixture(scope="module")
+def learner(tmp_path_factory):
+    """The lecture's script (lecture.py, which writes SIDE_EFFECT and prints if its top level runs), trained tiny
+    into learner/run-lecture with a constant rate (so that --resume can extend it)."""
+    learner = Learner(tmp_path_factory.mktemp("own-runs"))
+    with pytest.MonkeyPatch.context() as patch:  # module scope: the autouse isolation is not in place yet
+        patch.setenv("XDG_CONFIG_HOME", str(learner.config))
+        patch.setenv("XDG_CACHE_HOME", str(learner.folder.parent / "cache"))
+        patch.setenv("CNNLAB_OFFLINE", "1")
+        patch.chdir(learner.folder)
+        learner.script(LECTURE_CNN, "lecture.py")
+        command = ["train", "--model", "lecture.py", *TINY, "--schedule", "constant", "--out", "run-lecture"]
+        assert main(command) == 0
+    return learner
+
+
+@pytest.fixture
+def here(learner, monkeypatch):
+    """This machine: where the lecture run was trained (its code is trusted), in the learner's folder."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(learner.config))
+    monkeypatch.chdir(learner.folder)
+    return learner
+
+
+def copy_run(learner: Learner, tmp_path: Path, name: str = "run") -> Path:
+    return shutil.copytree(learner.folder / "run-lecture", tmp_path / name)
+
+
+def test_the_lecture_script_trains_without_running_and_its_run_keeps_a_copy(here):
+    run, script = here.folder / "run-lecture", (here.folder / "lecture.py").read_bytes()
+    assert not (here.folder / "SIDE_EFFECT").exists()
+    digest = hashlib.sha256(script).hexdigest()
+    assert (run / "model.py").read_bytes() == script
+    assert json.loads((run / "config.json").read_text())["code"] == {
+        "sha256": digest,
+        "model": "class Net of lecture.py",
+    }
+    checkpoint = load_checkpoint(run)  # weights_only, every field checked
+    assert checkpoint["model"] == {
+        "name": "lecture.py",
+        "width": None,
+        "code": json.loads((run / "config.json").read_text())["code"],
+    }
+    assert (here.config / "cnnlab" / "trusted-code" / digest).is_file()
+
+
+def test_the_run_reopens_from_its_copy_after_the_script_is_edited_then_deleted(here, tmp_path, capsys):
+    run = copy_run(here, tmp_path)
+    script = tmp_path / "lecture.py"
+    shutil.copy(here.folder / "lecture.py", script)
+    digit = tmp_path / "seven.png"
+    draw_digit("7").save(digit)
+
+    def answers() -> list[str]:
+        assert main(["evaluate", str(run)]) == 0
+        assert main(["predict", str(run), str(digit)]) == 0
+        return capsys.readouterr().out.splitlines()
+
+    before = answers()
+    assert "Accuracy:" in before[1] and before[-1].startswith(f"{digit}: ")
+    script.write_text("this is no longer Python (\n")
+    assert answers() == before
+    script.unlink()
+    assert answers() == before
+    for fmt in ("onnx", "torchscript"):
+        assert main(["export", str(run), "--format", fmt, "--out", str(tmp_path / f"m.{fmt}")]) == 0
+        assert "checked: largest difference from PyTorch" in capsys.readouterr().out
+    for what in ("filters", "features"):
+        assert main(["viz", str(run), "--what", what]) == 0
+        assert (run / (f"{what}-0.png" if what == "features" else f"{what}.png")).is_file()
+    assert main(["train", "--resume", str(run), "--epochs", "2", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "rebuilt from the run's copy (model.py" in out and "Final test accuracy" in out
+
+
+def tamper(run: Path, where: str, victim: Path) -> None:
+    """model.py changed to write `victim` when its class is built (`where`: "class body" or "__init__"), and the
+    recorded hashes (checkpoint and config.json) updated to match: a run folder crafted to look consistent."""
+    text = (run / "model.py").read_text()
+    if where == "class body":
+        text = text.replace("class Net(nn.Module):\n", f"class Net(nn.Module):\n    open({str(victim)!r}, 'w')\n")
+    else:
+        text = text.replace(
+            "super(Net, self).__init__()\n", f"super(Net, self).__init__()\n        open({str(victim)!r}, 'w')\n"
+        )
+    assert str(victim) in text
+    (run / "model.py").write_text(text)
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    checkpoint = torch.load(run / "checkpoint.pt", weights_only=True)
+    checkpoint["model"]["code"]["sha256"] = digest
+    torch.save(checkpoint, run / "checkpoint.pt")
+    config = json.loads((run / "config.json").read_text())
+    config["code"]["sha256"] = digest
+    (run / "config.json").write_text(json.dumps(config))
+
+
+@pytest.mark.parametrize("where", ["class body", "__init__"])
+def test_a_tampered_run_does_not_run_its_code_without_trust_code(here, tmp_path, capsys, where):
+    run, victim = copy_run(here, tmp_path), tmp_path / "PWNED"
+    tamper(run, where, victim)
+    digit = tmp_path / "seven.png"
+    draw_digit("7").save(digit)
+    for command in (
+        ["evaluate", run],
+        ["predict", run, digit],
+        ["export", run, "--out", tmp_path / "m.onnx"],
+        ["viz", run, "--what", "features"],
+        ["pool", "--run", run],
+        ["bench", "--inference", run, "--out", tmp_path / "bench"],
+        ["train", "--resume", run, "--epochs", "2"],
+    ):
+        code, err = run_cli(command, capsys)
+        assert_one_line_error(code, err, f"opening this run runs the Python code of {run / 'model.py'} (class Net")
+        assert "which was not trained on this machine: read it, then add --trust-code to allow it" in err
+        assert not victim.exists(), command
+    with pytest.raises(CnnlabError, match="add --trust-code"):
+        create_app([run])
+    assert not victim.exists()
+    assert main(["evaluate", str(run), "--trust-code"]) == 0  # the user's consent: it runs, and writes
+    assert victim.exists()
+
+
+def test_a_copy_changed_after_training_is_refused_and_code_trained_elsewhere_needs_consent(here, tmp_path, capsys):
+    run = copy_run(here, tmp_path)
+    (run / "model.py").write_text((run / "model.py").read_text() + "\n# edited\n")
+    code, err = run_cli(["evaluate", run], capsys)
+    assert_one_line_error(code, err, "model.py was changed after training")
+    run = copy_run(here, tmp_path, "sent")
+    here_ = tmp_path / "another-machine"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_CONFIG_HOME", str(here_))
+        code, err = run_cli(["evaluate", run], capsys)
+        assert_one_line_error(code, err, "which was not trained on this machine")
+        assert main(["evaluate", str(run), "--trust-code"]) == 0
+
+
+def test_compare_takes_a_script_beside_registered_names_and_reuses_its_run(here, tmp_path, capsys):
+    out = tmp_path / "compare"
+    command = ["compare", "--models", "cnn,lecture.py", "--dataset", "mnist-sample", "--epochs", "1"]
+    command += ["--no-progress", "--out", str(out)]
+    assert main(command) == 0
+    rows = [line.split("|")[1:3] for line in (out / "leaderboard.md").read_text().splitlines()[2:]]
+    assert sorted((model.strip(), parameters.strip()) for model, parameters in rows) == [
+        ("cnn", "8,490"),
+        ("lecture.py", "8,490"),  # the lecture's network, from the learner's script
+    ]
+    assert (out / "lecture" / "model.py").is_file()
+    capsys.readouterr()
+    assert main(command) == 0
+    assert "lecture.py: reusing the finished run" in capsys.readouterr().out
+    script = here.folder / "lecture.py"
+    original = script.read_text()
+    try:
+        script.write_text(original.replace("kernel_size=5)", "kernel_size=5)  # edited"))
+        code, err = run_cli(command, capsys)  # another model now: its old run is not silently reused or replaced
+        assert_one_line_error(code, err, "already exists; pass --overwrite to replace it")
+    finally:
+        script.write_text(original)
+
+
+# --- learners' networks, trained tiny --------------------------------------------------------------------------
+
+# A CIFAR-10 network as the PyTorch tutorial "Training a classifier" writes it, with BatchNorm and a residual add.
+CIFAR_RESIDUAL = """\
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torchvision
+import torchvision.transforms as transforms
+
+transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))])
+trainset = torchvision.datasets.CIFAR10(root='./data', train=True, download=True, transform=transform)
+
+
+class Net(nn.Module):
+    def __init__(self, num_classes=10):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 16, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(16)
+        self.conv2 = nn.Conv2d(16, 16, 3, padding=1)
+        self.bn2 = nn.BatchNorm2d(16)
+        self.pool = nn.MaxPool2d(2, 2)
+        self.fc = nn.Linear(16 * 16 * 16, num_classes)
+
+    def forward(self, x):
+        x = F.relu(self.bn1(self.conv1(x)))
+        x = F.relu(x + self.bn2(self.conv2(x)))
+        x = self.pool(x)
+        x = torch.flatten(x, 1)
+        return self.fc(x)
+
+
+net = Net()
+"""
+
+
+def test_a_sequential_script_trains_and_evaluates(here, tmp_path, capsys):
+    here.script(SEQUENTIAL, "seq.py")
+    assert main(["train", "--model", "seq.py", *TINY, "--out", str(tmp_path / "seq")]) == 0
+    assert "Training seq.py (5,258 parameters)" in capsys.readouterr().out
+    assert main(["evaluate", str(tmp_path / "seq")]) == 0
+
+
+def test_an_rgb_network_with_batchnorm_and_a_residual_add_on_colour_images(here, tmp_path, capsys):
+    files, _, _ = cifar10_files(n_train=20, n_test=10)
+    data = write_release(tmp_path / "cifar", files)
+    here.script(CIFAR_RESIDUAL, "cifar_net.py")
+    run = tmp_path / "rgb"
+    command = ["train", "--model", "cifar_net.py", "--dataset", "cifar10", "--data-dir", data, "--epochs", "1"]
+    assert main([*map(str, command), "--no-progress", "--out", str(run)]) == 0
+    assert main(["evaluate", str(run)]) == 0
+    assert "evaluated on the cifar10 test set" in capsys.readouterr().out
+    code, err = run_cli(["train", "--model", "cifar_net.py", *TINY, "--out", tmp_path / "digits"], capsys)
+    assert_one_line_error(code, err, "cifar_net.py:Net fails on 1x28x28 images, at line 22")
+    assert err.strip().endswith("it runs on 3x32x32 images")
