@@ -8,20 +8,27 @@ Every model here is written as learners write theirs, with no registered model b
 
 import hashlib
 import json
+import re
 import shutil
 import textwrap
 from pathlib import Path
 
+import numpy as np
+import onnxruntime
 import pytest
 import torch
 
 from cnnlab import CnnlabError
 from cnnlab.cli import main
+from cnnlab.data.datasets import load_dataset
 from cnnlab.engine.checkpoint import load_checkpoint
+from cnnlab.engine.run import open_run
 from cnnlab.inference.serve import create_app
 from conftest import assert_one_line_error, draw_digit, run_cli
 from test_cifar import cifar10_files, write_release
+from test_onnx_graph import export as onnx_export
 from test_own_network import LECTURE_CNN, SEQUENTIAL
+from test_serve import lab_client
 
 TINY = ["--dataset", "mnist-sample", "--epochs", "1", "--train-subset", "600", "--no-progress", "--seed", "0"]
 
@@ -255,3 +262,110 @@ def test_an_rgb_network_with_batchnorm_and_a_residual_add_on_colour_images(here,
     code, err = run_cli(["train", "--model", "cifar_net.py", *TINY, "--out", tmp_path / "digits"], capsys)
     assert_one_line_error(code, err, "cifar_net.py:Net fails on 1x28x28 images, at line 22")
     assert err.strip().endswith("it runs on 3x32x32 images")
+
+
+# --- ONNX files as runs -------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def onnx_files(learner):
+    """The lecture run's network as the learner exports it, with plain torch.onnx.export (lecture.onnx); and a
+    learner's nn.Sequential as onnxruntime's optimiser rewrote it (seq-ort.onnx: its Conv + ReLU fused into
+    com.microsoft.FusedConv, which cnnlab does not rebuild, so it runs through onnxruntime)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_CONFIG_HOME", str(learner.config))
+        model = open_run(learner.folder / "run-lecture").model
+    plain = onnx_export(model, learner.folder / "lecture.onnx", (1, 28, 28), dynamo=False, opset=13)
+    torch.manual_seed(0)
+    sequential = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 8, 5), torch.nn.ReLU(), torch.nn.MaxPool2d(2), torch.nn.Flatten(), torch.nn.Linear(1152, 10)
+    )
+    seq = onnx_export(sequential, learner.folder / "seq.onnx", (1, 28, 28), dynamo=False, opset=13)
+    options = onnxruntime.SessionOptions()
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    options.optimized_model_filepath = str(learner.folder / "seq-ort.onnx")
+    onnxruntime.InferenceSession(str(seq), options, providers=["CPUExecutionProvider"])
+    return {"plain": plain, "ort": learner.folder / "seq-ort.onnx"}
+
+
+def onnxruntime_correct(path: Path, mnist_dir: Path, mean: float, std: float) -> int:
+    """How many of MNIST's test digits onnxruntime itself classifies right with the file, inputs scaled so."""
+    test = load_dataset("mnist", mnist_dir)
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x = ((test.test_images.float() / 255 - mean) / std).numpy()
+    predicted = np.concatenate(
+        [session.run(None, {"input": x[i : i + 1000]})[0].argmax(1) for i in range(0, len(x), 1000)]
+    )
+    return int((predicted == test.test_labels.numpy()).sum())
+
+
+@pytest.mark.parametrize("kind", ["plain", "ort"])
+def test_an_onnx_file_evaluates_as_onnxruntime_scores_it(onnx_files, mnist_dir, capsys, kind):
+    path = onnx_files[kind]
+    assert main(["evaluate", str(path), "--dataset", "mnist", "--data-dir", str(mnist_dir)]) == 0
+    header, line = capsys.readouterr().out.splitlines()[:2]
+    how = "rebuilt as PyTorch layers" if kind == "plain" else "runs through onnxruntime: cnnlab does not rebuild"
+    assert header.startswith(f"{path}: ONNX opset ") and how in header
+    assert "inputs scaled as (x - 0.1307) / 0.3081 (MNIST's: the default --normalize)" in header
+    assert header.endswith("evaluated on the mnist test set")
+    correct = onnxruntime_correct(path, mnist_dir, 0.1307, 0.3081)
+    assert f"Accuracy: {correct}/10000" in line and (kind == "ort" or correct > 3000)  # chance: 1,000
+    assert main(["evaluate", str(path), "--data-dir", str(mnist_dir), "--normalize", "0.5,0.5"]) == 0
+    header, line = capsys.readouterr().out.splitlines()[:2]
+    assert "inputs scaled as (x - 0.5) / 0.5 (--normalize)" in header
+    assert f"Accuracy: {onnxruntime_correct(path, mnist_dir, 0.5, 0.5)}/10000" in line
+
+
+def test_an_onnx_file_predicts_exports_and_draws(onnx_files, tmp_path, capsys):
+    digit = tmp_path / "seven.png"
+    draw_digit("7").save(digit)
+    names = "zero,one,two,three,four,five,six,seven,eight,nine"
+    assert main(["predict", str(onnx_files["plain"]), str(digit), "--classes", names]) == 0
+    out, err = capsys.readouterr()
+    assert re.fullmatch(rf"{digit}: (unsure: )?({names.replace(',', '|')}) \(.*", out.strip())  # the names given
+    assert "classes named by --classes" in err
+    code, err = run_cli(["predict", onnx_files["plain"], digit, "--classes", "a,b,c"], capsys)
+    assert_one_line_error(code, err, "--classes names 3 classes; ")
+    for kind, fmt in (("plain", "torchscript"), ("plain", "onnx"), ("ort", "onnx")):
+        out = tmp_path / f"{kind}.{fmt}"
+        assert main(["export", str(onnx_files[kind]), "--format", fmt, "--out", str(out)]) == 0
+        assert out.is_file() and "checked: largest difference" in capsys.readouterr().out
+    code, err = run_cli(["export", onnx_files["ort"], "--format", "torchscript", "--out", tmp_path / "x.pt"], capsys)
+    assert_one_line_error(code, err, "runs through onnxruntime")
+    for what in ("filters", "features"):
+        picture = tmp_path / f"{what}.png"
+        command = ["viz", onnx_files["plain"], "--what", what, "--dataset", "mnist-sample", "--out", picture]
+        assert main(list(map(str, command))) == 0
+        assert picture.stat().st_size > 1000
+
+
+def test_the_lab_on_onnx_files_shows_every_stage_and_the_multiply_add(onnx_files):
+    pixels = np.asarray(draw_digit("7").resize((28, 28))).tolist()
+    client = lab_client(create_app([onnx_files["plain"]]))
+    body = client.post("/activations", json={"pixels": pixels}).json()
+    assert [s["name"] for s in body["stages"]] == [
+        "conv1",
+        "mp + ReLU",
+        "conv2",
+        "mp + ReLU",
+        "flatten",
+        "fc",
+        "softmax",
+    ]
+    assert "inputs scaled as (x - 0.1307) / 0.3081" in body["notes"][0]
+    cell = client.post("/explain", json={"pixels": pixels, "module": "conv2", "channel": 7, "row": 3, "col": 5}).json()
+    assert cell["sum"] == pytest.approx(cell["activation"], abs=1e-4)
+    ort = lab_client(create_app([onnx_files["ort"]]))
+    body = ort.post("/activations", json={"pixels": pixels}).json()
+    assert [s["name"].split(" (")[-1] for s in body["stages"]] == [
+        "FusedConv)",
+        "MaxPool)",
+        "Flatten)",
+        "Gemm)",
+        "softmax",
+    ]
+    assert any("runs through onnxruntime" in note and "not a multiply-add" in note for note in body["notes"])
+    refused = ort.post(
+        "/explain", json={"pixels": pixels, "module": body["stages"][0]["name"], "channel": 0, "row": 0, "col": 0}
+    )
+    assert refused.status_code == 422

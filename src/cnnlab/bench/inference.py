@@ -11,6 +11,7 @@ from cnnlab import CnnlabError
 from cnnlab.bench.results import check_destination, environment, save_result, spread
 from cnnlab.data.batches import normalise
 from cnnlab.engine.device import torch_settings
+from cnnlab.engine.loop import fastest_layout
 from cnnlab.engine.run import OpenOptions, open_run
 from cnnlab.external.spec import parse_spec
 from cnnlab.inference.onnx import ChunkedSession, onnx_session, quantize_int8, to_onnx
@@ -19,9 +20,10 @@ from cnnlab.timing import images_per_cpu_second, images_per_second, latencies_ms
 
 
 def torch_rate(model, batch_size: int, repeats: int) -> list[float]:
-    """PyTorch eager: eval, inference mode, channels_last."""
-    model.eval().to(memory_format=torch.channels_last)
-    x = torch.randn(batch_size, 1, 28, 28).contiguous(memory_format=torch.channels_last)
+    """PyTorch eager: eval, inference mode, channels_last (unless the model's forward refuses it)."""
+    layout = fastest_layout(model, (1, 28, 28))
+    model.eval().to(memory_format=layout)
+    x = torch.randn(batch_size, 1, 28, 28).contiguous(memory_format=layout)
     with torch.inference_mode():
         return images_per_second(lambda: model(x), batch_size, repeats)
 
@@ -37,10 +39,10 @@ def onnx_rate(model, batch_size: int, repeats: int) -> list[float]:
 # A forward takes its batch ready in the backend's own format, so that only the model's work is timed.
 def _torch_backend(bf16: bool):
     def make(model, float_onnx, int8_onnx, threads):
-        model = model.to(memory_format=torch.channels_last)
-
         def prepare(images: np.ndarray):
-            x = torch.from_numpy(images).contiguous(memory_format=torch.channels_last)
+            layout = fastest_layout(model, images.shape[1:])
+            model.to(memory_format=layout)
+            x = torch.from_numpy(images).contiguous(memory_format=layout)
 
             @torch.inference_mode()
             def forward():
