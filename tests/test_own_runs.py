@@ -14,6 +14,7 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime
 import pytest
 import torch
@@ -27,6 +28,7 @@ from cnnlab.inference.serve import create_app
 from conftest import assert_one_line_error, draw_digit, run_cli
 from test_cifar import cifar10_files, write_release
 from test_onnx_graph import export as onnx_export
+from test_onnx_graph import simple_graph, value
 from test_own_network import LECTURE_CNN, SEQUENTIAL
 from test_serve import lab_client
 
@@ -369,3 +371,63 @@ def test_the_lab_on_onnx_files_shows_every_stage_and_the_multiply_add(onnx_files
         "/explain", json={"pixels": pixels, "module": body["stages"][0]["name"], "channel": 0, "row": 0, "col": 0}
     )
     assert refused.status_code == 422
+
+
+# --- bad input: one line each -------------------------------------------------------------------------------------
+
+BROKEN = "import torch.nn as nn\n\n\nclass Net(nn.Module)\n    pass\n"
+FIVE_SCORES = """\
+import torch.nn as nn
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(784, 5)
+
+    def forward(self, x):
+        return self.fc(x.flatten(1))
+"""
+
+
+def test_bad_models_are_one_line_each(here, onnx_files, tmp_path, capsys):
+    here.script(BROKEN, "broken.py")
+    here.script(FIVE_SCORES, "five.py")
+    truncated = tmp_path / "truncated.onnx"
+    truncated.write_bytes(onnx_files["plain"].read_bytes()[:3000])
+    huge = tmp_path / "huge.onnx"
+    with open(huge, "wb") as f:
+        f.truncate(600 * 2**20)  # sparse: 600 MiB that take no disk
+    two = tmp_path / "two-inputs.onnx"
+    onnx.save(simple_graph(value("image", "N", 1, 8, 8), value("scores", "N", 10), [value("mask", "N", 1)]), two)
+    run = here.folder / "run-lecture"
+    for command, message in [
+        (["summary", "missing.py"], "no such file: missing.py"),
+        (["train", "--model", "missing.py:Net", *TINY], "no such file: missing.py"),
+        (["evaluate", "missing.onnx"], "no such file: missing.onnx"),
+        (["summary", "lecture.py:Nope"], "lecture.py does not define Nope (it defines: Net, train, test)"),
+        (["train", "--model", "broken.py", *TINY], "broken.py, line 4: syntax error: expected ':'"),
+        (
+            ["summary", "lecture.py", "--input", "3x32x32"],
+            "lecture.py:Net fails on 3x32x32 images, at line 37 (`x = F.relu(self.mp(self.conv1(x)))`): "
+            "RuntimeError: Given groups=1, weight of size [10, 1, 5, 5], expected input[2, 3, 32, 32] to have 1 "
+            "channels, but got 3 channels instead; it runs on 1x28x28 images",
+        ),
+        (
+            ["train", "--model", "five.py", *TINY],
+            "five.py:Net gives 2x5 for a batch of 2 1x28x28 images; cnnlab needs 2x10: one score per class",
+        ),
+        (["evaluate", truncated], "truncated.onnx: not an ONNX model, or a truncated one (its bytes do not parse)"),
+        (["predict", huge, "x.png"], "huge.onnx: 629,145,600 bytes is more than the 536,870,912 allowed"),
+        (["evaluate", two], "the graph takes 2 inputs (image, mask); cnnlab feeds it one image batch"),
+        (["train", "--model", "lecture.onnx", *TINY], "lecture.onnx is a trained model, not one to train"),
+        (["evaluate", run, "--classes", "a,b"], "--normalize and --classes are for a model file (model.onnx)"),
+        (
+            ["evaluate", onnx_files["plain"], "--normalize", "0.1,0.2,0.3,1,1,1"],
+            "--normalize takes MEAN,STD for a model of 1 channel, got 6 numbers",
+        ),
+        (["evaluate", onnx_files["plain"], "--normalize", "0.5,0"], "expected MEAN,STD such as 0.1307,0.3081"),
+        (["viz", onnx_files["plain"], "--what", "curves"], "lecture.onnx is a model file: it has no training curves"),
+        (["evaluate", "lecture.py"], "lecture.py is a script, not a trained run: train it first"),
+    ]:
+        code, err = run_cli(command, capsys)
+        assert_one_line_error(code, err, message)

@@ -294,6 +294,8 @@ def open_run(path, options: OpenOptions = OpenOptions()) -> SavedRun:
     model file (model.onnx) as a run. A run that selected an epoch on its validation split is opened at that
     epoch (best.pt), else at its last."""
     if is_model_file(path):
+        if not Path(path).is_file():
+            raise CnnlabError(f"no such file: {path}")
         return _open_model_file(Path(path), options)
     if options.normalize is not None or options.classes is not None:
         raise CnnlabError(
@@ -327,9 +329,10 @@ def _scaling(normalize: tuple[float, ...] | None, channels: int) -> tuple[Any, A
     a mean then a std per channel; MNIST's by default."""
     values = normalize or MNIST_STATS
     if len(values) not in (2, 2 * channels):
+        per_channel = f", or {channels} means then {channels} standard deviations," if channels > 1 else ""
         raise CnnlabError(
-            f"--normalize takes MEAN,STD or {channels} means then {channels} standard deviations, got {len(values)} "
-            "numbers"
+            f"--normalize takes MEAN,STD{per_channel} for a model of {channels} channel{'s' * (channels > 1)}, "
+            f"got {len(values)} numbers"
         )
     half = len(values) // 2
     mean, std = (values[0], values[1]) if half == 1 else (tuple(values[:half]), tuple(values[half:]))
