@@ -24,9 +24,10 @@ from cnnlab.cli import main
 from cnnlab.data.datasets import load_dataset
 from cnnlab.engine.checkpoint import load_checkpoint
 from cnnlab.engine.run import open_run
-from cnnlab.inference.serve import create_app
+from cnnlab.inference.serve import create_app, serving_in_thread
 from conftest import assert_one_line_error, draw_digit, run_cli
 from test_cifar import cifar10_files, write_release
+from test_lab import CHROMIUM, CHROMIUM_ARGS, draw_a_seven, stages_of
 from test_onnx_graph import export as onnx_export
 from test_onnx_graph import simple_graph, value
 from test_own_network import LECTURE_CNN, SEQUENTIAL
@@ -431,3 +432,44 @@ def test_bad_models_are_one_line_each(here, onnx_files, tmp_path, capsys):
     ]:
         code, err = run_cli(command, capsys)
         assert_one_line_error(code, err, message)
+
+
+# --- the lab in a real browser ------------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (make test installs it)")
+def test_the_lab_in_chromium_explains_a_scripts_run_and_an_onnx_files_cells(here, onnx_files, tmp_path):
+    """The lab over the lecture script's run and the learner's ONNX export of it, side by side: drawing a 7 shows
+    each one's stages; clicking a conv1 map cell shows the multiply-add, whose total is the model's own value."""
+    from playwright.sync_api import sync_playwright
+
+    run = here.folder / "run-lecture"
+    with serving_in_thread([run, onnx_files["plain"]]) as url, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1366, "height": 900})
+        page.goto(url)
+        page.wait_for_function("() => window.lab.runs.length === 2")
+        draw_a_seven(page, runs=2)
+        assert (
+            "inputs scaled as (x - 0.1307) / 0.3081" in page.locator('#columns section.run[data-run="1"]').inner_text()
+        )
+        for index, path in enumerate((run, onnx_files["plain"])):
+            assert [s[0] for s in stages_of(page, index)][:4] == ["conv1", "mp + ReLU", "conv2", "mp + ReLU"]
+            cells = page.locator(f'section.stage[data-run="{index}"][data-stage="conv1"] canvas.map')
+            cells.nth(3).click(position={"x": 20, "y": 16})
+            chosen = f"window.lab.selected && window.lab.selected.runIndex === {index}"
+            page.wait_for_function(f"() => {chosen} && document.getElementById('total') !== null", timeout=30_000)
+            selected = page.evaluate(
+                "({channel: lab.selected.channel, cell: lab.selected.cell, input: lab.selected.input})"
+            )
+            model = open_run(path).model
+            pixels = torch.tensor(selected["input"], dtype=torch.float32)[None, None] / 255
+            with torch.no_grad():
+                maps = model.get_submodule("conv1")((pixels - 0.1307) / 0.3081)
+            (row, col), channel = selected["cell"], selected["channel"]
+            assert float(page.locator("#total").inner_text()) == pytest.approx(
+                maps[0, channel, row, col].item(), abs=1e-4
+            )
+            assert "✓" in page.locator("#inspector").inner_text()
+            page.screenshot(path=str(tmp_path / f"cell-{index}.png"))
+        browser.close()
