@@ -30,7 +30,7 @@ from test_cifar import cifar10_files, write_release
 from test_lab import CHROMIUM, CHROMIUM_ARGS, draw_a_seven, stages_of
 from test_onnx_graph import export as onnx_export
 from test_onnx_graph import simple_graph, value
-from test_own_network import LECTURE_CNN, SEQUENTIAL
+from test_own_network import FACTORY, LECTURE_CNN, SEQUENTIAL
 from test_serve import lab_client
 
 TINY = ["--dataset", "mnist-sample", "--epochs", "1", "--train-subset", "600", "--no-progress", "--seed", "0"]
@@ -473,3 +473,16 @@ def test_the_lab_in_chromium_explains_a_scripts_run_and_an_onnx_files_cells(here
             assert "✓" in page.locator("#inspector").inner_text()
             page.screenshot(path=str(tmp_path / f"cell-{index}.png"))
         browser.close()
+
+
+def test_a_toml_config_names_a_factory_and_its_arguments(here, tmp_path, capsys):
+    here.script(FACTORY, "factory.py")
+    config = tmp_path / "run.toml"
+    config.write_text('model = "factory.py:make_model"\nmodel_args = { width = 8 }\n')
+    run = tmp_path / "factory"
+    assert main(["train", "--config", str(config), *TINY, "--out", str(run)]) == 0
+    assert "Training factory.py:make_model (170 parameters)" in capsys.readouterr().out
+    assert json.loads((run / "config.json").read_text())["model_args"] == {"width": 8}
+    (here.folder / "factory.py").unlink()  # reopened from the run's copy, with the arguments it was trained with
+    assert main(["summary", str(run / "model.py:make_model"), "--model-args", '{"width": 8}']) == 0
+    assert main(["evaluate", str(run)]) == 0

@@ -9,7 +9,7 @@ have been edited or deleted since. Building it runs the copy's code, so it is re
 the same way, as a run with no checkpoint: its dataset description is read from the graph and `OpenOptions`.
 """
 
-import contextlib
+import functools
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -221,7 +221,7 @@ def check_run(path, *, resumable: bool = False, trust_code: bool = False) -> Che
 
 
 def _read_run(path, *, resumable: bool, trust_code: bool, allocate: bool) -> tuple[CheckedRun, torch.nn.Module]:
-    """check_run, and the model it loaded the weights into (on the meta device unless `allocate`)."""
+    """check_run, and the model it loaded the weights into (a registered one on the meta device unless `allocate`)."""
     path = Path(path)
     if path.suffix.lower() == ".py" and path.is_file():
         raise CnnlabError(f"{path} is a script, not a trained run: train it first, cnnlab train --model {path}")
@@ -234,28 +234,29 @@ def _read_run(path, *, resumable: bool, trust_code: bool, allocate: bool) -> tup
     if code is not None:  # built from the copy, its messages naming the copy's lines
         member = parse_spec(name).member
         name = f"{folder / MODEL_SOURCE}{f':{member}' if member else ''}"
-    meta = code is None and not allocate  # a script's constructor may compute with real tensors
+    loaded = functools.partial(_loaded, name, info, width, checkpoint, source=code.source if code else None, path=path)
+    if code is None:  # a registered model: its weights fitted to shapes alone first, nothing allocated
+        with torch.device("meta"), warnings.catch_warnings(action="ignore"):  # copying into meta: a no-op it warns of
+            model = loaded()
+    if allocate or code is not None:  # a script's constructor may compute with real tensors
+        model = loaded()
+    if resumable:
+        _check_resumable(path, checkpoint)
+    return CheckedRun(path, checkpoint, info, code), model
+
+
+def _loaded(name: str, info: DatasetInfo, width, checkpoint: dict, *, source: bytes | None, path: Path):
+    """The model a checkpoint names, built and its weights loaded; one line naming the run when they do not fit."""
     try:
-        with torch.device("meta") if meta else contextlib.nullcontext(), warnings.catch_warnings():
-            if meta:
-                warnings.simplefilter("ignore")  # copying into meta tensors is a no-op PyTorch warns of
-            model = build_model(
-                name,
-                info,
-                width,
-                model_args=checkpoint["config"].get("model_args"),
-                source=code.source if code else None,
-            )
-            model.load_state_dict(checkpoint["state_dict"])
+        model = build_model(name, info, width, model_args=checkpoint["config"].get("model_args"), source=source)
+        model.load_state_dict(checkpoint["state_dict"])
     except CnnlabError as e:  # the model cannot be built for this data: say which of the runs given it is
         raise CnnlabError(f"{path}: {e}") from None
     except RuntimeError as e:
         lines = str(e).splitlines()
         detail = lines[1].strip() if len(lines) > 1 else str(e)
         raise CnnlabError(f"{path}: weights do not fit model {name}: {detail[:200]}") from None
-    if resumable:
-        _check_resumable(path, checkpoint)
-    return CheckedRun(path, checkpoint, info, code), model
+    return model
 
 
 def _check_resumable(path: Path, checkpoint: dict) -> None:

@@ -92,6 +92,9 @@ class _Binding:
 def load_script(path, name: str | None = None, *, source: bytes | None = None) -> ScriptModel:
     """The model `name` of the script at `path` (its bytes `source` when given, e.g. a run's trusted copy)."""
     path = Path(path)
+    # A learner's deprecated calls (F.log_softmax(x) with no dim) are theirs to see when they run their script;
+    # around cnnlab's answers they are noise, repeated by every command that opens the run.
+    warnings.filterwarnings("ignore", category=UserWarning, module=SCRIPT_MODULE)
     script = _Script(read_script(path) if source is None else source, path)
     target = name or script.default_target()
     return script.take(target)
@@ -369,9 +372,6 @@ class _Script:
         name = f"{SCRIPT_MODULE}{re.sub(r'[^0-9A-Za-z_]', '_', self.path.stem)}_{digest[:12]}"
         if name in sys.modules:  # the same statements of the same source: the same classes, not run twice
             return sys.modules[name]
-        # A learner's deprecated calls (F.log_softmax(x) with no dim) are theirs to see when they run their script;
-        # around cnnlab's answers they are noise, repeated by every command that opens the run.
-        warnings.filterwarnings("ignore", category=UserWarning, module=SCRIPT_MODULE)
         module = types.ModuleType(name)
         module.__file__ = str(self.path)
         sys.modules[module.__name__] = module  # dataclasses, pickle and inspect.getsource look modules up there
