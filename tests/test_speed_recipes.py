@@ -240,7 +240,7 @@ def test_recipes_take_per_dataset_settings_and_a_generic_choice_elsewhere():
 
 def test_per_dataset_settings_are_announced_when_training(tmp_path, capsys):
     shapes = write_shapes(tmp_path / "shapes", per_class=20, bad=False)  # a dataset with no settings of its own
-    common = ["--recipe", "best", "--epochs", "1", "--train-subset", "64", "--no-progress"]
+    common = ["--recipe", "best", "--epochs", "1", "--train-subset", "40", "--no-progress"]
     assert main(["train", *common, "--dataset", "folder", "--data-dir", str(shapes), "--out", str(tmp_path / "f")]) == 0
     out = capsys.readouterr().out
     assert "Recipe best has no settings measured on folder: generic augment crop" in out

@@ -282,12 +282,12 @@ def is_model_file(path) -> bool:
 
 def default_output(path, name: str) -> tuple[Path, bool]:
     """Where a picture or file a command makes of a run goes when the user names none, and whether a file there
-    may be replaced: into the run folder (a checkpoint file's folder) as `name`, replacing cnnlab's own; for a
-    model file, `<stem>-<name>` in the current folder (never beside the user's file), replacing nothing."""
+    may be replaced without --overwrite: into the run folder as `name`, replacing cnnlab's own; beside a bare
+    checkpoint file; for a model file, `<stem>-<name>` in the current folder (never beside the user's file)."""
     path = Path(path)
     if is_model_file(path):
         return Path(f"{path.stem}-{name}"), False
-    return (path if path.is_dir() else path.parent) / name, True
+    return (path if path.is_dir() else path.parent) / name, path.is_dir()
 
 
 def open_run(path, options: OpenOptions = OpenOptions()) -> SavedRun:

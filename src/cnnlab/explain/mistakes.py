@@ -101,9 +101,8 @@ def run_cell(
     ), dataset
 
 
-def cell_sheet(cell: ConfusionCell, dataset: ImageDataset, out: Path, *, overwrite: bool = True) -> Path:
-    """The cell's images (the SHEET_LIMIT most confident) as a PNG grid, each titled with its top 3; a file at
-    `out` is replaced only with `overwrite`."""
+def cell_sheet(cell: ConfusionCell, dataset: ImageDataset, out: Path) -> Path:
+    """The cell's images (the SHEET_LIMIT most confident) as a PNG grid, each titled with its top 3."""
     if not cell.examples:
         raise CnnlabError(f"{cell.describe()}: there is nothing to draw")
     shown = cell.examples[:SHEET_LIMIT]
@@ -120,4 +119,4 @@ def cell_sheet(cell: ConfusionCell, dataset: ImageDataset, out: Path, *, overwri
         )
     more = f" (the {len(shown)} most confident shown)" if len(shown) < len(cell.examples) else ""
     fig.suptitle(f"{cell.describe()}{more}; most confident first, each with its top {TOP_K}", fontsize=9)
-    return save_figure(fig, out, overwrite=overwrite)
+    return save_figure(fig, out)

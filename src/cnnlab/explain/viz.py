@@ -1,4 +1,5 @@
-"""Pictures of a run (matplotlib, PNG): curves, confusion, errors, filters, and feature maps stage by stage."""
+"""Pictures of a run (matplotlib, PNG): curves, confusion, errors, filters, feature maps stage by stage, and
+where the model looks (attribution.py's picture)."""
 
 import math
 from pathlib import Path
@@ -15,7 +16,7 @@ from cnnlab.explain.stages import trace
 from cnnlab.files import check_output
 from cnnlab.plotting import pyplot, save_figure
 
-WHAT = ("curves", "confusion", "errors", "filters", "features")
+WHAT = ("curves", "confusion", "errors", "filters", "features", "attribution")
 
 
 def curves(run_dirs, out: Path) -> Path:
@@ -201,7 +202,7 @@ def draw(
     if not run.is_dir() and not (model_file and run.is_file()):
         raise CnnlabError(f"run directory {run} does not exist")
     if model_file and what == "curves":
-        raise CnnlabError(f"{run} is a model file: it has no training curves (filters, features, confusion, errors)")
+        raise CnnlabError(f"{run} is a model file: it has no training curves (filters, features, confusion, ...)")
     default, replaces = default_output(run, f"{what}-{image_index}.png" if what == "features" else f"{what}.png")
     out = check_output(out or default, overwrite=overwrite or (replaces and not out))  # before drawing: it may be slow
     if what == "curves":
@@ -211,6 +212,10 @@ def draw(
     if what == "filters":
         return filters(run, out, options=options)
     opened = dict(dataset_name=dataset_name, options=options)
+    if what == "attribution":
+        from cnnlab.explain.attribution import attribution_picture  # Captum: imported only for this picture
+
+        return attribution_picture(run, out, first=image_index, data_dir=data_dir, **opened)
     if what == "confusion":
         return confusion(run, out, data_dir, **opened)
     if what == "errors":

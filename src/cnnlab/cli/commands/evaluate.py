@@ -2,7 +2,6 @@
 --errors T:P, the test images of one cell of that matrix as a PNG sheet."""
 
 import argparse
-from pathlib import Path
 
 from cnnlab import CnnlabError
 from cnnlab.cli.options import add_data_options, add_open_options, int_range, open_options
@@ -25,12 +24,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "most confident first, each with its top 3",
     )
     parser.add_argument("--out", metavar="FILE.png", help="the --errors sheet (default: RUN_DIR/errors-T-P.png)")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing --out file (default: refuse; the sheet in a run folder is always replaced); "
+        "a run's own files are never replaced",
+    )
     add_open_options(parser)
 
 
 def run(args: argparse.Namespace) -> int:
+    from cnnlab.files import check_output
     from cnnlab.inference.evaluate import evaluate_run
 
+    if args.out and not args.errors:
+        raise CnnlabError("--out names the --errors sheet: give --errors T:P too")
+    out = check_output(args.out, overwrite=args.overwrite) if args.out else None  # before the evaluation's wait
     options = open_options(args)
     print(evaluate_run(args.run, args.dataset, args.data_dir, args.batch_size, args.tta, options=options))
     if args.errors:
@@ -40,13 +49,13 @@ def run(args: argparse.Namespace) -> int:
         cell, dataset = run_cell(
             args.run, args.errors, dataset_name=args.dataset, data_dir=args.data_dir, options=options
         )
-        default, replaces = default_output(args.run, f"errors-{cell.true}-{cell.predicted}.png")
         print()
         if not cell.examples:
             print(f"{cell.describe()}: no sheet to draw")
-        else:
-            out = cell_sheet(cell, dataset, Path(args.out or default), overwrite=bool(args.out) or replaces)
-            print(f"{cell.describe()}: wrote {out}")
-    elif args.out:
-        raise CnnlabError("--out names the --errors sheet: give --errors T:P too")
+            return 0
+        if out is None:  # in the run folder, replaced there; elsewhere (a checkpoint's folder, a model file's
+            # name in the current folder) only with --overwrite
+            default, replaces = default_output(args.run, f"errors-{cell.true}-{cell.predicted}.png")
+            out = check_output(default, overwrite=replaces or args.overwrite)
+        print(f"{cell.describe()}: wrote {cell_sheet(cell, dataset, out)}")
     return 0

@@ -5,7 +5,7 @@ import argparse
 from cnnlab.cli.options import add_open_options, open_options
 
 NAME = "viz"
-HELP = "pictures of a run: curves, confusion, errors, filters, features"
+HELP = "pictures of a run: curves, confusion, errors, filters, features, attribution"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -13,9 +13,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "runs", nargs="+", metavar="RUN_DIR", help="run folder (several for --what curves), or a model file: model.onnx"
     )
     parser.add_argument(
-        "--what", required=True, metavar="PICTURE", help="curves, confusion, errors, filters or features"
+        "--what",
+        required=True,
+        metavar="PICTURE",
+        help="curves, confusion, errors, filters, features, or attribution (occlusion and Grad-CAM for the first "
+        "test image of each class)",
     )
-    parser.add_argument("--image", type=int, default=0, metavar="N", help="test image index for features (default: 0)")
+    parser.add_argument(
+        "--image",
+        type=int,
+        default=0,
+        metavar="N",
+        help="features: this test image; attribution: each class's first test image from this index on (default: 0)",
+    )
     parser.add_argument(
         "--dataset",
         metavar="NAME",
