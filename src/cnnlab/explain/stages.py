@@ -491,7 +491,10 @@ def _stage(op: _Op, rf: ReceptiveField | None, convs: dict[str, ConvCall], befor
     """The step as a stage; `before`: the field and the values of what it read, for its branches' fields."""
     values = _values(op.output)
     if op.module is not None:
-        name = f"{op.name}: {type(op.module).__name__}" if op.name.isdigit() else op.name  # a Sequential's "0"
+        # A convolution called again is named as its call is ("conv (call 2)"), as the inspector names it; a
+        # model that is a Sequential has only numbers for names, so they say what they are ("3.1: ReLU").
+        base = op.conv.name if op.conv is not None else op.name
+        name = f"{base}: {type(op.module).__name__}" if op.name.replace(".", "").isdigit() else base
     elif op.kind in RESHAPES and op.output.dim() == 2:
         name = "flatten"
     elif op.kind in ("mean", "adaptiveavgpool2d") and values.numel() == op.output.shape[1]:

@@ -93,8 +93,10 @@ def load_script(path, name: str | None = None, *, source: bytes | None = None) -
     """The model `name` of the script at `path` (its bytes `source` when given, e.g. a run's trusted copy)."""
     path = Path(path)
     # A learner's deprecated calls (F.log_softmax(x) with no dim) are theirs to see when they run their script;
-    # around cnnlab's answers they are noise, repeated by every command that opens the run.
+    # around cnnlab's answers they are noise, repeated by every command that opens the run. The stages replay
+    # the same forward through torch.fx's interpreter, which the warnings then name as their caller.
     warnings.filterwarnings("ignore", category=UserWarning, module=SCRIPT_MODULE)
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\.fx\.interpreter")
     script = _Script(read_script(path) if source is None else source, path)
     target = name or script.default_target()
     return script.take(target)
