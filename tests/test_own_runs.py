@@ -25,7 +25,7 @@ from cnnlab.data.datasets import load_dataset
 from cnnlab.engine.checkpoint import load_checkpoint
 from cnnlab.engine.run import open_run
 from cnnlab.inference.serve import create_app, serving_in_thread
-from conftest import assert_one_line_error, draw_digit, run_cli
+from conftest import assert_one_line_error, draw_digit, run_cli, write_idx_dataset
 from test_cifar import cifar10_files, write_release
 from test_lab import CHROMIUM, CHROMIUM_ARGS, draw_a_seven, stages_of
 from test_onnx_graph import export as onnx_export
@@ -208,6 +208,19 @@ def test_compare_takes_a_script_beside_registered_names_and_reuses_its_run(here,
         assert_one_line_error(code, err, "already exists; pass --overwrite to replace it")
     finally:
         script.write_text(original)
+
+
+def test_bench_times_a_script_through_both_pipelines(here, tmp_path, capsys):
+    """`bench --models lecture.py` on a small IDX set (--quick keeps its first tenth of MNIST's sizes): the learner's
+    network through cnnlab's pipeline and the lecture's own loop, then its inference rates; its top level never runs."""
+    data = write_idx_dataset(tmp_path / "mnist", n_train=200, n_test=50)
+    command = ["bench", "--models", "lecture.py", "--quick", "--repeats", "1", "--data-dir", data]
+    assert run_cli([*command, "--out", tmp_path / "bench"], capsys)[0] == 0
+    entry = json.loads(next((tmp_path / "bench").glob("*.json")).read_text())["models"]["lecture.py"]
+    assert entry["parameters"] == 8490
+    assert entry["cnnlab"]["seconds_per_epoch"] > 0 and entry["reference"]["seconds_per_epoch"] > 0
+    assert set(entry["onnxruntime_images_per_s"]) == {"1", "1024"}
+    assert not (here.folder / "SIDE_EFFECT").exists()
 
 
 # --- learners' networks, trained tiny --------------------------------------------------------------------------
