@@ -23,7 +23,7 @@ from cnnlab import CnnlabError
 from cnnlab.cli import main
 from cnnlab.data.datasets import load_dataset
 from cnnlab.engine.checkpoint import load_checkpoint
-from cnnlab.engine.run import open_run
+from cnnlab.engine.run import OpenOptions, open_run
 from cnnlab.inference.serve import create_app, serving_in_thread
 from conftest import assert_one_line_error, draw_digit, run_cli, write_idx_dataset
 from test_cifar import cifar10_files, write_release
@@ -369,6 +369,13 @@ def test_the_lab_on_onnx_files_shows_every_stage_and_the_multiply_add(onnx_files
         "softmax",
     ]
     assert "inputs scaled as (x - 0.1307) / 0.3081" in body["notes"][0]
+    names = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+    named = lab_client(create_app([onnx_files["plain"]], options=OpenOptions(normalize=(0.5, 0.5), classes=names)))
+    served = named.get("/runs").json()[0]
+    assert (served["mean"], served["std"], served["classes"]) == (0.5, 0.5, list(names))
+    answer = named.post("/activations", json={"pixels": pixels}).json()
+    assert "inputs scaled as (x - 0.5) / 0.5 (--normalize)" in answer["notes"][0]
+    assert {p["class"] for p in answer["predictions"]} <= set(names)
     cell = client.post("/explain", json={"pixels": pixels, "module": "conv2", "channel": 7, "row": 3, "col": 5}).json()
     assert cell["sum"] == pytest.approx(cell["activation"], abs=1e-4)
     ort = lab_client(create_app([onnx_files["ort"]]))
