@@ -22,7 +22,7 @@ from cnnlab.data.batches import epoch_order, iterate_batches
 from cnnlab.data.datasets import ImageDataset, load_dataset
 from cnnlab.engine.config import TrainConfig, build_config
 from cnnlab.engine.evaluate import evaluate
-from cnnlab.engine.loop import train_one_epoch
+from cnnlab.engine.loop import fastest_layout, train_one_epoch
 from cnnlab.engine.run import build_model
 from cnnlab.engine.state import build_optimizer
 from cnnlab.models import count_parameters
@@ -88,8 +88,9 @@ def reference_epoch(model, optimizer, dataset: ImageDataset, seed: int) -> tuple
 
 
 def cnnlab_epoch(model, optimizer, dataset: ImageDataset, config: TrainConfig) -> tuple[float, float]:
-    """The same epoch through cnnlab's pipeline (index-slice batches, channels_last); (seconds, test accuracy)."""
-    memory_format = torch.channels_last
+    """The same epoch through cnnlab's pipeline (index-slice batches, channels_last unless the model's forward
+    needs NCHW: a learner's `x.view`); (seconds, test accuracy)."""
+    memory_format = fastest_layout(model, (dataset.in_channels, *dataset.input_size))
     model.to(memory_format=memory_format)
 
     def epoch() -> float:

@@ -11,7 +11,7 @@ import torch
 from cnnlab import CnnlabError
 from cnnlab.data.batches import iterate_batches
 from cnnlab.data.datasets import DatasetInfo, ImageDataset
-from cnnlab.engine.run import open_run
+from cnnlab.engine.run import OpenOptions, open_run
 from cnnlab.plotting import pyplot, save_figure
 
 TOP_K = 3
@@ -88,9 +88,11 @@ def parse_cell(text: str, classes) -> tuple[int, int]:
     return one(parts[0]), one(parts[1])
 
 
-def run_cell(run, cell: str, *, dataset_name=None, data_dir=None) -> tuple[ConfusionCell, ImageDataset]:
+def run_cell(
+    run, cell: str, *, dataset_name=None, data_dir=None, options: OpenOptions = OpenOptions()
+) -> tuple[ConfusionCell, ImageDataset]:
     """The confusion cell "T:P" of a run on its own test set (or on `dataset_name`'s, of the same classes)."""
-    saved = open_run(run)
+    saved = open_run(run, options)
     dataset = saved.load_dataset(dataset_name, data_dir)
     true, predicted = parse_cell(cell, dataset.classes)
     probabilities = probabilities_of_test_set(saved.model, dataset, saved.info)
