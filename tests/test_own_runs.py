@@ -10,6 +10,9 @@ import hashlib
 import json
 import re
 import shutil
+import signal
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -28,6 +31,7 @@ from cnnlab.inference.serve import create_app, serving_in_thread
 from conftest import assert_one_line_error, draw_digit, run_cli, write_idx_dataset
 from test_cifar import cifar10_files, write_release
 from test_lab import CHROMIUM, CHROMIUM_ARGS, draw_a_seven, stages_of
+from test_lab_api import free_port
 from test_onnx_graph import export as onnx_export
 from test_onnx_graph import simple_graph, value
 from test_own_network import FACTORY, LECTURE_CNN, SEQUENTIAL
@@ -392,6 +396,24 @@ def test_the_lab_on_onnx_files_shows_every_stage_and_the_multiply_add(onnx_files
         "/explain", json={"pixels": pixels, "module": body["stages"][0]["name"], "channel": 0, "row": 0, "col": 0}
     )
     assert refused.status_code == 422
+
+
+def test_serve_says_how_a_model_file_is_scaled_and_named(onnx_files):
+    """`cnnlab serve model.onnx --normalize --classes` says, before its "serving on" line, what evaluate and predict
+    say: how the file's inputs are scaled and where its classes' names come from."""
+    command = ["serve", str(onnx_files["plain"]), "--normalize", "0.5,0.5", "--classes", "a,b,c,d,e,f,g,h,i,j"]
+    command += ["--port", str(free_port())]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cnnlab", *command], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        lines = [process.stdout.readline(), process.stdout.readline()]
+        process.send_signal(signal.SIGINT)  # Ctrl-C
+        process.wait(timeout=30)
+    finally:
+        process.kill()
+    assert "inputs scaled as (x - 0.5) / 0.5 (--normalize); classes named by --classes" in lines[0], lines
+    assert lines[1].startswith(f"cnnlab: serving {onnx_files['plain']} on http://127.0.0.1:"), lines
 
 
 # --- bad input: one line each -------------------------------------------------------------------------------------

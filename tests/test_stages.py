@@ -297,3 +297,35 @@ def test_recorded_as_it_runs_the_stages_are_those_of_the_fx_trace(digit, name):
         )
         assert torch.equal(a.values, b.values), a.name
     assert expected.convs.keys() == recorded.convs.keys()
+
+
+class RowAttention(nn.Module):
+    """The digit's rows attending to each other: nn.MultiheadAttention returns (output, weights)."""
+
+    def __init__(self, untraceable=False):
+        super().__init__()
+        self.attn = nn.MultiheadAttention(28, 4, batch_first=True)
+        self.fc = nn.Linear(28 * 28, 10)
+        self.untraceable = untraceable
+
+    def forward(self, x):
+        if self.untraceable:
+            assert x.dim() == 4  # a check on a tensor's size: torch.fx cannot trace past it
+        rows = x.view(-1, 28, 28)
+        out, _ = self.attn(rows, rows, rows)
+        return self.fc(out.flatten(1))
+
+
+@pytest.mark.parametrize("untraceable", [False, True])
+def test_a_module_that_returns_a_tuple_is_drawn_from_its_first_tensor(digit, untraceable):
+    """Before, the module gave no stage and nothing after it was drawn either (fc, the scores)."""
+    model = RowAttention(untraceable).eval()
+    traced = trace(model, digit)
+    assert [s.name for s in traced.stages] == ["view", "attn", "flatten", "fc", "softmax"]
+    assert traced.notes[-1] == "attn gives a tuple: its first tensor is drawn"
+    assert len(traced.notes) == 1 + untraceable
+    with torch.no_grad():
+        rows = digit.view(-1, 28, 28)
+        attended = model.attn(rows, rows, rows)[0]
+        assert torch.allclose(traced.stages[1].values, attended.flatten(), atol=1e-6)
+        assert torch.allclose(traced.stages[3].values, model(digit)[0], atol=1e-6)

@@ -13,7 +13,8 @@ conv1 10x24x24, mp + ReLU 10x12x12, conv2 20x8x8, mp + ReLU 20x4x4, flatten 320,
 Where fx cannot trace `forward` (Python control flow on a tensor's values or sizes, such as the tutorial's
 `num_flat_features` loop), the same steps are recorded while the model runs: forward hooks for the
 modules and a TorchFunctionMode for the functions between them. `Trace.notes` says so, and says which
-steps could not be drawn (a module that returns a tuple) and why.
+steps are not drawn as they are, and why: a module that returns a tuple (nn.MultiheadAttention) is drawn from
+its first tensor; one that returns no tensor is not drawn.
 
 A block whose output is the channel concatenation of some of its own convolutions (lecture 11's
 InceptionA) lists those as its branches. Every convolution a stage or branch shows is kept as a
@@ -267,6 +268,10 @@ class _Recorder:
 
     def module_op(self, module: nn.Module, name: str, args: tuple, output, inputs: list[int]) -> _Op | None:
         """The step of one leaf module's call; None (and a note) when it cannot be drawn."""
+        if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
+            # nn.MultiheadAttention's (output, weights), nn.LSTM's (output, (h, c)): the rest of forward reads on
+            self.notes.append(f"{name} gives a {type(output).__name__}: its first tensor is drawn")
+            output = output[0]
         if not isinstance(output, torch.Tensor):
             self.notes.append(f"{name} gives a {type(output).__name__}, not one tensor: not drawn")
             return None
@@ -283,6 +288,8 @@ class _Recorder:
             return None
         name = _function_name(function)
         kind = _kind(name)
+        if kind == "getitem" and args and isinstance(args[0], (tuple, list)):
+            kind = "identity"  # an element of a module's tuple: shown with the module (its first tensor)
         named = dict(zip(PARAMETERS.get(kind, ()), args[1:])) | dict(kwargs)
         op = _Op(name, kind, inputs, output.detach().clone())
         kernel = named.get("kernel_size")
@@ -394,9 +401,10 @@ class _EagerRun(TorchFunctionMode):
         return [self.step[id(a)] for a in flat if isinstance(a, torch.Tensor) and id(a) in self.step]
 
     def _add(self, op: _Op | None, output) -> None:
-        if op is not None:
-            self.alive.append(output)
-            self.step[id(output)] = len(self.ops)
+        if op is not None:  # a tuple's tensors are indexed in Python, unseen here: each is known as this step's
+            for tensor in output if isinstance(output, (tuple, list)) else (output,):
+                self.alive.append(tensor)
+                self.step[id(tensor)] = len(self.ops)
             self.ops.append(op)
 
 

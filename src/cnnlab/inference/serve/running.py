@@ -87,7 +87,9 @@ def serve(
         listener.close()
         raise
     names = ", ".join(str(r) for r in run_dirs)
-    banner = f"cnnlab: serving {names} on http://{host}:{port}/ (API docs at /docs)"
+    # A model file's line first (how its inputs are scaled, its classes' names), as evaluate and predict say it.
+    origins = [lab_run.run.origin for lab_run in app.state.lab.runs if lab_run.run.origin]
+    banner = "\n".join([*origins, f"cnnlab: serving {names} on http://{host}:{port}/ (API docs at /docs)"])
     LabServer(server_config(app), banner=banner).run(sockets=[listener])
 
 
