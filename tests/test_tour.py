@@ -4,11 +4,12 @@ fails when the README and cnnlab drift apart. Each must exit 0; `serve` must ans
 any command does.
 
 Only the budget is cut (SHORTER): one epoch, and the depth sweep's shallowest depth. The newcomer's own files
-(`my-digit.png`, `my-photos/`) are drawn here. A row added to the tour must run offline from what this test
-prepares, or be listed in NOT_RUN with the reason."""
+(`my-digit.png`, `my-photos/`) are drawn here, and `my_net.py` is the lecture's script as a learner typed it. A
+row added to the tour must run offline from what this test prepares, or be listed in NOT_RUN with the reason."""
 
 import re
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -92,6 +93,7 @@ def test_the_readme_tour_runs_offline_as_written(tmp_path, monkeypatch, capsys):
     newcomer.mkdir()
     monkeypatch.chdir(newcomer)
     draw_digit("7", size=200).save("my-digit.png")
+    shutil.copy(ROOT / "docs/own-network/lecture.py", "my_net.py")  # torchvision imports: never run
     photos = write_shapes(Path("my-photos"), per_class=20, seed=1, bad=False)
     their_files = sorted(photos.rglob("*"))
     ran, skipped = [], []
