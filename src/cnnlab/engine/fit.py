@@ -204,13 +204,7 @@ def fit(
     with torch_settings(config.threads, config.deterministic):
         device = dist.local_device(device)
         data = prepare_data(config, dataset, log).to(device)
-        # The data folder saved absolute: evaluate, export and resume find it from any working directory.
-        config = dataclasses.replace(
-            config,
-            dataset=data.name,
-            out=config.out or _default_out(config, data.name),
-            data_dir=config.data_dir and str(Path(config.data_dir).resolve()),
-        )
+        config = _settled(config, data.name)
         steps = steps_per_epoch(len(data.train_labels), config.batch_size, dist.world)
         code = _model_code(config, resume, trust_code)
         model = build_training_model(config, data, device, dist, code)
@@ -223,11 +217,8 @@ def fit(
             writer = RunWriter(folder if dist.is_main else None, config, data, steps, code)
             if not resume:
                 writer.start(code, device=str(device), torch=torch.__version__, threads=torch.get_num_threads())
-            log(_start_line(config, data, state, device, dist, resume))
-            if code is not None:
-                log(f"The model: {code.described or code.model}; {_copied(code, resume)}")
-            if (notice := dataset_notice(config)) is not None:
-                log(notice)
+            for line in _start_lines(config, data, state, device, dist, resume, code):
+                log(line)
             compiled, compile_seconds = _compiled(config, data, state, log) if config.compile != "off" else (None, 0.0)
             with StopOnSignal() as stopper:
                 for epoch in range(state.epoch + 1, config.epochs + 1):
@@ -257,6 +248,27 @@ def fit(
         dist.is_main,
         compile_seconds,
     )
+
+
+def _settled(config: TrainConfig, dataset: str) -> TrainConfig:
+    """The settings as the run records them: the dataset's name, the run folder, and the data folder absolute (so
+    evaluate, export and resume find it from any working directory)."""
+    return dataclasses.replace(
+        config,
+        dataset=dataset,
+        out=config.out or _default_out(config, dataset),
+        data_dir=config.data_dir and str(Path(config.data_dir).resolve()),
+    )
+
+
+def _start_lines(config, data, state, device, dist, resume: bool, code: ModelCode | None) -> list[str]:
+    """What a run says as it starts: the run, a script's model and its copy, any notice about the dataset."""
+    lines = [_start_line(config, data, state, device, dist, resume)]
+    if code is not None:
+        lines.append(f"The model: {code.described or code.model}; {_copied(code, resume)}")
+    if (notice := dataset_notice(config)) is not None:
+        lines.append(notice)
+    return lines
 
 
 def _model_code(config: TrainConfig, resume: bool, trust_code: bool) -> ModelCode | None:
