@@ -17,6 +17,7 @@ drawings, 28x28 pixel art) first need their ink found, and their strokes brought
 """
 
 import functools
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageChops, ImageFilter
@@ -49,13 +50,37 @@ BOX, FIELD = 20, 28
 MNIST_CENTRE = 14.0  # row and column of MNIST's centre of mass (mean over the training set: 14.00, 14.01)
 
 
+@dataclass(frozen=True)
+class PageInk:
+    """The ink of a whole image, found at the working resolution (at most WORK_SIDE pixels a side)."""
+
+    ink: np.ndarray  # (H, W) float32 in [0, 1]: paper and noise 0, the stroke's core 1
+    strokes: np.ndarray  # (H, W) bool: the pixels that count for boxes and clusters (MASK_FRACTION of the core)
+    scale: float  # the image's pixels per working pixel
+
+
 def preprocess(image: Image.Image, name: str = "image") -> np.ndarray:
-    """An image of any size and mode -> 28x28 uint8, white ink on black, MNIST-style."""
+    """An image of one digit, of any size and mode -> 28x28 uint8, white ink on black, MNIST-style."""
+    return digit_input(single_digit(page_ink(image, name)))
+
+
+def page_ink(image: Image.Image, name: str = "image") -> PageInk:
+    """Steps 1 and 2 for a whole image (a digit, or a number's line of digits): the ink, away from paper,
+    shadows, noise and a photo's page edges. Raises ImageError when there is none."""
     reduced = _reduced(image)
     photo = not uniform_paper(np.asarray(reduced.convert("L")))
-    ink = find_ink(paper_contrast(reduced), name, photo=photo)
-    digit = fit_box(crop_to_ink(ink))
-    return centre_by_mass(digit)
+    ink, strokes = find_ink(paper_contrast(reduced), name, photo=photo)
+    return PageInk(ink, strokes, image.width / reduced.width)
+
+
+def single_digit(page: PageInk) -> np.ndarray:
+    """The ink of the one digit on a page: the clusters holding most ink (`_digit_cells`), specks left out."""
+    return page.ink * _digit_cells(page.ink * page.strokes)
+
+
+def digit_input(ink: np.ndarray) -> np.ndarray:
+    """The ink of one digit (any size, values in [0, 1]) -> the model's 28x28 uint8 input: steps 3 and 4."""
+    return centre_by_mass(fit_box(crop_to_ink(ink)))
 
 
 def paper_contrast(image: Image.Image) -> np.ndarray:
@@ -192,13 +217,9 @@ def _max_filter(pixels: np.ndarray, radius: int) -> np.ndarray:
     return functools.reduce(np.maximum, (rows[:, k : k + width] for k in range(2 * radius + 1)))
 
 
-def _min_filter(pixels: np.ndarray, radius: int) -> np.ndarray:
-    return -_max_filter(-pixels, radius)
-
-
-def find_ink(contrast: np.ndarray, name: str = "image", *, photo: bool = False) -> np.ndarray:
-    """(H, W) contrast -> (H, W) float32 ink in [0, 1]: paper and noise 0, the stroke's core 1, and any
-    ink away from the digit removed (in a `photo`, also a page's edge along its border: `_page_edges`).
+def find_ink(contrast: np.ndarray, name: str = "image", *, photo: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(H, W) contrast -> (H, W) float32 ink in [0, 1] (paper and noise 0, the stroke's core 1; in a `photo`,
+    a page's edge along its border removed: `_page_edges`) and the (H, W) bool strokes of `PageInk`.
     Raises ImageError when there is none."""
     sample = contrast[:: max(1, contrast.shape[0] // 256), :: max(1, contrast.shape[1] // 256)]
     paper = np.median(sample)
@@ -215,7 +236,7 @@ def find_ink(contrast: np.ndarray, name: str = "image", *, photo: bool = False) 
     strokes = contrast > MASK_FRACTION * core
     if photo:
         ink = ink * ~_page_edges(ink * strokes)
-    return ink * _digit_cells(ink * strokes)
+    return ink, strokes & (ink > 0)
 
 
 def _page_edges(ink: np.ndarray) -> np.ndarray:
@@ -224,7 +245,7 @@ def _page_edges(ink: np.ndarray) -> np.ndarray:
     touches the border itself). Found on the ink max-pooled to at most EDGE_GRID cells a side."""
     cell = -(-max(ink.shape) // EDGE_GRID)
     mask = _cell_reduce(ink, cell, np.maximum) > 0
-    labels = _clusters(mask, reach=1)
+    labels = clusters(mask)
     reached = np.isin(labels, _border(labels)) & mask
     if (mask & ~reached).sum() < EDGE_SHARE * reached.sum():  # nothing like a digit away from the border
         reached[:] = False
@@ -240,15 +261,41 @@ def _neighbours(mask: np.ndarray) -> np.ndarray:
     )
 
 
-def _clusters(mask: np.ndarray, reach: int) -> np.ndarray:
-    """(H, W) int labels of the clusters of set cells, cells at most `reach` cells apart joined (1: touching);
-    0 where the mask is not set."""
-    labels = np.where(mask, np.arange(1, mask.size + 1).reshape(mask.shape), 0)
-    while True:  # every cell takes the largest label within reach, until each cluster holds one label
-        spread = np.where(mask, _max_filter(labels, reach), 0)
-        if np.array_equal(spread, labels):
-            return labels
-        labels = spread
+def clusters(mask: np.ndarray, reach: int = 1) -> np.ndarray:
+    """(H, W) int32 labels 1..n of the clusters of set pixels, pixels at most `reach` apart joined (1: the 8
+    neighbours); 0 where the mask is not set. Works on the mask's runs (a stroke crossing a row is one run), so
+    its cost follows the number of runs, not the clusters' length."""
+    height, width = mask.shape
+    changes = np.diff(np.pad(mask, ((0, 0), (1, 1))).astype(np.int8), axis=1)
+    rows, starts = np.nonzero(changes == 1)
+    ends = np.nonzero(changes == -1)[1]  # exclusive; runs in row-major order
+    labels = np.zeros(mask.shape, np.int32)
+    if len(starts) == 0:
+        return labels
+    slack, stride = reach - 1, width + 2 * reach + 2
+    same_row = (rows[1:] == rows[:-1]) & (starts[1:] - ends[:-1] <= slack)
+    pairs = [np.flatnonzero(same_row) + np.array([[0], [1]])]
+    for down in range(1, reach + 1):  # the runs of the row `down` below that come within reach of each run
+        first = np.searchsorted(rows * stride + ends, (rows + down) * stride + starts - slack, "left")
+        count = np.maximum(
+            np.searchsorted(rows * stride + starts, (rows + down) * stride + ends + slack, "right") - first, 0
+        )
+        offsets = np.arange(count.sum()) - np.repeat(np.cumsum(count) - count, count)
+        pairs.append(np.stack([np.repeat(np.arange(len(starts)), count), np.repeat(first, count) + offsets]))
+    a, b = np.concatenate(pairs, axis=1)
+    root = np.arange(len(starts))
+    while True:  # each run takes the lowest root among its neighbours', then its root's root, until stable
+        joined = root.copy()
+        np.minimum.at(joined, a, root[b])
+        np.minimum.at(joined, b, root[a])
+        joined = joined[joined]
+        if np.array_equal(joined, root):
+            break
+        root = joined
+    lengths = ends - starts
+    pixels = np.repeat(rows * width + starts - np.cumsum(lengths) + lengths, lengths) + np.arange(lengths.sum())
+    labels.ravel()[pixels] = np.repeat(np.unique(root, return_inverse=True)[1] + 1, lengths)
+    return labels
 
 
 def _digit_cells(ink: np.ndarray) -> np.ndarray:
@@ -260,7 +307,7 @@ def _digit_cells(ink: np.ndarray) -> np.ndarray:
     photo loses to the digit, while a digit cropped tight to its ink still has its middle."""
     cell = _cell_size(ink.shape)
     mass = _cell_reduce(ink, cell, np.add)
-    labels = _clusters(mass > 0, reach=2)
+    labels = clusters(mass > 0, reach=2)
     inner = np.zeros_like(mass)
     inner[1:-1, 1:-1] = mass[1:-1, 1:-1]
     cluster_mass = np.bincount(labels.ravel(), weights=(inner if inner.any() else mass).ravel())
