@@ -207,7 +207,7 @@ def _placed(size, rng, low=0.3, high=0.75) -> tuple[float, float, float]:
     return rng.uniform(0.02, 0.98) * (size[0] - side), rng.uniform(0.02, 0.98) * (size[1] - side), side
 
 
-def _canvas_colours(rng) -> tuple:
+def canvas_colours(rng) -> tuple:
     ink, paper = ((15, 15, 15), (255, 255, 255)) if rng.random() < 0.6 else ((255, 255, 255), (0, 0, 0))
     if rng.random() < 0.25:  # a paint program's colour picker
         ink = tuple(int(v) for v in rng.integers(0, 256, 3))
@@ -227,7 +227,7 @@ def pixel_drawing(digit, rng) -> bytes:
     """A 28x28 drawing in a pixel editor: 1-2 px strokes, aliased or anti-aliased, either polarity."""
     width = 1.0 if rng.random() < 0.5 else rng.uniform(1.0, 2.5)
     coverage = render(strokes(digit), (28, 28), _placed((28, 28), rng, 0.5, 0.85), width, width > 1.0)
-    return encode(paint(coverage, *_canvas_colours(rng)))
+    return encode(paint(coverage, *canvas_colours(rng)))
 
 
 def thin_canvas(digit, rng) -> bytes:
@@ -235,7 +235,7 @@ def thin_canvas(digit, rng) -> bytes:
     size = (int(rng.integers(200, 800)), int(rng.integers(200, 800)))
     width = 1.0 if rng.random() < 0.5 else rng.uniform(1.5, 3.0)
     coverage = render(strokes(digit), size, _placed(size, rng, 0.25, 0.85), width, width > 1.0)
-    ink, paper = _canvas_colours(rng)
+    ink, paper = canvas_colours(rng)
     if rng.random() < 0.2:  # exported with a transparent background
         return encode(np.dstack([np.broadcast_to(np.asarray(ink, np.float32), coverage.shape + (3,)), 255 * coverage]))
     return encode(paint(coverage, ink, paper))
@@ -247,7 +247,7 @@ def brush_canvas(digit, rng) -> bytes:
         size, width, (ink, paper) = (280, 280), 18.0, ((17, 17, 17), (255, 255, 255))
     else:
         size = (int(rng.integers(200, 600)),) * 2
-        width, (ink, paper) = rng.uniform(0.05, 0.09) * min(size), _canvas_colours(rng)
+        width, (ink, paper) = rng.uniform(0.05, 0.09) * min(size), canvas_colours(rng)
     return encode(paint(render(strokes(digit), size, _placed(size, rng, 0.45, 0.8), width), ink, paper))
 
 
@@ -256,7 +256,7 @@ def small_on_large(digit, rng) -> bytes:
     size = (int(rng.integers(800, 2000)), int(rng.integers(800, 2000)))
     box = _placed(size, rng, 0.08, 0.2)
     width = rng.choice([1.0, rng.uniform(2, 4), rng.uniform(0.06, 0.1) * box[2]])
-    return encode(paint(render(strokes(digit), size, box, width, width > 1.0), *_canvas_colours(rng)))
+    return encode(paint(render(strokes(digit), size, box, width, width > 1.0), *canvas_colours(rng)))
 
 
 def tight_crop(digit, rng) -> bytes:
@@ -269,7 +269,7 @@ def tight_crop(digit, rng) -> bytes:
     margin = int(rng.integers(0, 3))
     top, left = max(0, rows.min() - margin), max(0, cols.min() - margin)
     coverage = coverage[top : rows.max() + 1 + margin, left : cols.max() + 1 + margin]
-    pixels = paint(coverage, *_canvas_colours(rng))
+    pixels = paint(coverage, *canvas_colours(rng))
     return encode(pixels, "JPEG" if rng.random() < 0.3 else "PNG")
 
 
@@ -311,8 +311,8 @@ def coloured(digit, rng) -> bytes:
     """Coloured ink on coloured paper, scanned (no perspective, mild noise)."""
     while True:
         hue_ink, hue_paper = rng.uniform(0, 1, 2)
-        ink = _hsv(hue_ink, rng.uniform(0.6, 1.0), rng.uniform(0.35, 0.8))
-        paper = _hsv(hue_paper, rng.uniform(0.1, 0.4), rng.uniform(0.85, 1.0))
+        ink = hsv(hue_ink, rng.uniform(0.6, 1.0), rng.uniform(0.35, 0.8))
+        paper = hsv(hue_paper, rng.uniform(0.1, 0.4), rng.uniform(0.85, 1.0))
         if max(abs(a - b) for a, b in zip(ink, paper)) >= 90:
             break
     size = (int(rng.integers(150, 700)),) * 2
@@ -322,7 +322,7 @@ def coloured(digit, rng) -> bytes:
     return encode(pixels, "JPEG", quality=int(rng.integers(70, 95)))
 
 
-def _hsv(h, s, v) -> tuple:
+def hsv(h, s, v) -> tuple:
     return Image.new("HSV", (1, 1), (int(h * 255), int(s * 255), int(v * 255))).convert("RGB").getpixel((0, 0))
 
 
@@ -349,7 +349,7 @@ def font_digit(label: int, rng, fonts) -> bytes:
     x, y = (int(rng.integers(0, size[i] - glyph.size[i])) for i in (0, 1))
     coverage[y : y + glyph.size[1], x : x + glyph.size[0]] = np.asarray(glyph, dtype=np.float32) / 255
     if rng.random() < 0.5:
-        return encode(paint(coverage, *_canvas_colours(rng)))
+        return encode(paint(coverage, *canvas_colours(rng)))
     return photograph(paint(coverage, PENS[rng.choice(list(PENS))], PAPERS[rng.choice(list(PAPERS))]), rng)
 
 

@@ -35,8 +35,9 @@ NOISE_FLOOR = 3.0  # grey levels: contrast under this many sigmas (plus 1%) is p
 CORE_PERCENTILE = 90  # this percentile of the ink's contrast is the stroke's core, shown white
 MASK_FRACTION = 0.3  # of the core's contrast: the pixels that count for the box and the clusters
 UNIFORM_SHARE = 0.25  # one grey level on a quarter of the pixels: a drawing's or a scan's uniform paper
-POLARITY_SIDE = 64  # a photo's polarity is judged on it reduced to at most 64 px a side (20 ms at most) ...
-POLARITY_WINDOW = 0.25  # ... each pixel against the median of a window a quarter of the side around it ...
+POLARITY_SIDE = 128  # a photo's polarity is judged on it reduced to at most 128 px a side (thin pen visible) ...
+POLARITY_WINDOW = 0.125  # ... each pixel against the median of a window an eighth of the side around it ...
+POLARITY_STRIDE = 2  # ... sampled at every other pixel (the cost of a 64 px side's full window) ...
 POLARITY_MARGIN = 0.05  # ... counting where its log-brightness differs from it by more than this (~5%)
 EDGE_GRID = 128  # a page's edges are traced on a grid of at most this many cells a side ...
 EDGE_SHARE = 0.25  # ... and left out when a quarter as much ink (the digit) lies away from the border
@@ -64,10 +65,11 @@ def preprocess(image: Image.Image, name: str = "image") -> np.ndarray:
     return digit_input(single_digit(page_ink(image, name)))
 
 
-def page_ink(image: Image.Image, name: str = "image") -> PageInk:
+def page_ink(image: Image.Image, name: str = "image", *, work_side: int = WORK_SIDE) -> PageInk:
     """Steps 1 and 2 for a whole image (a digit, or a number's line of digits): the ink, away from paper,
-    shadows, noise and a photo's page edges. Raises ImageError when there is none."""
-    reduced = _reduced(image)
+    shadows, noise and a photo's page edges, found on the image box-reduced to at most `work_side` pixels a
+    side. Raises ImageError when there is none."""
+    reduced = _reduced(image, work_side)
     photo = not uniform_paper(np.asarray(reduced.convert("L")))
     ink, strokes = find_ink(paper_contrast(reduced), name, photo=photo)
     return PageInk(ink, strokes, image.width / reduced.width)
@@ -84,8 +86,9 @@ def digit_input(ink: np.ndarray) -> np.ndarray:
 
 
 def paper_contrast(image: Image.Image) -> np.ndarray:
-    """(H, W) float32: how much more ink than paper each pixel holds, 0 on paper, ~1 on black-on-white ink."""
-    paper_bright = _paper_bright(_reduced(image))
+    """A working image in L, RGB or RGBA (`_reduced`) -> (H, W) float32: how much more ink than paper each
+    pixel holds, 0 on paper, ~1 on black-on-white ink."""
+    paper_bright = _paper_bright(image)
     fraction = _closing_fraction(paper_bright[0] if len(paper_bright) == 1 else np.mean(paper_bright, axis=0))
     contrast = [1.0 - channel / np.maximum(paper_level(channel, fraction), 1.0) for channel in paper_bright]
     return np.max(contrast, axis=0) if len(contrast) > 1 else contrast[0]
@@ -104,11 +107,11 @@ def _closing_fraction(grey: np.ndarray) -> float:
     return CLOSING_FRACTIONS[-1]
 
 
-def _reduced(image: Image.Image) -> Image.Image:
-    """The image in L, RGB or RGBA, box-reduced by a whole factor to at most WORK_SIDE pixels a side."""
+def _reduced(image: Image.Image, side: int = WORK_SIDE) -> Image.Image:
+    """The image in L, RGB or RGBA, box-reduced by a whole factor to at most `side` pixels a side."""
     has_alpha = image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in image.info
     image = image.convert("RGBA" if has_alpha else "L" if image.mode in ("1", "L", "I", "I;16", "F") else "RGB")
-    factor = -(-max(image.size) // WORK_SIDE)
+    factor = -(-max(image.size) // side)
     return image.reduce(factor) if factor > 1 else image
 
 
@@ -144,6 +147,7 @@ def light_ink(grey: np.ndarray) -> bool:
     small = np.log(np.asarray(Image.fromarray(grey).reduce(cell), dtype=np.float32) + 16)
     window = 2 * round(POLARITY_WINDOW * max(small.shape) / 2) + 1
     around = np.lib.stride_tricks.sliding_window_view(np.pad(small, window // 2, mode="edge"), (window, window))
+    around = around[..., ::POLARITY_STRIDE, ::POLARITY_STRIDE]
     excess = small - np.median(around.reshape(*small.shape, -1), axis=2)
     return bool(np.maximum(excess - POLARITY_MARGIN, 0).sum() > np.maximum(-excess - POLARITY_MARGIN, 0).sum())
 
