@@ -47,7 +47,7 @@ from cnnlab.tables import format_table
 
 ROOT = Path(__file__).resolve().parents[1]
 LENGTHS = {1: 4, 2: 14, 3: 12, 4: 18, 5: 10, 6: 10, 7: 6, 8: 8, 9: 4, 10: 8, 11: 3, 12: 3}  # weights
-DECODE_SIDE = 1024  # photos are decoded at a reduced scale (as the lab's server does), at least this long
+DECODE_SIDE = 2048  # photos are decoded at a reduced scale, at least this long (a small number keeps its pixels)
 
 
 # ---- glyphs: one real digit as ink coverage in [0, 1], cropped to its ink -------------------------------
@@ -202,15 +202,17 @@ def _digit_height(digits: str, room: float, rng, low: float, high: float) -> flo
     return min(rng.uniform(low, high), room / (0.9 * len(digits)))
 
 
-def _on_canvas(coverage, boxes, size, rng, colours) -> tuple[np.ndarray, list]:
-    """The number's coverage placed at random on a canvas of `size` (shrunk first if it does not fit)."""
-    scale = min(1.0, 0.96 * size[0] / coverage.shape[1], 0.96 * size[1] / coverage.shape[0])
+def _on_canvas(coverage, boxes, size, rng, colours, free=0.0) -> tuple[np.ndarray, list]:
+    """The number's coverage placed at random on a canvas of `size` (shrunk first if it does not fit), `free`
+    of each side left empty (a photo's perspective must not crop it)."""
+    room = (1 - 2 * free) * np.asarray(size)
+    scale = min(1.0, 0.96 * room[0] / coverage.shape[1], 0.96 * room[1] / coverage.shape[0])
     if scale < 1:
         shape = (max(1, round(coverage.shape[1] * scale)), max(1, round(coverage.shape[0] * scale)))
         coverage = np.asarray(Image.fromarray(coverage, "F").resize(shape, Image.BILINEAR))
         boxes = [tuple(round(v * scale) for v in box) for box in boxes]
-    left = int(rng.integers(0, size[0] - coverage.shape[1] + 1))
-    top = int(rng.integers(0, size[1] - coverage.shape[0] + 1))
+    left = int(rng.integers(free * size[0], size[0] - free * size[0] - coverage.shape[1] + 1))
+    top = int(rng.integers(free * size[1], size[1] - free * size[1] - coverage.shape[0] + 1))
     page = np.zeros((size[1], size[0]), dtype=np.float32)
     page[top : top + coverage.shape[0], left : left + coverage.shape[1]] = coverage
     return paint(page, *colours), [(a + left, b + top, c + left, d + top) for a, b, c, d in boxes]
@@ -260,7 +262,7 @@ def _photo_page(digits, src, rng, ink, pen_share, texture=0.0, crease=False) -> 
     size = [(640, 480), (1024, 768), (1600, 1200), (1200, 1600), (768, 1024)][rng.integers(0, 5)]
     w = writer(rng, _digit_height(digits, rng.uniform(0.35, 0.9) * size[0], rng, 0.08 * size[1], 0.3 * size[1]))
     coverage, _ = compose(_glyphs(digits, src, rng, w, pen=max(1.0, pen_share * w.height)), rng, w, 2)
-    page, _ = _on_canvas(coverage, [], size, rng, ((255, 255, 255), (0, 0, 0)))
+    page, _ = _on_canvas(coverage, [], size, rng, ((255, 255, 255), (0, 0, 0)), free=0.08)
     coverage = page[..., 0] / 255
     if texture:  # graphite left on the paper's grain
         grain = Image.fromarray(rng.uniform(0, 255, (size[1] // 2 + 1, size[0] // 2 + 1)).astype(np.uint8))
@@ -514,7 +516,7 @@ def speed_inputs(src: Sources, rng) -> dict[str, bytes]:
     """A 4-digit number photographed at 12 megapixels (4032x3024, pen on paper), and drawn on the lab's pad."""
     w = writer(rng, 380.0)
     coverage, _ = compose(_glyphs("2026", src, rng, w, pen=22.0), rng, w, 4)
-    page, _ = _on_canvas(coverage, [], (4032, 3024), rng, ((255, 255, 255), (0, 0, 0)))
+    page, _ = _on_canvas(coverage, [], (4032, 3024), rng, ((255, 255, 255), (0, 0, 0)), free=0.08)
     photo = photograph(paint(page[..., 0] / 255, PENS["blue ballpoint"], PAPERS["white"]), rng)
     return {
         "4-digit 12 MP photo (4032x3024 JPEG)": photo,

@@ -30,6 +30,7 @@ from cnnlab.inference.preprocess import (
     PageInk,
     clusters,
     digit_input,
+    mnist_like,
     page_ink,
     single_digit,
     stroke_width,
@@ -39,8 +40,10 @@ MAX_DIGITS = 12
 MAX_MARKS = 60  # more marks than this on the line is text or scattered dirt, never a number
 MAX_ASPECT = 40  # an image longer than this many times its width holds no readable line of digits
 SPECK = 0.2  # a mark less than this share of the line's height, both ways, is a speck (or a dot of noise)
+FINE_HEIGHT = 48  # a line lower than this many working pixels is found again in a crop, finer
 THIN_STROKE = 2.5  # px: the breaks in strokes thinner than this are bridged when the ink is split into marks
-BORDER, EDGE_LENGTH, EDGE_RATIO = 0.01, 0.4, 2.5  # a page's edge: at a border, long (`_along_border`)
+BORDER, EDGE_LENGTH, EDGE_RATIO = 0.08, 0.4, 2.5  # a page's edge: at a border, long (`_along_border`)
+MAX_GAP, GROUP_SHARE = 2.0, 0.3  # marks this many line heights apart are not one number (`_apart`)
 BIG = 0.5  # marks at least this share of the tallest make the line (its height, its band)
 LINE_OVERLAP = 0.3  # two marks share a line when their rows overlap by this share of the shorter one
 BAND_MARGIN = 0.35  # ink this share of the line's height above or below its band still belongs to it (a 5's bar)
@@ -102,8 +105,12 @@ class Digit:
 
 @dataclass(frozen=True)
 class Reading:
-    number: str  # the digits' top classes, left to right (leading zeros kept)
-    digits: list[Digit]
+    digits: list[Digit]  # left to right
+
+    @property
+    def number(self) -> str:
+        """The digits' top classes, left to right, leading zeros kept."""
+        return "".join(d.top[0]["class"] for d in self.digits)
 
     @property
     def unsure(self) -> bool:
@@ -133,9 +140,7 @@ def read_number(
             f"{name}: {image.width:,}x{image.height:,} pixels is too long and thin for a line of digits "
             f"(at most {MAX_ASPECT}:1)"
         )
-    side = _work_side(image.size)
-    page = page_ink(image, name, work_side=side)
-    pieces = _pieces(page, name)
+    page, pieces, origin = _line_ink(image, name)
     costs, inputs = _candidates(page, pieces)
     runs = list(costs)
     probabilities = _probabilities(classifier, inputs)
@@ -147,20 +152,39 @@ def read_number(
     answer = lambda seen, p, box, split_unsure: Digit(
         box, _top(p, classifier.classes, top_k), bool(p.max() < unsure_below), split_unsure, seen
     )
-    if len(path) == 1:  # one digit: the single-digit answer, unchanged
-        if -(-max(image.size) // side) != -(-max(image.size) // WORK_SIDE):
-            page = page_ink(image, name)
+    if not all(mnist_like(inputs[runs.index(run)]) for run in path):
+        raise NotANumberError(f"{name}: ink that does not look like digits (a drawing or a scribble?)")
+    if len(path) == 1:  # one digit: the single-digit answer, unchanged (`preprocess`)
+        reduced_alike = -(-max(image.size) // _work_side(image.size)) == -(-max(image.size) // WORK_SIDE)
+        page = page if origin == (0, 0) and reduced_alike else page_ink(image, name)
         ink = single_digit(page)
         seen = digit_input(ink)
-        digits = [answer(seen, _probabilities(classifier, [seen])[0], _ink_box(ink, page.scale), False)]
-    else:
-        digits = [
-            answer(inputs[k], probabilities[k], _run_box(pieces, run, page.scale), run in ambiguous)
-            for k, run in ((runs.index(run), run) for run in path)
-        ]
-        if sum(d.unsure for d in digits) > NOT_DIGITS_SHARE * len(digits):
-            raise NotANumberError(f"{name}: ink that does not read as digits (a drawing, letters or text?)")
-    return Reading("".join(d.top[0]["class"] for d in digits), digits)
+        return Reading([answer(seen, _probabilities(classifier, [seen])[0], _ink_box(ink, page.scale), False)])
+    digits = []
+    for run in path:
+        k = runs.index(run)
+        box = _scaled(_union(pieces.boxes[pieces.order[run[0] : run[1]]]), page.scale, origin)
+        digits.append(answer(inputs[k], probabilities[k], box, run in ambiguous))
+    if sum(d.unsure for d in digits) > NOT_DIGITS_SHARE * len(digits):
+        raise NotANumberError(f"{name}: ink that does not read as digits (a drawing, letters or text?)")
+    return Reading(digits)
+
+
+def _line_ink(image: Image.Image, name: str) -> tuple[PageInk, "_Pieces", tuple[int, int]]:
+    """The page's ink and its pieces; when the line is under FINE_HEIGHT working pixels high in an image
+    that has more, found again in the image cropped around the line, at up to the image's own resolution
+    (a small number in a large photo). The crop's origin in the image's pixels."""
+    page = page_ink(image, name, work_side=_work_side(image.size))
+    pieces = _pieces(page, name)
+    if pieces.height >= FINE_HEIGHT or page.scale <= 1:
+        return page, pieces, (0, 0)
+    left, top, right, bottom = _union(pieces.boxes[1:])
+    margin = pieces.height
+    box = _scaled((int(left - margin), int(top - margin), int(right + margin), int(bottom + margin)), page.scale)
+    box = (max(0, box[0]), max(0, box[1]), min(image.width, box[2]), min(image.height, box[3]))
+    crop = image.crop(box)
+    fine = page_ink(crop, name, work_side=_work_side(crop.size))
+    return fine, _pieces(fine, name), (box[0], box[1])
 
 
 def _work_side(size: tuple[int, int]) -> int:
@@ -267,22 +291,39 @@ def _line(boxes: np.ndarray, mass: np.ndarray, shape: tuple[int, ...], name: str
     band = (top[in_line].min() - BAND_MARGIN * height, bottom[in_line].max() + BAND_MARGIN * height)
     speck = (heights < SPECK * height) & (widths < SPECK * height)
     kept = (bottom > band[0]) & (top < band[1]) & ~speck & (mass > 0)
-    return np.concatenate([[False], kept]), height
+    return np.concatenate([[False], _apart(kept, left, right, mass, height, name)]), height
+
+
+def _apart(kept: np.ndarray, left: np.ndarray, right: np.ndarray, mass: np.ndarray, height: float, name: str):
+    """The kept marks less those more than MAX_GAP line heights away from the number's group (a page's
+    edge, a speck of dirt); NotANumberError when a group that far away holds GROUP_SHARE of the ink."""
+    order = np.flatnonzero(kept)[np.argsort(left[kept], kind="stable")]
+    reach = np.maximum.accumulate(right[order])
+    group = np.concatenate([[0], np.cumsum(left[order[1:]] - reach[:-1] > MAX_GAP * height)])
+    group_mass = np.bincount(group, weights=mass[order])
+    if (group_mass >= GROUP_SHARE * group_mass.max()).sum() > 1:
+        raise NotANumberError(f"{name}: groups of ink far apart, not one number")
+    kept = kept.copy()
+    kept[order[group != np.argmax(group_mass)]] = False
+    return kept
 
 
 def _along_border(boxes: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """Marks that run along a border of the image as a page's edge or a desk's does: touching it, as long as
-    EDGE_LENGTH of it, and EDGE_RATIO times as long as the tallest of the other marks (a tight crop's
-    digits touch the borders too, and are as tall as each other)."""
+    """Marks that run along a border of the image as a page's edge or a desk's does: near it (BORDER), as
+    long as EDGE_LENGTH of it, and, beside a left or right border, EDGE_RATIO times as tall as the other
+    marks, or beside the top or bottom, thinner than they are tall (a tight crop's digits touch the
+    borders too, and are as tall as each other; a strip's touching digits are as tall as the rest)."""
     height, width = shape[:2]
     left, top, right, bottom = boxes.T
-    margin = max(2, round(BORDER * max(height, width)))
-    sides = (left <= margin) | (right >= width - margin), (top <= margin) | (bottom >= height - margin)
-    edge = (sides[0] & (bottom - top >= EDGE_LENGTH * height)) | (sides[1] & (right - left >= EDGE_LENGTH * width))
-    if edge.all() or not edge.any():
-        return np.zeros_like(edge)
-    length = np.maximum(bottom - top, right - left)
-    return edge & (length >= EDGE_RATIO * (bottom - top)[~edge].max())
+    tall, wide = bottom - top, right - left
+    margin = BORDER * max(height, width)
+    beside = (left <= margin) | (right >= width - margin)
+    over = (top <= margin) | (bottom >= height - margin)
+    long = (beside & (tall >= EDGE_LENGTH * height)) | (over & (wide >= EDGE_LENGTH * width))
+    if long.all() or not long.any():
+        return np.zeros_like(long)
+    others = tall[~long]
+    return (beside & long & (tall >= EDGE_RATIO * others.max())) | (over & long & (tall <= 0.5 * np.median(others)))
 
 
 def _rows_shared(top: np.ndarray, bottom: np.ndarray) -> np.ndarray:
@@ -424,16 +465,15 @@ def _best_split(scores: dict[Run, float], skips: dict[Run, float], count: int) -
     return path, {run for run in path if any(r[0] < run[1] and run[0] < r[1] for r in rivals)}
 
 
-def _run_box(pieces: _Pieces, run: Run, scale: float) -> tuple[int, int, int, int]:
-    return _scaled(_union(pieces.boxes[pieces.order[run[0] : run[1]]]), scale)
-
-
 def _ink_box(ink: np.ndarray, scale: float) -> tuple[int, int, int, int]:
     """The box of the ink `crop_to_ink` keeps, in the image's pixels."""
     rows, cols = np.nonzero(ink > MASK_FRACTION * ink.max())
     return _scaled((int(cols.min()), int(rows.min()), int(cols.max()) + 1, int(rows.max()) + 1), scale)
 
 
-def _scaled(box: tuple[int, int, int, int], scale: float) -> tuple[int, int, int, int]:
+def _scaled(
+    box: tuple[int, int, int, int], scale: float, origin: tuple[int, int] = (0, 0)
+) -> tuple[int, int, int, int]:
+    """A box in working pixels -> the image's pixels."""
     left, top, right, bottom = (round(v * scale) for v in box)
-    return left, top, right, bottom
+    return left + origin[0], top + origin[1], right + origin[0], bottom + origin[1]
