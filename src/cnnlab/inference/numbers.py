@@ -40,10 +40,11 @@ MAX_DIGITS = 12
 MAX_MARKS = 60  # more marks than this on the line is text or scattered dirt, never a number
 MAX_ASPECT = 40  # an image longer than this many times its width holds no readable line of digits
 SPECK = 0.2  # a mark less than this share of the line's height, both ways, is a speck (or a dot of noise)
+SMALL_SIDE = 64  # an image shorter than this is enlarged to it before its ink is split into digits
 FINE_HEIGHT = 48  # a line lower than this many working pixels is found again in a crop, finer
 THIN_STROKE = 2.5  # px: the breaks in strokes thinner than this are bridged when the ink is split into marks
 BORDER, EDGE_LENGTH, EDGE_RATIO = 0.08, 0.4, 2.5  # a page's edge: at a border, long (`_along_border`)
-MAX_GAP, GROUP_SHARE = 2.0, 0.3  # marks this many line heights apart are not one number (`_apart`)
+WORD_GAP, MAX_GAP, GROUP_SHARE = 0.8, 1.5, 0.3  # line heights between marks not of one number (`_apart`)
 BIG = 0.5  # marks at least this share of the tallest make the line (its height, its band)
 LINE_OVERLAP = 0.3  # two marks share a line when their rows overlap by this share of the shorter one
 BAND_MARGIN = 0.35  # ink this share of the line's height above or below its band still belongs to it (a 5's bar)
@@ -77,8 +78,9 @@ HEIGHT_PENALTY = 10.0  # ... and loses this much log-probability per line-height
 CUT_MIN_WIDTH = 0.6  # marks wider than this share of the line's height are cut into pieces ...
 CUT_SPACING = 0.2  # ... at narrow places of the slanted column profile at least this share apart
 CUT_COST = 1.5  # log-probability lost by a cut for each stroke it crosses beyond one (a 0 cut in half: two)
+WIDE = 0.9  # a mark this many line heights wide is cut at its narrowest place even when that is not narrow
 CUT_DEPTH = 0.8  # a column narrower than this share of the mark's median column is a place to cut
-SPLIT_MARGIN = math.log(3)  # another split within this much log-probability of the best makes its digits unsure
+SPLIT_MARGIN = math.log(2)  # another split within this much log-probability of the best makes its digits unsure
 NOT_DIGITS_SHARE = 0.5  # when more than this share of the digits of a number are unsure, the ink is no number
 
 
@@ -140,7 +142,7 @@ def read_number(
             f"{name}: {image.width:,}x{image.height:,} pixels is too long and thin for a line of digits "
             f"(at most {MAX_ASPECT}:1)"
         )
-    page, pieces, origin = _line_ink(image, name)
+    page, pieces, scale, origin = _line_ink(image, name)
     costs, inputs = _candidates(page, pieces)
     runs = list(costs)
     probabilities = _probabilities(classifier, inputs)
@@ -155,36 +157,43 @@ def read_number(
     if not all(mnist_like(inputs[runs.index(run)]) for run in path):
         raise NotANumberError(f"{name}: ink that does not look like digits (a drawing or a scribble?)")
     if len(path) == 1:  # one digit: the single-digit answer, unchanged (`preprocess`)
-        reduced_alike = -(-max(image.size) // _work_side(image.size)) == -(-max(image.size) // WORK_SIDE)
-        page = page if origin == (0, 0) and reduced_alike else page_ink(image, name)
+        alike = scale == page.scale and -(-max(image.size) // _work_side(image.size)) == -(
+            -max(image.size) // WORK_SIDE
+        )
+        page = page if origin == (0, 0) and alike else page_ink(image, name)
         ink = single_digit(page)
         seen = digit_input(ink)
-        return Reading([answer(seen, _probabilities(classifier, [seen])[0], _ink_box(ink, page.scale), False)])
+        box = _ink_box(ink, page.scale)
+        return Reading([answer(seen, _probabilities(classifier, [seen])[0], box, path[0] in ambiguous)])
     digits = []
     for run in path:
         k = runs.index(run)
-        box = _scaled(_union(pieces.boxes[pieces.order[run[0] : run[1]]]), page.scale, origin)
+        box = _scaled(_union(pieces.boxes[pieces.order[run[0] : run[1]]]), scale, origin)
         digits.append(answer(inputs[k], probabilities[k], box, run in ambiguous))
     if sum(d.unsure for d in digits) > NOT_DIGITS_SHARE * len(digits):
         raise NotANumberError(f"{name}: ink that does not read as digits (a drawing, letters or text?)")
     return Reading(digits)
 
 
-def _line_ink(image: Image.Image, name: str) -> tuple[PageInk, "_Pieces", tuple[int, int]]:
-    """The page's ink and its pieces; when the line is under FINE_HEIGHT working pixels high in an image
-    that has more, found again in the image cropped around the line, at up to the image's own resolution
-    (a small number in a large photo). The crop's origin in the image's pixels."""
+def _line_ink(image: Image.Image, name: str) -> tuple[PageInk, "_Pieces", float, tuple[int, int]]:
+    """The page's ink and its pieces, and how boxes in their working pixels map to the image's (scale and
+    origin). A small image (under SMALL_SIDE pixels) is enlarged first, so that cuts between its touching
+    digits fall between pixels of the original; a line under FINE_HEIGHT working pixels high in an image
+    that has more is found again in the image cropped around it (a small number in a large photo)."""
+    enlarged = -(-SMALL_SIDE // max(1, min(image.size))) if min(image.size) < SMALL_SIDE else 1
+    if enlarged > 1:
+        image = image.resize((image.width * enlarged, image.height * enlarged), Image.Resampling.BICUBIC)
     page = page_ink(image, name, work_side=_work_side(image.size))
     pieces = _pieces(page, name)
     if pieces.height >= FINE_HEIGHT or page.scale <= 1:
-        return page, pieces, (0, 0)
+        return page, pieces, page.scale / enlarged, (0, 0)
     left, top, right, bottom = _union(pieces.boxes[1:])
     margin = pieces.height
     box = _scaled((int(left - margin), int(top - margin), int(right + margin), int(bottom + margin)), page.scale)
     box = (max(0, box[0]), max(0, box[1]), min(image.width, box[2]), min(image.height, box[3]))
     crop = image.crop(box)
     fine = page_ink(crop, name, work_side=_work_side(crop.size))
-    return fine, _pieces(fine, name), (box[0], box[1])
+    return fine, _pieces(fine, name), fine.scale / enlarged, (box[0] // enlarged, box[1] // enlarged)
 
 
 def _work_side(size: tuple[int, int]) -> int:
@@ -291,20 +300,28 @@ def _line(boxes: np.ndarray, mass: np.ndarray, shape: tuple[int, ...], name: str
     band = (top[in_line].min() - BAND_MARGIN * height, bottom[in_line].max() + BAND_MARGIN * height)
     speck = (heights < SPECK * height) & (widths < SPECK * height)
     kept = (bottom > band[0]) & (top < band[1]) & ~speck & (mass > 0)
-    return np.concatenate([[False], _apart(kept, left, right, mass, height, name)]), height
+    return np.concatenate([[False], _apart(kept, boxes[1:], mass, height, name)]), height
 
 
-def _apart(kept: np.ndarray, left: np.ndarray, right: np.ndarray, mass: np.ndarray, height: float, name: str):
-    """The kept marks less those more than MAX_GAP line heights away from the number's group (a page's
-    edge, a speck of dirt); NotANumberError when a group that far away holds GROUP_SHARE of the ink."""
-    order = np.flatnonzero(kept)[np.argsort(left[kept], kind="stable")]
-    reach = np.maximum.accumulate(right[order])
-    group = np.concatenate([[0], np.cumsum(left[order[1:]] - reach[:-1] > MAX_GAP * height)])
-    group_mass = np.bincount(group, weights=mass[order])
-    if (group_mass >= GROUP_SHARE * group_mass.max()).sum() > 1:
-        raise NotANumberError(f"{name}: groups of ink far apart, not one number")
+def _apart(kept: np.ndarray, boxes: np.ndarray, mass: np.ndarray, height: float, name: str) -> np.ndarray:
+    """The kept marks less those away from the number: groups of fragments only (no mark FRAGMENT of the
+    line's height) more than WORD_GAP line heights from the rest (bits of a page's corner), and groups
+    more than MAX_GAP away from the heaviest group (a page's edge, dirt). NotANumberError when a group that
+    far away holds GROUP_SHARE of the ink (two numbers)."""
     kept = kept.copy()
-    kept[order[group != np.argmax(group_mass)]] = False
+    for gap in (WORD_GAP, MAX_GAP):
+        order = np.flatnonzero(kept)[np.argsort(boxes[kept, 0], kind="stable")]
+        reach = np.maximum.accumulate(boxes[order, 2])
+        group = np.concatenate([[0], np.cumsum(boxes[order[1:], 0] - reach[:-1] > gap * height)])
+        if gap == WORD_GAP:
+            tallest = np.zeros(group.max() + 1)
+            np.maximum.at(tallest, group, boxes[order, 3] - boxes[order, 1])
+            kept[order[tallest[group] < FRAGMENT * height]] = False
+            continue
+        group_mass = np.bincount(group, weights=mass[order])
+        if (group_mass >= GROUP_SHARE * group_mass.max()).sum() > 1:
+            raise NotANumberError(f"{name}: groups of ink far apart, not one number")
+        kept[order[group != np.argmax(group_mass)]] = False
     return kept
 
 
@@ -357,6 +374,8 @@ def _cut(mark: np.ndarray, slope: float, height: float) -> tuple[list[np.ndarray
         for c in range(spacing, len(profile) - spacing)
         if smooth[c] <= depth and smooth[c] <= smooth[max(0, c - 2) : c + 3].min()
     ]
+    if not candidates and len(profile) > 2 * spacing and len(profile) > WIDE * height:  # two digits pressed together
+        candidates = [spacing + int(np.argmin(smooth[spacing:-spacing]))]
     chosen: list[int] = []
     for c in sorted(candidates, key=lambda c: (smooth[c], c)):
         if all(abs(c - other) >= spacing for other in chosen):
