@@ -80,6 +80,7 @@ CUT_SPACING = 0.2  # ... at narrow places of the slanted column profile at least
 CUT_COST = 1.5  # log-probability lost by a cut for each stroke it crosses beyond one (a 0 cut in half: two)
 WIDE = 0.9  # a mark this many line heights wide is cut at its narrowest place even when that is not narrow
 CUT_DEPTH = 0.8  # a column narrower than this share of the mark's median column is a place to cut
+UNLIKE_COST = 5.0  # log-probability lost by a candidate with more stroke or holes than any MNIST digit
 SPLIT_MARGIN = math.log(2)  # another split within this much log-probability of the best makes its digits unsure
 NOT_DIGITS_SHARE = 0.5  # when more than this share of the digits of a number are unsure, the ink is no number
 
@@ -146,7 +147,11 @@ def read_number(
     costs, inputs = _candidates(page, pieces)
     runs = list(costs)
     probabilities = _probabilities(classifier, inputs)
-    scores = {run: _score(probabilities[k], classifier.classes, pieces, run) - costs[run] for k, run in enumerate(runs)}
+    like = [mnist_like(seen) for seen in inputs]
+    scores = {
+        run: _score(probabilities[k], classifier.classes, pieces, run) - costs[run] - UNLIKE_COST * (not like[k])
+        for k, run in enumerate(runs)
+    }
     skips = {(i, i + 1): -SKIP_COST for i, label in enumerate(pieces.order) if _fragment(pieces, label)}
     path, ambiguous = _best_split(scores, skips, len(pieces.order))
     if len(path) > MAX_DIGITS:
@@ -154,7 +159,7 @@ def read_number(
     answer = lambda seen, p, box, split_unsure: Digit(
         box, _top(p, classifier.classes, top_k), bool(p.max() < unsure_below), split_unsure, seen
     )
-    if not all(mnist_like(inputs[runs.index(run)]) for run in path):
+    if not all(like[runs.index(run)] for run in path):
         raise NotANumberError(f"{name}: ink that does not look like digits (a drawing or a scribble?)")
     if len(path) == 1:  # one digit: the single-digit answer, unchanged (`preprocess`)
         alike = scale == page.scale and -(-max(image.size) // _work_side(image.size)) == -(
