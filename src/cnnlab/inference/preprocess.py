@@ -40,6 +40,8 @@ POLARITY_SIDE = 128  # a photo's polarity is judged on it reduced to at most 128
 POLARITY_WINDOW = 0.125  # ... each pixel against the median of a window an eighth of the side around it ...
 POLARITY_STRIDE = 2  # ... sampled at every other pixel (the cost of a 64 px side's full window) ...
 POLARITY_MARGIN = 0.05  # ... counting where its log-brightness differs from it by more than this (~5%)
+LINE_ANGLES = range(-15, 16)  # degrees: a page's lines in a photo, tilted by its perspective
+LINE_LENGTH, LINE_BEYOND, LINE_CROSS = 0.5, 1.3, 5  # a line: half the image long, longer than the rest is wide
 EDGE_GRID = 128  # a page's edges are traced on a grid of at most this many cells a side ...
 EDGE_SHARE = 0.25  # ... and left out when a quarter as much ink (the digit) lies away from the border
 MIN_CLUSTER_SHARE = 0.25  # a cluster of ink with less than this share of the largest cluster's ink is left out
@@ -255,9 +257,59 @@ def find_ink(contrast: np.ndarray, name: str = "image", *, photo: bool = False) 
     floor = NOISE_FLOOR * sigma + 0.01
     ink = np.clip((contrast - floor) / max(core - floor, 1e-3), 0.0, 1.0)
     strokes = contrast > MASK_FRACTION * core
+    lines = _long_lines(candidates | (strokes & (contrast > floor)))
+    if lines.any():  # the grid of squared paper, a fold, a ruled line: ink, but no digit's
+        ink = ink * ~(_max_filter(lines.astype(np.uint8), 1) > 0)
     if photo:
         ink = ink * ~_page_edges(ink * strokes)
     return ink, strokes & (ink > 0)
+
+
+def _long_lines(mask: np.ndarray) -> np.ndarray:
+    """(H, W) bool: the pixels of straight lines across the image (a page's squares, a fold, ruled lines)
+    that no stroke crosses. A line is found by counting the mask along slanted rows and columns (a photo's
+    perspective tilts them, LINE_ANGLES): at least LINE_LENGTH of the image long, and LINE_BEYOND times as
+    long as the rest of the ink is wide along it (a digit's own straight stroke is not). Where a stroke
+    crosses a line, the ink LINE_CROSS pixels above and below it (left and right) is kept."""
+    ys, xs = np.nonzero(mask)
+    directions = ((xs, ys, mask.shape[1], (LINE_CROSS, 0)), (ys, xs, mask.shape[0], (0, LINE_CROSS)))
+    found, count = zip(*(_along_lines(along, across, length) for along, across, length, _ in directions))
+    rest = ~(found[0] | found[1])
+    if not rest.any():
+        return np.zeros_like(mask)  # nothing but lines: they are what there is to read
+    on_line = np.zeros(len(ys), dtype=bool)
+    strokes = np.zeros_like(mask)  # what is on no line: a stroke that crosses one
+    strokes[ys[rest], xs[rest]] = True
+    for (along, _, _, (dy, dx)), line, lines in zip(directions, found, count):
+        low, high = np.percentile(along[rest], [1, 99])
+        if lines > 1 or (line.any() and np.ptp(along[line]) >= LINE_BEYOND * (high - low)):
+            crossed = _at(strokes, ys + dy, xs + dx) | _at(strokes, ys - dy, xs - dx)
+            on_line |= line & ~crossed
+    lines = np.zeros_like(mask)
+    lines[ys[on_line], xs[on_line]] = True
+    return lines
+
+
+def _along_lines(along: np.ndarray, across: np.ndarray, length: int) -> tuple[np.ndarray, int]:
+    """Which of the points lie on a line at least LINE_LENGTH of `length` long, at one of LINE_ANGLES to
+    the `along` axis (the points counted in slanted bins one pixel wide, and the bins beside them); and the
+    most such lines, apart, at one angle (a page's squares are many; a digit's stroke is one)."""
+    found, most = np.zeros(len(along), dtype=bool), 0
+    for slope in np.tan(np.radians(LINE_ANGLES)):
+        offset = np.round(across - along * slope).astype(np.int64)
+        offset -= offset.min()
+        lines = np.bincount(offset) >= LINE_LENGTH * length
+        found |= (lines | np.roll(lines, 1) | np.roll(lines, -1))[offset]
+        most = max(most, int(np.count_nonzero(lines[1:] & ~lines[:-1]) + lines[0]))
+    return found, most
+
+
+def _at(mask: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+    """The mask at (ys, xs), False outside it."""
+    inside = (ys >= 0) & (ys < mask.shape[0]) & (xs >= 0) & (xs < mask.shape[1])
+    found = np.zeros(len(ys), dtype=bool)
+    found[inside] = mask[ys[inside], xs[inside]]
+    return found
 
 
 def _page_edges(ink: np.ndarray) -> np.ndarray:
