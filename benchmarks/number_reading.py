@@ -557,7 +557,7 @@ def main(argv=None) -> int:
     parser.add_argument("--drawn", metavar="DIR", help="also read the numbers drawn in Chromium in DIR")
     parser.add_argument("--per-kind", type=int, default=60, metavar="N", help="images per kind (default: 60)")
     parser.add_argument("--seed", type=int, default=0, help="(default: 0)")
-    parser.add_argument("--kinds", help="comma-separated kinds to generate (default: all)")
+    parser.add_argument("--kinds", help="kinds to generate, separated by semicolons (default: all)")
     parser.add_argument("--speed", action="store_true", help="also time a 12 MP photo and the lab's pad")
     parser.add_argument("--json", metavar="PATH", help="save the results")
     args = parser.parse_args(argv)
@@ -567,7 +567,7 @@ def main(argv=None) -> int:
         dataset.test_images[:, 0].numpy(), dataset.test_labels.numpy(), real, np.random.default_rng(args.seed)
     )
     kinds = [k for k in [*KINDS, *NOT_NUMBERS] if real or k != "real drawings (real-digits)"]
-    kinds = [k for k in kinds if not args.kinds or k in args.kinds.split(",")]
+    kinds = [k for k in kinds if not args.kinds or k in args.kinds.split(";")]
     start = time.perf_counter()
     examples = make_examples(src, kinds, args.per_kind, args.seed)
     examples += drawn_examples(Path(args.drawn)) if args.drawn else []

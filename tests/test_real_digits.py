@@ -9,7 +9,6 @@ import pytest
 import torch
 from PIL import Image, ImageFilter
 
-from cnnlab.cli import main
 from cnnlab.data.augment import AUGMENTATIONS, robust
 from cnnlab.data.datasets import load_dataset
 from cnnlab.inference.decode import ImageError, load_image
@@ -19,32 +18,6 @@ from conftest import ROOT, draw_digit
 
 REAL_DIGITS = ROOT.parent / "shared" / "data" / "real-digits"
 DIGITS = "0123456789"
-
-
-@pytest.fixture(scope="session")
-def robust_run(tmp_path_factory):
-    """The robust recipe on mnist-sample (4,000 images), 8 epochs: about 20 s on 2 cores."""
-    out = tmp_path_factory.mktemp("robust") / "run"
-    assert (
-        main(
-            [
-                "train",
-                "--recipe",
-                "robust",
-                "--dataset",
-                "mnist-sample",
-                "--epochs",
-                "8",
-                "--seed",
-                "0",
-                "--no-progress",
-                "--out",
-                str(out),
-            ]
-        )
-        == 0
-    )
-    return out
 
 
 def photo_with_shadow(digit: str) -> Image.Image:

@@ -54,20 +54,21 @@ PEN_LIFT = 0.2  # two marks this share of the line's height apart or closer may 
 FRAGMENT_REACH = 0.5  # ... and a fragment (a 5's bar) may be this far from the rest of its digit
 JOIN_COST = 1.5  # log-probability lost when two full-height marks are read as one digit
 SKIP_COST = 2.0  # log-probability lost when a fragment is left out (a dot, a speck beside the line)
-# MNIST's widths: the 99th percentile of width / height of the ink's box per class, over the 60,000 training
-# digits (ink above 30% of white). A candidate wider than that for a class loses ASPECT_PENALTY per unit of
-# log(width / that width): two touching digits are not one wide digit.
-ASPECT_99 = {
-    "0": 1.43,
-    "1": 0.95,
-    "2": 1.67,
-    "3": 1.25,
-    "4": 1.25,
-    "5": 1.67,
-    "6": 1.11,
-    "7": 1.25,
-    "8": 1.25,
-    "9": 1.05,
+# MNIST's widths: the 1st and 99th percentiles of width / height of the ink's box per class, over the 60,000
+# training digits (ink above 30% of white). A candidate wider or narrower than that for a class loses
+# ASPECT_PENALTY per unit of log(width / that width), for that class: two touching digits are not one wide
+# digit, and a 1 with a long flag is narrower than any 7.
+ASPECT_RANGE = {
+    "0": (0.55, 1.43),
+    "1": (0.15, 0.95),
+    "2": (0.55, 1.67),
+    "3": (0.45, 1.25),
+    "4": (0.5, 1.25),
+    "5": (0.5, 1.67),
+    "6": (0.4, 1.11),
+    "7": (0.45, 1.25),
+    "8": (0.45, 1.25),
+    "9": (0.4, 1.05),
 }
 ASPECT_PENALTY = 4.0
 DIGIT_WIDTH = 0.75  # a digit's width, as a share of its height, when the line shows none apart
@@ -138,6 +139,8 @@ def read_number(
 ) -> Reading:
     """Read the line of digits in `image`. Raises ImageError when there is no ink, NotANumberError when the
     ink is not one line of at most MAX_DIGITS digits."""
+    if min(image.size) == 0:
+        raise ImageError(f"{name}: an empty image ({image.width}x{image.height} pixels)")
     if max(image.size) > MAX_ASPECT * min(image.size):
         raise NotANumberError(
             f"{name}: {image.width:,}x{image.height:,} pixels is too long and thin for a line of digits "
@@ -146,10 +149,15 @@ def read_number(
     page, pieces, scale, origin = _line_ink(image, name)
     costs, inputs = _candidates(page, pieces)
     runs = list(costs)
-    probabilities = _probabilities(classifier, inputs)
+    probabilities = np.stack(
+        [
+            _weighted(p, classifier.classes, _union(pieces.boxes[pieces.order[i:j]]))
+            for p, (i, j) in zip(_probabilities(classifier, inputs), runs)
+        ]
+    )
     like = [mnist_like(seen) for seen in inputs]
     scores = {
-        run: _score(probabilities[k], classifier.classes, pieces, run) - costs[run] - UNLIKE_COST * (not like[k])
+        run: _score(probabilities[k], pieces, run) - costs[run] - UNLIKE_COST * (not like[k])
         for k, run in enumerate(runs)
     }
     skips = {(i, i + 1): -SKIP_COST for i, label in enumerate(pieces.order) if _fragment(pieces, label)}
@@ -174,7 +182,7 @@ def read_number(
     for run in path:
         k = runs.index(run)
         box = _scaled(_union(pieces.boxes[pieces.order[run[0] : run[1]]]), scale, origin)
-        digits.append(answer(inputs[k], probabilities[k], box, run in ambiguous))
+        digits.append(answer(inputs[k], probabilities[k] / probabilities[k].sum(), box, run in ambiguous))
     if sum(d.unsure for d in digits) > NOT_DIGITS_SHARE * len(digits):
         raise NotANumberError(f"{name}: ink that does not read as digits (a drawing, letters or text?)")
     return Reading(digits)
@@ -447,15 +455,27 @@ def _union(boxes: np.ndarray) -> tuple[int, int, int, int]:
     return int(boxes[:, 0].min()), int(boxes[:, 1].min()), int(boxes[:, 2].max()), int(boxes[:, 3].max())
 
 
-def _score(probabilities: np.ndarray, classes: list[str], pieces: _Pieces, run: Run) -> float:
-    """How likely the run is one digit: the log-probability of its best class, less what a width no such
-    digit has (ASPECT_99) and a height no digit of this line has (MIN_HEIGHT) cost."""
+def _score(probabilities: np.ndarray, pieces: _Pieces, run: Run) -> float:
+    """How likely the run is one digit: the log of its best class's probability weighted by its width
+    (`_weighted`), less what a height no digit of this line has (MIN_HEIGHT) and a width no digit of this
+    line has (MAX_WIDTH) cost."""
     left, top, right, bottom = _union(pieces.boxes[pieces.order[run[0] : run[1]]])
-    aspect = (right - left) / (bottom - top)
-    widths = np.array([ASPECT_99.get(c, 1.0) for c in classes])
-    fit = np.log(np.maximum(probabilities, 1e-12)) - ASPECT_PENALTY * np.maximum(0.0, np.log(aspect / widths))
     penalty = WIDTH_PENALTY * max(0.0, (right - left) / pieces.width - MAX_WIDTH)
-    return float(fit.max()) - penalty - HEIGHT_PENALTY * max(0.0, MIN_HEIGHT - (bottom - top) / pieces.height)
+    return (
+        math.log(max(float(probabilities.max()), 1e-12))
+        - penalty
+        - HEIGHT_PENALTY * max(0.0, MIN_HEIGHT - (bottom - top) / pieces.height)
+    )
+
+
+def _weighted(probabilities: np.ndarray, classes: list[str], box: tuple[int, int, int, int]) -> np.ndarray:
+    """The classifier's probabilities, each class's weighted by how plausible the digit's width is for it
+    (ASPECT_RANGE); not normalised: their sum says how plausible the digit is at all."""
+    aspect = (box[2] - box[0]) / max(box[3] - box[1], 1)
+    low = np.array([ASPECT_RANGE.get(c, (0.0, math.inf))[0] for c in classes])
+    high = np.array([ASPECT_RANGE.get(c, (0.0, math.inf))[1] for c in classes])
+    outside = np.maximum(0.0, np.log(aspect / high)) + np.maximum(0.0, np.log(low / max(aspect, 1e-6)))
+    return probabilities * np.exp(-ASPECT_PENALTY * outside)
 
 
 def _best_split(scores: dict[Run, float], skips: dict[Run, float], count: int) -> tuple[list[Run], set[Run]]:

@@ -41,7 +41,7 @@ POLARITY_WINDOW = 0.125  # ... each pixel against the median of a window an eigh
 POLARITY_STRIDE = 2  # ... sampled at every other pixel (the cost of a 64 px side's full window) ...
 POLARITY_MARGIN = 0.05  # ... counting where its log-brightness differs from it by more than this (~5%)
 LINE_ANGLES = range(-15, 16)  # degrees: a page's lines in a photo, tilted by its perspective
-LINE_LENGTH, LINE_BEYOND, LINE_CROSS = 0.5, 1.3, 5  # a line: half the image long, longer than the rest is wide
+LINE_LENGTH, LINE_BEYOND, LINE_CROSS = 0.6, 1.3, 5  # a line: half the image long, longer than the rest is wide
 EDGE_GRID = 128  # a page's edges are traced on a grid of at most this many cells a side ...
 EDGE_SHARE = 0.25  # ... and left out when a quarter as much ink (the digit) lies away from the border
 MIN_CLUSTER_SHARE = 0.25  # a cluster of ink with less than this share of the largest cluster's ink is left out
@@ -273,16 +273,15 @@ def _long_lines(mask: np.ndarray) -> np.ndarray:
     crosses a line, the ink LINE_CROSS pixels above and below it (left and right) is kept."""
     ys, xs = np.nonzero(mask)
     directions = ((xs, ys, mask.shape[1], (LINE_CROSS, 0)), (ys, xs, mask.shape[0], (0, LINE_CROSS)))
-    found, count = zip(*(_along_lines(along, across, length) for along, across, length, _ in directions))
+    found = [_along_lines(along, across, length) for along, across, length, _ in directions]
     rest = ~(found[0] | found[1])
     if not rest.any():
         return np.zeros_like(mask)  # nothing but lines: they are what there is to read
     on_line = np.zeros(len(ys), dtype=bool)
     strokes = np.zeros_like(mask)  # what is on no line: a stroke that crosses one
     strokes[ys[rest], xs[rest]] = True
-    for (along, _, _, (dy, dx)), line, lines in zip(directions, found, count):
-        low, high = np.percentile(along[rest], [1, 99])
-        if lines > 1 or (line.any() and np.ptp(along[line]) >= LINE_BEYOND * (high - low)):
+    for (along, _, _, (dy, dx)), line in zip(directions, found):
+        if line.any() and np.ptp(along[line]) >= LINE_BEYOND * _dense_span(along[rest]):
             crossed = _at(strokes, ys + dy, xs + dx) | _at(strokes, ys - dy, xs - dx)
             on_line |= line & ~crossed
     lines = np.zeros_like(mask)
@@ -290,18 +289,24 @@ def _long_lines(mask: np.ndarray) -> np.ndarray:
     return lines
 
 
-def _along_lines(along: np.ndarray, across: np.ndarray, length: int) -> tuple[np.ndarray, int]:
+def _along_lines(along: np.ndarray, across: np.ndarray, length: int) -> np.ndarray:
     """Which of the points lie on a line at least LINE_LENGTH of `length` long, at one of LINE_ANGLES to
-    the `along` axis (the points counted in slanted bins one pixel wide, and the bins beside them); and the
-    most such lines, apart, at one angle (a page's squares are many; a digit's stroke is one)."""
-    found, most = np.zeros(len(along), dtype=bool), 0
+    the `along` axis (the points counted in slanted bins one pixel wide, and the bins beside them)."""
+    found = np.zeros(len(along), dtype=bool)
     for slope in np.tan(np.radians(LINE_ANGLES)):
         offset = np.round(across - along * slope).astype(np.int64)
         offset -= offset.min()
         lines = np.bincount(offset) >= LINE_LENGTH * length
         found |= (lines | np.roll(lines, 1) | np.roll(lines, -1))[offset]
-        most = max(most, int(np.count_nonzero(lines[1:] & ~lines[:-1]) + lines[0]))
-    return found, most
+    return found
+
+
+def _dense_span(points: np.ndarray) -> float:
+    """How far the points reach along an axis where they are dense (a tenth of their densest stretch, in
+    bins of 8 pixels): the digits, not the dots a page's squares leave where their lines cross."""
+    counts = np.bincount(points // 8)
+    dense = np.flatnonzero(counts >= 0.1 * counts.max())
+    return 8.0 * (dense[-1] - dense[0] + 1)
 
 
 def _at(mask: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:

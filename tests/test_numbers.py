@@ -1,0 +1,181 @@
+"""Reading whole numbers (issue 25): numbers composed of the 20 real digits, broken and touching digits, one
+digit read as today, bad inputs answered in one line, and the development benchmark end to end."""
+
+import io
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from cnnlab.inference.decode import ImageError, load_image
+from cnnlab.inference.numbers import NotANumberError, read_number
+from cnnlab.inference.predict import UNSURE_BELOW, Predictor
+from cnnlab.inference.preprocess import preprocess
+from conftest import ROOT
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from number_reading import Writer, bitmap_glyph, compose, paint, real_drawings  # noqa: E402
+
+REAL_DIGITS = ROOT.parent / "shared" / "data" / "real-digits"
+COLOURS = {"7eraflops": ((255, 255, 255), (0, 0, 0)), "insooeric": ((0, 0, 0), (255, 255, 255))}  # ink, paper
+
+
+@pytest.fixture(scope="module")
+def drawings():
+    if not REAL_DIGITS.is_dir():
+        pytest.skip(f"the real-digits set is not at {REAL_DIGITS}")
+    return real_drawings(REAL_DIGITS)
+
+
+@pytest.fixture(scope="module")
+def predictor(robust_run):
+    return Predictor(robust_run)
+
+
+def composed(drawings, source: str, digits: str, gap: float = 0.3, height: int = 120, slant: float = 0.0):
+    """The real drawings of `source` side by side as one image (a PNG decoded back), and each digit's box."""
+    writer = Writer(height=height, slant=slant, gap=gap, touch=0.0, sizes=0.0, wander=0.0, climb=0.0)
+    glyphs = [bitmap_glyph(drawings[source][d], height, slant) for d in digits]
+    coverage, boxes = compose(glyphs, np.random.default_rng(0), writer, margin=30)
+    buffer = io.BytesIO()
+    Image.fromarray(np.round(paint(coverage, *COLOURS[source])).astype(np.uint8)).save(buffer, "PNG")
+    return load_image(buffer.getvalue()), boxes
+
+
+def read(image, predictor, name="image"):
+    return read_number(image, classifier=predictor, unsure_below=UNSURE_BELOW, name=name)
+
+
+def overlap(a, b) -> float:
+    """Intersection over union of two (left, top, right, bottom) boxes."""
+    width = max(0, min(a[2], b[2]) - max(a[0], b[0]))
+    height = max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    area = lambda box: (box[2] - box[0]) * (box[3] - box[1])
+    return width * height / (area(a) + area(b) - width * height)
+
+
+@pytest.mark.parametrize("source", ["7eraflops", "insooeric"])
+def test_numbers_of_real_digits_are_read_with_their_boxes(drawings, predictor, source):
+    for digits in ("2026", "0234567890", "3045", "987", "42", "31415" if source == "insooeric" else "3045"):
+        image, boxes = composed(drawings, source, digits)
+        reading = read(image, predictor)
+        assert reading.number == digits, (source, digits, reading.number)
+        assert [overlap(d.box, box) > 0.8 for d, box in zip(reading.digits, boxes)] == [True] * len(digits)
+        for digit in reading.digits:  # flagged exactly when the top class is under the threshold
+            assert digit.unsure == (digit.top[0]["probability"] < UNSURE_BELOW)
+            assert not digit.split_unsure  # digits apart leave no doubt about the split
+            assert digit.input.shape == (28, 28) and len(digit.top) == 3
+
+
+def test_a_doubtful_digit_is_flagged_where_it_is(drawings, predictor):
+    """7eraflops' 1 has a long flag: single-digit models read it as a 7 at under 50% (docs/real-digits.md)."""
+    image, _ = composed(drawings, "7eraflops", "2160")
+    reading = read(image, predictor)
+    assert len(reading.digits) == 4
+    assert [d.unsure for d in reading.digits] == [d.top[0]["probability"] < UNSURE_BELOW for d in reading.digits]
+    one = reading.digits[1]
+    assert one.top[0]["class"] == "1" or one.unsure, one.top
+    assert reading.number[::2] + reading.number[3] == "260"
+
+
+def test_slanted_numbers_with_leading_zeros_keep_them(drawings, predictor):
+    image, _ = composed(drawings, "insooeric", "0072", gap=0.15, slant=0.25)
+    assert read(image, predictor).number == "0072"
+
+
+def test_touching_digits_are_never_one_confident_digit(drawings, predictor):
+    """Two real digits pressed together (their ink boxes overlap by a tenth of their height)."""
+    for pair in ("20", "46", "83", "57", "90"):
+        image, _ = composed(drawings, "insooeric", pair, gap=-0.1)
+        reading = read(image, predictor)
+        assert len(reading.digits) == 2 or reading.unsure, (pair, reading.number)
+    image, _ = composed(drawings, "insooeric", "2046", gap=-0.05)
+    assert read(image, predictor).number == "2046"
+
+
+def pen(draw: ImageDraw.ImageDraw, points, width=9):
+    draw.line(points, fill=0, width=width, joint="curve")
+
+
+def test_broken_strokes_are_merged_back(predictor):
+    """A 5 whose top bar was lifted off the page, and a 4 drawn in two strokes, between two 1s."""
+    image = Image.new("L", (520, 220), 255)
+    draw = ImageDraw.Draw(image)
+    pen(draw, [(40, 40), (40, 180)])
+    pen(draw, [(130, 40), (205, 40)])  # the 5's bar, apart from its body
+    pen(draw, [(120, 58), (115, 100), (160, 95), (190, 125), (180, 165), (145, 180), (115, 168)])
+    pen(draw, [(290, 40), (255, 125), (335, 125)])  # the 4's first stroke ...
+    pen(draw, [(318, 60), (318, 180)])  # ... and its second, apart
+    pen(draw, [(440, 40), (440, 180)])
+    reading = read(image, predictor)
+    assert reading.number == "1541", reading.number
+    assert reading.digits[1].box[1] <= 40 - 4  # the 5's box holds its bar
+
+
+def test_one_digit_is_read_exactly_as_a_single_digit(drawings, predictor):
+    for path in sorted(REAL_DIGITS.glob("*/[0-9].png"))[::3]:
+        image = load_image(path.read_bytes())
+        (digit,) = read(image, predictor).digits
+        expected = preprocess(image)
+        assert np.array_equal(digit.input, expected)
+        assert digit.top == predictor.top_k(expected, 3)
+
+
+def text_image(lines: list[str]) -> Image.Image:
+    image = Image.new("L", (900, 60 + 90 * len(lines)), 255)
+    ImageDraw.Draw(image).multiline_text((20, 20), "\n".join(lines), fill=0, font_size=48, spacing=40)
+    return image
+
+
+def specks(count: int) -> Image.Image:
+    rng = np.random.default_rng(0)
+    page = np.full((600, 800), 240, dtype=np.uint8)
+    for y, x in zip(rng.integers(0, 597, count), rng.integers(0, 797, count)):
+        page[y : y + 2, x : x + 2] = 40
+    return Image.fromarray(page)
+
+
+BAD = {
+    "an empty image": (lambda: Image.new("L", (0, 0)), ImageError, "empty image"),
+    "a page with no ink": (lambda: Image.new("RGB", (1200, 900), (240, 235, 225)), ImageError, "no ink"),
+    "500 specks of dust": (lambda: specks(500), NotANumberError, "not one line of digits"),
+    "a 30,000 pixel strip": (lambda: Image.new("L", (30_000, 60), 255), NotANumberError, "too long and thin"),
+    "lines of text": (lambda: text_image(["The quick brown fox", "jumps over 1234"]), NotANumberError, "lines"),
+    "a line of text": (lambda: text_image(["Hello there, world"]), NotANumberError, "text"),
+}
+
+
+@pytest.mark.parametrize("case", BAD)
+def test_bad_input_gets_one_clear_line(predictor, case):
+    make, error, message = BAD[case]
+    with pytest.raises(error, match=message) as caught:
+        read(make(), predictor, name="in.png")
+    assert str(caught.value).startswith("in.png: ") and "\n" not in str(caught.value)
+
+
+def test_two_lines_of_digits_are_not_one_number(drawings, predictor):
+    top, _ = composed(drawings, "insooeric", "123")
+    bottom, _ = composed(drawings, "insooeric", "456")
+    page = Image.new("RGB", (top.width, top.height + bottom.height), "white")
+    page.paste(top, (0, 0))
+    page.paste(bottom, (0, top.height))
+    with pytest.raises(NotANumberError, match="2 lines"):
+        read(page, predictor)
+
+
+def test_the_number_benchmark_reads_every_kind(robust_run, mnist_dir, tmp_path):
+    """benchmarks/number_reading.py end to end on a small draw of a few kinds."""
+    out = tmp_path / "result.json"
+    kinds = "lab pad, 840x280;MNIST pixels;two lines"
+    command = [sys.executable, str(ROOT / "benchmarks" / "number_reading.py"), str(robust_run), "--data-dir"]
+    command += [str(mnist_dir), "--per-kind", "3", "--kinds", kinds, "--json", str(out)]
+    finished = subprocess.run(command, capture_output=True, text=True)
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    (scores,) = json.loads(out.read_text())["results"].values()
+    assert scores["lab pad, 840x280"]["images"] == 3 and scores["two lines"]["images"] == 3
+    assert scores["all numbers"]["images"] == 6
+    assert scores["all numbers"]["digits_right"] <= scores["all numbers"]["digits_read"]
+    assert scores["two lines"]["refused"] == 3
