@@ -46,6 +46,7 @@ THIN_STROKE = 2.5  # px: the breaks in strokes thinner than this are bridged whe
 BORDER, EDGE_LENGTH, EDGE_RATIO = 0.08, 0.4, 2.5  # a page's edge: at a border, long (`_along_border`)
 WORD_GAP, MAX_GAP, GROUP_SHARE = 0.8, 1.5, 0.3  # line heights between marks not of one number (`_apart`)
 BIG = 0.5  # marks at least this share of the tallest make the line (its height, its band)
+STACKED = 0.15  # ... or lie one above the other this share of the shorter apart, their columns shared
 LINE_OVERLAP = 0.3  # two marks share a line when their rows overlap by this share of the shorter one
 BAND_MARGIN = 0.35  # ink this share of the line's height above or below its band still belongs to it (a 5's bar)
 FRAGMENT = 0.6  # a piece shorter than this share of the line's height is part of a digit, not one
@@ -83,7 +84,7 @@ WIDE = 0.9  # a mark this many line heights wide is cut at its narrowest place e
 CUT_DEPTH = 0.8  # a column narrower than this share of the mark's median column is a place to cut
 UNLIKE_COST = 5.0  # log-probability lost by a candidate with more stroke or holes than any MNIST digit
 SPLIT_MARGIN = math.log(2)  # another split within this much log-probability of the best makes its digits unsure
-NOT_DIGITS_SHARE = 0.5  # when more than this share of the digits of a number are unsure, the ink is no number
+NOT_DIGITS_SHARE = 0.5  # when more than this share of 3 or more digits are unsure, the ink is no number
 
 
 class NotANumberError(ImageError):
@@ -183,7 +184,7 @@ def read_number(
         k = runs.index(run)
         box = _scaled(_union(pieces.boxes[pieces.order[run[0] : run[1]]]), scale, origin)
         digits.append(answer(inputs[k], probabilities[k] / probabilities[k].sum(), box, run in ambiguous))
-    if sum(d.unsure for d in digits) > NOT_DIGITS_SHARE * len(digits):
+    if len(digits) >= 3 and sum(d.unsure for d in digits) > NOT_DIGITS_SHARE * len(digits):
         raise NotANumberError(f"{name}: ink that does not read as digits (a drawing, letters or text?)")
     return Reading(digits)
 
@@ -303,7 +304,7 @@ def _line(boxes: np.ndarray, mass: np.ndarray, shape: tuple[int, ...], name: str
     big = (heights >= BIG * heights[heavy].max()) & (mass > 0)
     if big.sum() > MAX_MARKS:
         raise NotANumberError(f"{name}: {int(big.sum())} marks scattered over the image, not one line of digits")
-    lines = _rows_shared(top[big], bottom[big])
+    lines = _rows_shared(boxes[1:][big])
     line_mass = np.bincount(lines, weights=mass[big])
     if (line_mass >= 0.15 * line_mass.max()).sum() > 1:
         count = int((line_mass >= 0.15 * line_mass.max()).sum())
@@ -313,14 +314,14 @@ def _line(boxes: np.ndarray, mass: np.ndarray, shape: tuple[int, ...], name: str
     band = (top[in_line].min() - BAND_MARGIN * height, bottom[in_line].max() + BAND_MARGIN * height)
     speck = (heights < SPECK * height) & (widths < SPECK * height)
     kept = (bottom > band[0]) & (top < band[1]) & ~speck & (mass > 0)
-    return np.concatenate([[False], _apart(kept, boxes[1:], mass, height, name)]), height
+    return np.concatenate([[False], _apart(kept, boxes[1:], mass, height)]), height
 
 
-def _apart(kept: np.ndarray, boxes: np.ndarray, mass: np.ndarray, height: float, name: str) -> np.ndarray:
+def _apart(kept: np.ndarray, boxes: np.ndarray, mass: np.ndarray, height: float) -> np.ndarray:
     """The kept marks less those away from the number: groups of fragments only (no mark FRAGMENT of the
     line's height) more than WORD_GAP line heights from the rest (bits of a page's corner), and groups
-    more than MAX_GAP away from the heaviest group (a page's edge, dirt). NotANumberError when a group that
-    far away holds GROUP_SHARE of the ink (two numbers)."""
+    more than MAX_GAP away from the rest with less than GROUP_SHARE of the heaviest group's ink (a page's
+    edge, dirt; a group as heavy is part of the number, written with a space)."""
     kept = kept.copy()
     for gap in (WORD_GAP, MAX_GAP):
         order = np.flatnonzero(kept)[np.argsort(boxes[kept, 0], kind="stable")]
@@ -332,9 +333,7 @@ def _apart(kept: np.ndarray, boxes: np.ndarray, mass: np.ndarray, height: float,
             kept[order[tallest[group] < FRAGMENT * height]] = False
             continue
         group_mass = np.bincount(group, weights=mass[order])
-        if (group_mass >= GROUP_SHARE * group_mass.max()).sum() > 1:
-            raise NotANumberError(f"{name}: groups of ink far apart, not one number")
-        kept[order[group != np.argmax(group_mass)]] = False
+        kept[order[group_mass[group] < GROUP_SHARE * group_mass.max()]] = False
     return kept
 
 
@@ -356,12 +355,15 @@ def _along_border(boxes: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return (beside & long & (tall >= EDGE_RATIO * others.max())) | (over & long & (tall <= 0.5 * np.median(others)))
 
 
-def _rows_shared(top: np.ndarray, bottom: np.ndarray) -> np.ndarray:
+def _rows_shared(boxes: np.ndarray) -> np.ndarray:
     """The line of each mark: marks whose rows overlap by LINE_OVERLAP of the shorter share a line (chained,
-    so a line may climb), numbered 0..n-1."""
+    so a line may climb), and so do marks one above the other, their columns shared, less than STACKED of
+    the shorter apart (an 8 drawn as two loops); numbered 0..n-1."""
+    left, top, right, bottom = boxes.T
     overlap = np.minimum(bottom[:, None], bottom[None]) - np.maximum(top[:, None], top[None])
     shorter = np.minimum((bottom - top)[:, None], (bottom - top)[None])
-    linked = overlap >= LINE_OVERLAP * shorter
+    columns = np.minimum(right[:, None], right[None]) > np.maximum(left[:, None], left[None])
+    linked = (overlap >= LINE_OVERLAP * shorter) | (columns & (overlap >= -STACKED * shorter))
     line = np.arange(len(top))
     while True:
         joined = np.where(linked, line[None], len(top)).min(axis=1)

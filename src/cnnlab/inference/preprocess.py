@@ -41,7 +41,7 @@ POLARITY_WINDOW = 0.125  # ... each pixel against the median of a window an eigh
 POLARITY_STRIDE = 2  # ... sampled at every other pixel (the cost of a 64 px side's full window) ...
 POLARITY_MARGIN = 0.05  # ... counting where its log-brightness differs from it by more than this (~5%)
 LINE_ANGLES = range(-15, 16)  # degrees: a page's lines in a photo, tilted by its perspective
-LINE_LENGTH, LINE_BEYOND, LINE_CROSS = 0.6, 1.3, 5  # a line: half the image long, longer than the rest is wide
+LINE_LENGTH, LINE_BEYOND, LINE_CROSS = 0.6, 0.05, 5  # a line: 60% of the image long, past the digits both ways
 EDGE_GRID = 128  # a page's edges are traced on a grid of at most this many cells a side ...
 EDGE_SHARE = 0.25  # ... and left out when a quarter as much ink (the digit) lies away from the border
 MIN_CLUSTER_SHARE = 0.25  # a cluster of ink with less than this share of the largest cluster's ink is left out
@@ -242,7 +242,8 @@ def _max_filter(pixels: np.ndarray, radius: int) -> np.ndarray:
 
 def find_ink(contrast: np.ndarray, name: str = "image", *, photo: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(H, W) contrast -> (H, W) float32 ink in [0, 1] (paper and noise 0, the stroke's core 1; in a `photo`,
-    a page's edge along its border removed: `_page_edges`) and the (H, W) bool strokes of `PageInk`.
+    lines across the page and a page's edge along its border removed: `_long_lines`, `_page_edges`) and
+    the (H, W) bool strokes of `PageInk`.
     Raises ImageError when there is none."""
     sample = contrast[:: max(1, contrast.shape[0] // 256), :: max(1, contrast.shape[1] // 256)]
     paper = np.median(sample)
@@ -257,20 +258,23 @@ def find_ink(contrast: np.ndarray, name: str = "image", *, photo: bool = False) 
     floor = NOISE_FLOOR * sigma + 0.01
     ink = np.clip((contrast - floor) / max(core - floor, 1e-3), 0.0, 1.0)
     strokes = contrast > MASK_FRACTION * core
-    lines = _long_lines(candidates | (strokes & (contrast > floor)))
-    if lines.any():  # the grid of squared paper, a fold, a ruled line: ink, but no digit's
-        ink = ink * ~(_max_filter(lines.astype(np.uint8), 1) > 0)
-    if photo:
+    if photo:  # a drawing's or a crop's straight strokes are its digits'; a photo's may be its paper's
+        lines = _long_lines(candidates | (strokes & (contrast > floor)))
+        ink = ink * ~(_max_filter(lines.astype(np.uint8), 1) > 0)  # squared paper, a fold, a ruled line
         ink = ink * ~_page_edges(ink * strokes)
-    return ink, strokes & (ink > 0)
+    strokes &= ink > 0
+    if not strokes.any():
+        raise ImageError(f"{name}: no ink found (only lines across the page)")
+    return ink, strokes
 
 
 def _long_lines(mask: np.ndarray) -> np.ndarray:
     """(H, W) bool: the pixels of straight lines across the image (a page's squares, a fold, ruled lines)
     that no stroke crosses. A line is found by counting the mask along slanted rows and columns (a photo's
-    perspective tilts them, LINE_ANGLES): at least LINE_LENGTH of the image long, and LINE_BEYOND times as
-    long as the rest of the ink is wide along it (a digit's own straight stroke is not). Where a stroke
-    crosses a line, the ink LINE_CROSS pixels above and below it (left and right) is kept."""
+    perspective tilts them, LINE_ANGLES): at least LINE_LENGTH of the image long, and reaching LINE_BEYOND
+    of it past the rest of the ink on both sides (a digit's own straight stroke, the bar of a tightly cropped
+    7 or the 1s of a number, ends where the digits do). Where a stroke crosses a line, the ink LINE_CROSS
+    pixels above and below it (left and right) is kept."""
     ys, xs = np.nonzero(mask)
     directions = ((xs, ys, mask.shape[1], (LINE_CROSS, 0)), (ys, xs, mask.shape[0], (0, LINE_CROSS)))
     found = [_along_lines(along, across, length) for along, across, length, _ in directions]
@@ -280,8 +284,10 @@ def _long_lines(mask: np.ndarray) -> np.ndarray:
     on_line = np.zeros(len(ys), dtype=bool)
     strokes = np.zeros_like(mask)  # what is on no line: a stroke that crosses one
     strokes[ys[rest], xs[rest]] = True
-    for (along, _, _, (dy, dx)), line in zip(directions, found):
-        if line.any() and np.ptp(along[line]) >= LINE_BEYOND * _dense_span(along[rest]):
+    for (along, _, length, (dy, dx)), line in zip(directions, found):
+        low, high = _dense_span(along[rest])
+        beyond = LINE_BEYOND * length
+        if line.any() and along[line].min() <= low - beyond and along[line].max() >= high + beyond:
             crossed = _at(strokes, ys + dy, xs + dx) | _at(strokes, ys - dy, xs - dx)
             on_line |= line & ~crossed
     lines = np.zeros_like(mask)
@@ -301,12 +307,12 @@ def _along_lines(along: np.ndarray, across: np.ndarray, length: int) -> np.ndarr
     return found
 
 
-def _dense_span(points: np.ndarray) -> float:
-    """How far the points reach along an axis where they are dense (a tenth of their densest stretch, in
-    bins of 8 pixels): the digits, not the dots a page's squares leave where their lines cross."""
+def _dense_span(points: np.ndarray) -> tuple[int, int]:
+    """Where the points lie densely along an axis (bins of 8 pixels holding a tenth of the densest one's):
+    the digits, not the dots a page's squares leave where their lines cross."""
     counts = np.bincount(points // 8)
     dense = np.flatnonzero(counts >= 0.1 * counts.max())
-    return 8.0 * (dense[-1] - dense[0] + 1)
+    return 8 * int(dense[0]), 8 * int(dense[-1] + 1)
 
 
 def _at(mask: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
