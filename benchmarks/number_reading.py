@@ -599,10 +599,17 @@ def main(argv=None) -> int:
     return 0
 
 
+def _answer(result: dict) -> str:
+    """A reading as the miss lists show it: the number, "?" when unsure, or refused / error."""
+    if "number" in result:
+        return result["number"] + ("?" if result["unsure"] else "")
+    return "refused" if "refused" in result else "error"
+
+
 def print_misses(examples, results, per_kind: int = 12) -> None:
     for kind in dict.fromkeys(e["kind"] for e in examples):
         misses = [
-            f"{e['digits'] or '-'}->{r.get('number', 'refused' if 'refused' in r else 'error')}{'?' if r.get('unsure') else ''}"
+            f"{e['digits'] or '-'}->{_answer(r)}"
             for e, r in zip(examples, results)
             if e["kind"] == kind and r.get("number", "") != e["digits"]
         ]
