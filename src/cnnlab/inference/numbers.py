@@ -41,7 +41,7 @@ MAX_MARKS = 60  # more marks than this on the line is text or scattered dirt, ne
 MAX_ASPECT = 40  # an image longer than this many times its width holds no readable line of digits
 SPECK = 0.2  # a mark less than this share of the line's height, both ways, is a speck (or a dot of noise)
 SMALL_SIDE = 64  # an image shorter than this is enlarged to it before its ink is split into digits
-FINE_HEIGHT = 48  # a line lower than this many working pixels is found again in a crop, finer
+FINE_HEIGHT, FINE_TARGET = 48, 64  # a line lower than 48 working pixels is found again, 64 high if it can be
 THIN_STROKE = 2.5  # px: the breaks in strokes thinner than this are bridged when the ink is split into marks
 BORDER, EDGE_LENGTH, EDGE_RATIO = 0.08, 0.4, 2.5  # a page's edge: at a border, long (`_along_border`)
 WORD_GAP, MAX_GAP, GROUP_SHARE = 0.8, 1.5, 0.3  # line heights between marks not of one number (`_apart`)
@@ -77,7 +77,7 @@ MAX_WIDTH = 1.5  # a digit wider than this many times the line's digit width is 
 WIDTH_PENALTY = 6.0  # ... and loses this much log-probability per digit width above it
 MIN_HEIGHT = 0.75  # a digit shorter than this share of the line's height is implausible ...
 HEIGHT_PENALTY = 10.0  # ... and loses this much log-probability per line-height below it
-CUT_MIN_WIDTH = 0.6  # marks wider than this share of the line's height are cut into pieces ...
+CUT_MIN_WIDTH = 0.8  # marks wider than this share of the line's height are cut into pieces ...
 CUT_SPACING = 0.2  # ... at narrow places of the slanted column profile at least this share apart
 CUT_COST = 1.5  # log-probability lost by a cut for each stroke it crosses beyond one (a 0 cut in half: two)
 WIDE = 0.9  # a mark this many line heights wide is cut at its narrowest place even when that is not narrow
@@ -156,25 +156,13 @@ def read_number(
             for p, (i, j) in zip(_probabilities(classifier, inputs), runs)
         ]
     )
-    like = [mnist_like(seen) for seen in inputs]
-    scores = {
-        run: _score(probabilities[k], pieces, run) - costs[run] - UNLIKE_COST * (not like[k])
-        for k, run in enumerate(runs)
-    }
-    skips = {(i, i + 1): -SKIP_COST for i, label in enumerate(pieces.order) if _fragment(pieces, label)}
-    path, ambiguous = _best_split(scores, skips, len(pieces.order))
-    if len(path) > MAX_DIGITS:
-        raise NotANumberError(f"{name}: {len(path)} marks in a row: more than {MAX_DIGITS} digits, or text")
+    scores = {run: _score(probabilities[k], pieces, run) - costs[run] for k, run in enumerate(runs)}
+    path, ambiguous = _choose(pieces, scores, {run: seen for run, seen in zip(runs, inputs)}, name)
     answer = lambda seen, p, box, split_unsure: Digit(
         box, _top(p, classifier.classes, top_k), bool(p.max() < unsure_below), split_unsure, seen
     )
-    if not all(like[runs.index(run)] for run in path):
-        raise NotANumberError(f"{name}: ink that does not look like digits (a drawing or a scribble?)")
     if len(path) == 1:  # one digit: the single-digit answer, unchanged (`preprocess`)
-        alike = scale == page.scale and -(-max(image.size) // _work_side(image.size)) == -(
-            -max(image.size) // WORK_SIDE
-        )
-        page = page if origin == (0, 0) and alike else page_ink(image, name)
+        page = page if origin == (0, 0) and scale == page.scale else page_ink(image, name)
         ink = single_digit(page)
         seen = digit_input(ink)
         box = _ink_box(ink, page.scale)
@@ -189,15 +177,39 @@ def read_number(
     return Reading(digits)
 
 
+def _choose(pieces: "_Pieces", scores: dict, inputs: dict, name: str) -> tuple[list, set]:
+    """The best split (`_best_split`), a candidate whose input has more stroke or holes than any MNIST
+    digit (`mnist_like`) losing UNLIKE_COST; checked on the best split's digits only, then chosen again,
+    until its digits pass. NotANumberError when the best split keeps such a digit, or too many digits."""
+    skips = {(i, i + 1): -SKIP_COST for i, label in enumerate(pieces.order) if _fragment(pieces, label)}
+    unlike: set[Run] = set()
+    checked: set[Run] = set()
+    while True:
+        penalised = {run: score - UNLIKE_COST * (run in unlike) for run, score in scores.items()}
+        path, ambiguous = _best_split(penalised, skips, len(pieces.order))
+        fresh = [run for run in path if run not in checked]
+        checked.update(fresh)
+        found = {run for run in fresh if not mnist_like(inputs[run])}
+        if not found:
+            break
+        unlike |= found
+    if unlike & set(path):
+        raise NotANumberError(f"{name}: ink that does not look like digits (a drawing or a scribble?)")
+    if len(path) > MAX_DIGITS:
+        raise NotANumberError(f"{name}: {len(path)} marks in a row: more than {MAX_DIGITS} digits, or text")
+    return path, ambiguous
+
+
 def _line_ink(image: Image.Image, name: str) -> tuple[PageInk, "_Pieces", float, tuple[int, int]]:
-    """The page's ink and its pieces, and how boxes in their working pixels map to the image's (scale and
-    origin). A small image (under SMALL_SIDE pixels) is enlarged first, so that cuts between its touching
-    digits fall between pixels of the original; a line under FINE_HEIGHT working pixels high in an image
-    that has more is found again in the image cropped around it (a small number in a large photo)."""
+    """The page's ink (found as for a single digit) and its pieces, and how boxes in their working pixels
+    map to the image's (scale and origin). A small image (under SMALL_SIDE pixels) is enlarged first, so
+    that cuts between its touching digits fall between pixels of the original; a line under FINE_HEIGHT
+    working pixels high in an image that has more is found again in the image cropped around it, reduced
+    less (a small number in a large photo, a long line)."""
     enlarged = -(-SMALL_SIDE // max(1, min(image.size))) if min(image.size) < SMALL_SIDE else 1
     if enlarged > 1:
         image = image.resize((image.width * enlarged, image.height * enlarged), Image.Resampling.BICUBIC)
-    page = page_ink(image, name, work_side=_work_side(image.size))
+    page = page_ink(image, name)
     pieces = _pieces(page, name)
     if pieces.height >= FINE_HEIGHT or page.scale <= 1:
         return page, pieces, page.scale / enlarged, (0, 0)
@@ -206,14 +218,9 @@ def _line_ink(image: Image.Image, name: str) -> tuple[PageInk, "_Pieces", float,
     box = _scaled((int(left - margin), int(top - margin), int(right + margin), int(bottom + margin)), page.scale)
     box = (max(0, box[0]), max(0, box[1]), min(image.width, box[2]), min(image.height, box[3]))
     crop = image.crop(box)
-    fine = page_ink(crop, name, work_side=_work_side(crop.size))
+    side = round(max(crop.size) * FINE_TARGET / (pieces.height * page.scale))  # the line FINE_TARGET high
+    fine = page_ink(crop, name, work_side=int(np.clip(side, WORK_SIDE, 2 * WORK_SIDE)))
     return fine, _pieces(fine, name), fine.scale / enlarged, (box[0] // enlarged, box[1] // enlarged)
-
-
-def _work_side(size: tuple[int, int]) -> int:
-    """The longest side to find a number's ink at: as many pixels as a single digit's WORK_SIDE square
-    (the same time and memory), so a long line keeps its digits' height (up to twice WORK_SIDE)."""
-    return min(2 * WORK_SIDE, round(WORK_SIDE * math.sqrt(max(size) / max(min(size), 1))))
 
 
 def _probabilities(classifier: Classifier, inputs: list[np.ndarray]) -> np.ndarray:

@@ -129,7 +129,8 @@ def _rims(grey: np.ndarray, ink: np.ndarray) -> bool:
 def _reduced(image: Image.Image, side: int = WORK_SIDE) -> Image.Image:
     """The image in L, RGB or RGBA, box-reduced by a whole factor to at most `side` pixels a side."""
     has_alpha = image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in image.info
-    image = image.convert("RGBA" if has_alpha else "L" if image.mode in ("1", "L", "I", "I;16", "F") else "RGB")
+    mode = "RGBA" if has_alpha else "L" if image.mode in ("1", "L", "I", "I;16", "F") else "RGB"
+    image = image if image.mode == mode else image.convert(mode)  # converting to its own mode copies it
     factor = -(-max(image.size) // side)
     return image.reduce(factor) if factor > 1 else image
 
