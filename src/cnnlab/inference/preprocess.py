@@ -273,9 +273,9 @@ def _long_lines(mask: np.ndarray) -> np.ndarray:
     """(H, W) bool: the pixels of straight lines across the image (a page's squares, a fold, ruled lines)
     that no stroke crosses. A line is found by counting the mask along slanted rows and columns (a photo's
     perspective tilts them, LINE_ANGLES): at least LINE_LENGTH of the image long, and reaching LINE_BEYOND
-    of it past the rest of the ink on both sides (a digit's own straight stroke, the bar of a tightly cropped
-    7 or the 1s of a number, ends where the digits do). Where a stroke crosses a line, the ink LINE_CROSS
-    pixels above and below it (left and right) is kept."""
+    of it past the rest of the ink (`_past`: a digit's own straight stroke, a 7's bar or the 1s of a number,
+    ends where the digits do). Where a stroke crosses a line, the ink LINE_CROSS pixels above and below it
+    (left and right) is kept."""
     ys, xs = np.nonzero(mask)
     directions = ((xs, ys, mask.shape[1], (LINE_CROSS, 0)), (ys, xs, mask.shape[0], (0, LINE_CROSS)))
     found = [_along_lines(along, across, length) for along, across, length, _ in directions]
@@ -288,7 +288,7 @@ def _long_lines(mask: np.ndarray) -> np.ndarray:
     for (along, _, length, (dy, dx)), line in zip(directions, found):
         low, high = _dense_span(along[rest])
         beyond = LINE_BEYOND * length
-        if line.any() and along[line].min() <= low - beyond and along[line].max() >= high + beyond:
+        if line.any() and _past(along[line].min(), along[line].max(), low, high, beyond, length):
             crossed = _at(strokes, ys + dy, xs + dx) | _at(strokes, ys - dy, xs - dx)
             on_line |= line & ~crossed
     lines = np.zeros_like(mask)
@@ -306,6 +306,15 @@ def _along_lines(along: np.ndarray, across: np.ndarray, length: int) -> np.ndarr
         lines = np.bincount(offset) >= LINE_LENGTH * length
         found |= (lines | np.roll(lines, 1) | np.roll(lines, -1))[offset]
     return found
+
+
+def _past(first: int, last: int, low: int, high: int, beyond: float, length: int) -> bool:
+    """Whether lines from `first` to `last` reach `beyond` past the digits (from `low` to `high`) on both
+    sides, or on one side where the digits come as near the image's border on the other (a digit at the
+    top of a photo of squared paper)."""
+    before, after = first <= low - beyond, last >= high + beyond
+    at_border = low <= beyond, high >= length - beyond
+    return (before or at_border[0]) and (after or at_border[1]) and (before or after)
 
 
 def _dense_span(points: np.ndarray) -> tuple[int, int]:
