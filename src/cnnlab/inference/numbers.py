@@ -162,7 +162,13 @@ def read_number(
         box, _top(p, classifier.classes, top_k), bool(p.max() < unsure_below), split_unsure, seen
     )
     if len(path) == 1:  # one digit: the single-digit answer, unchanged (`preprocess`)
-        page = page if origin == (0, 0) and scale == page.scale else page_ink(image, name)
+        longest = max(image.size)  # found as a single digit is (no crop, enlargement, or other reduction)?
+        same = (
+            origin == (0, 0)
+            and scale == page.scale
+            and -(-longest // WORK_SIDE) == -(-longest // _work_side(image.size))
+        )
+        page = page if same else page_ink(image, name)
         ink = single_digit(page)
         seen = digit_input(ink)
         box = _ink_box(ink, page.scale)
@@ -209,7 +215,7 @@ def _line_ink(image: Image.Image, name: str) -> tuple[PageInk, "_Pieces", float,
     enlarged = -(-SMALL_SIDE // max(1, min(image.size))) if min(image.size) < SMALL_SIDE else 1
     if enlarged > 1:
         image = image.resize((image.width * enlarged, image.height * enlarged), Image.Resampling.BICUBIC)
-    page = page_ink(image, name)
+    page = page_ink(image, name, work_side=_work_side(image.size))
     pieces = _pieces(page, name)
     if pieces.height >= FINE_HEIGHT or page.scale <= 1:
         return page, pieces, page.scale / enlarged, (0, 0)
@@ -221,6 +227,12 @@ def _line_ink(image: Image.Image, name: str) -> tuple[PageInk, "_Pieces", float,
     side = round(max(crop.size) * FINE_TARGET / (pieces.height * page.scale))  # the line FINE_TARGET high
     fine = page_ink(crop, name, work_side=int(np.clip(side, WORK_SIDE, 2 * WORK_SIDE)))
     return fine, _pieces(fine, name), fine.scale / enlarged, (box[0] // enlarged, box[1] // enlarged)
+
+
+def _work_side(size: tuple[int, int]) -> int:
+    """The longest side a number's ink is found at: as many pixels as a single digit's WORK_SIDE square at
+    most (the same time and memory), so that a long line is reduced less and its thin strokes stay whole."""
+    return int(np.clip(WORK_SIDE * math.sqrt(max(size) / max(min(size), 1)), WORK_SIDE, 2 * WORK_SIDE))
 
 
 def _probabilities(classifier: Classifier, inputs: list[np.ndarray]) -> np.ndarray:
