@@ -50,11 +50,13 @@ docs: install
 	  write_text('docs/cli.md', cli_reference())"
 
 # Every CPU figure of docs/speed.md: lecture recipe against the lecture's pipeline, deep models, time to 99% (float32
-# and bf16), inference backends, the serving load test; and docs/real-digits.md's generated real-world set and
-# numbers (exact-number and per-digit accuracy, a 12 MP photo's and the lab pad's reading time), read by the default
-# cnn and the robust recipe. About 17 minutes on 2 idle cores. The GPU figures come from
-# benchmarks/gpu.sh on a GPU machine; `best`'s 10-minute runs are commands in docs/speed.md. A --target run
-# that misses its accuracy on a seed exits 1; the leading - lets the rest of the bench run.
+# and bf16; each seed beside one epoch of the lecture's pipeline, their ratio with its median and range),
+# inference backends, the serving load test; docs/real-digits.md's generated real-world set and numbers
+# (exact-number and per-digit accuracy, a 12 MP photo's and the lab pad's reading time), read by the default cnn
+# and the robust recipe; and what the lab's training snapshots cost (docs/lab.md). About 20 minutes on 2 idle
+# cores, plus the DDP exit counter. The GPU figures come from benchmarks/gpu.sh on a GPU machine; `best`'s
+# 10-minute runs are commands in docs/speed.md. A --target run that misses its accuracy on a seed exits 1; the
+# leading - lets the rest of the bench run.
 bench: install
 	$(BIN)/cnnlab bench --data-dir $(MNIST_DIR)
 	$(BIN)/cnnlab bench --data-dir $(MNIST_DIR) --models resnet-20,densenet-bc-22-8 --quick --no-reference --out benchmarks/results/deep
@@ -67,9 +69,11 @@ bench: install
 	  $(if $(wildcard $(REAL_DIGITS)),--real $(REAL_DIGITS)) --json benchmarks/results/real-digits-$(shell date +%F).json
 	$(BIN)/python benchmarks/number_reading.py runs/bench-cnn runs/bench-robust --data-dir $(MNIST_DIR) --speed \
 	  --json benchmarks/results/numbers-$(shell date +%F).json
+	$(BIN)/python benchmarks/snapshot_cost.py --data-dir $(MNIST_DIR)
 	$(BIN)/cnnlab train --dataset mnist-sample --no-progress --out runs/bench-serve --overwrite >/dev/null
 	$(BIN)/python benchmarks/load.py runs/bench-serve --clients 8 --requests 800
 	$(BIN)/python benchmarks/load.py runs/bench-serve --clients 8 --requests 400 --upload
+	$(BIN)/python benchmarks/ddp_exits.py --runs 30 --json benchmarks/results/ddp-exits-$(shell date +%F).json
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

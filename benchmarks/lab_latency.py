@@ -17,14 +17,14 @@ import time
 import urllib.request
 
 from PIL import Image
-from served import multipart, served
+from served import SAME_SITE, multipart, served
 
 from cnnlab.data.datasets import load_dataset
 
 
 def timed(url: str, body: bytes, kind: str) -> tuple[float, int]:
     start = time.perf_counter()
-    request = urllib.request.Request(url, data=body, headers={"Content-Type": kind})
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": kind, **SAME_SITE})
     with urllib.request.urlopen(request, timeout=30) as response:
         size = len(response.read())
     return (time.perf_counter() - start) * 1000, size

@@ -16,7 +16,7 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 from PIL import Image
-from served import multipart, served
+from served import SAME_SITE, multipart, served
 
 from cnnlab.data.datasets import load_dataset
 
@@ -43,7 +43,8 @@ def main() -> int:
             body, kind = bodies[i % len(bodies)]
             start = time.perf_counter()
             try:
-                request = urllib.request.Request(url + "/predict", data=body, headers={"Content-Type": kind})
+                headers = {"Content-Type": kind, **SAME_SITE}
+                request = urllib.request.Request(url + "/predict", data=body, headers=headers)
                 ok = urllib.request.urlopen(request, timeout=30).status == 200
             except OSError:
                 ok = False

@@ -39,8 +39,8 @@ from real_digits import (
 
 from cnnlab import CnnlabError
 from cnnlab.data.datasets import load_dataset
+from cnnlab.data.decode import load_image
 from cnnlab.files import write_json
-from cnnlab.inference.decode import load_image
 from cnnlab.inference.numbers import NotANumberError, read_number
 from cnnlab.inference.predict import UNSURE_BELOW, Predictor
 from cnnlab.tables import format_table

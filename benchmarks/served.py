@@ -5,6 +5,8 @@ import socket
 import subprocess
 import sys
 
+SAME_SITE = {"X-Requested-With": "cnnlab"}  # the lab refuses a POST that is not JSON without it (as a form's is)
+
 
 def free_port() -> int:
     with socket.socket() as s:

@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from PIL import Image, ImageDraw
-from served import multipart, served
+from served import SAME_SITE, multipart, served
 
 from cnnlab.inference.decode import MAX_PIXELS
 from cnnlab.inference.serve import MAX_BODY, SERVED_PIXELS
@@ -64,7 +64,7 @@ def main() -> int:
 
         def post(data: bytes) -> int:
             body, kind = multipart(data)
-            request = urllib.request.Request(url + "/predict", data=body, headers={"Content-Type": kind})
+            request = urllib.request.Request(url + "/predict", data=body, headers={"Content-Type": kind, **SAME_SITE})
             try:
                 return urllib.request.urlopen(request, timeout=120).status
             except urllib.error.HTTPError as e:

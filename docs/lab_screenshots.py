@@ -32,7 +32,8 @@ def draw(page, strokes=SEVEN, steps=12):
         for i in range(1, steps + 1):
             page.mouse.move(*at((a[0] + (b[0] - a[0]) * i / steps, a[1] + (b[1] - a[1]) * i / steps)))
     page.mouse.up()
-    page.wait_for_function("window.lab.results.length === window.lab.runs.length && !window.lab.busy", timeout=30_000)
+    shown = "() => window.lab.results.length === window.lab.runs.length && !window.lab.busy"
+    page.wait_for_function(shown, timeout=30_000)
 
 
 def shot(page, path: Path, scroll_to: str | None) -> None:
@@ -49,7 +50,7 @@ def digit_views(browser, url: str, out: Path) -> None:
     for device, viewport in VIEWPORTS.items():
         page = browser.new_page(viewport=viewport, device_scale_factor=1)
         page.goto(url)
-        page.wait_for_function("window.lab.runs.length > 0")
+        page.wait_for_function("() => window.lab.runs.length > 0")
         draw(page)
         shot(page, out / f"{device}-draw.png", "#pad") if device == "phone" else None
         shot(page, out / f"{device}-layers.png", "#columns .run" if device == "phone" else None)
@@ -73,9 +74,9 @@ def upload_views(browser, url: str, out: Path, image: str) -> None:
     for device, viewport in VIEWPORTS.items():
         page = browser.new_page(viewport=viewport, device_scale_factor=1)
         page.goto(url)
-        page.wait_for_function("window.lab.runs.length > 0")
+        page.wait_for_function("() => window.lab.runs.length > 0")
         page.set_input_files("#file", image)
-        page.wait_for_function("window.lab.results.length === window.lab.runs.length && !window.lab.busy")
+        page.wait_for_function("() => window.lab.results.length === window.lab.runs.length && !window.lab.busy")
         page.wait_for_selector(".confusion", timeout=30_000)
         page.wait_for_timeout(700)
         shot(page, out / f"{device}-upload.png", None)

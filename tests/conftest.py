@@ -20,9 +20,10 @@ def mnist_dir() -> Path:
 
 @pytest.fixture(autouse=True)
 def isolated_cache(tmp_path, monkeypatch):
-    """No test reads or writes the user's cache, and none reaches the network: downloads are off in every process a
-    test starts (CNNLAB_OFFLINE), and in this one the mirrors point at a closed port too."""
+    """No test reads or writes the user's cache or config, and none reaches the network: downloads are off in every
+    process a test starts (CNNLAB_OFFLINE), and in this one the mirrors point at a closed port too."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))  # code trusted by training (external/trust.py)
     monkeypatch.setenv("CNNLAB_OFFLINE", "1")
     monkeypatch.delenv("CNNLAB_DATA_DIR", raising=False)
     from cnnlab.data import datasets

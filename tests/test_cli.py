@@ -1,12 +1,14 @@
 """The CLI as a user runs it: train, evaluate, models, and one-line errors."""
 
 import json
+import platform
 import subprocess
 import sys
 
 import pytest
 import torch
 
+import cnnlab
 from cnnlab.cli import main
 from cnnlab.engine.checkpoint import load_checkpoint, read_metrics
 from conftest import assert_one_line_error, run_cli
@@ -101,6 +103,13 @@ def test_existing_run_is_not_overwritten_silently(tmp_path):
         (["train", "--dataset", "mnist"], "--data-dir"),
         (["evaluate", "/nonexistent/run"], "no checkpoint at"),
         (["models", "--input", "28"], "expected CxHxW"),
+        (["bench", "--seeds", "0,x"], "--seeds: expected whole numbers separated by commas, got '0,x'"),
+        (["compare", "--models", ",,"], "--models: expected names separated by commas, got ',,'"),
+        (["bench", "--models", "cnn,"], "--models: expected names separated by commas, got 'cnn,'"),
+        *[
+            (["bench", "--target", target], f"--target: expected a percentage above 0 and at most 100, got '{target}'")
+            for target in ("nan", "inf", "-5", "0", "150")
+        ],
     ],
 )
 def test_user_mistakes_are_one_line_errors(argv, message, capsys):
@@ -134,3 +143,37 @@ def test_cnn_reaches_98_5_percent_on_real_mnist_in_3_epochs(tmp_path, mnist_dir,
     capsys.readouterr()
     assert main(["evaluate", str(tmp_path / "r")]) == 0
     assert f"({accuracy:.2f}%)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv, prefix",
+    [(["train", "--v", "500"], "--v 500"), (["train", "--npro", "2"], "--npro 2"), (["--deb", "models"], "--deb")],
+)
+def test_a_prefix_of_an_option_is_refused(argv, prefix, capsys):
+    """argparse would read `--v 500` as --val-split 500, and --nproc passes the literal spelling on to torchrun."""
+    assert_one_line_error(*run_cli(argv, capsys), f"error: unrecognized arguments: {prefix}")
+
+
+def test_version_names_what_cnnlab_runs_on():
+    result = subprocess.run([sys.executable, "-m", "cnnlab", "--version"], capture_output=True, text=True)
+    assert result.returncode == 0 and result.stderr == ""
+    import onnxruntime
+
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"cnnlab {cnnlab.__version__}"
+    assert (
+        f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, Python {platform.python_version()}"
+        in lines[1]
+    )
+    assert lines[2].startswith("device: cpu")  # this machine has no GPU
+
+
+def test_arithmetic_commands_do_not_import_the_heavy_modules():
+    """Commands import what they run inside `run`: `cnnlab shape` answers without onnxruntime, FastAPI, matplotlib."""
+    code = (
+        "import sys; from cnnlab.cli import main; assert main(['shape', '--input', '28', '--kernel', '5']) == 0; "
+        "print(sorted(m for m in ('onnxruntime', 'fastapi', 'uvicorn', 'matplotlib') if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "[]"

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from cnnlab.cli import main
-from cnnlab.data.augment import AUGMENTATIONS, random_crop
+from cnnlab.data.augment import AUGMENTATIONS, random_crop, random_erasing
 from cnnlab.engine.config import RECIPES, build_config
 from cnnlab.engine.state import build_optimizer, build_scheduler
 from test_reliability import TRAIN, assert_same_run, start_and_wait_for_a_checkpoint
@@ -91,3 +91,26 @@ def test_resume_with_crop_flip_is_bit_identical(tmp_path):
     assert process.wait(timeout=60) == 143
     assert main(["train", "--resume", str(out), "--no-progress"]) == 0
     assert_same_run(reference, out)
+
+
+def test_random_erasing_replaces_one_rectangle_of_about_half_the_images():
+    images = torch.full((400, 1, 28, 28), 2.0)  # no noise pixel in [0, 1) can equal 2
+    out = random_erasing(images, torch.Generator().manual_seed(0))
+    erased = out != images
+    counts = erased.flatten(1).sum(1)
+    assert 150 < int((counts > 0).sum()) < 250  # p = 0.5
+    for mask, count in zip(erased[:, 0], counts):
+        if count:
+            rows, cols = mask.any(1).nonzero(), mask.any(0).nonzero()
+            box = (rows.max() - rows.min() + 1) * (cols.max() - cols.min() + 1)
+            assert box == count and 0.02 * 784 * 0.5 <= count <= 0.4 * 784 * 1.5  # one whole rectangle
+    assert out[erased].min() >= 0 and out[erased].max() < 1  # filled with uniform noise
+    assert torch.equal(out, random_erasing(images, torch.Generator().manual_seed(0)))
+
+
+def test_the_clothes_augmentation_shifts_by_two_pixels_at_most_and_flips():
+    images = torch.rand(64, 1, 28, 28, generator=torch.Generator().manual_seed(0)) + 2  # erased pixels are < 1
+    out = AUGMENTATIONS["clothes"](images, torch.Generator().manual_seed(1))
+    for image, result in zip(images, out):
+        kept = result >= 1  # what was not erased
+        assert any(torch.equal(crop[kept], result[kept]) for *_, crop in windows(image, pad=2))

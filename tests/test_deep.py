@@ -1,5 +1,7 @@
 """Plain and residual CIFAR-layout nets, DenseNet-BC, and the depth experiment end to end."""
 
+import json
+
 import pytest
 import torch
 
@@ -138,3 +140,15 @@ def test_depth_settings_and_smoothing():
     }
     assert resolve_settings(None)["families"] == ("plain", "resnet")
     assert smooth([1.0, 2.0, 3.0, 4.0], 2) == [1.0, 1.5, 2.5, 3.5]
+
+
+def test_the_quick_preset_offline_says_it_trains_on_the_sample_and_records_it(tmp_path, capsys):
+    """Offline, `depth --preset quick` trains on mnist-sample: it says so, cuts the preset's 12,000 images to the
+    sample's 4,000 in one line, and each run's config.json records the 4,000 it trained on."""
+    argv = ["depth", "--preset", "quick", "--epochs", "1", "--families", "plain", "--depths", "8"]
+    assert main([*argv, "--no-progress", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "training on mnist-sample" in out
+    assert "mnist-sample has 4,000 training images, fewer than the quick preset's 12,000: all are used" in out
+    saved = json.loads((tmp_path / "plain-8-s0" / "config.json").read_text())
+    assert (saved["dataset"], saved["train_subset"]) == ("mnist-sample", 4000)

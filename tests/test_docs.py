@@ -11,7 +11,7 @@ from cnnlab.cli import build_parser, cli_reference
 from cnnlab.engine.config import RECIPES, describe_recipe
 
 ROOT = Path(__file__).resolve().parent.parent
-PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
 # A command line in a code block: `cnnlab CMD ...`, `$ cnnlab CMD ...`, `python -m cnnlab CMD ...`, torchrun's.
 COMMAND_LINE = re.compile(r"^(?:\$ )?(?:\S*python3? -m |torchrun .*-m )?cnnlab ([a-z][\w-]*)(.*)$")

@@ -86,3 +86,26 @@ def test_public_md5_of_real_mnist_content(mnist_dir):
     for stem in datasets.IDX_FILES:
         content = gzip.decompress((mnist_dir / f"{stem}.gz").read_bytes())
         assert hashlib.md5(content).hexdigest() in datasets.SPECS["mnist"].md5s[stem]
+
+
+def test_a_gzip_bomb_from_a_mirror_is_never_unpacked_whole(server, tmp_path):
+    """A mirror's file whose md5 differs is unpacked to check its content's md5: a megabyte at a time, and no
+    further than the largest real content, so 200 MiB of zeros in a 200 kB gzip never sits in memory."""
+    import io
+    import tracemalloc
+
+    root, url = server
+    (root / "bomb").mkdir(parents=True)
+    buffer = io.BytesIO()
+    with gzip.GzipFile(fileobj=buffer, mode="wb") as packed:
+        for _ in range(200):
+            packed.write(bytes(1 << 20))
+    (root / "bomb" / "f.gz").write_bytes(buffer.getvalue())
+    tracemalloc.start()
+    try:
+        with pytest.raises(DataError, match="checksum mismatch"):
+            download("f.gz", [f"{url}/bomb/"], (hashlib.md5(b"good").hexdigest(),), tmp_path / "cache")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert len(buffer.getvalue()) < 1 << 20 and peak < 16 << 20, peak

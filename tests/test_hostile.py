@@ -105,9 +105,9 @@ def test_bad_config_files(text, message, toml, capsys):
 
 
 def test_memory_is_estimated_before_a_model_is_built(capsys, monkeypatch):
-    import cnnlab.engine.run
+    import cnnlab.memory
 
-    monkeypatch.setattr(cnnlab.engine.run, "_available_memory", lambda: 2**30)  # a 1 GiB machine
+    monkeypatch.setattr(cnnlab.memory, "available_memory", lambda: 2**30)  # a 1 GiB machine
     code, err = run_cli(
         ["train", "--dataset", "mnist-sample", "--model", "resnet-20", "--width", "512", "--epochs", "1"], capsys
     )

@@ -40,11 +40,11 @@ def test_summary_cli_totals_match_models(capsys):
     ],
 )
 def test_shape_formula(args, expected):
-    assert expected in shape(*args)
+    assert expected in str(shape(*args))
 
 
 def test_shape_with_pooling():
-    assert "floor((24 - 2) / 2) + 1 = 12" in shape(28, 5, pool=2)
+    assert "floor((24 - 2) / 2) + 1 = 12" in str(shape(28, 5, pool=2))
 
 
 def test_shape_errors_when_the_output_would_be_empty():

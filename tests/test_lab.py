@@ -1,17 +1,22 @@
 """The lab in a real headless Chromium (Debian's): draw a digit and check what every view shows against the
-model itself. Screenshots go to pytest's tmp_path."""
+model itself; and that names from data and runs (HTML in class folders, batches.meta.txt, run folders) are shown
+as text in every view, with no dialog and nothing refused by the content-security policy. Screenshots go to
+pytest's tmp_path."""
 
 import json
 import re
 import shutil
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from cnnlab.cli import main
 from cnnlab.engine.checkpoint import CONFIG, read_metrics, write_metrics
 from cnnlab.engine.run import open_run
 from cnnlab.inference.serve import serving_in_thread
+from test_serve import png as png_of
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMIUM_ARGS = [
@@ -94,7 +99,14 @@ def page(browser, lab_url):
     """The lab on a laptop-sized screen with a 7 drawn on it."""
     page = browser.new_page(viewport={"width": 1366, "height": 768})
     page.goto(lab_url)
-    page.wait_for_function("window.lab.runs.length === 2")
+    page.wait_for_function("() => window.lab.runs.length === 2")
+    draw_a_seven(page, runs=2)
+    yield page
+    page.close()
+
+
+def draw_a_seven(page, runs: int) -> None:
+    """Draw a 7 on the pad with the mouse, and wait for every run's stages."""
     box = page.locator("#pad").bounding_box()
     at = lambda x, y: (box["x"] + x * box["width"], box["y"] + y * box["height"])
     page.mouse.move(*at(0.22, 0.2))
@@ -103,9 +115,7 @@ def page(browser, lab_url):
         for i in range(1, 11):
             page.mouse.move(*at(x0 + (x1 - x0) * i / 10, y0 + (y1 - y0) * i / 10))
     page.mouse.up()
-    page.wait_for_function("window.lab.results.length === 2 && !window.lab.busy", timeout=30_000)
-    yield page
-    page.close()
+    page.wait_for_function(f"() => window.lab.results.length === {runs} && !window.lab.busy", timeout=30_000)
 
 
 def stages_of(page, run: int):
@@ -171,15 +181,15 @@ def test_explorer_output_size_is_cnnlab_shape(page, capsys):
     page.click('.tabs button[data-view="explorer"]')
     for name, value in (("size", "28"), ("kernel", "5"), ("stride", "2"), ("padding", "1")):
         page.fill(f"#ex-{name}", value)
-    page.wait_for_function("document.getElementById('ex-command').textContent.includes('--padding 1')")
-    page.wait_for_function("document.getElementById('ex-formula').textContent.includes('28 + 2*1')")
+    page.wait_for_function("() => document.getElementById('ex-command').textContent.includes('--padding 1')")
+    page.wait_for_function("() => document.getElementById('ex-formula').textContent.includes('28 + 2*1')")
     assert main(["shape", "--input", "28", "--kernel", "5", "--stride", "2", "--padding", "1"]) == 0
     printed = capsys.readouterr().out.strip()
     assert page.locator("#ex-formula").inner_text().strip() == printed
     size = printed.rsplit("output: ", 1)[1].split("x")[0]
     assert page.locator("#ex-output").inner_text() == f"output: {size}×{size}"
     page.fill("#ex-kernel", "40")  # larger than the padded input: the same refusal as the CLI
-    page.wait_for_function("document.getElementById('ex-output').textContent === 'no output'")
+    page.wait_for_function("() => document.getElementById('ex-output').textContent === 'no output'")
     page.click('.tabs button[data-view="layers"]')
 
 
@@ -188,13 +198,123 @@ def test_a_training_runs_curve_updates_live(page, live_run, tmp_path):
     card = page.locator('#training-columns section.run[data-run="0"]')
     rows = read_metrics(live_run)
     epochs = "document.querySelector('#training-columns [data-run=\"0\"] .curves').dataset.epochs"
-    page.wait_for_function(f"{epochs} === '{len(rows)}'")
+    page.wait_for_function(f"() => {epochs} === '{len(rows)}'")
     assert "training" in card.locator(".live").inner_text()
     points = card.locator("circle.point").count()
     write_metrics(live_run, rows + [{**rows[-1], "epoch": len(rows) + 1, "test_accuracy": 97.0}])  # as the engine does
-    page.wait_for_function(f"{epochs} === '{len(rows) + 1}'", timeout=10_000)
+    page.wait_for_function(f"() => {epochs} === '{len(rows) + 1}'", timeout=10_000)
     assert card.locator("circle.point").count() > points
     assert "finished" in card.locator(".live").inner_text()
     page.wait_for_selector('#training-columns [data-run="0"] table.confusion', timeout=20_000)
     page.screenshot(path=str(tmp_path / "training.png"))
     page.click('.tabs button[data-view="layers"]')
+
+
+# ---- issue 29: strings from data and runs are shown as text, never run as HTML ----
+
+RUN_NAME = "<img src=x onerror=alert('run')>"  # a folder name: no "/" in it
+FOLDER_CLASSES = ("<img src=x onerror=alert(1)>", '"><svg onload=alert(2)>')
+CIFAR_CLASSES = ('"><script>alert(3)</script>', "<img src=x onerror=alert(4)>", "</table><b onmouseover=alert(5)>b")
+DIGIT_CLASSES = tuple(f"<img src=x onerror=alert({i})>" if i % 2 else f'"><svg onload=alert({i})>' for i in range(10))
+INJECTED = "document.querySelectorAll('img[src=\"x\"], svg[onload], b[onmouseover], script:not([src])').length"
+
+
+@pytest.fixture(scope="module")
+def hostile_image_runs(tmp_path_factory):
+    """A folder run whose class folders and run folder are HTML, and a CIFAR-10 run whose batches.meta.txt is."""
+    from test_cifar import cifar10_files, write_release
+
+    root = tmp_path_factory.mktemp("hostile")
+    rng = np.random.default_rng(0)
+    for k, name in enumerate(FOLDER_CLASSES):
+        (root / "images" / name).mkdir(parents=True)
+        for i in range(10):
+            pixels = rng.integers(0, 90, (24, 24, 3))
+            pixels[..., k] += 160  # red or green: learnable in an epoch
+            Image.fromarray(pixels.astype(np.uint8)).save(root / "images" / name / f"{i}.png")
+    files, _, _ = cifar10_files(n_train=4, n_test=10)
+    files["batches.meta.txt"] = "\n".join(CIFAR_CLASSES + tuple(f"class {i}" for i in range(7))).encode()
+    write_release(root / "cifar" / "cifar-10-batches-bin", files)
+    train = ["train", "--model", "cnn-bn-8-24", "--epochs", "1", "--batch-size", "8", "--seed", "0", "--no-progress"]
+    for dataset, data, out in (("folder", "images", RUN_NAME), ("cifar10", "cifar", "cifar-run")):
+        assert main([*train, "--dataset", dataset, "--data-dir", str(root / data), "--out", str(root / out)]) == 0
+    return [root / RUN_NAME, root / "cifar-run"]
+
+
+@pytest.fixture(scope="module")
+def hostile_digit_run(trained_run, tmp_path_factory):
+    """The trained cnn, its class names replaced by HTML in its checkpoint, in a run folder named as HTML."""
+    run = shutil.copytree(trained_run, tmp_path_factory.mktemp("hostile-digits") / RUN_NAME)
+    payload = torch.load(run / "checkpoint.pt", weights_only=True)
+    payload["dataset"]["classes"] = list(DIGIT_CLASSES)
+    torch.save(payload, run / "checkpoint.pt")
+    return run
+
+
+def watched_page(browser, url: str):
+    """A new page on `url` that records every dialog (dismissed) and every content-security-policy report."""
+    page = browser.new_page(viewport={"width": 1366, "height": 768})
+    dialogs, refused = [], []
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    page.on("console", lambda m: refused.append(m.text) if "Content Security Policy" in m.text else None)
+    page.on("pageerror", lambda error: refused.append(str(error)))
+    page.goto(url)
+    return page, dialogs, refused
+
+
+def open_docs(page, url: str) -> None:
+    """Swagger UI under the lab's policy: the runs' names are in its description; "Try it out" on /health."""
+    page.goto(url + "docs")
+    page.wait_for_selector(".opblock", timeout=30_000)
+    assert RUN_NAME in page.locator(".info").inner_text()
+    health = page.locator(".opblock", has_text="/health")
+    health.locator(".opblock-summary").click()
+    health.locator("button.try-out__btn").click()
+    health.locator("button.execute").click()
+    status = health.locator(".live-responses-table tbody .response-col_status")
+    status.wait_for(timeout=30_000)
+    assert status.inner_text().strip() == "200"
+
+
+def test_image_runs_show_html_names_as_text_in_every_view(browser, hostile_image_runs):
+    with serving_in_thread(hostile_image_runs) as url:
+        page, dialogs, refused = watched_page(browser, url)
+        page.wait_for_function("() => window.lab.runs.length === 2")  # Training opens by itself for image runs
+        for i, classes in enumerate((FOLDER_CLASSES, CIFAR_CLASSES)):
+            table = f'#training-columns [data-run="{i}"] table.confusion'
+            page.wait_for_selector(table, timeout=60_000)
+            assert set(classes) <= set(page.locator(f"{table} th").all_inner_texts())
+        assert RUN_NAME in page.locator("#training-columns").inner_text()
+        upload = {"name": f"{RUN_NAME}.png", "mimeType": "image/png", "buffer": png_of(Image.new("RGB", (40, 30)))}
+        page.set_input_files("#file", files=[upload])
+        page.wait_for_function("() => window.lab.results.length === 2 && !window.lab.busy", timeout=30_000)
+        assert page.locator("#upload-answer").inner_text().startswith(RUN_NAME)
+        assert page.locator(".pred .top1").first.inner_text() in FOLDER_CLASSES
+        for view in ("explorer", "training"):
+            page.click(f'.tabs button[data-view="{view}"]')
+        assert page.evaluate(INJECTED) == 0
+        open_docs(page, url)
+        page.close()
+    assert dialogs == [] and refused == [], (dialogs, refused)
+
+
+def test_a_digit_run_shows_html_names_as_text_in_every_view(browser, hostile_digit_run):
+    with serving_in_thread([hostile_digit_run]) as url:
+        page, dialogs, refused = watched_page(browser, url)
+        page.wait_for_function("() => window.lab.runs.length === 1")
+        draw_a_seven(page, runs=1)
+        assert page.locator(".pred .top1").inner_text() in DIGIT_CLASSES
+        softmax = page.locator('section.stage[data-stage="softmax"] .vector').inner_text()
+        assert all(name in softmax for name in DIGIT_CLASSES)
+        page.locator('section.stage[data-stage="conv1"] canvas.map').first.click(position={"x": 10, "y": 10})
+        page.wait_for_selector("#arithmetic")
+        for view in ("kernels", "explorer", "training", "layers"):
+            page.click(f'.tabs button[data-view="{view}"]')
+        page.click('.tabs button[data-view="training"]')
+        boxes = "[...document.querySelectorAll('.confusion-box')]"
+        answered = f"() => {boxes}.every(box => !/^(Waiting|Computing)/.test(box.textContent))"
+        page.wait_for_function(answered, timeout=60_000)  # the matrix, or why there is none
+        assert page.evaluate(INJECTED) == 0
+        open_docs(page, url)
+        page.close()
+    assert dialogs == [] and refused == [], (dialogs, refused)

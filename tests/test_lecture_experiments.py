@@ -1,5 +1,7 @@
 """The lecture's experiments: 1x1 reductions, max vs average pooling, the pooling variants, checked by hand."""
 
+import json
+
 import pytest
 import torch
 from PIL import Image
@@ -166,3 +168,14 @@ def test_variants_parameter_counts_and_layers():
     # the lecture's 8,490 plus two learned 2x2 stride-2 convolutions: 10x10x4 + 10 and 20x20x4 + 20
     assert count_parameters(strided) == 8490 + 410 + 1620 == 10520
     assert strided.forward_features(torch.zeros(1, 1, 28, 28)).shape == (1, 20, 4, 4)  # as the pooled lecture CNN
+
+
+def test_overfit_works_offline_on_the_sample_and_says_how_it_scaled(tmp_path, capsys):
+    """`make run` falls back to mnist-sample offline; `cnnlab overfit` must too: its 5,000 validation images do
+    not fit in the sample's 4,000, so it holds out a quarter, says so, and records what it used."""
+    assert main(["overfit", "--epochs", "1", "--cures", "baseline", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "training on mnist-sample" in out
+    assert "mnist-sample has 4,000 training images, too few for the defaults: --val-split 1,000 (default 5,000)" in out
+    saved = json.loads((tmp_path / "baseline" / "config.json").read_text())
+    assert (saved["dataset"], saved["val_split"], saved["train_subset"]) == ("mnist-sample", 1000, 1000)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from cnnlab.inference.decode import ImageError, load_image
+from cnnlab.data.decode import ImageError, load_image
 from cnnlab.inference.numbers import NotANumberError, read_number
 from cnnlab.inference.predict import UNSURE_BELOW, Predictor
 from cnnlab.inference.preprocess import preprocess

@@ -5,15 +5,16 @@ import json
 import os
 import shutil
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from cnnlab import CnnlabError
+from cnnlab import memory
 from cnnlab.cli import main
-from cnnlab.data import datasets, folder
+from cnnlab.data import datasets
 from cnnlab.data.folder import FolderError, fit_image, load_folder, luma
 from cnnlab.data.idx import DataError
 from cnnlab.engine.run import open_run
@@ -86,8 +87,9 @@ def test_classes_split_statistics_and_the_bad_file_report(shapes):
     assert "300 images of 3 classes (circle, square, triangle)" in ds.notice
     assert (
         "skipped 5 files that are not readable images: circle/bomb.png (too many pixels, a decompression "
-        "bomb?); circle/empty.png (empty file); square/notes.jpg (not an image); triangle/cut.png (truncated or "
-        "corrupt: OSError); triangle/noise.png (not an image)" in ds.notice
+        "bomb?); circle/empty.png (empty file); square/notes.jpg (not an image: cnnlab reads PNG, JPEG, BMP, GIF, "
+        "WEBP, TIFF and PPM); triangle/cut.png (truncated or corrupt: OSError: image file is truncated); "
+        "triangle/noise.png (not an image: cnnlab reads PNG" in ds.notice
     )  # a few bad files: each one named
     again = datasets.load_dataset("folder", shapes)  # the split is a function of the files alone
     assert torch.equal(again.test_images, ds.test_images) and torch.equal(again.train_labels, ds.train_labels)
@@ -109,7 +111,7 @@ def test_a_class_of_one_image_is_trained_on_and_reported_untested(shapes):
 
 def test_second_load_hits_the_cache_until_a_file_changes(shapes):
     first = load_folder(shapes)
-    assert not first.cache_hit and first.cache == shapes / ".cnnlab-cache-32x32.pt"
+    assert not first.cache_hit
     second = load_folder(shapes)
     assert second.cache_hit and torch.equal(second.images, first.images) and second.skipped == first.skipped
     draw_shape("circle", np.random.default_rng(9)).save(shapes / "circle" / "000.jpg")  # replaced: new size, time
@@ -139,6 +141,30 @@ def read_only_copy(shapes_template, tmp_path):
     subprocess.run(["umount", str(target)], check=True)
 
 
+def test_the_cache_is_kept_in_the_cnnlab_cache_never_in_the_users_folder(shapes, tmp_path, capsys):
+    """Training on a folder writes nothing into it: the cache lives under the cnnlab cache, keyed by the folder's
+    resolved path (the same folder by another name reads it) and by its files."""
+    before = sorted(p.relative_to(shapes) for p in shapes.rglob("*"))
+    argv = ["train", "--dataset", "folder", "--model", "cnn-bn-8-24", "--epochs", "1", "--no-progress"]
+    assert main([*argv, "--data-dir", str(shapes), "--out", str(tmp_path / "run")]) == 0
+    assert sorted(p.relative_to(shapes) for p in shapes.rglob("*")) == before
+    cached = load_folder(shapes)
+    assert cached.cache_hit and cached.cache.is_relative_to(tmp_path / "cache" / "cnnlab" / "folder")
+    (tmp_path / "link").symlink_to(shapes)
+    assert load_folder(tmp_path / "link").cache == cached.cache and load_folder(tmp_path / "link").cache_hit
+
+
+def test_a_class_folder_that_is_a_symbolic_link_is_skipped_and_said(shapes, tmp_path):
+    """`ln -s /usr DIR/z` made /usr a class and decoded it; a linked class folder is not followed, and named."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    draw_shape("circle", np.random.default_rng(5)).save(elsewhere / "x.png")
+    (shapes / "z").symlink_to(elsewhere)
+    ds = datasets.load_dataset("folder", shapes)
+    assert ds.classes == SHAPES and len(ds.train_labels) + len(ds.test_labels) == 300
+    assert ds.notice.endswith("; skipped class folders that are symbolic links (not followed): z")
+
+
 def test_read_only_folder_is_cached_in_the_cnnlab_cache(read_only_copy, tmp_path):
     first = load_folder(read_only_copy)
     assert first.cache.is_relative_to(tmp_path / "cache" / "cnnlab" / "folder")  # XDG_CACHE_HOME of the tests
@@ -146,7 +172,7 @@ def test_read_only_folder_is_cached_in_the_cnnlab_cache(read_only_copy, tmp_path
 
 
 def test_a_folder_too_large_for_memory_is_refused_before_decoding(shapes, monkeypatch, capsys):
-    monkeypatch.setattr(folder, "available_memory", lambda: 2**30)  # a 1 GiB machine
+    monkeypatch.setattr(memory, "available_memory", lambda: 2**30)  # a 1 GiB machine
     # 305 files at 3x1024x1024, twice over: 1.8 GiB
     code = main(
         [
@@ -164,6 +190,24 @@ def test_a_folder_too_large_for_memory_is_refused_before_decoding(shapes, monkey
     err = capsys.readouterr().err
     assert code == 1 and "305 images at 3x1024x1024 need 1.8 GiB of memory, more than the 1.0 GiB available" in err
     assert len(err.strip().splitlines()) == 1 and not list(shapes.glob(".cnnlab-cache-*"))  # nothing decoded
+
+
+def test_free_memory_is_what_the_kernel_can_give():
+    """One rule for every refusal (a folder decoded, a model built): MemAvailable, which counts the page cache the
+    kernel can drop; free pages alone refused models that fit on a machine whose memory is mostly cache."""
+    lines = [line for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemAvailable:")]
+    if not lines:
+        pytest.skip("no MemAvailable in /proc/meminfo")
+    assert abs(memory.available_memory() - int(lines[0].split()[1]) * 1024) < 256 << 20
+
+
+def test_predict_and_folder_training_say_the_same_of_each_bad_file(shapes, trained_run, capsys):
+    """One decoder: what `predict` says of a file that is not a readable image is what a folder's report says."""
+    notice = datasets.load_dataset("folder", shapes).notice
+    for name in BAD_FILES:
+        main(["predict", str(trained_run), str(shapes / name)])
+        reason = capsys.readouterr().out.strip().split(": error: ", 1)[1]
+        assert f"{name} ({reason})" in notice
 
 
 def test_fit_keeps_the_aspect_ratio_and_crops_the_centre():
@@ -262,12 +306,7 @@ def test_trains_predicts_by_class_name_and_exports(shapes, tmp_path, capsys):
     assert info.classes == SHAPES and info.in_channels == 3 and not info.mnist_style and len(info.mean) == 3
     assert main(["evaluate", str(out)]) == 0  # the run finds its folder again, fitted as for training
     assert "| triangle |" in capsys.readouterr().out
-    with pytest.raises(
-        CnnlabError,
-        match="only a digit model .* this one takes 3x32x32 images of folder: classify its images with `cnnlab predict",
-    ):
-        Predictor(out)  # the default: for a caller that can only give digits
-    predictor = Predictor(out, digits_only=False)
+    predictor = Predictor(out)
     assert not predictor.digits and predictor.prepare(draw_shape("circle", np.random.default_rng(3))).shape == (
         3,
         32,
@@ -334,5 +373,13 @@ def test_a_run_finds_its_folder_from_anywhere_and_says_when_it_is_gone(shapes, t
         "trained on, is gone: pass --data-dir DIR\n"
     )
     assert main(["evaluate", str(tmp_path / "run"), "--data-dir", str(tmp_path / "moved")]) == 0
+    renamed = shutil.copytree(tmp_path / "moved", tmp_path / "renamed")  # as many classes, of other names
+    (renamed / "square").rename(renamed / "box")
+    capsys.readouterr()
+    assert main(["evaluate", str(tmp_path / "run"), "--data-dir", str(renamed)]) == 1
+    assert capsys.readouterr().err == (
+        "cnnlab evaluate: error: dataset folder: its classes (box, circle, star, triangle) are not those the model "
+        "was trained on (circle, square, star, triangle), in that order\n"
+    )
     assert main(["export", str(tmp_path / "run")]) == 0
     assert "on 256 random images (the run's test images are not at hand)" in capsys.readouterr().out

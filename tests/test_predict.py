@@ -165,6 +165,25 @@ def test_predict_cli_classifies_the_good_files_and_reports_the_bad(trained_run, 
     assert capsys.readouterr().out.startswith(f"{folder / 'one.png'}: 1 (")
 
 
+def test_show_input_tiles_the_inputs_in_rows_and_draws_at_most_256(trained_run, tmp_path, capsys):
+    """300 inputs side by side made a picture 67,200 pixels wide (2,000 made 448,000); they are tiled 16 a row,
+    the first 256 drawn, and the count said on stderr (stdout holds the results)."""
+    digit = tmp_path / "digits"
+    digit.mkdir()
+    draw_digit("4", size=40).save(digit / "000.png")
+    for i in range(1, 300):
+        (digit / f"{i:03}.png").write_bytes((digit / "000.png").read_bytes())
+    show = tmp_path / "sheet.png"
+    assert main(["predict", str(trained_run), str(digit), "--json", "--show-input", str(show)]) == 0
+    captured = capsys.readouterr()
+    assert len(captured.out.splitlines()) == 300
+    assert captured.err == f"wrote {show}: the model's inputs for 256 images, the first 256 of the 300 classified\n"
+    assert Image.open(show).size == (16 * 28 * 8, 16 * 28 * 8)
+    twenty = [str(p) for p in sorted(digit.iterdir())[:20]]
+    assert main(["predict", str(trained_run), *twenty, "--show-input", str(tmp_path / "20.png")]) == 0
+    assert Image.open(tmp_path / "20.png").size == (16 * 28 * 8, 2 * 28 * 8)  # two rows, the second part-filled
+
+
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
 def test_export_matches_pytorch(trained_run, tmp_path, fmt):
     out = tmp_path / f"model.{fmt}"

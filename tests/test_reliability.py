@@ -3,9 +3,11 @@
 import gzip
 import os
 import pickle
+import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -18,7 +20,7 @@ from cnnlab import CnnlabError
 from cnnlab.cli import main
 from cnnlab.data.idx import DataError, read_idx
 from cnnlab.engine.checkpoint import load_checkpoint, read_metrics
-from conftest import idx_bytes
+from conftest import assert_one_line_error, draw_digit, idx_bytes, run_cli
 
 TRAIN = [
     sys.executable,
@@ -143,7 +145,7 @@ def test_broken_and_foreign_checkpoints_are_one_line_errors(tmp_path, uninterrup
             load_checkpoint(tmp_path / name)
         assert "\n" not in str(info.value)
     payload = torch.load(uninterrupted / "checkpoint.pt", weights_only=True)
-    payload["model"]["name"] = "inception"
+    payload["model"]["name"] = payload["config"]["model"] = "inception"  # a cnn's weights, named another model
     torch.save(payload, tmp_path / "other.pt")
     from cnnlab.engine.run import open_run
 
@@ -269,3 +271,78 @@ def test_idx_reader_on_random_and_mutated_bytes(tmp_path, data, compress):
     except DataError:
         return
     assert array.ndim == 3 and array.size * array.itemsize == len(data) - 4 - 12
+
+
+PART_WAY = {"step": 3, "loss_sum": 1.0, "correct": 1, "seen": 3, "seconds": 0.1}  # an epoch stopped part-way
+TAMPERED = {  # what an edited checkpoint may carry -> the field the one-line error names
+    "config is a list": (lambda p: p.update(config=[1]), "config is list: expected a table of settings"),
+    "step is text": (lambda p: p.update(epoch_state={**PART_WAY, "step": "x"}), "epoch_state is {'step': 'x'"),
+    "epoch is negative": (lambda p: p.update(epoch=-5, epoch_state=PART_WAY), "epoch is -5: expected a whole number"),
+    "mean is NaN": (lambda p: p["dataset"].update(mean=float("nan")), "dataset.mean is nan: expected 1 finite"),
+    "mean is infinite": (lambda p: p["dataset"].update(mean=float("inf")), "dataset.mean is inf"),
+    "std is zero": (lambda p: p["dataset"].update(std=0.0), "dataset.std is 0.0: expected 1 finite number above 0"),
+    "std is negative": (lambda p: p["dataset"].update(std=-0.3), "dataset.std is -0.3"),
+    "std is NaN": (lambda p: p["dataset"].update(std=float("nan")), "dataset.std is nan"),
+    "classes is text": (lambda p: p["dataset"].update(classes="0123456789"), "dataset.classes is '0123456789'"),
+    "dataset name is a number": (lambda p: p["dataset"].update(name=5), "dataset.name is 5"),
+    "channels is a float": (lambda p: p["dataset"].update(in_channels=1.0), "dataset.in_channels is 1.0"),
+    "model name is a number": (lambda p: p["model"].update(name=7), "model.name is 7"),
+    "width is text": (lambda p: p["model"].update(width="8"), "model.width is '8'"),
+    "metrics rows are numbers": (lambda p: p.update(metrics=[1, 2, 3]), "metrics row 1"),
+    "best epoch past the end": (lambda p: p.update(best_epoch=9), "best_epoch is 9"),
+}
+
+
+@pytest.mark.parametrize("case", TAMPERED)
+def test_a_tampered_checkpoint_is_one_line_naming_the_field_in_every_command(case, trained_run, tmp_path, capsys):
+    """evaluate, predict, export, the lab (Predictor), resume and a sweep that would reuse the run all open it
+    through the one check: each says which file and which field, where today some crash, answer NaN or pass."""
+    from cnnlab.inference.predict import Predictor
+
+    sweep = tmp_path / "sweep"
+    run = shutil.copytree(trained_run, sweep / "cnn")
+    payload = torch.load(run / "checkpoint.pt", weights_only=True)
+    change, message = TAMPERED[case]
+    change(payload)
+    torch.save(payload, run / "checkpoint.pt")
+    draw_digit("3").save(tmp_path / "three.png")
+    commands = [
+        ["evaluate", run],
+        ["predict", run, tmp_path / "three.png"],
+        ["export", run, "--out", tmp_path / "m.onnx"],
+        ["train", "--resume", run, "--no-progress"],
+        ["compare", "--models", "cnn", "--dataset", "mnist-sample", "--epochs", "3", "--no-progress", "--out", sweep],
+    ]
+    for argv in commands:
+        code, err = run_cli(argv, capsys)
+        assert_one_line_error(code, err, f"{run / 'checkpoint.pt'}: {message}")
+    with pytest.raises(CnnlabError, match="the checkpoint is damaged or was edited"):
+        Predictor(run)
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_export_fails_its_check_when_the_outputs_are_nan(trained_run, tmp_path, capsys):
+    """Finite weights so large that every output overflows to NaN: NaN > tolerance is false, so a check written
+    that way passed with "difference nan"; the check asks for a difference within the tolerance instead."""
+    run = shutil.copytree(trained_run, tmp_path / "run")
+    payload = torch.load(run / "checkpoint.pt", weights_only=True)
+    payload["state_dict"] = {k: v * 1e30 if v.is_floating_point() else v for k, v in payload["state_dict"].items()}
+    torch.save(payload, run / "checkpoint.pt")
+    code, err = run_cli(["export", run, "--out", tmp_path / "m.onnx"], capsys)
+    assert_one_line_error(code, err, "differs from PyTorch by nan")
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_a_config_json_that_is_a_pipe_is_not_read(tmp_path, capsys):
+    """Every reader of config.json reads it bounded: deciding whether a folder is a run once read a FIFO
+    named config.json to its end, which never comes."""
+    folder = tmp_path / "out"
+    folder.mkdir()
+    os.mkfifo(folder / "config.json")
+    results = []
+    worker = threading.Thread(target=lambda: results.append(run_cli(["train", "--out", folder], capsys)), daemon=True)
+    worker.start()
+    worker.join(60)
+    assert results, "train blocked reading a pipe named config.json"
+    code, err = results[0]
+    assert code == 1 and "is not empty and is not a cnnlab run (config.json)" in err, err

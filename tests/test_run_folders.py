@@ -1,6 +1,7 @@
 """Run folders keep users' files: the overwrite rule, the run lock, resume checks, sweeps that reuse or refuse."""
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import torch
 
 from cnnlab.cli import main
 from cnnlab.engine.checkpoint import load_checkpoint, read_metrics
+from conftest import assert_one_line_error, draw_digit, run_cli
 
 TRAIN = ["train", "--dataset", "mnist-sample", "--epochs", "1", "--no-progress"]
 
@@ -146,7 +148,8 @@ def test_a_checkpoint_from_another_run_is_refused(tmp_path, capsys):
     assert train(tmp_path / "cnn", "--checkpoint-every", "10") == 0
     assert train(tmp_path / "mlp", "--model", "mlp", "--epochs", "2") == 0
     payload = torch.load(tmp_path / "mlp" / "checkpoint.pt", weights_only=True)
-    payload["epoch"], payload["epoch_state"] = 0, {"step": 3, "loss_sum": 1.0, "correct": 1, "seen": 3, "seconds": 0.1}
+    payload["epoch"], payload["metrics"] = 0, []
+    payload["epoch_state"] = {"step": 3, "loss_sum": 1.0, "correct": 1, "seen": 3, "seconds": 0.1}
     torch.save(payload, tmp_path / "cnn" / "checkpoint.pt")  # an mlp checkpoint in a cnn run
     assert main(["train", "--resume", str(tmp_path / "cnn")]) == 1
     assert "does not belong to its config.json" in capsys.readouterr().err
@@ -220,3 +223,48 @@ def test_sweeps_reuse_or_refuse_and_replace_only_with_overwrite(tmp_path, capsys
     assert load_checkpoint(tmp_path / "cnn")["config"]["seed"] == 3
     assert main(["compare", "--models", "cnn,zzz", "--out", str(tmp_path / "other")]) == 1  # before any training
     assert not (tmp_path / "other" / "cnn").exists()
+
+
+REOPEN = "is one of the files cnnlab needs to reopen the run"
+
+
+def test_outputs_never_replace_a_users_file_nor_the_runs_own(trained_run, tmp_path, capsys):
+    """`export --out RUN/checkpoint.pt` (and predict's, viz's and pool's outputs) replaced the run's checkpoint,
+    after which no command could open the run, and replaced any user's file silently. A run's own files are
+    refused always, an existing file without --overwrite; the pictures and exports cnnlab names inside a run
+    folder are still replaced."""
+    run = shutil.copytree(trained_run, tmp_path / "run")
+    own = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    mine = tmp_path / "mine.txt"
+    mine.write_text("mine")
+    three = tmp_path / "three.png"
+    draw_digit("3").save(three)
+    cases = [
+        (
+            ["export", run, "--out", run / "checkpoint.pt"],
+            f"refusing to write {run / 'checkpoint.pt'}: checkpoint.pt {REOPEN}",
+        ),
+        (["export", run, "--format", "torchscript", "--out", run / "best.pt"], REOPEN),  # would become the run's epoch
+        (["predict", run, three, "--show-input", run / "checkpoint.pt"], REOPEN),
+        (["viz", run, "--what", "filters", "--out", run / "config.json"], REOPEN),
+        (["pool", "--run", run, "--out", run / "metrics.jsonl"], REOPEN),
+        (
+            ["export", run, "--out", mine],
+            f"{mine} already exists; pass --overwrite to replace it, or choose another name",
+        ),
+        (["predict", run, three, "--show-input", mine], f"{mine} already exists"),
+        (["viz", run, "--what", "filters", "--out", mine], f"{mine} already exists"),
+        (["pool", "--run", run, "--out", mine], f"{mine} already exists"),
+    ]
+    for argv, message in cases:
+        assert_one_line_error(*run_cli(argv, capsys), message)
+        if REOPEN in message:  # --overwrite is for the user's own files, never the run's
+            assert_one_line_error(*run_cli([*argv, "--overwrite"], capsys), REOPEN)
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == own and mine.read_text() == "mine"
+    for argv, _ in cases[5:]:
+        mine.write_text("mine")
+        assert run_cli([*argv, "--overwrite"], capsys)[0] == 0 and mine.read_bytes() != b"mine"
+    for _ in range(2):  # cnnlab's own outputs inside the run: replaced, as always
+        assert main(["viz", str(run), "--what", "filters"]) == 0
+        assert main(["export", str(run)]) == 0
+    assert main(["evaluate", str(run)]) == 0

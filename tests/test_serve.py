@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cnnlab.data.datasets import load_dataset
+from cnnlab.engine.evaluate import evaluate
 from cnnlab.engine.run import open_run
 from cnnlab.explain.arithmetic import shape
 from cnnlab.inference.predict import UNSURE_BELOW
@@ -22,9 +23,14 @@ from conftest import ROOT, draw_digit
 STATIC = ROOT / "src" / "cnnlab" / "inference" / "static"
 
 
+def lab_client(app) -> TestClient:
+    """A client as the lab's page is: on 127.0.0.1, sending X-Requested-With (its uploads need it)."""
+    return TestClient(app, base_url="http://127.0.0.1:8000", headers={"X-Requested-With": "cnnlab"})
+
+
 @pytest.fixture(scope="module")
 def client(trained_run):
-    return TestClient(create_app([trained_run]))
+    return lab_client(create_app([trained_run]))
 
 
 def png(image) -> bytes:
@@ -134,7 +140,8 @@ def test_explain_refuses_what_it_cannot_explain(client, cell, status):
 
 def test_shape_is_cnnlab_shape(client):
     body = client.get("/shape", params={"size": 28, "kernel": 5, "stride": 2, "padding": 1, "pool": 2}).json()
-    assert body["text"] == shape(28, 5, 2, 1, 1, 2) and body["output"] == 6
+    assert body["text"] == str(shape(28, 5, 2, 1, 1, 2)) and body["output"] == 6
+    assert (body["conv"], body["pooled"]) == (13, 6)  # fields of shape()'s result, not parsed from its text
     assert client.get("/shape", params={"size": 3, "kernel": 5}).status_code == 422
     assert client.get("/shape", params={"size": 28, "kernel": 0}).status_code == 422
 
@@ -147,11 +154,17 @@ def test_metrics_polling_answers_304_while_unchanged(client):
     assert client.get("/runs/1/metrics").status_code == 404
 
 
-def test_confusion_matrix_counts_every_test_image(client):
+def test_confusion_matrix_counts_every_test_image(client, trained_run):
     body = client.get("/runs/0/confusion").json()
     matrix = np.array(body["matrix"])
     assert matrix.shape == (10, 10) and matrix.sum() == 1000
     assert body["accuracy"] == pytest.approx(100 * np.trace(matrix) / 1000)
+    run = open_run(trained_run)  # the engine's own count, as `cnnlab evaluate` makes it
+    data = run.load_dataset()
+    expected = evaluate(
+        run.model, data.test_images, data.test_labels, mean=run.info.mean, std=run.info.std, num_classes=10
+    )
+    assert body["matrix"] == expected.confusion.tolist()
 
 
 @pytest.mark.parametrize("path", ["/predict", "/activations"])

@@ -2,6 +2,7 @@
 benchmark suites' code paths: inference backends (int8 accuracy), the GPU suite run tiny on the CPU."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,8 +12,10 @@ from cnnlab.bench import inference_bench
 from cnnlab.cli import main
 from cnnlab.data.augment import one_pixel_shifts, random_affine
 from cnnlab.engine.checkpoint import load_checkpoint, read_metrics
+from cnnlab.engine.config import build_config, dataset_notice
 from cnnlab.engine.run import open_run
 from cnnlab.inference.onnx import ChunkedSession, onnx_session, to_onnx
+from test_own_images import write_shapes
 
 
 def test_affine_augmentation_is_batched_seeded_and_keeps_the_background():
@@ -61,6 +64,11 @@ def test_time_to_accuracy_benchmark(mnist_dir, tmp_path, capsys):
     assert result["recipe"] == "fast" and result["all_reached"]
     (run,) = result["runs"]  # the time is the run's own: reached within the epochs it trained, evaluations included
     assert result["median_seconds"] == run["seconds"] and 0 < run["seconds"] <= sum(run["epoch_seconds"])
+    # one epoch of the lecture's own pipeline, timed before the seed in the same process: the ratio's unit
+    assert run["lecture_epoch_seconds"] > 0 and run["ratio"] == pytest.approx(
+        run["lecture_epoch_seconds"] / run["seconds"]
+    )
+    assert result["median_ratio"] == run["ratio"]
 
 
 def test_ema_is_what_gets_evaluated_and_saved(tmp_path, capsys):
@@ -205,3 +213,54 @@ def test_gpu_suite_runs_every_section_on_a_cpu(tmp_path, capsys):
     assert len(sections["fast_eager_bf16"]["runs"]) == 2 and sections["lecture_fp32"]["epoch_seconds"][0] > 0
     assert sections["best_bf16"]["test_accuracy"][0] > 30 and min(sections["inference"].values()) > 0
     assert "skipped" in sections["host_syncs"] and "fast_compiled" not in sections  # GPU-only sections
+
+
+FASHION_DEV = Path(__file__).resolve().parents[2] / "shared" / "data" / "fashion-mnist-dev"
+
+
+def test_recipes_take_per_dataset_settings_and_a_generic_choice_elsewhere():
+    assert build_config({"recipe": "best"}).augment == "affine"  # MNIST, or its sample, when none is named
+    assert build_config({"recipe": "best", "dataset": "mnist"}).augment == "affine"
+    clothes = build_config({"recipe": "best", "dataset": "fashion-mnist"})
+    assert (clothes.augment, clothes.epochs, clothes.model) == ("clothes", 18, "cnn-bn-32-64-64-fc256")
+    assert (
+        dataset_notice(clothes)
+        == "Recipe best on fashion-mnist: augment clothes, epochs 18 (its settings for this dataset)"
+    )
+    assert build_config({"dataset": "fashion-mnist"}).batch_size == 64 and build_config({}).batch_size == 128
+    assert build_config({"recipe": "best", "dataset": "cifar10"}).augment == "crop-flip"
+    for dataset in ("kmnist", "folder"):  # no settings measured: shifts only, no flips or rotations
+        assert build_config({"recipe": "best", "dataset": dataset, "data_dir": "x"}).augment == "crop"
+    given = build_config({"recipe": "best", "dataset": "fashion-mnist", "augment": "none"})
+    assert given.augment == "none"  # a flag wins, and only what the dataset still changes is announced
+    assert dataset_notice(given) == "Recipe best on fashion-mnist: epochs 18 (its settings for this dataset)"
+    assert build_config({"recipe": "fast", "dataset": "fashion-mnist"}).augment == "none"
+    assert dataset_notice(build_config({"recipe": "best", "dataset": "mnist"})) is None
+
+
+def test_per_dataset_settings_are_announced_when_training(tmp_path, capsys):
+    shapes = write_shapes(tmp_path / "shapes", per_class=20, bad=False)  # a dataset with no settings of its own
+    common = ["--recipe", "best", "--epochs", "1", "--train-subset", "40", "--no-progress"]
+    assert main(["train", *common, "--dataset", "folder", "--data-dir", str(shapes), "--out", str(tmp_path / "f")]) == 0
+    out = capsys.readouterr().out
+    assert "Recipe best has no settings measured on folder: generic augment crop" in out
+    assert json.loads((tmp_path / "f" / "config.json").read_text())["augment"] == "crop"
+    if not (FASHION_DEV / "train-images-idx3-ubyte.gz").exists():
+        pytest.skip(f"Fashion-MNIST's development split not found at {FASHION_DEV}")
+    assert (
+        main(
+            [
+                "train",
+                *common,
+                "--dataset",
+                "fashion-mnist",
+                "--data-dir",
+                str(FASHION_DEV),
+                "--out",
+                str(tmp_path / "c"),
+            ]
+        )
+        == 0
+    )
+    assert "Recipe best on fashion-mnist: augment clothes (its settings for this dataset)" in capsys.readouterr().out
+    assert json.loads((tmp_path / "c" / "config.json").read_text())["augment"] == "clothes"

@@ -1,8 +1,12 @@
-"""A model's stages through forward hooks, for every registered model, and one convolution output explained."""
+"""A model's stages (torch.fx, else recorded as it runs) for every registered model and for networks as learners
+write them, and one convolution output explained."""
+
+import copy
 
 import pytest
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from cnnlab.explain.stages import MAX_MAP_STAGES, explain_cell, trace
 from cnnlab.models import create_model, list_models
@@ -33,6 +37,7 @@ def test_every_model_has_stages_ending_in_its_own_prediction(name, digit):
         assert torch.isfinite(stage.values).all(), stage.name
         if stage.conv:
             assert isinstance(model.get_submodule(stage.module), nn.Conv2d)
+            assert torch.equal(traced.convs[stage.module].output, stage.values) or "ReLU" in stage.name
 
 
 def test_the_lecture_cnns_stages_are_its_own_values(digit):
@@ -89,8 +94,8 @@ def test_deep_nets_say_which_stages_they_show(digit):
 
 
 @pytest.mark.parametrize(
-    "model_name, module", [("cnn", "conv2"), ("inception", "incept1.branch5x5_2"), ("resnet-8", "layer2.0.conv1")]
-)  # 10 channels; padding 2; stride 2
+    "model_name, module", [("cnn", "conv2"), ("inception", "incept1.branch5x5_2"), ("resnet-8", "conv1")]
+)  # 10 channels; padding 2, an Inception branch; padding 1
 def test_a_convolution_output_is_its_multiply_add(digit, model_name, module):
     model = create_model(model_name).eval()
     out = {}
@@ -98,15 +103,188 @@ def test_a_convolution_output_is_its_multiply_add(digit, model_name, module):
     with torch.no_grad():
         model(digit)
     handle.remove()
+    conv = trace(model, digit).convs[module]
     for channel, row, col in ((0, 0, 0), (3, 1, 2), (5, out["value"].shape[2] - 1, out["value"].shape[3] - 1)):
-        explained = explain_cell(model, digit, module, channel, row, col)
+        explained = explain_cell(conv, channel, row, col)
         assert explained["sum"] == pytest.approx(out["value"][0, channel, row, col].item(), abs=1e-4)
         assert explained["sum"] == pytest.approx(explained["activation"], abs=1e-4)
 
 
-def test_explain_refuses_what_is_not_a_convolution(digit):
-    model = create_model("cnn").eval()
+def test_explain_refuses_a_cell_outside_the_output(digit):
+    traced = trace(create_model("cnn").eval(), digit)
+    assert "mp" not in traced.convs  # pooling is no multiply-add
     with pytest.raises(ValueError):
-        explain_cell(model, digit, "mp", 0, 0, 0)
-    with pytest.raises(ValueError):
-        explain_cell(model, digit, "conv1", 0, 24, 0)
+        explain_cell(traced.convs["conv1"], 0, 24, 0)
+
+
+class LectureNet(nn.Module):
+    """Lecture 10's Net as typed in the lecture: one MaxPool2d used twice, F.relu, x.view, log_softmax without dim."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 10, kernel_size=5)
+        self.conv2 = nn.Conv2d(10, 20, kernel_size=5)
+        self.mp = nn.MaxPool2d(2)
+        self.fc = nn.Linear(320, 10)
+
+    def forward(self, x):
+        in_size = x.size(0)
+        x = F.relu(self.mp(self.conv1(x)))
+        x = F.relu(self.mp(self.conv2(x)))
+        x = x.view(in_size, -1)
+        x = self.fc(x)
+        return F.log_softmax(x)
+
+
+class TutorialNet(nn.Module):
+    """The 60-minute blitz's Net: functional pooling, and a Python loop over x.size() that torch.fx cannot trace."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 6, 5)
+        self.conv2 = nn.Conv2d(6, 16, 5)
+        self.fc1 = nn.Linear(16 * 4 * 4, 120)
+        self.fc2 = nn.Linear(120, 10)
+
+    def forward(self, x):
+        x = F.max_pool2d(F.relu(self.conv1(x)), (2, 2))
+        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
+        x = x.view(-1, self.num_flat_features(x))
+        return self.fc2(F.relu(self.fc1(x)))
+
+    def num_flat_features(self, x):
+        features = 1
+        for s in x.size()[1:]:
+            features *= s
+        return features
+
+
+class SharedConv(nn.Module):
+    """One convolution called twice (shared weights), then a functional F.conv2d with a computed weight."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(1, 4, 3, padding="same")
+        self.conv = nn.Conv2d(4, 4, 3, padding=1)
+        self.weight = nn.Parameter(torch.randn(4, 4, 3, 3, generator=torch.Generator().manual_seed(1)))
+        self.fc = nn.Linear(4, 10)
+
+    def forward(self, x):
+        x = self.conv(F.relu(self.stem(x)))
+        x = torch.sigmoid(self.conv(x))
+        x = F.conv2d(x, self.weight * 0.5, stride=2, padding=1)
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
+def test_a_learners_functional_forward_gives_the_lectures_stages(digit):
+    model = LectureNet().eval()
+    traced = trace(model, digit)
+    assert [(s.name, tuple(s.values.shape)) for s in traced.stages] == [
+        ("conv1", (10, 24, 24)),
+        ("mp + ReLU", (10, 12, 12)),
+        ("conv2", (20, 8, 8)),
+        ("mp + ReLU", (20, 4, 4)),
+        ("flatten", (320,)),
+        ("fc", (10,)),
+        ("softmax", (10,)),
+    ]
+    assert traced.notes == []
+    with torch.no_grad():
+        second_pool = F.relu(model.mp(model.conv2(F.relu(model.mp(model.conv1(digit))))))
+    assert torch.equal(traced.stages[3].values, second_pool[0])  # the second call of the same MaxPool2d
+    assert traced.stages[3].receptive_field.size == (16, 16)
+
+
+def test_where_fx_cannot_trace_the_steps_are_recorded_as_the_model_runs(digit):
+    model = TutorialNet().eval()
+    traced = trace(model, digit)
+    assert [(s.name, tuple(s.values.shape), s.conv) for s in traced.stages] == [
+        ("conv1 + ReLU", (6, 24, 24), True),
+        ("max_pool2d", (6, 12, 12), False),
+        ("conv2 + ReLU", (16, 8, 8), True),
+        ("max_pool2d", (16, 4, 4), False),
+        ("flatten", (256,), False),
+        ("fc1 + ReLU", (120,), False),
+        ("fc2", (10,), False),
+        ("softmax", (10,), False),
+    ]
+    assert [(s.receptive_field.size, s.receptive_field.stride) for s in traced.stages[:4]] == [
+        ((5, 5), (1, 1)),
+        ((6, 6), (2, 2)),
+        ((14, 14), (2, 2)),
+        ((16, 16), (4, 4)),
+    ]
+    assert len(traced.notes) == 1 and "torch.fx could not trace TutorialNet.forward" in traced.notes[0]
+    assert "iterated" in traced.notes[0]  # fx's own reason: the loop over x.size()
+    explained = explain_cell(traced.convs["conv1"], 2, 5, 7)  # the multiply-add, then the ReLU the stage shows
+    assert explained["sum"] == pytest.approx(explained["activation"], abs=1e-5)
+    assert explained["after"] == {"name": "ReLU", "value": pytest.approx(max(0.0, explained["activation"]), abs=1e-6)}
+    assert explained["after"]["value"] == pytest.approx(traced.stages[0].values[2, 5, 7].item())
+
+
+def test_a_convolution_called_twice_is_explained_for_each_call(digit):
+    model = SharedConv().eval()
+    traced = trace(model, digit)
+    assert [s.name for s in traced.stages] == [
+        "stem + ReLU",
+        "conv",
+        "conv + Sigmoid",
+        "conv2d",
+        "global average pool",
+        "flatten",
+        "fc",
+        "softmax",
+    ]
+    assert [s.module for s in traced.stages if s.conv] == ["stem", "conv", "conv (call 2)", "conv2d"]
+    with torch.no_grad():
+        first = model.conv(F.relu(model.stem(digit)))
+        second = model.conv(first)
+        functional = F.conv2d(torch.sigmoid(second), model.weight * 0.5, stride=2, padding=1)
+    for key, output in (("conv", first), ("conv (call 2)", second), ("conv2d", functional)):
+        last = output.shape[2] - 1
+        for cell in ((0, 0, 0), (3, last, last), (1, 5, 2)):
+            explained = explain_cell(traced.convs[key], *cell)
+            assert explained["sum"] == pytest.approx(output[0][cell].item(), abs=1e-5), (key, cell)
+    # "same" padding and a stride of 2 after it: the fields still follow the one chain of windows
+    assert traced.stages[0].receptive_field.offset == (-1, -1)
+    assert traced.stages[3].receptive_field.size == (9, 9) and traced.stages[3].receptive_field.stride == (2, 2)
+
+
+def test_a_sequential_built_at_module_level_has_named_stages(digit):
+    model = nn.Sequential(
+        nn.Conv2d(1, 8, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Dropout(0.25), nn.Flatten(), nn.Linear(8 * 13 * 13, 10)
+    ).eval()
+    traced = trace(model, digit)
+    assert [(s.name, s.conv) for s in traced.stages] == [
+        ("0: Conv2d + ReLU", True),
+        ("2: MaxPool2d", False),
+        ("4: Flatten", False),
+        ("5: Linear", False),
+        ("softmax", False),
+    ]
+
+
+@pytest.mark.parametrize("name", ["cnn", "inception", "resnet-8", "densenet-bc-10-8", "mlp", "cnn-bn-8-24"])
+def test_recorded_as_it_runs_the_stages_are_those_of_the_fx_trace(digit, name):
+    """The fallback sees what the trace sees: the same stages, values, fields, branches and convolutions."""
+    reference = create_model(name).eval()
+    model = copy.deepcopy(reference)
+    original = type(model)
+
+    def untraceable(self, x):
+        assert x.dim() == 4  # a check on a tensor's size: torch.fx cannot trace past it
+        return original.forward(self, x)
+
+    model.__class__ = type("Untraceable", (original,), {"forward": untraceable})
+    expected, recorded = trace(reference, digit), trace(model, digit)
+    assert expected.notes == [] and len(recorded.notes) == 1
+    for a, b in zip(expected.stages, recorded.stages, strict=True):
+        assert (a.name, a.module, a.conv, a.receptive_field, a.branches) == (
+            b.name,
+            b.module,
+            b.conv,
+            b.receptive_field,
+            b.branches,
+        )
+        assert torch.equal(a.values, b.values), a.name
+    assert expected.convs.keys() == recorded.convs.keys()

@@ -22,7 +22,7 @@ from cnnlab.models import create_model
 def sample_batches(count: int, size: int = 64):
     data = load_dataset("mnist-sample")
     images, labels = data.train_images[: count * size], data.train_labels[: count * size]
-    return [(x.clone(), y) for x, y in iterate_batches(images, labels, size, data.mean, data.std)]
+    return [(x.clone(), y) for x, y in iterate_batches(images, labels, batch_size=size, mean=data.mean, std=data.std)]
 
 
 @pytest.mark.parametrize("check_every, caught_at, callbacks", [(1, 7, 6), (4, 8, 7)])

@@ -2,6 +2,8 @@
 
 A write lands in a temp file beside its target, is fsync'd, then renamed over it: a crash or a full disk
 never leaves half a file, and the new file gets the permissions the user's umask gives any new file.
+A file the user asks for by name (`--out FILE`) is written by `write_output`, which replaces an existing file
+only when told to, and a run's own files (RUN_STATE_FILES, named here for rundir.py and checkpoint.py) never.
 """
 
 import csv
@@ -15,6 +17,16 @@ from pathlib import Path
 
 from cnnlab import CnnlabError
 
+# What cnnlab needs to reopen a run: no output the user names may replace one of them, whatever --overwrite says
+# (`export --out RUN/checkpoint.pt` left a run that no command could open).
+RUN_MARKER = ".cnnlab-run"
+RUN_LOCK = ".lock"
+CONFIG = "config.json"
+CHECKPOINT = "checkpoint.pt"  # the last one
+BEST = "best.pt"  # the epoch with the best validation accuracy (only with a validation split)
+METRICS = "metrics.jsonl"
+RUN_STATE_FILES = (RUN_MARKER, RUN_LOCK, CONFIG, CHECKPOINT, BEST, METRICS, "grad_norms.json", "ddp.json")
+
 
 @functools.cache
 def _umask() -> int:
@@ -25,9 +37,7 @@ def _umask() -> int:
 
 def atomic_write(path, write) -> Path:
     """Call write(binary file) on a temp file beside `path`, fsync, then rename it over `path`."""
-    path = Path(path)
-    if path.exists() and not path.is_file():  # a folder, or /dev/null and its kind: never replaced
-        raise CnnlabError(f"cannot write {path}: it is {'a folder' if path.is_dir() else 'not a regular file'}")
+    path = _writable(Path(path))
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as e:
@@ -47,8 +57,34 @@ def atomic_write(path, write) -> Path:
     return path
 
 
+def _writable(path: Path) -> Path:
+    if path.exists() and not path.is_file():  # a folder, or /dev/null and its kind: never replaced
+        raise CnnlabError(f"cannot write {path}: it is {'a folder' if path.is_dir() else 'not a regular file'}")
+    return path
+
+
 def write_bytes(path, data: bytes) -> Path:
     return atomic_write(path, lambda f: f.write(data))
+
+
+def check_output(path, *, overwrite: bool = False) -> Path:
+    """Refuse, before any work, to write a file the user named over one that exists (unless `overwrite`) or over
+    one of a run's own files (ever); returns the path."""
+    path = _writable(Path(path))
+    folder = path.parent
+    if path.name.lower() in RUN_STATE_FILES and ((folder / RUN_MARKER).is_file() or (folder / CHECKPOINT).is_file()):
+        raise CnnlabError(
+            f"refusing to write {path}: {path.name} is one of the files cnnlab needs to reopen the run in "
+            f"{folder}; choose another name"
+        )
+    if not overwrite and (path.exists() or path.is_symlink()):
+        raise CnnlabError(f"{path} already exists; pass --overwrite to replace it, or choose another name")
+    return path
+
+
+def write_output(path, data: bytes, *, overwrite: bool = False) -> Path:
+    """Write a file the user asked for (`--out FILE`, `--show-input FILE`) atomically, as `check_output` allows."""
+    return write_bytes(check_output(path, overwrite=overwrite), data)
 
 
 def write_text(path, text: str) -> Path:

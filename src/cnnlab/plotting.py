@@ -2,7 +2,7 @@
 
 import io
 
-from cnnlab.files import write_bytes
+from cnnlab.files import write_output
 
 
 def pyplot():
@@ -15,8 +15,10 @@ def pyplot():
     return plt
 
 
-def save_figure(fig, path):
+def save_figure(fig, path, *, overwrite: bool = True):
+    """The figure as a PNG at `path`; a file there is replaced (by default: a picture cnnlab names in its own
+    folders; pass `overwrite` for one the user named), a run's own files never (files.write_output)."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
     pyplot().close(fig)
-    return write_bytes(path, buffer.getvalue())
+    return write_output(path, buffer.getvalue(), overwrite=overwrite)

@@ -1,6 +1,17 @@
-"""Throughput timing shared by `cnnlab bench` and `cnnlab compare`."""
+"""Timing shared by `cnnlab bench` and `cnnlab compare`: a stopwatch for one piece of work, and throughput."""
 
 import time
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+def timed(work: Callable[[], T]) -> tuple[float, T]:
+    """(wall-clock seconds, result) of one call of `work()`."""
+    start = time.perf_counter()
+    result = work()
+    return time.perf_counter() - start, result
 
 
 def images_per_second(forward, batch_size: int, repeats: int, budget_s: float = 1.0) -> list[float]:

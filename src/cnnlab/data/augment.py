@@ -3,6 +3,7 @@
 Digits get small rotations, scalings and shifts (`affine`), never flips: they are not mirror-symmetric.
 Natural images (CIFAR-10, photo folders) get the standard CIFAR augmentation of He et al. 2015, section
 4.2: a random crop of the image padded by 4 pixels on each side, and a horizontal flip half of the time.
+Clothes (Fashion-MNIST) get small crops, flips and random erasing (Zhong et al. 2017).
 """
 
 import math
@@ -103,13 +104,15 @@ def robust(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return random_blur(images, generator)
 
 
-def random_crop(images: torch.Tensor, generator: torch.Generator, flip: bool = False) -> torch.Tensor:
-    """Each image of a (N, C, H, W) batch padded with black by a border of `CROP_PADDING` of its side, then
-    cropped back to H x W at its own random offset; with `flip`, half of them mirrored left to right.
+def random_crop(
+    images: torch.Tensor, generator: torch.Generator, flip: bool = False, padding: float = CROP_PADDING
+) -> torch.Tensor:
+    """Each image of a (N, C, H, W) batch padded with black by a border of `padding` of its side (at least a
+    pixel), then cropped back to H x W at its own random offset; with `flip`, half of them mirrored left to right.
 
     One gather does both: the crop offsets the row and column indices, a flip reverses the columns."""
     n, _, height, width = images.shape
-    pad = max(1, round(CROP_PADDING * min(height, width)))
+    pad = max(1, round(padding * min(height, width)))
     dy = torch.randint(0, 2 * pad + 1, (n, 1), generator=generator, device=generator.device)
     dx = torch.randint(0, 2 * pad + 1, (n, 1), generator=generator, device=generator.device)
     mirrored = (
@@ -130,6 +133,36 @@ def random_crop_flip(images: torch.Tensor, generator: torch.Generator) -> torch.
     return random_crop(images, generator, flip=True)
 
 
+def random_erasing(
+    images: torch.Tensor, generator: torch.Generator, p: float = 0.5, area=(0.02, 0.4), aspect=(0.3, 3.3)
+) -> torch.Tensor:
+    """Random erasing (Zhong et al. 2017, their defaults): with probability `p`, a rectangle of each image,
+    of a random share `area` of the image and aspect ratio `aspect` (log-uniform), filled with uniform noise.
+    The model must then recognise an object from its parts: a sleeve or a collar, not one telling patch."""
+    n, _, height, width = images.shape
+    device = generator.device
+    size = _uniform(n, area[0], area[1], generator) * height * width
+    ratio = torch.exp(_uniform(n, math.log(aspect[0]), math.log(aspect[1]), generator))
+    tall = torch.sqrt(size * ratio).round().clamp(1, height)
+    wide = torch.sqrt(size / ratio).round().clamp(1, width)
+    top = (torch.rand(n, generator=generator, device=device) * (height - tall + 1)).floor()
+    left = (torch.rand(n, generator=generator, device=device) * (width - wide + 1)).floor()
+    erased = torch.rand(n, generator=generator, device=device) < p
+    rows = torch.arange(height, device=device).view(1, height, 1)
+    cols = torch.arange(width, device=device).view(1, 1, width)
+    inside = lambda start, length, at: (at >= start.view(-1, 1, 1)) & (at < (start + length).view(-1, 1, 1))
+    mask = (inside(top, tall, rows) & inside(left, wide, cols) & erased.view(-1, 1, 1)).unsqueeze(1)
+    noise = torch.rand(images.shape, generator=generator, device=device)
+    return torch.where(mask.to(images.device), noise.to(images.device), images)
+
+
+def clothes(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Fashion-MNIST's augmentation: shifts of up to 2 pixels (the garments are centred: 1/8 of the side, 4
+    pixels, shifted them off their frame), left-right flips (a garment seen from either side), then random
+    erasing."""
+    return random_erasing(random_crop(images, generator, flip=True, padding=2 / 28), generator)
+
+
 # name -> batch function (pixels in [0, 1], generator) -> pixels; "none" trains on the images as they are.
 AUGMENTATIONS = {
     "none": None,
@@ -137,6 +170,7 @@ AUGMENTATIONS = {
     "robust": robust,
     "crop": random_crop,
     "crop-flip": random_crop_flip,
+    "clothes": clothes,
 }
 
 

@@ -46,6 +46,7 @@ def epoch_order(n: int, seed: int, epoch: int, device="cpu") -> torch.Tensor:
 def iterate_batches(
     images,
     labels,
+    *,
     batch_size: int,
     mean,
     std,

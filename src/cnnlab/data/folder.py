@@ -13,16 +13,16 @@ torchvision's standard evaluation transform does (Resize, then CenterCrop). The 
 long or very tall image are cut off, so crop such images yourself.
 
 Files that cannot be read or decoded (empty, truncated, not an image, too large) are skipped and
-reported. The decoded images are kept in RGB in one cache file per size, beside the data (in the cnnlab
-cache when the data folder cannot be written), keyed by every file's name, size and modification time,
-so a second run reads one file instead of decoding them all again.
+reported. A class folder that is a symbolic link is not followed (it could lead anywhere: `ln -s /usr DIR/z`
+would decode /usr) and is reported too. The decoded images are kept in RGB in one cache file per size in the
+cnnlab cache (`cache_dir("folder")/<hash of the folder's resolved path>/HxW.pt`, never in the user's folder),
+keyed by every file's name, size and modification time, so a second run reads one file instead of decoding
+them all again.
 """
 
 import hashlib
-import io
 import json
 import os
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,16 +33,14 @@ import torch
 from PIL import Image, ImageOps
 from tqdm import tqdm
 
-from cnnlab import CnnlabError
+from cnnlab import CnnlabError, memory
+from cnnlab.data.decode import read_image, upright
 from cnnlab.data.download import cache_dir
 from cnnlab.data.idx import DataError
-from cnnlab.files import atomic_write, read_bounded
+from cnnlab.files import atomic_write
 
 DEFAULT_IMAGE_SIZE = (32, 32)  # CIFAR-10's: small enough to train on a CPU
 MAX_IMAGE_SIDE = 4096
-MAX_FILE_BYTES = 64 * 1024 * 1024  # larger than any photo a phone takes
-MAX_PIXELS = 40_000_000  # a 40-megapixel photo is fine; a 50,000 x 50,000 "image" is a decompression bomb
-FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF", "PPM")  # PIL's other decoders are not exposed to folders
 CACHE_FORMAT = "cnnlab-folder-cache/1"
 DECODER = 2  # in the cache key: raise it when decoding changes what a file becomes (2: 16-bit grey, broken EXIF)
 REPORTED_FILES = 10  # bad files named in the report (a few bad files: all of them); the rest are counted
@@ -62,17 +60,6 @@ def parse_image_size(text: str) -> tuple[int, int]:
     if len(size) != 2 or not all(1 <= n <= MAX_IMAGE_SIDE for n in size):
         raise CnnlabError(f"--image-size must be HxW with sides from 1 to {MAX_IMAGE_SIDE} such as 32x32, got {text!r}")
     return size
-
-
-def available_memory() -> int:
-    """Bytes the kernel can give: MemAvailable (free memory plus the page cache it can drop), else free pages."""
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
 @dataclass(frozen=True)
@@ -97,6 +84,7 @@ class Folder:
     skipped: list[tuple[str, str]]  # (name, why) of the files that could not be read
     cache: Path | None  # where the cache file is (None: it could not be written)
     cache_hit: bool
+    unfollowed: tuple[str, ...] = ()  # class folders that are symbolic links, not read
 
     def check(self, root: Path, files: int) -> None:
         """Refuse a folder in which no file, or no training file of some class, is a readable image."""
@@ -132,6 +120,8 @@ class Folder:
                 else f"{len(self.skipped):,} files that are not readable images"
             )
             line += f"; skipped {files}: {named}{more}"
+        if self.unfollowed:
+            line += f"; skipped class folders that are symbolic links (not followed): {', '.join(self.unfollowed)}"
         return line
 
 
@@ -156,34 +146,55 @@ def _class_files(folder: Path, label: int, is_test: bool, root: Path) -> list[Im
     return files
 
 
-def scan(root: Path) -> tuple[tuple[str, ...], list[ImageFile], bool]:
-    """(classes, files, split_given): the layout of `root`, read from names and sizes only."""
+@dataclass(frozen=True)
+class Layout:
+    """What `scan` finds: the classes, their files, whether train/ and test/ are given, and the class folders
+    that are symbolic links (not followed, but named in the report)."""
+
+    classes: tuple[str, ...]
+    files: list[ImageFile]
+    split_given: bool
+    unfollowed: tuple[str, ...]
+
+
+def _class_folders(parent: Path, within: Path) -> tuple[list[str], list[str]]:
+    """The class folders of `parent`, and those that are symbolic links (named relative to `within`)."""
+    folders = [d for d in _visible(os.listdir(parent)) if (parent / d).is_dir()]
+    links = [d for d in folders if (parent / d).is_symlink()]
+    return [d for d in folders if d not in links], [(parent / d).relative_to(within).as_posix() for d in links]
+
+
+def scan(root: Path) -> Layout:
+    """The layout of `root`, read from names and sizes only."""
     if not root.is_dir():
         raise FolderError(f"data folder {root} does not exist (or is not a folder)")
     split_given = (root / "train").is_dir() and (root / "test").is_dir()
     train_root = root / "train" if split_given else root
-    classes = tuple(d for d in _visible(os.listdir(train_root)) if (train_root / d).is_dir())
+    names, unfollowed = _class_folders(train_root, root)
+    classes = tuple(names)
     if len(classes) < 2:
         raise FolderError(
-            f"{train_root}: a classifier needs at least 2 class folders, found {len(classes)}: lay out "
-            "your images as DIR/<class>/<image files>, or DIR/train/<class>/ and DIR/test/<class>/"
+            f"{train_root}: a classifier needs at least 2 class folders, found {len(classes)}"
+            + (f" (and {len(unfollowed)} symbolic links, not followed)" if unfollowed else "")
+            + ": lay out your images as DIR/<class>/<image files>, or DIR/train/<class>/ and DIR/test/<class>/"
         )
     files = [f for label, name in enumerate(classes) for f in _class_files(train_root / name, label, False, root)]
     if split_given:
-        test_classes = [d for d in _visible(os.listdir(root / "test")) if (root / "test" / d).is_dir()]
+        test_classes, test_links = _class_folders(root / "test", root)
         unknown = sorted(set(test_classes) - set(classes))
         if unknown:
             raise FolderError(f"{root / 'test'} has class folders that {train_root} lacks: {', '.join(unknown[:5])}")
         for name in test_classes:
             files += _class_files(root / "test" / name, classes.index(name), True, root)
-    return classes, files, split_given
+        unfollowed += test_links
+    return Layout(classes, files, split_given, tuple(unfollowed))
 
 
 def check_memory(root: Path, count: int, size: tuple[int, int]) -> None:
     """Refuse, before decoding anything, a folder whose images would not fit in memory (in RGB, and twice
     over while the training and test sets are cut out of them)."""
     needed = 2 * count * 3 * size[0] * size[1]
-    free = available_memory()
+    free = memory.available_memory()
     if needed > free:
         raise FolderError(
             f"{root}: {count:,} images at 3x{size[0]}x{size[1]} need {needed / 2**30:,.1f} GiB of "
@@ -202,27 +213,6 @@ def fit_image(image: Image.Image, size: tuple[int, int]) -> np.ndarray:
     return np.array(fitted).transpose(2, 0, 1)  # a writable copy: it goes into a tensor
 
 
-def upright(image: Image.Image) -> Image.Image:
-    """The image turned by its EXIF orientation, or as it is when its EXIF data is corrupt (the pixels are fine)."""
-    try:
-        return ImageOps.exif_transpose(image)
-    except Exception:  # PIL's EXIF parser raises many kinds of error on broken bytes
-        return image
-
-
-def eight_bit(image: Image.Image) -> Image.Image:
-    """16- and 32-bit greyscale images as 8-bit "L", by their high byte: PIL's own conversion clips them at
-    255, which turns a 16-bit scan white. A 32-bit image whose values fit in 8 bits keeps them. Other modes
-    are returned as they are."""
-    if image.mode != "I" and not image.mode.startswith("I;16"):
-        return image
-    image = upright(image)  # the new image below would drop the EXIF orientation
-    pixels = np.asarray(image)
-    if image.mode.startswith("I;16") or pixels.max(initial=0) > 255:
-        pixels = np.clip(pixels, 0, 65535) >> 8
-    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "L")
-
-
 def luma(rgb: np.ndarray) -> np.ndarray:
     """(..., 3, H, W) uint8 RGB -> (..., 1, H, W) grey, with PIL's integer ITU-R 601 weights (grey stays itself)."""
     r, g, b = (rgb[..., c : c + 1, :, :].astype(np.uint32) for c in range(3))
@@ -230,24 +220,8 @@ def luma(rgb: np.ndarray) -> np.ndarray:
 
 
 def decode_file(path: Path, size: tuple[int, int]) -> np.ndarray:
-    """One image file -> (3, H, W) uint8, or a DataError saying why it cannot be."""
-    data = read_bounded(path, MAX_FILE_BYTES)
-    if not data:
-        raise DataError("empty file")
-    try:
-        image = Image.open(io.BytesIO(data), formats=FORMATS)
-        if image.width * image.height > MAX_PIXELS:
-            raise DataError(f"{image.width:,}x{image.height:,} pixels, more than the {MAX_PIXELS:,} allowed")
-        image.draft("RGB", (max(size), max(size)))  # JPEG: decode at the smallest scale that still covers H x W
-        return fit_image(eight_bit(image), size)
-    except PIL.UnidentifiedImageError:
-        raise DataError("not an image") from None
-    except Image.DecompressionBombError:
-        raise DataError("too many pixels, a decompression bomb?") from None
-    except DataError:
-        raise
-    except Exception as e:  # PIL's decoders raise many kinds of error on broken bytes
-        raise DataError(f"truncated or corrupt: {type(e).__name__}") from None
+    """One image file -> (3, H, W) uint8, or an ImageError saying why it cannot be."""
+    return fit_image(read_image(path, cover=size), size)
 
 
 def _decode_or_reason(item: tuple[ImageFile, tuple[int, int]]) -> np.ndarray | str:
@@ -270,11 +244,11 @@ def _key(files: list[ImageFile], size: tuple[int, int]) -> str:
     return hashlib.sha256(json.dumps(described).encode()).hexdigest()
 
 
-def cache_paths(root: Path, size: tuple[int, int]) -> list[Path]:
-    """Where the cache of `root` at `size` may be: beside the data first, then in the cnnlab cache."""
-    name = f".cnnlab-cache-{size[0]}x{size[1]}.pt"
-    elsewhere = cache_dir("folder") / hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:16] / name
-    return [root / name, elsewhere]
+def cache_path(root: Path, size: tuple[int, int]) -> Path:
+    """Where the cache of `root` at `size` is: in the cnnlab cache, under a hash of the folder's resolved path
+    (the same folder by any name shares it), never in the user's folder."""
+    folder = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:16]
+    return cache_dir("folder") / folder / f"{size[0]}x{size[1]}.pt"
 
 
 def _read_cache(path: Path, key: str, count: int, size: tuple[int, int]) -> dict | None:
@@ -285,7 +259,7 @@ def _read_cache(path: Path, key: str, count: int, size: tuple[int, int]) -> dict
         if not path.is_file() or path.stat().st_size > limit:
             return None
         cached = torch.load(path, weights_only=True, mmap=True)
-    except Exception:  # an unreadable or foreign file of any kind: decode again
+    except Exception:  # an unreadable or damaged file of any kind: decode again
         return None
     if not isinstance(cached, dict) or cached.get("format") != CACHE_FORMAT or cached.get("key") != key:
         return None
@@ -295,28 +269,14 @@ def _read_cache(path: Path, key: str, count: int, size: tuple[int, int]) -> dict
     return cached
 
 
-def _is_foreign(path: Path) -> bool:
-    """A file at our cache's name that cnnlab did not write (it is then never overwritten)."""
-    if not path.exists():
-        return False
-    if not path.is_file():
-        return True
+def _write_cache(path: Path, contents: dict) -> Path | None:
+    """The cache written (replacing the folder's cache of other contents at this size), or None when the cache
+    cannot be written: training goes on, decoding again next time."""
     try:
-        return torch.load(path, weights_only=True, mmap=True).get("format") != CACHE_FORMAT
-    except Exception:
-        return True
-
-
-def _write_cache(candidates: list[Path], contents: dict) -> Path | None:
-    for path in candidates:
-        if _is_foreign(path):
-            continue
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            return atomic_write(path, lambda f: torch.save(contents, f))
-        except (CnnlabError, OSError):  # a read-only data folder: try the cnnlab cache
-            continue
-    return None
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return atomic_write(path, lambda f: torch.save(contents, f))
+    except (CnnlabError, OSError):
+        return None
 
 
 def _decode_all(files: list[ImageFile], size: tuple[int, int], root: Path) -> tuple[torch.Tensor, list]:
@@ -324,9 +284,7 @@ def _decode_all(files: list[ImageFile], size: tuple[int, int], root: Path) -> tu
     could not be decoded (None for those that were)."""
     images = torch.empty((len(files), 3, *size), dtype=torch.uint8)
     reasons = []
-    # PIL warns of, rather than refuses, images over its own pixel limit; decode_file refuses them itself.
-    with warnings.catch_warnings(), ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
         decoded = pool.map(_decode_or_reason, [(f, size) for f in files])
         for i, result in enumerate(
             tqdm(decoded, total=len(files), desc=f"decoding {root.name}", unit="image", leave=False, disable=None)
@@ -340,17 +298,16 @@ def _decode_all(files: list[ImageFile], size: tuple[int, int], root: Path) -> tu
 def load_folder(root, size: tuple[int, int] = DEFAULT_IMAGE_SIZE) -> Folder:
     """Every readable image of `root` at `size`, from the cache when the files have not changed."""
     root = Path(root)
-    classes, files, split_given = scan(root)
+    layout = scan(root)
+    files = layout.files
     if not files:
         raise FolderError(f"{root}: the class folders hold no files")
-    key = _key(files, size)
-    candidates = cache_paths(root, size)
-    for path in candidates:
-        cached = _read_cache(path, key, len(files), size)
-        if cached is not None:
-            folder = _folder(classes, cached, split_given, path, cache_hit=True)
-            folder.check(root, len(files))
-            return folder
+    key, path = _key(files, size), cache_path(root, size)
+    cached = _read_cache(path, key, len(files), size)
+    if cached is not None:
+        folder = _folder(layout, cached, path, cache_hit=True)
+        folder.check(root, len(files))
+        return folder
     check_memory(root, len(files), size)
     images, reasons = _decode_all(files, size, root)
     good = torch.tensor([r is None for r in reasons], dtype=torch.bool)
@@ -359,27 +316,28 @@ def load_folder(root, size: tuple[int, int] = DEFAULT_IMAGE_SIZE) -> Folder:
     contents = {
         "format": CACHE_FORMAT,
         "key": key,
-        "classes": list(classes),
+        "classes": list(layout.classes),
         "images": images,
         "labels": torch.tensor([f.label for f in files], dtype=torch.int64)[good],
         "is_test": torch.tensor([f.is_test for f in files], dtype=torch.bool)[good],
         "grey": ((images[:, 0] == images[:, 1]) & (images[:, 1] == images[:, 2])).flatten(1).all(1),
         "skipped": [[f.name, r] for f, r in zip(files, reasons) if r is not None],
     }
-    folder = _folder(classes, contents, split_given, None, cache_hit=False)
+    folder = _folder(layout, contents, None, cache_hit=False)
     folder.check(root, len(files))  # before caching: a folder that cannot train leaves nothing behind
-    folder.cache = _write_cache(candidates, contents)
+    folder.cache = _write_cache(path, contents)
     return folder
 
 
-def _folder(classes, contents: dict, split_given: bool, cache: Path | None, cache_hit: bool) -> Folder:
+def _folder(layout: Layout, contents: dict, cache: Path | None, cache_hit: bool) -> Folder:
     return Folder(
-        classes,
+        layout.classes,
         contents["images"],
         contents["labels"],
-        contents["is_test"] if split_given else None,
+        contents["is_test"] if layout.split_given else None,
         contents["grey"],
         [tuple(s) for s in contents["skipped"]],
         cache,
         cache_hit,
+        layout.unfollowed,
     )

@@ -58,7 +58,7 @@ def evaluate(
     loss_sum = torch.zeros((), dtype=torch.float64, device=labels.device)
     batches: list[torch.Tensor] = []
     background = normalised_black(mean, std).to(labels.device)  # black, what the shifts bring in
-    for x, y in iterate_batches(images, labels, batch_size, mean, std, memory_format=memory_format):
+    for x, y in iterate_batches(images, labels, batch_size=batch_size, mean=mean, std=std, memory_format=memory_format):
         with torch.autocast(x.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             output = _log_probabilities(model, x, tta, background, memory_format).float()
         loss_sum += F.cross_entropy(output, y, reduction="sum")

@@ -17,15 +17,17 @@ from cnnlab.data.augment import AUGMENTATIONS
 from cnnlab.data.batches import epoch_order, iterate_batches, mixed_seed, steps_per_epoch
 from cnnlab.data.datasets import ImageDataset, load_training_dataset
 from cnnlab.engine import checkpoint as ckpt
-from cnnlab.engine.config import TrainConfig, config_from_saved, same_settings
+from cnnlab.engine.config import TrainConfig, config_from_saved, dataset_notice, same_settings
 from cnnlab.engine.device import autocast_dtype, select_device, torch_settings
-from cnnlab.engine.distributed import DistContext, init_distributed
+from cnnlab.engine.distributed import DistContext, check_sync_bn, init_distributed
 from cnnlab.engine.evaluate import evaluate
 from cnnlab.engine.loop import EpochProgress, NonFiniteLoss, Step, compile_for_training, train_one_epoch
 from cnnlab.engine.metrics import test_line
-from cnnlab.engine.run import build_model
+from cnnlab.engine.run import build_model, check_run
 from cnnlab.engine.rundir import RunFolder, is_run
+from cnnlab.engine.snapshots import snapshot_callbacks
 from cnnlab.engine.state import TrainState
+from cnnlab.engine.tensorboard import EventFile, log_epoch
 from cnnlab.files import write_json
 from cnnlab.models import count_parameters
 
@@ -76,18 +78,24 @@ class StopOnSignal:
             signal.signal(sig, handler)
 
 
+def training_data(config: TrainConfig, log=print) -> ImageDataset:
+    """The dataset `config` trains on: `config.dataset`, or MNIST when found or downloadable, else mnist-sample,
+    said in one line. A sweep loads it once for all its runs (fit_or_reuse)."""
+    dataset, notice = load_training_dataset(
+        config.dataset,
+        config.data_dir,
+        image_size=config.image_size,
+        channels=config.channels,
+        test_split=config.test_split,
+    )
+    if notice:
+        log(notice)
+    return dataset
+
+
 def prepare_data(config: TrainConfig, dataset: ImageDataset | None, log) -> ImageDataset:
     """The run's dataset, checked, with its validation split held out, then subset."""
-    if dataset is None:
-        dataset, notice = load_training_dataset(
-            config.dataset,
-            config.data_dir,
-            image_size=config.image_size,
-            channels=config.channels,
-            test_split=config.test_split,
-        )
-        if notice:
-            log(notice)
+    dataset = training_data(config, log) if dataset is None else dataset
     dataset.check_trainable()
     if config.val_split:
         dataset = dataset.with_validation(config.val_split)
@@ -95,6 +103,8 @@ def prepare_data(config: TrainConfig, dataset: ImageDataset | None, log) -> Imag
 
 
 def build_training_model(config: TrainConfig, dataset: ImageDataset, device, dist: DistContext) -> torch.nn.Module:
+    if dist.world > 1:  # torchrun by hand: before the run folder exists (cnnlab train --nproc checks it earlier)
+        check_sync_bn(config.sync_bn, device)
     torch.manual_seed(config.seed)  # the same initial weights on every rank
     model = build_model(config.model, dataset.info, config.width)
     if dist.world > 1 and config.sync_bn:
@@ -124,6 +134,7 @@ class RunWriter:
 
     def __init__(self, folder: RunFolder | None, config: TrainConfig, dataset: ImageDataset, steps: int):
         self.folder, self.config, self.info, self.steps = folder, config, dataset.info, steps
+        self.events = EventFile(folder.path) if folder is not None and config.tensorboard else None
 
     def checkpoint(self, state: TrainState, name: str = ckpt.CHECKPOINT) -> None:
         if self.folder is not None:
@@ -138,6 +149,9 @@ class RunWriter:
             ckpt.write_metrics(self.folder.path, state.history)
             if state.trace is not None:
                 write_json(self.folder.path / "grad_norms.json", {"steps_per_epoch": self.steps, **state.trace})
+        if self.events is not None:
+            lr = state.optimizer.param_groups[0]["lr"]
+            log_epoch(self.events, state.history[-1], learning_rate=lr, model=state.evaluated)
 
 
 def fit(config: TrainConfig, log=print, dataset: ImageDataset | None = None, resume: bool = False) -> FitResult:
@@ -162,17 +176,29 @@ def fit(config: TrainConfig, log=print, dataset: ImageDataset | None = None, res
         state = TrainState.create(build_training_model(config, data, device, dist), config, steps)
         with _open_folder(config, dist, resume) as folder:
             if resume:
-                state.load_state_dict(ckpt.load_checkpoint(config.out))
+                state.load_state_dict(check_run(config.out, resumable=True).checkpoint)
             writer = RunWriter(folder if dist.is_main else None, config, data, steps)
             if folder is not None and not resume:
                 ckpt.write_config(
                     folder.path, config, device=str(device), torch=torch.__version__, threads=torch.get_num_threads()
                 )
             log(_start_line(config, data, state, device, dist, resume))
+            if (notice := dataset_notice(config)) is not None:
+                log(notice)
             compiled, compile_seconds = _compiled(config, data, state, log) if config.compile != "off" else (None, 0.0)
             with StopOnSignal() as stopper:
                 for epoch in range(state.epoch + 1, config.epochs + 1):
-                    progress = _train_epoch(config, data, state, writer, stopper, dist, epoch, steps, compiled)
+                    progress = _train_epoch(
+                        config=config,
+                        data=data,
+                        state=state,
+                        writer=writer,
+                        stopper=stopper,
+                        dist=dist,
+                        epoch=epoch,
+                        steps=steps,
+                        compiled=compiled,
+                    )
                     row = _evaluate_epoch(config, data, state.evaluated, progress, dist, epoch)
                     if compile_seconds and not any("compile_seconds" in r for r in state.history):
                         row["compile_seconds"] = round(compile_seconds, 3)
@@ -238,9 +264,9 @@ def _compiled(config, data: ImageDataset, state: TrainState, log) -> tuple[torch
             iterate_batches(
                 data.train_images[:k],
                 data.train_labels[:k],
-                k,
-                data.mean,
-                data.std,
+                batch_size=k,
+                mean=data.mean,
+                std=data.std,
                 memory_format=_memory_format(config),
             )
         )
@@ -261,7 +287,16 @@ def _compiled(config, data: ImageDataset, state: TrainState, log) -> tuple[torch
 
 
 def _train_epoch(
-    config, data, state: TrainState, writer: RunWriter, stopper, dist, epoch: int, steps: int, compiled=None
+    *,
+    config: TrainConfig,
+    data: ImageDataset,
+    state: TrainState,
+    writer: RunWriter,
+    stopper: StopOnSignal,
+    dist: DistContext,
+    epoch: int,
+    steps: int,
+    compiled: torch.nn.Module | None = None,
 ) -> EpochProgress:
     """One epoch of training, with step checkpoints and progress; on a signal, checkpoint and stop.
 
@@ -269,21 +304,7 @@ def _train_epoch(
     skip = state.progress.step if state.progress else 0
     if dist.world > 1 and state.progress and not dist.is_main:  # saved partial sums are all ranks': count once
         state.progress = EpochProgress(step=skip, seconds=state.progress.seconds)
-    order = epoch_order(len(data.train_labels), config.seed, epoch, data.train_labels.device)[
-        skip * config.batch_size :
-    ]
-    batches = iterate_batches(
-        data.train_images,
-        data.train_labels,
-        config.batch_size,
-        data.mean,
-        data.std,
-        order,
-        dist.rank,
-        dist.world,
-        _augmentation(config, epoch, skip),
-        _memory_format(config),
-    )
+    batches = _epoch_batches(config, data, dist, epoch, skip)
     bar = tqdm(
         total=steps,
         initial=skip,
@@ -298,6 +319,8 @@ def _train_epoch(
         callbacks.append(_step_checkpoints(config.checkpoint_every, state, writer))
     if state.trace is not None:
         callbacks.append(_tracer(state.model, state.trace))
+    if writer.folder is not None:  # the lab's replay of kernels forming (engine/snapshots.py)
+        callbacks += snapshot_callbacks(state.model, writer.folder.path, data, epoch=epoch, steps=steps, skip=skip)
     device = data.train_labels.device
     with bar, _last_checkpoint_named(state):
         progress, finished = train_one_epoch(
@@ -317,12 +340,29 @@ def _train_epoch(
     if not finished:
         writer.checkpoint(state)
         number = stopper.signal or signal.SIGTERM  # a rank that got no signal itself stops with the others
-        raise TrainingInterrupted(
+        message = (
             f"{signal.Signals(number).name}: stopped at epoch {epoch} step {progress.step}, "
-            f"checkpoint saved; resume with: cnnlab train --resume {config.out}",
-            128 + number,
+            f"checkpoint saved; resume with: cnnlab train --resume {config.out}"
         )
+        raise TrainingInterrupted(message if dist.is_main else "", 128 + number)  # said once, by rank 0
     return state.progress
+
+
+def _epoch_batches(config: TrainConfig, data: ImageDataset, dist: DistContext, epoch: int, skip: int):
+    """This rank's batches of `epoch`, from step `skip` on (a resumed epoch continues its own order)."""
+    order = epoch_order(len(data.train_labels), config.seed, epoch, data.train_labels.device)
+    return iterate_batches(
+        data.train_images,
+        data.train_labels,
+        batch_size=config.batch_size,
+        mean=data.mean,
+        std=data.std,
+        order=order[skip * config.batch_size :],
+        rank=dist.rank,
+        world=dist.world,
+        augment=_augmentation(config, epoch, skip),
+        memory_format=_memory_format(config),
+    )
 
 
 def _step_checkpoints(every: int, state: TrainState, writer: RunWriter):
@@ -413,7 +453,11 @@ def _start_line(config, data, state, device, dist, resume) -> str:
         parts.append("bf16 autocast")
     parts.append(f"run folder {config.out}")
     if dist.world > 1:
-        parts.append(f"{dist.world} processes of {config.batch_size // dist.world}+ images per step")
+        threads = torch.get_num_threads()
+        parts.append(
+            f"{dist.world} processes of {config.batch_size // dist.world}+ images per step, "
+            f"{threads} thread{'s' if threads > 1 else ''} each"
+        )
     if resume:
         parts.append(f"from epoch {state.epoch + 1} step {state.progress.step if state.progress else 0}")
     return ", ".join(parts)
@@ -425,12 +469,6 @@ def _default_out(config: TrainConfig, dataset_name: str) -> str:
 
 # What `--resume` may change: how the run executes, and `epochs` to extend a constant-rate run.
 RESUME_CHANGES = ("epochs", "progress", "threads", "checkpoint_every", "check_every", "device")
-
-
-def is_finished(checkpoint: dict) -> bool:
-    return not checkpoint.get("epoch_state") and (
-        bool(checkpoint.get("stopped_early")) or checkpoint["epoch"] >= checkpoint["config"]["epochs"]
-    )
 
 
 def resume_run(run_dir, log=print, **changes) -> FitResult:
@@ -445,19 +483,8 @@ def resume_run(run_dir, log=print, **changes) -> FitResult:
             f"--resume continues a run with its own settings; it cannot change "
             f"{', '.join(map(flag, refused))} (it can change {', '.join(map(flag, RESUME_CHANGES))})"
         )
-    checkpoint = ckpt.load_checkpoint(run_dir)
-    saved = ckpt.read_config(run_dir)
-    if (checkpoint.get("model") or {}).get("name") != saved.get("model") or checkpoint.get("rng") is None:
-        raise CnnlabError(
-            f"{run_dir}: its checkpoint ({(checkpoint.get('model') or {}).get('name')}) does not "
-            f"belong to its config.json ({saved.get('model')}), or holds no training state to resume"
-        )
-    config = config_from_saved({**checkpoint.get("config", {}), "out": str(run_dir), "overwrite": False}, str(run_dir))
-    if config.model != saved.get("model") or config.dataset != saved.get("dataset"):
-        raise CnnlabError(
-            f"{run_dir}: its checkpoint's settings ({config.model} on {config.dataset}) disagree "
-            f"with its config.json ({saved.get('model')} on {saved.get('dataset')})"
-        )
+    run = check_run(run_dir, resumable=True)  # a run folder, its checkpoint whole and agreeing with config.json
+    config = config_from_saved({**run.checkpoint["config"], "out": str(run_dir), "overwrite": False}, str(run_dir))
     given = {k: v for k, v in changes.items() if v is not None}
     if given.get("epochs", config.epochs) != config.epochs and config.schedule != "constant":
         raise CnnlabError(
@@ -465,23 +492,24 @@ def resume_run(run_dir, log=print, **changes) -> FitResult:
             "cannot be extended; train a new run with more --epochs"
         )
     config = dataclasses.replace(config, **given).validate()
-    if is_finished({**checkpoint, "config": dataclasses.asdict(config)}):
+    if run.is_finished(config.epochs):
         raise CnnlabError(
             f"{run_dir}: the run already finished its {config.epochs} epochs"
-            + ("" if checkpoint.get("stopped_early") else "; pass --epochs N to extend it")
+            + ("" if run.checkpoint.get("stopped_early") else "; pass --epochs N to extend it")
         )
     return fit(config, log=log, resume=True)
 
 
-def fit_or_reuse(config: TrainConfig, log=print) -> str:
-    """For sweeps (compare, depth): reuse a finished run of the same settings in `config.out`, resume an
-    unfinished one, or else train, a folder holding anything else being replaced only with `overwrite`.
-    Returns what it did: "reused", "resumed" or "trained"."""
+def fit_or_reuse(config: TrainConfig, log=print, dataset: ImageDataset | None = None) -> str:
+    """For sweeps (compare, depth, overfit): reuse a finished run of the same settings in `config.out`, resume
+    an unfinished one, or else train (on `dataset` when the sweep loaded it once for all its runs), a folder
+    holding anything else being replaced only with `overwrite`. Returns what it did: "reused", "resumed" or
+    "trained"."""
     out = Path(config.out or "")
     if is_run(out) and (out / ckpt.CHECKPOINT).is_file() and same_settings(ckpt.read_config(out), config):
-        if is_finished(ckpt.load_checkpoint(out)):
+        if check_run(out, resumable=True).is_finished():
             return "reused"
         resume_run(out, log=log, progress=config.progress)
         return "resumed"
-    fit(config, log=log)
+    fit(config, log=log, dataset=dataset)
     return "trained"

@@ -1,7 +1,7 @@
-"""Open a saved run: the one way every command (evaluate, viz, export, predict, serve, compare) gets a
-trained model, its dataset description and, when asked, its dataset."""
+"""Open a saved run: the one way every command (evaluate, viz, export, predict, serve, compare, resume) learns
+whether a path is a cnnlab run whose checkpoint fits (`check_run`), and gets a trained model, its dataset
+description and, when asked, its dataset (`open_run`)."""
 
-import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,14 +9,11 @@ from typing import Any
 
 import torch
 
-from cnnlab import CnnlabError
+from cnnlab import CnnlabError, memory
 from cnnlab.data.datasets import FOLDER, DatasetInfo, ImageDataset, load_dataset
-from cnnlab.engine.checkpoint import BEST, load_checkpoint
+from cnnlab.engine.checkpoint import BEST, CHECKPOINT, load_checkpoint, read_config
+from cnnlab.engine.rundir import is_run
 from cnnlab.models import count_parameters, create_model
-
-
-def _available_memory() -> int:
-    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
 def build_model(name: str, info: DatasetInfo, width: int | None = None) -> torch.nn.Module:
@@ -25,11 +22,12 @@ def build_model(name: str, info: DatasetInfo, width: int | None = None) -> torch
     options = dict(in_channels=info.in_channels, num_classes=info.num_classes, input_size=info.input_size, width=width)
     with torch.device("meta"):  # count first, allocate nothing
         parameters = count_parameters(create_model(name, **options))
-    if 16 * parameters > _available_memory():
+    free = memory.available_memory()
+    if 16 * parameters > free:
         raise CnnlabError(
             f"model {name}{f' at width {width}' if width else ''} has {parameters:,} parameters: "
             f"training it needs about {16 * parameters / 2**30:,.1f} GiB, more than the "
-            f"{_available_memory() / 2**30:,.1f} GiB free"
+            f"{free / 2**30:,.1f} GiB free"
         )
     return create_model(name, **options)
 
@@ -92,41 +90,76 @@ class SavedRun:
                 f"{dataset.input_size[1]}, {dataset.num_classes} classes) does not fit the model "
                 f"trained on {self.info.name}"
             )
+        if dataset.classes != self.info.classes:  # the same count in another order, or of other things
+            named = lambda classes: ", ".join(classes[:10]) + (", ..." if len(classes) > 10 else "")
+            raise CnnlabError(
+                f"dataset {dataset.name}: its classes ({named(dataset.classes)}) are not those the model was "
+                f"trained on ({named(self.info.classes)}), in that order"
+            )
         return dataset
+
+
+@dataclass(frozen=True)
+class CheckedRun:
+    """A run folder or checkpoint file whose checkpoint was read, every field checked, and found to fit."""
+
+    path: Path  # as given
+    checkpoint: dict
+    info: DatasetInfo
+
+    def is_finished(self, epochs: int | None = None) -> bool:
+        """No epoch stopped part-way, and every epoch planned (or `epochs`, to extend the run) done or stopped early."""
+        done, planned = self.checkpoint["epoch"], epochs or self.checkpoint["config"]["epochs"]
+        return not self.checkpoint.get("epoch_state") and (
+            bool(self.checkpoint.get("stopped_early")) or done >= planned
+        )
+
+
+def check_run(path, *, resumable: bool = False) -> CheckedRun:
+    """Whether `path` is a cnnlab run whose checkpoint fits: the run, or one line saying what is wrong.
+
+    The checkpoint is loaded safely and every field checked (checkpoint.check_checkpoint), then its weights are
+    loaded into the model it names on the meta device (shapes only, nothing allocated). A run folder is read at
+    the epoch it selected on validation (best.pt), else its last; with `resumable`, at its last, and it must be a
+    run folder whose config.json agrees with the checkpoint and which holds the state to continue training."""
+    path = Path(path)
+    file = path / BEST if not resumable and (path / BEST).is_file() else path
+    checkpoint = load_checkpoint(file)
+    info = DatasetInfo.from_dict(checkpoint["dataset"])
+    name, width = checkpoint["model"]["name"], checkpoint["model"].get("width")
+    try:
+        with torch.device("meta"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # copying into meta tensors is a no-op PyTorch warns of
+            build_model(name, info, width).load_state_dict(checkpoint["state_dict"])
+    except CnnlabError as e:  # the model cannot be built for this data: say which of the runs given it is
+        raise CnnlabError(f"{path}: {e}") from None
+    except RuntimeError as e:
+        lines = str(e).splitlines()
+        detail = lines[1].strip() if len(lines) > 1 else str(e)
+        raise CnnlabError(f"{path}: weights do not fit model {name}: {detail[:200]}") from None
+    if resumable:
+        _check_resumable(path, checkpoint)
+    return CheckedRun(path, checkpoint, info)
+
+
+def _check_resumable(path: Path, checkpoint: dict) -> None:
+    saved = read_config(path)
+    if not is_run(path):
+        raise CnnlabError(f"{path} is not a cnnlab run folder")
+    model, dataset = checkpoint["model"]["name"], checkpoint["config"]["dataset"]
+    if (saved.get("model"), saved.get("dataset")) != (model, dataset):
+        raise CnnlabError(
+            f"{path}: its checkpoint ({model} on {dataset}) does not belong to its config.json "
+            f"({saved.get('model')} on {saved.get('dataset')})"
+        )
+    if checkpoint.get("rng") is None or checkpoint.get("optimizer") is None:
+        raise CnnlabError(f"{path / CHECKPOINT}: holds no training state to resume (only the weights)")
 
 
 def open_run(path) -> SavedRun:
     """Rebuild the model of a run folder (or checkpoint file) from its checkpoint, weights loaded. A run that
     selected an epoch on its validation split is opened at that epoch (best.pt), else at its last."""
-    best = Path(path) / BEST
-    checkpoint = load_checkpoint(best if best.is_file() else path)
-    try:
-        info = DatasetInfo.from_dict(checkpoint["dataset"])
-        name, width = checkpoint["model"]["name"], checkpoint["model"].get("width")
-        # Shapes first, with nothing allocated: an edited classes list may ask for a million outputs, or none.
-        with torch.device("meta"), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # copying into meta tensors is a no-op PyTorch warns of
-            build_model(name, info, width).load_state_dict(checkpoint["state_dict"])
-        model = build_model(name, info, width)
-        model.load_state_dict(checkpoint["state_dict"])
-    except (KeyError, TypeError) as e:
-        raise CnnlabError(f"{path}: checkpoint lacks {e}") from None
-    except CnnlabError as e:  # a hand-edited dataset description or model: say which of the runs given it is
-        raise CnnlabError(f"{path}: {e}") from None
-    except RuntimeError as e:
-        lines = str(e).splitlines()
-        raise CnnlabError(
-            f"{path}: weights do not fit model {checkpoint['model']['name']}: "
-            f"{lines[1].strip() if len(lines) > 1 else e}"
-        ) from None
-    broken = [
-        name
-        for name, value in model.state_dict().items()
-        if value.is_floating_point() and not bool(torch.isfinite(value).all())
-    ]
-    if broken:  # training stops at a non-finite loss, so only an edited or damaged file gets here
-        raise CnnlabError(
-            f"{path}: weights are not finite (NaN or infinity in {broken[0]}"
-            f"{f' and {len(broken) - 1} more' if len(broken) > 1 else ''}); the checkpoint is damaged"
-        )
-    return SavedRun(Path(path), model.eval(), checkpoint, info)
+    checked = check_run(path)
+    model = build_model(checked.checkpoint["model"]["name"], checked.info, checked.checkpoint["model"].get("width"))
+    model.load_state_dict(checked.checkpoint["state_dict"])
+    return SavedRun(Path(path), model.eval(), checked.checkpoint, checked.info)

@@ -13,26 +13,19 @@ so a run killed with kill -9 resumes without any clean-up.
 
 import fcntl
 import fnmatch
-import json
 import os
 import shutil
 from pathlib import Path
 
 from cnnlab import CnnlabError
+from cnnlab.engine.checkpoint import read_config
+from cnnlab.files import RUN_LOCK, RUN_MARKER, RUN_STATE_FILES
 
-MARKER = ".cnnlab-run"
-LOCK = ".lock"
-CONFIG = "config.json"
+MARKER = RUN_MARKER
+LOCK = RUN_LOCK
 # Every name cnnlab writes into a run folder; only folders holding nothing else may be replaced.
 RUN_FILES = (
-    MARKER,
-    LOCK,
-    CONFIG,
-    "checkpoint.pt",
-    "best.pt",
-    "metrics.jsonl",
-    "grad_norms.json",
-    "ddp.json",
+    *RUN_STATE_FILES,
     "model.onnx",
     "model.torchscript.pt",
     "curves.png",
@@ -41,6 +34,10 @@ RUN_FILES = (
     "filters.png",
     "features-*.png",
     "pool*.png",
+    "events.out.tfevents.*",  # --tensorboard
+    "snapshot-*.npz",
+    "errors-*.png",
+    "attribution.png",
     ".*.tmp",
 )
 
@@ -61,10 +58,10 @@ def is_run(folder: Path) -> bool:
     if (folder / MARKER).is_file():
         return True
     try:
-        config = json.loads((folder / CONFIG).read_text())
-    except (OSError, ValueError):
+        config = read_config(folder, missing_ok=True)
+    except CnnlabError:  # unreadable or corrupt: not recognisably ours
         return False
-    return isinstance(config, dict) and {"model", "recipe", "epochs"} <= set(config)
+    return {"model", "recipe", "epochs"} <= set(config)
 
 
 class RunLock:

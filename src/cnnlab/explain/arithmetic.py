@@ -5,6 +5,9 @@ does not show the fully connected layer's input (the lecture's "320"), while thi
 forward hooks and torch.utils.flop_counter, so its totals match `cnnlab models` by construction.
 """
 
+import dataclasses
+from dataclasses import dataclass
+
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -74,8 +77,53 @@ def summary(name: str, input_shape=(1, 28, 28)) -> str:
     return format_table(["layer", "type", "input", "output", "parameters", "FLOPs"], table)
 
 
-def shape(size: int, kernel: int, stride: int = 1, padding: int = 0, dilation: int = 1, pool: int | None = None) -> str:
-    """The output size of a convolution (then optional pooling), formula and numbers written out."""
+@dataclass(frozen=True)
+class ConvShape:
+    """A convolution's (then pooling's) output size: what `cnnlab shape` prints, and `GET /shape` returns."""
+
+    size: int
+    kernel: int
+    stride: int
+    padding: int
+    dilation: int
+    output: int  # the convolution's output is output x output
+    pool: int | None = None
+    pooled: int | None = None  # the output after pooling, when there is one
+
+    @property
+    def final(self) -> int:
+        """The last output size: after pooling when there is one."""
+        return self.output if self.pooled is None else self.pooled
+
+    def formula(self) -> str:
+        """The formula with this convolution's numbers in it."""
+        return f"floor(({self.size} + 2*{self.padding} - {self.dilation}*({self.kernel}-1) - 1) / {self.stride}) + 1"
+
+    def lines(self) -> list[str]:
+        """The formula, its numbers written out and the output size, a line each."""
+        numerator = self.size + 2 * self.padding - self.dilation * (self.kernel - 1) - 1
+        lines = [
+            "conv: floor((n + 2p - d(k-1) - 1) / s) + 1",
+            f"    = {self.formula()}",
+            f"    = floor({numerator} / {self.stride}) + 1 = {self.output}",
+            f"output: {self.output}x{self.output} (from {self.size}x{self.size})",
+        ]
+        if self.pool is not None:
+            lines += [
+                f"pool {self.pool}x{self.pool}, stride {self.pool}: "
+                f"floor(({self.output} - {self.pool}) / {self.pool}) + 1 = {self.pooled}",
+                f"output: {self.pooled}x{self.pooled}",
+            ]
+        return lines
+
+    def __str__(self) -> str:
+        return "\n".join(self.lines())
+
+
+def shape(
+    size: int, kernel: int, stride: int = 1, padding: int = 0, dilation: int = 1, pool: int | None = None
+) -> ConvShape:
+    """The output size of a convolution (then optional pooling); `str()` of it writes the formula out."""
     for label, value, low in (
         ("--input", size, 1),
         ("--kernel", kernel, 1),
@@ -85,29 +133,17 @@ def shape(size: int, kernel: int, stride: int = 1, padding: int = 0, dilation: i
     ):
         if value < low:
             raise CnnlabError(f"{label} must be at least {low}, got {value}")
-    out = conv_output_size(size, kernel, stride, padding, dilation)
-    numerator = size + 2 * padding - dilation * (kernel - 1) - 1
-    lines = [
-        "conv: floor((n + 2p - d(k-1) - 1) / s) + 1",
-        f"    = floor(({size} + 2*{padding} - {dilation}*({kernel}-1) - 1) / {stride}) + 1",
-        f"    = floor({numerator} / {stride}) + 1 = {out}",
-    ]
-    if out < 1:
+    conv = ConvShape(size, kernel, stride, padding, dilation, conv_output_size(size, kernel, stride, padding, dilation))
+    if conv.output < 1:
         raise CnnlabError(
-            f"output would be empty: floor(({size} + 2*{padding} - {dilation}*({kernel}-1) - 1) / "
-            f"{stride}) + 1 = {out}; the kernel's reach {dilation * (kernel - 1) + 1} exceeds the "
-            f"padded input {size + 2 * padding}"
+            f"output would be empty: {conv.formula()} = {conv.output}; the kernel's reach "
+            f"{dilation * (kernel - 1) + 1} exceeds the padded input {size + 2 * padding}"
         )
-    lines.append(f"output: {out}x{out} (from {size}x{size})")
-    if pool is not None:
-        if pool < 1 or pool > out:
-            raise CnnlabError(f"--pool {pool} does not fit the {out}x{out} convolution output")
-        pooled = (out - pool) // pool + 1
-        lines += [
-            f"pool {pool}x{pool}, stride {pool}: floor(({out} - {pool}) / {pool}) + 1 = {pooled}",
-            f"output: {pooled}x{pooled}",
-        ]
-    return "\n".join(lines)
+    if pool is None:
+        return conv
+    if pool < 1 or pool > conv.output:
+        raise CnnlabError(f"--pool {pool} does not fit the {conv.output}x{conv.output} convolution output")
+    return dataclasses.replace(conv, pool=pool, pooled=(conv.output - pool) // pool + 1)
 
 
 def params(input_shape, out_channels: int, kernel: int, stride: int = 1, padding: int = 0) -> str:

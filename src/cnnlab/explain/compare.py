@@ -1,5 +1,6 @@
 """`cnnlab compare`: several models, the same budget and recipe, one leaderboard and one scatter plot."""
 
+import dataclasses
 from pathlib import Path
 
 import torch
@@ -7,7 +8,7 @@ import torch
 from cnnlab.data.batches import normalise
 from cnnlab.engine.checkpoint import read_metrics
 from cnnlab.engine.config import build_config
-from cnnlab.engine.fit import fit_or_reuse
+from cnnlab.engine.fit import fit_or_reuse, training_data
 from cnnlab.engine.run import open_run
 from cnnlab.files import write_csv, write_text
 from cnnlab.models import count_flops, count_parameters
@@ -27,9 +28,10 @@ def compare(models, out_dir, log=print, **settings) -> list[dict]:
     rows = []
     # every name and setting is checked before the first model trains
     configs = [build_config({**settings, "model": name, "out": str(out_dir / name)}) for name in models]
+    data = training_data(configs[0], log)
     for name, config in zip(models, configs):
         run_dir = out_dir / name
-        if fit_or_reuse(config, log=log) == "reused":
+        if fit_or_reuse(dataclasses.replace(config, dataset=data.name), log=log, dataset=data) == "reused":
             log(f"{name}: reusing the finished run in {run_dir}")
         run = open_run(run_dir)
         model, shape = run.model, (run.info.in_channels, *run.info.input_size)

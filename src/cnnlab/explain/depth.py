@@ -20,7 +20,7 @@ from tqdm import tqdm
 from cnnlab import CnnlabError
 from cnnlab.engine.checkpoint import read_metrics
 from cnnlab.engine.config import build_config
-from cnnlab.engine.fit import fit_or_reuse
+from cnnlab.engine.fit import fit_or_reuse, training_data
 from cnnlab.engine.run import open_run
 from cnnlab.files import write_csv, write_text
 from cnnlab.models import count_parameters, create_model, list_models
@@ -115,36 +115,33 @@ def run_depth(
     families, depths = settings["families"], settings["depths"]
     _check(families, depths, seeds)
     recipe = recipe or RECIPE_FOR.get(dataset, "depth")
+    data = training_data(build_config({"dataset": dataset, "data_dir": data_dir, "recipe": recipe}), log)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     runs = [(f, d, s) for f in families for d in depths for s in seeds]
-    configs = {}
-    for family, depth, seed in runs:
-        configs[family, depth, seed] = build_config(
+    shared = dict(
+        recipe=recipe,
+        epochs=settings.get("epochs"),
+        train_subset=_subset(settings.get("train_subset"), data, preset if train_subset is None else None, log),
+        dataset=data.name,
+        data_dir=data_dir,
+        trace_grad=True,
+        overwrite=overwrite,
+        progress=False,
+    )
+    configs = {
+        (f, d, s): build_config(
             {
-                "model": model_name(family, depth),
-                "recipe": recipe,
-                "epochs": settings.get("epochs"),
-                "train_subset": settings.get("train_subset"),
-                "dataset": dataset,
-                "data_dir": data_dir,
-                "seed": seed,
-                "width": None if family == "densenet" else settings.get("width"),  # DenseNet's width is k
-                "trace_grad": True,
-                "out": str(out / f"{model_name(family, depth)}-s{seed}"),
-                "overwrite": overwrite,
-                "progress": False,
+                **shared,
+                "model": model_name(f, d),
+                "seed": s,
+                "width": None if f == "densenet" else settings.get("width"),  # DenseNet's width is k
+                "out": str(out / f"{model_name(f, d)}-s{s}"),
             }
         )
-    for key in tqdm(runs, desc="depth sweep", unit="run", disable=not progress):
-        config = configs[key]
-        if fit_or_reuse(config, log=lambda line: None) == "reused":
-            log(f"{config.model} seed {config.seed}: finished earlier, kept")
-        else:
-            log(
-                f"{config.model} seed {config.seed}: final training loss "
-                f"{read_metrics(config.out)[-1]['train_loss']:.4f}"
-            )
+        for f, d, s in runs
+    }
+    _train_all([configs[key] for key in runs], data, progress, log)
     rows = [
         _summarise(
             family,
@@ -160,6 +157,25 @@ def run_depth(
     log(format_table(*_table(rows)))
     log(f"wrote {out}/depth_table.md, depth_table.csv, {', '.join(p.name for p in written)}")
     return rows
+
+
+def _train_all(configs: list, data, progress: bool, log) -> None:
+    for config in tqdm(configs, desc="depth sweep", unit="run", disable=not progress):
+        if fit_or_reuse(config, log=lambda line: None, dataset=data) == "reused":
+            log(f"{config.model} seed {config.seed}: finished earlier, kept")
+        else:
+            final = read_metrics(config.out)[-1]["train_loss"]
+            log(f"{config.model} seed {config.seed}: final training loss {final:.4f}")
+
+
+def _subset(subset: int | None, data, preset: str | None, log) -> int | None:
+    """The training subset: a preset's cut to the dataset when it has fewer images (said in one line); what the
+    user gave (`preset` None) as given."""
+    images = len(data.train_labels)
+    if subset is None or preset is None or subset <= images:
+        return subset
+    log(f"{data.name} has {images:,} training images, fewer than the {preset} preset's {subset:,}: all are used")
+    return images
 
 
 def _summarise(family: str, depth: int, run_dirs: list[Path], width) -> dict:

@@ -13,7 +13,7 @@ from typing import Any
 from cnnlab import CnnlabError
 from cnnlab.engine.checkpoint import read_metrics
 from cnnlab.engine.config import build_config
-from cnnlab.engine.fit import fit_or_reuse
+from cnnlab.engine.fit import fit_or_reuse, training_data
 from cnnlab.files import write_csv, write_text
 from cnnlab.plotting import pyplot, save_figure
 from cnnlab.tables import format_table
@@ -70,11 +70,24 @@ def run_overfit(
         ).items()
         if v is not None
     }
+    data = training_data(build_config({**BASELINE, **given}), log)
+    given = {**given, **scaled_to(len(data.train_labels), data.name, given, log), "dataset": data.name}
     configs = {cure: build_config({**BASELINE, **CURES[cure], **given, "out": str(out / cure)}) for cure in cures}
     for cure, config in configs.items():
-        done = fit_or_reuse(config, log=lambda line: None)
+        done = fit_or_reuse(config, log=lambda line: None, dataset=data)
         log(f"{cure}: {'finished earlier, kept' if done == 'reused' else 'trained'}")
     rows = [_row(cure, read_metrics(config.out)) for cure, config in configs.items()]
+    table = _table(rows)
+    out.mkdir(parents=True, exist_ok=True)
+    write_text(out / "overfit_table.md", table + "\n")
+    write_csv(out / "overfit_table.csv", [list(rows[0])] + [list(r.values()) for r in rows])
+    _plot({cure: read_metrics(config.out) for cure, config in configs.items()}, out / "overfit_curves.png")
+    log(table)
+    log(f"wrote {out}/overfit_table.md, overfit_table.csv and overfit_curves.png")
+    return rows
+
+
+def _table(rows: list[dict]) -> str:
     headers = [
         "run",
         "epochs run",
@@ -85,29 +98,36 @@ def run_overfit(
         "final test acc %",
         "test acc % at best val epoch",
     ]
-    table = format_table(
-        headers,
+    body = [
         [
-            [
-                r["cure"],
-                r["epochs"],
-                f"{r['train_accuracy']:.1f}",
-                f"{r['train_loss']:.4f}",
-                f"{r['best_val_loss']:.4f} ({r['best_val_loss_epoch']})",
-                f"{r['val_loss']:.4f}",
-                f"{r['test_accuracy']:.2f}",
-                f"{r['selected_test_accuracy']:.2f}",
-            ]
-            for r in rows
-        ],
-    )
-    out.mkdir(parents=True, exist_ok=True)
-    write_text(out / "overfit_table.md", table + "\n")
-    write_csv(out / "overfit_table.csv", [list(rows[0])] + [list(r.values()) for r in rows])
-    _plot({cure: read_metrics(config.out) for cure, config in configs.items()}, out / "overfit_curves.png")
-    log(table)
-    log(f"wrote {out}/overfit_table.md, overfit_table.csv and overfit_curves.png")
-    return rows
+            r["cure"],
+            r["epochs"],
+            f"{r['train_accuracy']:.1f}",
+            f"{r['train_loss']:.4f}",
+            f"{r['best_val_loss']:.4f} ({r['best_val_loss_epoch']})",
+            f"{r['val_loss']:.4f}",
+            f"{r['test_accuracy']:.2f}",
+            f"{r['selected_test_accuracy']:.2f}",
+        ]
+        for r in rows
+    ]
+    return format_table(headers, body)
+
+
+def scaled_to(images: int, name: str, given: dict, log) -> dict:
+    """The validation split and training subset of the baseline, cut to a dataset of `images` training images
+    when they do not fit in it (a quarter held out, at most the rest trained on), said in one line; what the
+    user gave is kept as given. {} when the defaults fit."""
+    val = given.get("val_split", min(BASELINE["val_split"], images // 4))
+    subset = given.get("train_subset", min(BASELINE["train_subset"], images - val))
+    chosen = dict(val_split=val, train_subset=subset)
+    scaled = {k: v for k, v in chosen.items() if k not in given and v != BASELINE[k]}
+    if scaled:
+        log(
+            f"{name} has {images:,} training images, too few for the defaults: "
+            + ", ".join(f"--{k.replace('_', '-')} {v:,} (default {BASELINE[k]:,})" for k, v in scaled.items())
+        )
+    return scaled
 
 
 def _row(cure: str, history: list[dict]) -> dict:

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from cnnlab import CnnlabError
 from cnnlab.data.batches import normalise
 from cnnlab.engine.run import open_run
+from cnnlab.files import check_output
 from cnnlab.models.shapes import conv_output_size
 from cnnlab.plotting import pyplot, save_figure
 
@@ -175,14 +176,18 @@ def pool_command(
     layer: str | None = None,
     channels: int = 4,
     data_dir=None,
+    *,
+    overwrite: bool = False,
 ) -> str:
     """`cnnlab pool`: the worked example (the lecture's grid, or `grid`), or with `run` a picture of its
-    feature maps pooled (default RUN_DIR/pool-<image>.png); returns what to print."""
+    feature maps pooled (default RUN_DIR/pool-<image>.png, replaced if there); returns what to print. `out`
+    replaces an existing file only with `overwrite`."""
     if run is None:
         return pool_example(parse_grid(grid) if grid is not None else LECTURE_EXAMPLE, window, stride)
     if grid is not None:
         raise CnnlabError("--grid and --run do not go together: the grid is printed, a run's maps are drawn")
     run = Path(run)
-    if out is None:
-        out = (run if run.is_dir() else run.parent) / f"pool-{image_index}.png"
+    default = out is None  # a picture cnnlab names inside the run folder is its own to replace
+    out = (run if run.is_dir() else run.parent) / f"pool-{image_index}.png" if default else out
+    check_output(out, overwrite=overwrite or (default and run.is_dir()))
     return f"wrote {pool_picture(run, out, image_index, window, stride, layer, channels, data_dir)}"

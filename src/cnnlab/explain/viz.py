@@ -12,6 +12,7 @@ from cnnlab.engine.checkpoint import read_metrics
 from cnnlab.engine.evaluate import evaluate
 from cnnlab.engine.run import open_run
 from cnnlab.explain.stages import trace
+from cnnlab.files import check_output
 from cnnlab.plotting import pyplot, save_figure
 
 WHAT = ("curves", "confusion", "errors", "filters", "features")
@@ -86,7 +87,7 @@ def errors(run, out: Path, data_dir=None, limit: int = 36) -> Path:
             [
                 saved.model(x).softmax(1)
                 for x, _ in iterate_batches(
-                    dataset.test_images, dataset.test_labels, 1000, saved.info.mean, saved.info.std
+                    dataset.test_images, dataset.test_labels, batch_size=1000, mean=saved.info.mean, std=saved.info.std
                 )
             ]
         )
@@ -167,14 +168,16 @@ def features(run, out: Path, image_index: int = 0, data_dir=None, channels: int 
     return save_figure(fig, out)
 
 
-def draw(runs, what: str, out=None, data_dir=None, image_index: int = 0) -> Path:
-    """Dispatch for `cnnlab viz`: the picture is saved in the (first) run directory unless `out` is given."""
+def draw(runs, what: str, out=None, data_dir=None, image_index: int = 0, *, overwrite: bool = False) -> Path:
+    """Dispatch for `cnnlab viz`: the picture is saved in the (first) run directory (replacing the one there)
+    unless `out` is given, which replaces an existing file only with `overwrite`."""
     if what not in WHAT:
         raise CnnlabError(f"unknown picture {what!r}; choose from {', '.join(WHAT)}")
     run = Path(runs[0])
     if not run.is_dir():
         raise CnnlabError(f"run directory {run} does not exist")
-    out = Path(out) if out else run / (f"{what}-{image_index}.png" if what == "features" else f"{what}.png")
+    default = run / (f"{what}-{image_index}.png" if what == "features" else f"{what}.png")
+    out = check_output(out or default, overwrite=overwrite or not out)  # before drawing, which may take a while
     if what == "curves":
         return curves(runs, out)
     if len(runs) > 1:

@@ -12,7 +12,7 @@ import torch
 from cnnlab import CnnlabError
 from cnnlab.data.batches import normalise
 from cnnlab.engine.run import SavedRun, open_run
-from cnnlab.files import write_bytes
+from cnnlab.files import check_output, write_output
 from cnnlab.inference.onnx import onnx_session, to_onnx
 
 FORMATS = {"onnx": "model.onnx", "torchscript": "model.torchscript.pt"}
@@ -44,9 +44,10 @@ def _torchscript(model, example) -> bytes:
     return buffer.getvalue()
 
 
-def export(run_dir, fmt: str = "onnx", out=None, data_dir=None) -> tuple[Path, float, str]:
+def export(run_dir, fmt: str = "onnx", out=None, data_dir=None, *, overwrite: bool = False) -> tuple[Path, float, str]:
     """Export and verify on up to 256 test images; returns (path, largest absolute difference from PyTorch,
-    what it was checked on)."""
+    what it was checked on). The default RUN_DIR/model.onnx (or .torchscript.pt) is replaced; `out` replaces an
+    existing file only with `overwrite`, and never one of the run's own files."""
     if fmt not in FORMATS:
         raise CnnlabError(f"unknown format {fmt!r}; choose onnx or torchscript")
     run = open_run(run_dir)
@@ -55,6 +56,8 @@ def export(run_dir, fmt: str = "onnx", out=None, data_dir=None) -> tuple[Path, f
         raise CnnlabError(f"cannot write {path}: folder {path.parent} does not exist")
     if path.is_dir():
         raise CnnlabError(f"cannot write {path}: it is a folder")
+    overwrite = overwrite or not out
+    check_output(path, overwrite=overwrite)  # before the export and its check, which take seconds
     model = run.model.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]  # torch's stubs lack it
     x, checked_on = _verification_batch(run, data_dir)
     with torch.inference_mode():
@@ -67,6 +70,6 @@ def export(run_dir, fmt: str = "onnx", out=None, data_dir=None) -> tuple[Path, f
         with torch.inference_mode():
             actual = torch.jit.load(io.BytesIO(data))(x)
     difference = (actual - expected).abs().max().item()
-    if difference > TOLERANCE:
+    if not difference <= TOLERANCE:  # NaN compares false either way: it must fail the check, not pass it
         raise CnnlabError(f"exported {fmt} model differs from PyTorch by {difference:.2e} (> {TOLERANCE})")
-    return write_bytes(path, data), difference, checked_on
+    return write_output(path, data, overwrite=overwrite), difference, checked_on

@@ -23,7 +23,7 @@ from typing import Protocol
 import numpy as np
 from PIL import Image
 
-from cnnlab.inference.decode import ImageError
+from cnnlab.data.decode import ImageError
 from cnnlab.inference.preprocess import (
     MASK_FRACTION,
     WORK_SIDE,

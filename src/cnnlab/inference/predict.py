@@ -4,6 +4,7 @@ input size (`data/folder.py`) for a run on colour or own images; a bad file is a
 
 import io
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,21 +14,25 @@ from PIL import Image
 
 from cnnlab import CnnlabError
 from cnnlab.data.batches import normalise
+from cnnlab.data.decode import ImageError, read_image
 from cnnlab.data.folder import fit_image, luma
 from cnnlab.engine.run import open_run
-from cnnlab.files import read_bounded, write_bytes
-from cnnlab.inference.decode import ImageError, load_image
+from cnnlab.files import check_output, write_output
 from cnnlab.inference.export import FORMATS
 from cnnlab.inference.onnx import onnx_session
 from cnnlab.inference.preprocess import preprocess
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
-MAX_FILE_BYTES = 64 * 1024 * 1024  # larger than any photo a phone takes
 # A top probability under this is reported as "unsure". Chosen on data other than the test set (docs/real-digits.md):
 # on 1,100 generated real-world digits (benchmarks/real_digits.py --seed 1), 0.6 leaves robust's stated answers
 # 98.7% right (95.6% with no threshold: wrong answers stated as fact fall from 4.4% to 1.2% of images) while it
 # calls 1.5% of MNIST's validation digits unsure (cnn: 0.7%); 0.7 would flag twice as many clean digits.
 UNSURE_BELOW = 0.6
+# --show-input tiles the inputs 16 a row and draws at most 256 of 28x28 or 32x32 (fewer of larger inputs, at
+# least one): 2,000 inputs side by side made a PNG 448,000 pixels wide.
+SHEET_COLUMNS = 16
+SHEET_IMAGES = 256
+SHEET_PIXELS = SHEET_IMAGES * 32 * 32
 
 
 def expand_paths(paths) -> list[Path]:
@@ -42,24 +47,15 @@ def expand_paths(paths) -> list[Path]:
 
 
 class Predictor:
-    """A trained run ready to classify images, with PyTorch eager or onnxruntime.
+    """A trained run ready to classify images, with PyTorch eager or onnxruntime; `prepare` makes its inputs."""
 
-    `digits_only` (the default) refuses a run that does not take MNIST-style 28x28 digits, for a caller that can
-    only give those (a drawing canvas); with it False any run is taken, and `prepare` makes its inputs."""
-
-    def __init__(self, run_dir, backend: str = "torch", *, digits_only: bool = True):
+    def __init__(self, run_dir, backend: str = "torch"):
         if backend not in ("torch", "onnxruntime"):
             raise CnnlabError(f"unknown backend {backend!r}; choose torch or onnxruntime")
         self.run = open_run(run_dir)
         info = self.run.info
         # A digit run's inputs are made the way MNIST was; any other run's the way its training images were.
         self.digits = info.mnist_style and (info.in_channels, info.input_size) == (1, (28, 28))
-        if digits_only and not self.digits:
-            raise CnnlabError(
-                f"{run_dir}: only a digit model (MNIST-style, 1x28x28) is taken here; this one takes "
-                f"{info.in_channels}x{info.input_size[0]}x{info.input_size[1]} images of {info.name}: "
-                f"classify its images with `cnnlab predict {run_dir} IMAGE...`"
-            )
         self.model, self.classes = self.run.model, info.classes
         self.session = None
         if backend == "onnxruntime":
@@ -111,42 +107,69 @@ def is_unsure(top: list[dict]) -> bool:
     return top[0]["probability"] < UNSURE_BELOW
 
 
-def predict_files(run_dir, paths, top_k=3, backend="torch", as_json=False, show_input=None, log=print) -> int:
-    """Classify every file; print one line (or JSON object) per file; return the exit code."""
+def predict_files(
+    run_dir,
+    paths,
+    top_k=3,
+    backend="torch",
+    as_json=False,
+    show_input=None,
+    log=print,
+    *,
+    overwrite: bool = False,
+    note=lambda line: print(line, file=sys.stderr),
+) -> int:
+    """Classify every file; print one line (or JSON object) per file with `log`; return the exit code. With
+    `show_input`, also draw the inputs the model saw into that PNG (an existing file replaced only with
+    `overwrite`) and say how many with `note` (stderr: stdout holds the results)."""
     if top_k < 1:
         raise CnnlabError(f"--top-k must be at least 1, got {top_k}")
-    predictor = Predictor(run_dir, backend, digits_only=False)
+    if show_input:
+        check_output(show_input, overwrite=overwrite)  # before classifying what may be thousands of files
+    predictor = Predictor(run_dir, backend)
     files = expand_paths(paths)
     if not files:
         raise CnnlabError("no image files given (folders are searched for " + ", ".join(sorted(IMAGE_SUFFIXES)) + ")")
-    failures, shown = 0, []
+    height, width = predictor.run.info.input_size
+    drawn = min(SHEET_IMAGES, max(1, SHEET_PIXELS // (height * width)))
+    failures, shown = 0, list[np.ndarray]()
     for path in files:
         try:
-            prepared = predictor.prepare(load_image(read_bounded(path, MAX_FILE_BYTES), str(path)), str(path))
+            prepared = predictor.prepare(read_image(path), str(path))
             top = predictor.top_k(prepared, top_k)
             result: dict[str, Any] = {"file": str(path), "top": top, "unsure": is_unsure(top)}
-            shown.append(prepared)
+            shown += [prepared][: drawn - len(shown)]
         except CnnlabError as e:  # ImageError, or a file that cannot be read
             result = {"file": str(path), "error": str(e)}
         failures += "error" in result
-        if as_json:
-            log(json.dumps(result))
-        elif "error" in result:
-            log(f"{path}: error: {result['error'].removeprefix(str(path) + ': ')}")
-        else:
-            log(
-                f"{path}: "
-                + ("unsure: " if result["unsure"] else "")
-                + ", ".join(f"{t['class']} ({t['probability']:.1%})" for t in result["top"])
-            )
+        log(json.dumps(result) if as_json else _result_line(path, result))
     if show_input and shown:
-        strip = np.concatenate(shown, axis=2).transpose(1, 2, 0)  # side by side, (H, W, C)
-        zoom = max(1, 224 // strip.shape[0])  # 8x for 28-pixel digits
-        picture = Image.fromarray(strip[..., 0] if strip.shape[2] == 1 else strip)
-        write_bytes(
-            show_input, _png(picture.resize((strip.shape[1] * zoom, strip.shape[0] * zoom), Image.Resampling.NEAREST))
-        )
+        write_output(show_input, _png(input_sheet(shown)), overwrite=overwrite)
+        classified = len(files) - failures
+        of = f", the first {len(shown):,} of the {classified:,} classified" if classified > len(shown) else ""
+        note(f"wrote {show_input}: the model's inputs for {len(shown):,} image{'s' * (len(shown) != 1)}{of}")
     return 1 if failures else 0
+
+
+def _result_line(path, result: dict) -> str:
+    if "error" in result:
+        return f"{path}: error: {result['error'].removeprefix(str(path) + ': ')}"
+    classes = ", ".join(f"{t['class']} ({t['probability']:.1%})" for t in result["top"])
+    return f"{path}: {'unsure: ' if result['unsure'] else ''}{classes}"
+
+
+def input_sheet(inputs: list[np.ndarray]) -> Image.Image:
+    """Inputs (C, H, W) uint8 tiled SHEET_COLUMNS a row, each enlarged by a whole factor to about 224 pixels."""
+    channels, height, width = inputs[0].shape
+    columns = min(len(inputs), SHEET_COLUMNS)
+    rows = -(-len(inputs) // columns)
+    sheet = np.zeros((rows * height, columns * width, channels), dtype=np.uint8)  # black where a row ends early
+    for i, prepared in enumerate(inputs):
+        row, column = divmod(i, columns)
+        sheet[row * height : (row + 1) * height, column * width : (column + 1) * width] = prepared.transpose(1, 2, 0)
+    zoom = max(1, 224 // height)  # 8x for 28-pixel digits
+    picture = Image.fromarray(sheet[..., 0] if channels == 1 else sheet)
+    return picture.resize((picture.width * zoom, picture.height * zoom), Image.Resampling.NEAREST)
 
 
 def _png(image: Image.Image) -> bytes:

@@ -53,8 +53,7 @@ export function explorer(container) {
     $("ex-output").textContent = `output: ${body.output}×${body.output}`;
     $("ex-output").dataset.output = body.output;
     $("ex-formula").textContent = body.text;
-    const conv = Number(body.text.match(/output: (\d+)x/)[1]);  // the first "output:" line: the convolution's
-    geometry = { ...v, out: conv };
+    geometry = { ...v, out: body.conv };  // the convolution's output (body.output is after pooling)
     step = 0;
     draw();
   }
@@ -103,7 +102,7 @@ export function explorer(container) {
     const [channels, h, w] = stage.shape, values = decodeStage(stage), k = Number($("pool-size").value);
     const select = $("pool-map");
     if (select.options.length !== channels) {
-      select.innerHTML = Array.from({ length: channels }, (_, i) => `<option value="${i}">${stage.name} map ${i}</option>`).join("");
+      select.replaceChildren(...Array.from({ length: channels }, (_, i) => new Option(`${stage.name} map ${i}`, i)));
     }
     const m = Number(select.value), map = values.slice(m * h * w, (m + 1) * h * w), oh = Math.floor(h / k), ow = Math.floor(w / k);
     const pooled = reduce => Float32Array.from({ length: oh * ow }, (_, i) => {

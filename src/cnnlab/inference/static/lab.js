@@ -1,7 +1,7 @@
 // The lab: draw a digit and watch it go through every stage of each served run (POST /activations),
 // click a cell to see where it looks and the multiply-add that makes it (POST /explain).
 import { drawingPad } from "./pad.js";
-import { bars, cellAt, decodeStage, fmt, legend, mapCanvas, scaleFor } from "./render.js";
+import { bars, cellAt, decodeStage, fmt, legend, make, mapCanvas, scaleFor } from "./render.js";
 import { explorer } from "./explorer.js";
 import { training } from "./training.js";
 
@@ -9,13 +9,8 @@ const MAX_MAPS = 32;  // deep stages have up to 132 channels: the first 32 are d
 const state = { runs: [], results: [], input: null, selected: null, view: "layers", busy: false };
 window.lab = state;  // for the browser tests, and for a curious learner's console
 
+const SAME_SITE = { "X-Requested-With": "cnnlab" };  // the server refuses uploads without it: a cross-site form cannot set it
 const $ = id => document.getElementById(id);
-const make = (tag, className, text) => {
-  const node = document.createElement(tag);
-  if (className) node.className = className;
-  if (text !== undefined) node.textContent = text;
-  return node;
-};
 
 async function getJSON(url, options) {
   const response = await fetch(url, options);
@@ -45,7 +40,7 @@ async function send() {
   try {
     const form = new FormData();
     form.append("file", await pad.png(), "drawing.png");
-    const first = await getJSON("/activations?run=0", { method: "POST", body: form });
+    const first = await getJSON("/activations?run=0", { method: "POST", headers: SAME_SITE, body: form });
     const rest = await Promise.all(state.runs.slice(1).map((_, i) => getJSON(`/activations?run=${i + 1}`, {
       method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ pixels: first.input }) })));
     state.results = [first, ...rest];
@@ -154,6 +149,7 @@ function renderLayers() {
     const result = state.results[i];
     if (!result) { column.append(make("p", "empty", "Draw a digit to see it flow through every layer.")); return; }
     column.append(make("p", "shown", `Showing ${result.shown}.`));
+    for (const note of result.notes || []) column.append(make("p", "note", note));
     result.stages.forEach((stage, s) => column.append(stageView(stage, i, s, result.stages[s - 1])));
   });
   markSelected();
@@ -367,6 +363,7 @@ function explanation(e, runIndex) {
   const check = make("p");
   const ok = Math.abs(e.sum - e.activation) < 1e-4;
   check.append(`PyTorch's ${e.module} computed ${e.activation.toFixed(6)} `, make("span", ok ? "match" : "error", ok ? "✓ the same" : "✗ differs"));
+  if (e.after) check.append(make("br"), `then ${e.after.name}: ${e.after.value.toFixed(6)}, the value this stage shows`);
   const note = make("p", "hint", channels === 1
     ? `x is the pixel scaled to [0, 1] and normalised: (pixel/255 − ${run.mean.toFixed(4)}) / ${run.std.toFixed(4)}. ` +
       `${e.weights[0].length}×${e.weights[0][0].length} products, added, plus the bias.`
@@ -431,7 +428,7 @@ async function classify(file) {
     state.results = await Promise.all(state.runs.map((_, i) => {
       const form = new FormData();
       form.append("file", file, file.name);
-      return getJSON(`/predict?run=${i}`, { method: "POST", body: form });
+      return getJSON(`/predict?run=${i}`, { method: "POST", headers: SAME_SITE, body: form });
     }));
     $("upload-answer").textContent = `${file.name}: the top classes are below what the model sees.`;
   } catch (err) {

@@ -1,6 +1,15 @@
 // Drawing numbers as pictures: colour scales, feature maps on canvases, bars, line charts (SVG).
 
-// A stage arrives quantised: one byte a value over the stage's own range [lo, hi] (serve.py stage_json).
+// An element with a class and text. Every string from a run or its data (run, model and class names, error
+// details) goes into the page this way, as text, never as HTML.
+export const make = (tag, className, text) => {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined) node.textContent = text;
+  return node;
+};
+
+// A stage arrives quantised: one byte a value over the stage's own range [lo, hi] (serve/lab.py stage_json).
 export function decodeStage(stage) {
   const bytes = Uint8Array.from(atob(stage.data), c => c.charCodeAt(0));
   const span = stage.hi - stage.lo;

@@ -1,18 +1,17 @@
 // Training curves of every run, polled from its metrics.jsonl while it trains (the engine rewrites the file
 // each epoch; an unchanged file answers 304), and the confusion matrix of a finished run.
-import { lineChart } from "./render.js";
+import { lineChart, make } from "./render.js";
 
 const POLL_MS = 2000;
 
 export function training(container, runs) {
   container.style.setProperty("--runs", runs.length);
   container.replaceChildren(...runs.map((run, i) => {
-    const card = document.createElement("section");
-    card.className = "card run";
+    const card = make("section", "card run"), head = make("div", "run-head");
     card.dataset.run = i;
-    card.innerHTML = `<div class="run-head"><h2></h2><span class="live"></span></div>
-      <div class="curves"></div><h3>Confusion matrix on the test set</h3><div class="confusion-box hint">Waiting for the run to finish…</div>`;
-    card.querySelector("h2").textContent = `${run.name} · ${run.run}`;
+    head.append(make("h2", "", `${run.name} · ${run.run}`), make("span", "live"));
+    card.append(head, make("div", "curves"), make("h3", "", "Confusion matrix on the test set"),
+      make("div", "confusion-box hint", "Waiting for the run to finish…"));
     follow(card, i);
     return card;
   }));
@@ -55,16 +54,25 @@ async function confusion(card, index) {
   const response = await fetch(`/runs/${index}/confusion`);
   const body = await response.json();
   if (!response.ok) { box.textContent = body.detail; return; }
-  const max = Math.max(...body.matrix.flat());
-  const table = document.createElement("table");
-  table.className = "confusion";
-  table.innerHTML = `<caption class="hint">rows: true class · columns: predicted</caption><tr><th></th>${body.classes.map(c => `<th>${c}</th>`).join("")}</tr>` +
-    body.matrix.map((row, i) => `<tr><th>${body.classes[i]}</th>${row.map((n, j) => {
-      const t = n ? 0.12 + 0.88 * Math.log1p(n) / Math.log1p(max) : 0;
-      const colour = i === j ? `rgba(31, 157, 92, ${t})` : `rgba(194, 65, 12, ${Math.min(1, t * 1.6)})`;
-      return `<td style="background:${colour};color:${t > 0.6 ? "#fff" : "#1b2230"}">${n || ""}</td>`;
-    }).join("")}</tr>`).join("");
   box.className = "confusion-box";
-  box.replaceChildren(table, Object.assign(document.createElement("p"), { className: "hint",
-    textContent: `${body.accuracy.toFixed(2)}% correct; green: right, orange: mistaken (log shading)` }));
+  box.replaceChildren(confusionTable(body), make("p", "hint",
+    `${body.accuracy.toFixed(2)}% correct; green: right, orange: mistaken (log shading)`));
+}
+
+// Rows: true class, columns: predicted; each cell shaded by its count (log scale), through the CSSOM.
+function confusionTable({ classes, matrix }) {
+  const max = Math.max(...matrix.flat()), table = make("table", "confusion"), head = make("tr");
+  head.append(make("th"), ...classes.map(name => make("th", "", name)));
+  table.append(make("caption", "hint", "rows: true class · columns: predicted"), head);
+  matrix.forEach((row, i) => {
+    const line = make("tr");
+    line.append(make("th", "", classes[i]), ...row.map((n, j) => {
+      const t = n ? 0.12 + 0.88 * Math.log1p(n) / Math.log1p(max) : 0, cell = make("td", "", n ? `${n}` : "");
+      cell.style.background = i === j ? `rgba(31, 157, 92, ${t})` : `rgba(194, 65, 12, ${Math.min(1, t * 1.6)})`;
+      cell.style.color = t > 0.6 ? "#fff" : "#1b2230";
+      return cell;
+    }));
+    table.append(line);
+  });
+  return table;
 }

@@ -1,0 +1,47 @@
+"""cnnlab evaluate: a run's loss, accuracy, per-class accuracy and confusion matrix on its test set; with
+--errors T:P, the test images of one cell of that matrix as a PNG sheet."""
+
+import argparse
+from pathlib import Path
+
+from cnnlab import CnnlabError
+from cnnlab.cli.options import add_data_options, int_range
+
+NAME = "evaluate"
+HELP = "evaluate a run: loss, accuracy, per-class accuracy, confusion matrix"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_data_options(parser)
+    parser.add_argument("run", metavar="RUN_DIR", help="run folder (or checkpoint file)")
+    parser.add_argument("--batch-size", type=int_range(1, 1 << 20), default=1000, metavar="B", help="(default: 1000)")
+    parser.add_argument(
+        "--tta", action="store_true", help="test-time augmentation: average the image and its 4 one-pixel shifts"
+    )
+    parser.add_argument(
+        "--errors",
+        metavar="T:P",
+        help="also draw the test images of true class T predicted as P (indices or class names, e.g. 4:9), "
+        "most confident first, each with its top 3",
+    )
+    parser.add_argument("--out", metavar="FILE.png", help="the --errors sheet (default: RUN_DIR/errors-T-P.png)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from cnnlab.inference.evaluate import evaluate_run
+
+    print(evaluate_run(args.run, args.dataset, args.data_dir, args.batch_size, args.tta))
+    if args.errors:
+        from cnnlab.explain.mistakes import cell_sheet, run_cell
+
+        cell, dataset = run_cell(args.run, args.errors, dataset_name=args.dataset, data_dir=args.data_dir)
+        folder = Path(args.run) if Path(args.run).is_dir() else Path(args.run).parent
+        print()
+        if not cell.examples:
+            print(f"{cell.describe()}: no sheet to draw")
+        else:
+            out = cell_sheet(cell, dataset, Path(args.out or folder / f"errors-{cell.true}-{cell.predicted}.png"))
+            print(f"{cell.describe()}: wrote {out}")
+    elif args.out:
+        raise CnnlabError("--out names the --errors sheet: give --errors T:P too")
+    return 0

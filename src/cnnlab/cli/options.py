@@ -1,0 +1,169 @@
+"""What the commands share: the parser class, argument types that refuse bad values in one line, and the
+option groups that several commands take (data, sweeps)."""
+
+import argparse
+import importlib.metadata
+import math
+import platform
+import sys
+from collections.abc import Callable
+
+from cnnlab import __version__
+from cnnlab.engine.config import FIELDS
+
+MAX_PORT = 65535
+HELP_WIDTH = 110  # a fixed width: the help reads the same everywhere, and docs/cli.md is its copy
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors and no abbreviations: `--v 500` is refused, not read as --val-split."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(
+            **kwargs,
+            allow_abbrev=False,
+            formatter_class=lambda prog: argparse.HelpFormatter(prog, width=HELP_WIDTH),
+        )
+        self.commands: dict[str, Parser] = {}  # the top-level parser's subcommands, by name
+
+    def error(self, message: str):  # one line instead of argparse's usage block
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+class VersionAction(argparse.Action):
+    """--version: cnnlab's version and what it runs on; torch is imported only here, when asked."""
+
+    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS, **kwargs) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        print(version_report())
+        parser.exit()
+
+
+def version_report() -> str:
+    import torch
+
+    from cnnlab.engine.device import select_device
+
+    def installed(name: str) -> str:
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            return "not installed"
+
+    return (
+        f"cnnlab {__version__}\n"
+        # torch's own version names the build (2.14.1+cu130 from PyPI's CUDA wheel); its package metadata does not
+        f"torch {torch.__version__}, onnxruntime {installed('onnxruntime')}, "
+        f"Python {platform.python_version()} ({sys.executable})\n"
+        f"device: {select_device('auto')} (what --device auto chooses here)"
+    )
+
+
+def int_range(low: int, high: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be between {low:,} and {high:,}, got {value:,}")
+        return value
+
+    return parse
+
+
+def sizes(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(b) for b in text.split(","))
+    except ValueError:
+        values = ()
+    if not values or not all(1 <= b <= 1 << 20 for b in values):
+        raise argparse.ArgumentTypeError(f"expected sizes between 1 and {1 << 20:,} separated by commas, got {text!r}")
+    return values
+
+
+def shape(text: str) -> tuple[int, int, int]:
+    try:
+        dims = tuple(int(d) for d in text.lower().split("x"))
+    except ValueError:
+        dims = ()
+    if len(dims) != 3 or min(dims) < 1 or dims[0] > 1024 or max(dims[1:]) > 65536:
+        raise argparse.ArgumentTypeError(
+            f"expected CxHxW with positive sizes (C <= 1024, H, W <= 65536) such as 1x28x28, got {text!r}"
+        )
+    return dims
+
+
+def percent(text: str) -> float:
+    """An accuracy to reach: above 0 and at most 100 (nan, inf and 150 can never be reached or missed)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value <= 100:  # false for nan too
+        raise argparse.ArgumentTypeError(f"expected a percentage above 0 and at most 100, got {text!r}")
+    return value
+
+
+def channels(text: str) -> int | None:
+    if text not in ("1", "3", "auto"):
+        raise argparse.ArgumentTypeError(f"expected 1, 3 or auto, got {text!r}")
+    return None if text == "auto" else int(text)
+
+
+def names(text: str) -> tuple[str, ...]:
+    values = tuple(name.strip() for name in text.split(","))
+    if not all(values):
+        raise argparse.ArgumentTypeError(f"expected names separated by commas, got {text!r}")
+    return values
+
+
+def ints(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(n) for n in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected whole numbers separated by commas, got {text!r}") from None
+
+
+def add_data_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--dataset",
+        metavar="NAME",
+        help="mnist, fashion-mnist, kmnist, mnist-sample, cifar10, "
+        "cifar100, or folder: your own images in --data-dir (default: mnist when found or "
+        "downloadable, else mnist-sample)",
+    )
+    parser.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        help="folder holding the dataset's files: IDX files, CIFAR's "
+        "binary files, or for --dataset folder the images as DIR/<class>/* or DIR/train/<class>/* "
+        "and DIR/test/<class>/* (default: $CNNLAB_DATA_DIR for IDX files, then the cache "
+        "~/.cache/cnnlab/<dataset>, then download)",
+    )
+
+
+def add_sweep_options(parser: argparse.ArgumentParser, out: str) -> None:
+    """What every sweep (compare, depth, overfit) shares: the data, budget, output folder and the overwrite rule."""
+    add_data_options(parser)
+    parser.add_argument("--epochs", type=int, metavar="N", help="(default: from the recipe)")
+    parser.add_argument("--no-progress", dest="progress", action="store_const", const=False, help="no progress bar")
+    parser.add_argument(
+        "--out",
+        default=out,
+        metavar="DIR",
+        help=f"(default: {out}); finished runs with the same settings are reused, unfinished ones resumed",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_const",
+        const=True,
+        help="replace runs in DIR whose settings differ (default: refuse)",
+    )
+
+
+def config_flags(args: argparse.Namespace) -> dict:
+    """The TrainConfig fields the command line gave (a whitelist: everything else is not a setting)."""
+    return {name: getattr(args, name) for name in FIELDS if getattr(args, name, None) is not None}

@@ -1,0 +1,1 @@
+"""The lab's routes, one APIRouter per area: predict, stages (and the inspector), runs, explorer, pages."""
