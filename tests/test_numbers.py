@@ -3,6 +3,7 @@ digit read as today, bad inputs answered in one line, and the development benchm
 
 import io
 import json
+import re
 import subprocess
 import sys
 
@@ -179,3 +180,135 @@ def test_the_number_benchmark_reads_every_kind(robust_run, mnist_dir, tmp_path):
     assert scores["all numbers"]["images"] == 6
     assert scores["all numbers"]["digits_right"] <= scores["all numbers"]["digits_read"]
     assert scores["two lines"]["refused"] == 3
+
+
+# ---- cnnlab predict: the number, each digit's confidence, the boxes and inputs ----------------------------
+
+
+def test_predict_prints_the_number_and_each_digits_confidence(drawings, robust_run, tmp_path, capsys):
+    from cnnlab.cli import main
+
+    number, boxes = composed(drawings, "insooeric", "2026")
+    number.save(tmp_path / "2026.png")
+    single = REAL_DIGITS / "insooeric" / "3.png"
+    two_lines = Image.new("RGB", (number.width, 2 * number.height), "white")
+    two_lines.paste(number, (0, 0))
+    two_lines.paste(number, (0, number.height))
+    two_lines.save(tmp_path / "lines.png")
+    files = [str(tmp_path / "2026.png"), str(single), str(tmp_path / "lines.png")]
+
+    assert main(["predict", str(robust_run), *files]) == 1  # the two lines are not read: a failure
+    lines = capsys.readouterr().out.splitlines()
+    digits = r"(\d \d+\.\d%\??)"
+    assert re.fullmatch(rf"{tmp_path}/2026.png: (unsure: )?2026 \({digits}(, {digits}){{3}}\)", lines[0]), lines[0]
+    top = Predictor(robust_run).top_k(preprocess(load_image(single.read_bytes())), 3)
+    today = ", ".join(f"{t['class']} ({t['probability']:.1%})" for t in top)  # what predict printed before numbers
+    assert lines[1] == f"{single}: {today}"
+    assert lines[2] == f"{tmp_path}/lines.png: not a number: ink on 2 lines, not one line of digits"
+
+    assert main(["predict", str(robust_run), *files, "--json"]) == 1
+    answers = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert answers[0]["number"] == "2026" and "top" not in answers[0]
+    for digit, box in zip(answers[0]["digits"], boxes):
+        assert overlap(digit["box"], box) > 0.8 and len(digit["top"]) == 3
+        assert digit["unsure"] == (digit["top"][0]["probability"] < UNSURE_BELOW or digit["split_unsure"])
+    assert answers[0]["unsure"] == any(d["unsure"] for d in answers[0]["digits"])
+    assert answers[1]["number"] == top[0]["class"] and answers[1]["top"] == top  # one digit: today's fields kept
+    assert answers[1]["unsure"] == (top[0]["probability"] < UNSURE_BELOW) and len(answers[1]["digits"]) == 1
+    assert answers[2]["not_a_number"] and "2 lines" in answers[2]["error"]
+
+
+def test_show_input_draws_the_boxes_and_each_digits_input(drawings, robust_run, tmp_path, capsys):
+    from cnnlab.cli import main
+
+    number, _ = composed(drawings, "7eraflops", "305")
+    number.save(tmp_path / "305.png")
+    single = REAL_DIGITS / "insooeric" / "8.png"
+    show = tmp_path / "seen.png"
+    assert main(["predict", str(robust_run), str(tmp_path / "305.png"), str(single), "--show-input", str(show)]) == 0
+    assert capsys.readouterr().err == f"wrote {show}: the digits found and the model's inputs for 2 images\n"
+    sheet = np.asarray(Image.open(show).convert("RGB")).astype(int)
+    assert sheet.shape[0] == 2 * 112 + 8  # a row per file, 112 px high
+    green = (np.abs(sheet - [22, 163, 74]).sum(axis=2) < 30) | (np.abs(sheet - [234, 88, 12]).sum(axis=2) < 30)
+    framed = green[:112].any(axis=0)  # box and frame colours along the first row
+    runs = np.flatnonzero(np.diff(framed.astype(int)) == 1)
+    assert len(runs) >= 2 * 3  # each of the 3 digits: its box on the image, its input's frame
+    assert main(["predict", str(robust_run), str(single), "--show-input", str(show)]) == 1  # never over a file
+    assert "already exists" in capsys.readouterr().err
+
+
+# ---- POST /predict: the same fields for an upload of a number ----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def client(robust_run):
+    from cnnlab.inference.serve import create_app
+    from test_serve import lab_client
+
+    return lab_client(create_app([robust_run]))
+
+
+def encoded(image: Image.Image, fmt="PNG", **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+def test_the_server_reads_an_uploaded_number(drawings, client):
+    image, boxes = composed(drawings, "insooeric", "2026")
+    body = client.post("/predict", files={"file": ("2026.png", encoded(image), "image/png")}).json()
+    assert body["number"] == "2026" and "predictions" not in body  # never one digit's answer for a number
+    assert body["unsure"] == any(d["unsure"] for d in body["digits"])
+    for digit, box in zip(body["digits"], boxes):
+        assert overlap(digit["box"], box) > 0.8 and len(digit["top"]) == 3
+        assert np.array(digit["input"]).shape == (28, 28)
+    # a photo the server decodes reduced: boxes still in the upload's pixels
+    large = image.convert("RGB").resize((image.width * 5, image.height * 5), Image.Resampling.BICUBIC)
+    body = client.post("/predict", files={"file": ("big.jpg", encoded(large, "JPEG", quality=92), "image/jpeg")}).json()
+    assert body["number"] == "2026"
+    assert [overlap(d["box"], [5 * v for v in box]) > 0.8 for d, box in zip(body["digits"], boxes)] == [True] * 4
+
+
+def test_the_server_answers_one_digit_as_before_with_a_numbers_fields(client, robust_run):
+    path = REAL_DIGITS / "insooeric" / "4.png"
+    if not path.is_file():
+        pytest.skip(f"the real-digits set is not at {REAL_DIGITS}")
+    body = client.post("/predict", files={"file": ("4.png", path.read_bytes(), "image/png")}).json()
+    seen = preprocess(load_image(path.read_bytes()))
+    assert body["input"] == seen.tolist() and body["predictions"] == Predictor(robust_run).top_k(seen, 3)
+    assert body["number"] == body["predictions"][0]["class"] and len(body["digits"]) == 1
+    assert body["digits"][0]["input"] == body["input"] and body["digits"][0]["top"] == body["predictions"]
+    pixels = client.post("/predict", json={"pixels": seen.tolist()}).json()
+    assert pixels["number"] == pixels["predictions"][0]["class"] == body["number"]
+    assert pixels["digits"] == [
+        {"box": [0, 0, 28, 28], "top": pixels["predictions"], "unsure": pixels["unsure"], "split_unsure": False}
+        | {"input": seen.tolist()}
+    ]
+
+
+# ---- bad input: one clear line from the CLI, a 422 from the server, never a traceback or a 5xx -------------
+
+BAD_FILES = {
+    "an empty file": (lambda: b"", "empty file"),
+    "an image of one pixel": (lambda: encoded(Image.new("L", (1, 1), 255)), "no ink"),
+    "a page with no ink": (lambda: encoded(Image.new("RGB", (1200, 900), (240, 235, 225)), "JPEG"), "no ink"),
+    "500 specks of dust": (lambda: encoded(specks(500)), "not one line of digits"),
+    "a 30,000 pixel strip": (lambda: encoded(Image.new("L", (30_000, 60), 255)), "too long and thin"),
+    "lines of text": (lambda: encoded(text_image(["The quick brown fox", "jumps over 1234"])), "2 lines"),
+    "a line of text": (lambda: encoded(text_image(["Hello there, world"])), "text"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_FILES)
+def test_bad_files_get_one_line_from_predict_and_a_422_from_the_server(client, robust_run, tmp_path, capsys, case):
+    from cnnlab.cli import main
+
+    make, message = BAD_FILES[case]
+    data = make()
+    (tmp_path / "bad.png").write_bytes(data)
+    assert main(["predict", str(robust_run), str(tmp_path / "bad.png")]) == 1
+    out, err = capsys.readouterr()
+    assert len(out.splitlines()) == 1 and message in out and "Traceback" not in out + err, out + err
+    response = client.post("/predict", files={"file": ("bad.png", data, "image/png")})
+    assert response.status_code == 422 and message in response.json()["detail"], response.text
+    assert "\n" not in response.json()["detail"]

@@ -17,6 +17,7 @@ The model stays a single-digit classifier; this is a pipeline around it:
 """
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -94,7 +95,8 @@ class NotANumberError(ImageError):
 class Classifier(Protocol):
     """What the reader needs of a model (`predict.Predictor` is one)."""
 
-    classes: list[str]
+    @property
+    def classes(self) -> Sequence[str]: ...
 
     def probabilities(self, inputs: np.ndarray): ...  # (N, 28, 28) uint8 -> (N, classes) tensor or array
 
@@ -120,6 +122,25 @@ class Reading:
     @property
     def unsure(self) -> bool:
         return any(d.unsure or d.split_unsure for d in self.digits)
+
+    def as_json(self, scale: float = 1.0) -> dict:
+        """The reading as `cnnlab predict --json` and POST /predict answer it: "number" (a string, "7" for one
+        digit), "unsure" (any digit unsure) and "digits", each with its box in the image's pixels (`scale` of
+        them per pixel read: an image decoded reduced), its top classes, and whether it is unsure: its top
+        probability under the threshold, or ("split_unsure") another split of the ink nearly as probable."""
+        return {
+            "number": self.number,
+            "unsure": self.unsure,
+            "digits": [
+                {
+                    "box": [round(v * scale) for v in d.box],
+                    "top": d.top,
+                    "unsure": d.unsure or d.split_unsure,
+                    "split_unsure": d.split_unsure,
+                }
+                for d in self.digits
+            ],
+        }
 
 
 @dataclass(frozen=True)
@@ -239,7 +260,7 @@ def _probabilities(classifier: Classifier, inputs: list[np.ndarray]) -> np.ndarr
     return np.asarray(classifier.probabilities(np.stack(inputs)), dtype=np.float64)
 
 
-def _top(probabilities: np.ndarray, classes: list[str], k: int) -> list[dict]:
+def _top(probabilities: np.ndarray, classes: Sequence[str], k: int) -> list[dict]:
     best = np.argsort(-probabilities, kind="stable")[:k]
     return [{"class": classes[i], "index": int(i), "probability": round(float(probabilities[i]), 6)} for i in best]
 
@@ -489,7 +510,7 @@ def _score(probabilities: np.ndarray, pieces: _Pieces, run: Run) -> float:
     )
 
 
-def _weighted(probabilities: np.ndarray, classes: list[str], box: tuple[int, int, int, int]) -> np.ndarray:
+def _weighted(probabilities: np.ndarray, classes: Sequence[str], box: tuple[int, int, int, int]) -> np.ndarray:
     """The classifier's probabilities, each class's weighted by how plausible the digit's width is for it
     (ASPECT_RANGE); not normalised: their sum says how plausible the digit is at all."""
     aspect = (box[2] - box[0]) / max(box[3] - box[1], 1)
