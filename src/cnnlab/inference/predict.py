@@ -214,19 +214,31 @@ def input_sheet(inputs: list[np.ndarray]) -> Image.Image:
 
 
 def number_row(image: Image.Image, reading: Reading) -> Image.Image:
-    """One row of the number sheet: the image with each digit's box, then each digit's 28x28 input, framed in
-    its box's colour (SURE, or UNSURE when the digit is)."""
-    scale = min(NUMBER_ROW / image.height, NUMBER_IMAGE_WIDTH / image.width)
-    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-    picture = _on_white(image).resize(size, Image.Resampling.BOX, reducing_gap=2.0)
+    """One row of the number sheet: the image around the digits (a line's height of it on every side) with
+    each digit's box, then each digit's 28x28 input, framed in its box's colour (SURE, or UNSURE when the
+    digit is)."""
+    boxes = np.array([d.box for d in reading.digits])
+    left, top = boxes[:, :2].min(axis=0)
+    right, bottom = boxes[:, 2:].max(axis=0)
+    margin = bottom - top
+    region = (
+        max(0, left - margin),
+        max(0, top - margin),
+        min(image.width, right + margin),
+        min(image.height, bottom + margin),
+    )
+    around = image.crop(region)
+    scale = min(NUMBER_ROW / around.height, NUMBER_IMAGE_WIDTH / around.width)
+    size = (max(1, round(around.width * scale)), max(1, round(around.height * scale)))
+    picture = _on_white(around).resize(size, Image.Resampling.BOX, reducing_gap=2.0)
     gap = 8
     row = Image.new("RGB", (size[0] + gap + len(reading.digits) * (NUMBER_ROW + 4), NUMBER_ROW), (32, 32, 32))
     row.paste(picture, (0, (NUMBER_ROW - size[1]) // 2))
     draw = ImageDraw.Draw(row)
     for k, digit in enumerate(reading.digits):
         colour = UNSURE if digit.unsure or digit.split_unsure else SURE
-        left, top, right, bottom = (v * scale for v in digit.box)
-        top, bottom = top + (NUMBER_ROW - size[1]) // 2, bottom + (NUMBER_ROW - size[1]) // 2
+        left, right = ((v - region[0]) * scale for v in digit.box[::2])
+        top, bottom = ((v - region[1]) * scale + (NUMBER_ROW - size[1]) // 2 for v in digit.box[1::2])
         draw.rectangle((left, top, max(left, right - 1), max(top, bottom - 1)), outline=colour, width=2)
         x = size[0] + gap + k * (NUMBER_ROW + 4)
         row.paste(Image.fromarray(digit.input).resize((NUMBER_ROW, NUMBER_ROW), Image.Resampling.NEAREST), (x, 0))
