@@ -1,17 +1,22 @@
-"""Screenshots of the lab for docs/lab.md: every view on a laptop (1366x768) and a phone (390x844) viewport.
+"""Screenshots of the lab for docs/lab.md: every view on a laptop (1366x768) and a phone (390x844, touch), in
+English and in Korean.
 
     python docs/lab_screenshots.py RUN_DIR [RUN_DIR...] [--out docs/lab]
     python docs/lab_screenshots.py IMAGE_RUN_DIR --upload IMAGE [--out docs/lab]
 
-Serves the runs on a free local port, draws a 7 with the mouse in headless Chromium (Debian's
-/usr/bin/chromium), clicks a conv1 cell, and saves one PNG a view and viewport. For a run on colour or own
-images (an upload box, no canvas), uploads IMAGE instead and saves {laptop,phone}-upload.png.
+Serves the runs on a free local port, draws a 7 in headless Chromium (Debian's /usr/bin/chromium; the Korean
+pictures need a Korean font, Debian's fonts-nanum), and takes each view as a learner arrives at it: a click (a
+tap on the phone) on its tab, a map cell, a class, a confusion cell, and the screen as it then is, never
+scrolled by the script. Files: {laptop,phone}-VIEW.png, and -ko.png for Korean (the browser's language). For a
+run on colour or own images (an upload box, no canvas), uploads IMAGE instead and saves {laptop,phone}-upload.png.
 """
 
 import argparse
+import io
 import sys
 from pathlib import Path
 
+from PIL import Image
 from playwright.sync_api import sync_playwright
 
 from cnnlab.inference.serve import serving_in_thread
@@ -36,37 +41,79 @@ def draw(page, strokes=SEVEN, steps=12):
     page.wait_for_function(shown, timeout=30_000)
 
 
-def shot(page, path: Path, scroll_to: str | None) -> None:
-    """A screenshot of the viewport, scrolled to show `scroll_to` at the top (a phone shows one thing at a time)."""
+def shot(page, path: Path, scroll_to: str | None = None) -> None:
+    """A screenshot of the viewport as it is (`scroll_to`: only for the upload box, which opens at the top)."""
     if scroll_to:
         page.locator(scroll_to).first.evaluate("e => window.scrollTo(0, e.getBoundingClientRect().top + scrollY - 8)")
+    page.wait_for_timeout(400)
+    picture = Image.open(io.BytesIO(page.screenshot())).convert("RGB")
+    picture.quantize(256, method=Image.Quantize.FASTOCTREE).save(path, optimize=True)  # a palette: a third the bytes
+
+
+def touch(page, selector: str, device: str, **click) -> None:
+    """What a learner does: a click on a laptop, a tap on a phone."""
+    if device == "phone":
+        page.locator(selector).first.tap(**click)
     else:
-        page.evaluate("window.scrollTo(0, 0)")
-    page.wait_for_timeout(150)
-    page.screenshot(path=str(path))
+        page.locator(selector).first.click(**click)
+
+
+def tab(page, view: str, device: str) -> None:
+    touch(page, f'.tabs button[data-view="{view}"]', device)
+    page.wait_for_timeout(300)
 
 
 def digit_views(browser, url: str, out: Path) -> None:
     for device, viewport in VIEWPORTS.items():
-        page = browser.new_page(viewport=viewport, device_scale_factor=1)
-        page.goto(url)
-        page.wait_for_function("() => window.lab.runs.length > 0")
-        draw(page)
-        shot(page, out / f"{device}-draw.png", "#pad") if device == "phone" else None
-        shot(page, out / f"{device}-layers.png", "#columns .run" if device == "phone" else None)
-        page.locator('section.stage[data-stage="conv1"] canvas.map').nth(3).click(position={"x": 30, "y": 20})
-        page.wait_for_selector("#arithmetic")
-        shot(page, out / f"{device}-cell.png", "#inspector" if device == "phone" else None)
-        for view in ("kernels", "explorer", "training"):
-            page.click(f'.tabs button[data-view="{view}"]')
-            if view == "explorer":
-                page.fill("#ex-stride", "2")
-                page.fill("#ex-padding", "1")
-            if view == "training":
-                page.wait_for_selector(".confusion", timeout=30_000)
-            page.wait_for_timeout(700)
-            shot(page, out / f"{device}-{view}.png", f"#view-{view}" if device == "phone" else None)
-        page.close()
+        for language, suffix in (("en-GB", ""), ("ko-KR", "-ko")):
+            context = browser.new_context(
+                viewport=viewport, device_scale_factor=1, locale=language, has_touch=device == "phone"
+            )
+            page = context.new_page()
+            page.goto(url)
+            page.wait_for_function("() => window.lab.runs.length > 0")
+            name = lambda view, device=device, suffix=suffix: out / f"{device}-{view}{suffix}.png"
+            draw(page)
+            if device == "phone":
+                shot(page, name("draw"))
+            views(page, device, name)
+            context.close()
+
+
+def views(page, device: str, name) -> None:
+    """Every view, reached by its tab and the clicks a learner makes there."""
+    tab(page, "layers", device)
+    shot(page, name("layers"))
+    touch(page, 'section.stage[data-stage="conv1"] canvas.map:nth-child(4)', device, position={"x": 20, "y": 14})
+    page.wait_for_selector("#arithmetic")
+    shot(page, name("cell"))
+    tab(page, "where", device)
+    page.wait_for_selector("canvas.heat", timeout=30_000)
+    shot(page, name("where"))
+    touch(page, '.toggle button[data-method="grad-cam"]', device)
+    page.wait_for_selector('canvas.heat[data-method="grad-cam"]', timeout=30_000)
+    shot(page, name("gradcam"))
+    for view in ("kernels", "explorer"):
+        tab(page, view, device)
+        if view == "explorer":
+            page.fill("#ex-stride", "2")
+            page.fill("#ex-padding", "1")
+        shot(page, name(view))
+    tab(page, "training", device)
+    page.wait_for_selector(".confusion", timeout=60_000)
+    page.wait_for_selector('.learn:not([data-snapshots="0"])')
+    shot(page, name("training"))
+    counts = page.locator('[data-run="0"] button.count').evaluate_all("bs => bs.map(b => +b.dataset.count)")
+    cells = page.locator('[data-run="0"] button.count').evaluate_all(
+        "bs => bs.map(b => b.dataset.true !== b.dataset.predicted)"
+    )
+    worst = max((i for i, off in enumerate(cells) if off), key=lambda i: counts[i])
+    touch(page, f'[data-run="0"] button.count >> nth={worst}', device)
+    page.wait_for_selector('[data-run="0"] .cell-item')
+    shot(page, name("mistakes"))
+    touch(page, '[data-run="0"] .cell-item', device)
+    page.wait_for_selector("#arithmetic", timeout=30_000)
+    shot(page, name("mistake-opened"))
 
 
 def upload_views(browser, url: str, out: Path, image: str) -> None:

@@ -220,7 +220,8 @@ def test_each_rank_gets_what_was_parsed_not_the_typed_words():
     # every option of `train` is in TRAIN_FLAGS: a new one must be passed on too, and tested here
     defaults = vars(parse(["train"]))
     untested = {name for name, value in defaults.items() if vars(given)[name] == value}
-    assert untested == {"command", "handler", "print_config", "resume"}
+    # --lab and --lab-port are refused with --nproc (test_lab_api), so no rank ever needs them
+    assert untested == {"command", "handler", "print_config", "resume", "lab", "lab_port"}
     resumed = parse(["train", "--nproc", "2", "--resume", "runs/x", "--epochs", "4"])
     assert worker_command(resumed) == ["train", "--epochs=4", "--resume=runs/x"]
 

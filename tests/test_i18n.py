@@ -15,7 +15,7 @@ PLACEHOLDER = re.compile(r"\{(\w+)\}")
 # Korean learners' terms for the lecture's ideas (issue 26): the page must use them, not loanword spellings of its own.
 TERMS = ("합성곱", "커널", "필터", "스트라이드", "패딩", "풀링", "특성 맵", "완전 연결 계층", "과적합", "기울기 소실")
 # Strings that are the same in every language: notation and names, no words to translate.
-NOTATION = {"where.gradcam", "where.probability", "strip.tip", "foot.api", "lang.name"}
+NOTATION = {"where.gradcam", "where.probability", "where.tip", "strip.tip", "foot.api"}
 
 
 def catalog(language: str) -> dict:
@@ -58,3 +58,50 @@ def test_korean_is_korean_in_the_lectures_terms_and_one_register():
     # 해요체 throughout: no sentence in the formal 합니다체, and no leftover machine phrasing of "the".
     assert not re.search(r"(습니다|합니다|됩니다)[.)]?(\s|$)", text)
     assert "그것" not in text and "당신" not in text
+
+
+def page_files() -> dict[str, str]:
+    return {path.name: path.read_text(encoding="utf-8") for path in STATIC.glob("*") if path.suffix in (".js", ".html")}
+
+
+# Keys the page builds from a value: a stage's own name ("stage.global average pool") and where a digit came from.
+BUILT = re.compile(r"^(stage|where\.source)\.")
+
+
+def keys_in_the_page() -> set[str]:
+    keys = set()
+    for text in page_files().values():
+        keys |= set(re.findall(r"""\bt\(\s*["']([\w.]+)["']""", text))  # t("key", ...)
+        keys |= {
+            k for pair in re.findall(r"""["']([a-z]+\.[\w.]+)["']\s*:\s*["']([a-z]+\.[\w.]+)["']""", text) for k in pair
+        }
+        keys |= set(re.findall(r"""t\(\s*\w+\s*\?\s*["']([\w.]+)["']""", text))
+        keys |= set(re.findall(r"""data-i18n(?:-label|-alt|-title)?=["']([\w.]+)["']""", text))
+        keys |= set(re.findall(r"""\[\s*["'][\w-]+["']\s*,\s*["']([a-z]+\.[\w.]+)["']""", text))  # [value, key] tables
+    return keys
+
+
+def test_every_key_the_page_uses_is_in_the_catalogs_and_every_key_is_used():
+    english, used = catalog("en"), keys_in_the_page()
+    assert sorted(used - set(english)) == []
+    unused = sorted(k for k in set(english) - used if not BUILT.match(k))
+    assert unused == []
+
+
+def test_the_page_writes_no_words_of_its_own():
+    """Text reaches the page through t() (or from the server's data); a literal with words in the page's code
+    would show the same English in every language."""
+    words = re.compile(r"[A-Za-z]{3,}")
+    for name, text in page_files().items():
+        if name.endswith(".js"):
+            for literal in re.findall(r"""make\(\s*"[\w-]*"\s*,\s*"[^"]*"\s*,\s*"([^"]*)"\s*\)""", text):
+                assert not words.search(literal), (name, literal)
+            for literal in re.findall(r"""textContent\s*=\s*"([^"]*)\"""", text):
+                assert not words.search(literal), (name, literal)
+
+
+def test_the_html_says_in_english_what_the_catalog_says():
+    """index.html's own text (seen before the catalog loads, and by the API tests) is the English catalog's."""
+    english, html = catalog("en"), page_files()["index.html"]
+    for key, text in re.findall(r"""data-i18n="([\w.]+)"[^>]*>([^<]*)<""", html):
+        assert text.strip() == english[key].replace("&", "&amp;") or text.strip() == english[key], key

@@ -290,6 +290,13 @@ def test_image_runs_show_html_names_as_text_in_every_view(browser, hostile_image
         page.wait_for_function("() => window.lab.results.length === 2 && !window.lab.busy", timeout=30_000)
         assert page.locator("#upload-answer").inner_text().startswith(RUN_NAME)
         assert page.locator(".pred .top1").first.inner_text() in FOLDER_CLASSES
+        page.click('.tabs button[data-view="where"]')  # attribution is for digit runs: said on the page
+        assert "draws it for its test images" in page.locator("#where-columns").inner_text()
+        page.click('.tabs button[data-view="training"]')
+        page.locator('#training-columns [data-run="0"] button.count[data-true="0"][data-predicted="0"]').click()
+        page.wait_for_selector('#training-columns [data-run="0"] .cell-said')
+        said = page.locator('#training-columns [data-run="0"] .cell-said').inner_text()
+        assert any(name in said for name in FOLDER_CLASSES)  # the class's name as text
         for view in ("explorer", "training"):
             page.click(f'.tabs button[data-view="{view}"]')
         assert page.evaluate(INJECTED) == 0
@@ -310,6 +317,9 @@ def test_a_digit_run_shows_html_names_as_text_in_every_view(browser, hostile_dig
         page.wait_for_selector("#arithmetic")
         for view in ("kernels", "explorer", "training", "layers"):
             page.click(f'.tabs button[data-view="{view}"]')
+        page.click('.tabs button[data-view="where"]')
+        page.wait_for_selector("canvas.heat", timeout=30_000)
+        assert set(page.locator("#where-columns .classes button").all_inner_texts()) == set(DIGIT_CLASSES)
         page.click('.tabs button[data-view="training"]')
         boxes = "[...document.querySelectorAll('.confusion-box')]"
         answered = f"() => {boxes}.every(box => !/^(Waiting|Computing)/.test(box.textContent))"
@@ -318,3 +328,264 @@ def test_a_digit_run_shows_html_names_as_text_in_every_view(browser, hostile_dig
         open_docs(page, url)
         page.close()
     assert dialogs == [] and refused == [], (dialogs, refused)
+
+
+# ---- issue 26: mistakes you can click, where it looks, watch it learn, Korean, exact numbers, a phone ----
+
+LOCALE_PAGE = {"viewport": {"width": 1366, "height": 768}}
+# Words that stay as they are in every language: the names of runs, models, layers and the data, and notation.
+NAMES = re.compile(
+    r"(cnn|inception|cnnlab|API|Grad-CAM|ReLU|English|PyTorch|Zero|To|All|mnist-sample|conv\d+|mp|fc|softmax|flatten"
+    r"|incept\d+|branch\w*|[xwp])"
+)
+NUMBER = re.compile(r"(?<![A-Za-z_])[-−]?\d+(\.\d+)?(e[-+]?\d+)?")
+
+
+def test_the_fc_bars_stand_on_a_zero_line_with_their_values_and_softmax_warns(page):
+    fc = page.locator('section.stage[data-run="0"][data-stage="fc"] .bar-cell')
+    logits = [float(v) for v in fc.evaluate_all("cells => cells.map(c => c.dataset.value)")]
+    assert any(v < 0 for v in logits) and any(v > 0 for v in logits)
+    for i, value in enumerate(logits):
+        bar, zero = fc.nth(i).locator("i").bounding_box(), fc.nth(i).locator(".zero").bounding_box()
+        if value < 0:
+            assert bar["y"] >= zero["y"] - 1  # hangs below the line
+        else:
+            assert bar["y"] + bar["height"] <= zero["y"] + 1  # stands on it
+        assert fc.nth(i).locator(".value").inner_text() == f"{value:.2f}"
+    softmax = page.locator('section.stage[data-run="0"][data-stage="softmax"]')
+    assert "confident answer can still be wrong" in softmax.inner_text()
+
+
+def test_the_inspector_prints_the_models_exact_value(page):
+    page.locator('section.stage[data-run="0"][data-stage="conv1"] canvas.map').nth(2).click(position={"x": 20, "y": 20})
+    page.wait_for_selector("#arithmetic")
+    value = float(page.locator("#cell-value").get_attribute("data-value"))
+    activation = float(page.locator("#arithmetic").get_attribute("data-activation"))
+    assert value == pytest.approx(activation, abs=1e-6)  # the header and the multiply-add agree
+    assert f"value = {activation:.6f}" in page.locator("#cell-value").inner_text()
+
+
+def test_an_inception_branch_cell_knows_where_it_looks(page):
+    maps = page.locator('section.stage[data-run="1"][data-stage="incept1"] .branch').nth(1).locator("canvas.map")
+    maps.nth(3).click(position={"x": 2, "y": 2})  # branch5x5's fourth map: channel 19 of the 88
+    page.wait_for_selector("#arithmetic")
+    assert "branch5x5 · map 3 of the branch" in page.locator("#inspector h2").inner_text()
+    top, left, bottom, right = map(int, page.locator("#rf").get_attribute("data-box").split(","))
+    assert (bottom - top + 1, right - left + 1) == (14, 14)  # conv1 + pool (6x6), then 1x1 and 5x5: not "unknown"
+
+
+def test_where_it_looks_for_a_drawn_digit(page, live_run):
+    answers = []
+    page.on("response", lambda r: answers.append(r) if "/attribution" in r.url else None)
+    page.click('.tabs button[data-view="where"]')
+    page.wait_for_selector('#where-columns [data-run="0"] canvas.heat[data-method="occlusion"]', timeout=30_000)
+    column = page.locator('#where-columns section.run[data-run="0"]')
+    assert (
+        "covers the image" in column.inner_text() and "misleads when the evidence is redundant" in column.inner_text()
+    )
+    column.locator('.toggle button[data-method="grad-cam"]').click()
+    column.locator('.classes button[data-target="3"]').click()
+    page.wait_for_selector('#where-columns [data-run="0"] canvas.heat[data-method="grad-cam"][data-target="3"]')
+    assert column.locator(".coarse canvas").evaluate("c => [c.width, c.height]") == [8, 8]  # conv2, upsampled
+    assert "8×8 grid" in column.inner_text()
+    run0 = [r.json() for r in answers if "run=0" in r.url]  # run 1's answers may arrive after it
+    body = next(a for a in reversed(run0) if a["method"] == "grad-cam" and a["target"] == 3)
+    saved = open_run(live_run)
+    x = (
+        torch.tensor(page.evaluate("lab.input"), dtype=torch.float32)[None, None] / 255 - saved.info.mean
+    ) / saved.info.std
+    from cnnlab.explain.attribution import grad_cam
+
+    np.testing.assert_allclose(body["heat"], grad_cam(saved.model, x, layer="conv2", target=3).heat.numpy(), atol=1e-6)
+    page.click('.tabs button[data-view="layers"]')
+
+
+def test_a_confusion_cell_lists_its_images_and_one_opens_in_the_inspector(page, tmp_path):
+    page.click('.tabs button[data-view="training"]')
+    table = '#training-columns [data-run="1"] table.confusion'
+    page.wait_for_selector(table, timeout=60_000)
+    counts = page.locator(f"{table} button.count").evaluate_all(
+        "bs => bs.map(b => [+b.dataset.true, +b.dataset.predicted, +b.dataset.count])"
+    )
+    true, predicted, count = max((c for c in counts if c[0] != c[1]), key=lambda c: c[2])
+    page.locator(f'{table} button.count[data-true="{true}"][data-predicted="{predicted}"]').click()
+    listed = page.locator('#training-columns [data-run="1"] .cell-images')
+    listed.locator(".cell-item").first.wait_for()
+    assert f"{count} test image" in listed.locator(".cell-said").inner_text()
+    assert listed.locator(".cell-item").count() == min(count, 24)
+    confidence = [float(t.split()[1].rstrip("%")) for t in listed.locator(".top3 span:nth-child(2)").all_inner_texts()]
+    assert confidence == sorted(confidence, reverse=True)  # most confident first
+    page.screenshot(path=str(tmp_path / "cell-images.png"))
+    first = listed.locator(".cell-item").first
+    index = int(first.get_attribute("data-index"))
+    first.click()
+    page.wait_for_selector("#arithmetic", timeout=30_000)
+    assert page.evaluate("lab.view") == "layers" and page.evaluate("lab.source.index") == index
+    from cnnlab.data.datasets import load_dataset
+
+    assert page.evaluate("lab.input") == load_dataset("mnist-sample").test_images[index, 0].tolist()
+    assert f"Test digit #{index}" in page.locator("#answer").inner_text()
+    empty = next(c for c in counts if c[2] == 0)
+    page.click('.tabs button[data-view="training"]')
+    page.locator(f'{table} button.count[data-true="{empty[0]}"][data-predicted="{empty[1]}"]').click()
+    said = f"No test image of class {empty[0]} was predicted as {empty[1]}."
+    page.wait_for_function(
+        f"() => document.querySelector('#training-columns [data-run=\"1\"] .cell-said')?.textContent === '{said}'"
+    )
+    page.click('.tabs button[data-view="layers"]')
+
+
+def test_a_finished_runs_snapshots_replay_with_the_slider(page):
+    page.click('.tabs button[data-view="training"]')
+    replay = page.locator('#training-columns [data-run="1"] .learn')
+    page.wait_for_function(
+        "() => +document.querySelector('#training-columns [data-run=\"1\"] .learn').dataset.snapshots > 2"
+    )
+    steps = int(replay.get_attribute("data-snapshots"))
+    last = replay.get_attribute("data-step")
+    replay.locator("input[type=range]").fill("0")
+    assert replay.get_attribute("data-step") == "0" and "step 0 (epoch 1)" in replay.inner_text()
+    assert replay.locator(".learn-kernels canvas").count() == 10
+    replay.locator("button").click()  # play to the end
+    page.wait_for_function(
+        f"() => document.querySelector('#training-columns [data-run=\"1\"] .learn').dataset.step === '{last}'",
+        timeout=steps * 1000 + 5000,
+    )
+    page.click('.tabs button[data-view="layers"]')
+
+
+def test_chart_ticks_are_round_and_epochs_whole(page):
+    page.click('.tabs button[data-view="training"]')
+    page.wait_for_selector("#training-columns text.tick")
+    text = "ts => ts.map(t => t.textContent)"
+    ticks = page.locator("#training-columns text.tick").evaluate_all(text)
+    epochs = page.locator("#training-columns text.tick.epoch").evaluate_all(text)
+    assert epochs and all(re.fullmatch(r"\d+", e) for e in epochs)
+    assert all(re.fullmatch(r"\d+(\.\d)?|\d?\.\d{1,2}|\de-?\d", t) for t in ticks), ticks
+    page.click('.tabs button[data-view="layers"]')
+
+
+def test_a_random_test_digit_and_the_lecture_links(page):
+    page.evaluate("lab.source = null")
+    page.click("#random")
+    page.wait_for_function("() => window.lab.source && window.lab.source.kind === 'test' && !window.lab.busy")
+    index = page.evaluate("lab.source.index")
+    from cnnlab.data.datasets import load_dataset
+
+    assert page.evaluate("lab.input") == load_dataset("mnist-sample").test_images[index, 0].tolist()
+    links = page.locator("footer a").evaluate_all("as => as.map(a => a.href)")
+    assert "https://www.youtube.com/playlist?list=PLlMkM4tgfjnJ3I-dbhO9JTw7gNty6o_2m" in links
+    assert "https://github.com/hunkim/PyTorchZeroToAll" in links
+
+
+def visible_texts(page) -> list[str]:
+    """Every piece of text shown on the page's header, main views and footer (not the CLI's own formula)."""
+    return page.evaluate(
+        """() => {
+        const texts = [], walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+        for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+          const parent = node.parentElement, text = node.textContent.trim();
+          if (!text || parent.closest("pre.formula, code, #tip, [hidden], option") || !parent.offsetParent) continue;
+          texts.push(text);
+        }
+        return texts;
+      }"""
+    )
+
+
+def english_left(page) -> list[str]:
+    """The shown texts with a word that is neither Korean nor a name: what was left untranslated."""
+    words = lambda text: re.findall(r"[A-Za-z][\w-]*", NUMBER.sub(" ", text))
+    hangul = re.compile(r"[\uac00-\ud7a3]")
+    return sorted(
+        {t for t in visible_texts(page) if not hangul.search(t) and any(not NAMES.fullmatch(w) for w in words(t))}
+    )
+
+
+def test_in_korean_no_english_is_left_on_the_main_views(browser, lab_url, tmp_path):
+    context = browser.new_context(locale="ko-KR", **LOCALE_PAGE)  # the browser's language: Korean
+    page = context.new_page()
+    page.goto(lab_url)
+    page.wait_for_function("() => window.lab.runs.length === 2")
+    assert page.evaluate("document.documentElement.lang") == "ko"
+    draw_a_seven(page, runs=2)
+    page.locator('section.stage[data-run="0"][data-stage="conv1"] canvas.map').first.click(position={"x": 10, "y": 10})
+    page.wait_for_selector("#arithmetic")
+    left = {"layers": english_left(page)}
+    page.click('.tabs button[data-view="where"]')
+    page.wait_for_selector("canvas.heat", timeout=30_000)
+    left["where"] = english_left(page)
+    for view in ("kernels", "explorer"):
+        page.click(f'.tabs button[data-view="{view}"]')
+        page.wait_for_timeout(300)
+        left[view] = english_left(page)
+    page.click('.tabs button[data-view="training"]')
+    page.wait_for_selector('#training-columns [data-run="1"] table.confusion', timeout=60_000)
+    cells = page.locator('#training-columns [data-run="1"] button.count')
+    counts = cells.evaluate_all("bs => bs.map(b => +b.dataset.count)")
+    cells.nth(counts.index(max(counts))).click()  # the fullest cell: a run of one epoch on 400 digits may miss some
+    page.wait_for_selector('#training-columns [data-run="1"] .cell-item', timeout=60_000)
+    left["training"] = english_left(page)
+    assert {view: texts for view, texts in left.items() if texts} == {}
+    page.screenshot(path=str(tmp_path / "korean.png"))
+    page.select_option("#language", "en")  # the switch overrides the browser, and is remembered
+    page.wait_for_function("() => document.documentElement.lang === 'en'")
+    assert "Confusion matrix on the test set" in page.locator("#training-columns").inner_text()
+    assert len(english_left(page)) > 20  # the same check finds the English it is there to find
+    page.reload()
+    page.wait_for_function("() => window.lab.runs.length === 2")
+    assert page.evaluate("document.documentElement.lang") == "en"
+    context.close()
+
+
+def test_an_unknown_language_falls_back_to_english(browser, lab_url):
+    context = browser.new_context(locale="xx-YY", **LOCALE_PAGE)
+    page = context.new_page()
+    page.goto(lab_url)
+    page.wait_for_function("() => window.lab.runs.length === 2")
+    assert page.evaluate("document.documentElement.lang") == "en"
+    assert page.locator('.tabs button[data-view="layers"]').inner_text() == "Layers"
+    context.close()
+
+
+def test_the_phone_layout_with_touch(browser, lab_url, tmp_path):
+    context = browser.new_context(viewport={"width": 390, "height": 844}, has_touch=True, is_mobile=True)
+    page = context.new_page()
+    missing = []
+    page.on("response", lambda r: missing.append(r.url) if r.status == 404 else None)
+    page.goto(lab_url)
+    page.wait_for_function("() => window.lab.runs.length === 2")
+    assert "Hover" not in page.locator("#answer").inner_text() and "finger" in page.locator("#answer").inner_text()
+    tops = page.locator(".tabs button").evaluate_all("bs => bs.map(b => b.getBoundingClientRect().top)")
+    assert len(set(tops)) == 1  # the tabs on one line
+    page.tap("#random")
+    page.wait_for_function("() => window.lab.results.length === 2 && !window.lab.busy", timeout=30_000)
+    assert (
+        "Tap a map cell" in page.locator("#answer").inner_text() or "Test digit" in page.locator("#answer").inner_text()
+    )
+    for view in ("where", "kernels", "explorer", "training", "layers"):
+        page.tap(f'.tabs button[data-view="{view}"]')
+        page.wait_for_timeout(400)
+        top = page.locator(f"#view-{view}").evaluate("v => v.getBoundingClientRect().top")
+        assert 0 <= top < 844 * 0.6, (view, top)  # the tapped tab's view is in sight
+    page.locator('section.stage[data-run="0"][data-stage="conv1"] canvas.map').nth(1).tap()
+    page.wait_for_selector("#arithmetic")
+    sheet = page.locator("#inspector").bounding_box()
+    assert sheet["y"] < 844 and sheet["y"] + sheet["height"] <= 845  # the inspector opens where it is seen
+    assert page.locator("#tip").is_hidden()  # a tap leaves no hover tooltip behind
+    page.screenshot(path=str(tmp_path / "phone-cell.png"))
+    assert missing == []  # no 404, /favicon.ico included
+    context.close()
+
+
+def test_the_explorer_clears_its_animation_when_there_is_no_output(page):
+    page.click('.tabs button[data-view="explorer"]')
+    page.fill("#ex-kernel", "3")
+    page.wait_for_function("() => document.getElementById('ex-step').textContent !== ''")
+    page.fill("#ex-kernel", "40")
+    page.wait_for_function("() => document.getElementById('ex-output').textContent === 'no output'")
+    assert page.locator("#ex-step").inner_text() == ""
+    pixels = "c => c.getContext('2d').getImageData(0, 0, c.width, c.height).data.every(v => v === 0)"
+    assert page.locator("#ex-anim").evaluate(pixels)  # blank: the previous animation is gone
+    page.fill("#ex-kernel", "3")
+    page.click('.tabs button[data-view="layers"]')

@@ -119,9 +119,20 @@ def test_attribution_on_a_digit_run_and_a_colour_run(trained_run, shapes_run, tm
     assert explain_input(shapes, image, OCCLUSION).heat.shape == (16, 16)
     with pytest.raises(CnnlabError, match=r"class 3 is out of range: this model has 3 classes, 0 to 2 \(circle, "):
         explain_input(shapes, image, OCCLUSION, target=3)
-    for run in (trained_run, shapes_run):
-        with Image.open(attribution_picture(run, tmp_path / "attribution.png")) as picture:
-            assert picture.width > 400 and picture.height > 300
+    with Image.open(attribution_picture(shapes_run, tmp_path / "shapes.png")) as picture:
+        assert picture.width > 400 and picture.height > 300
+
+
+def test_viz_attribution_from_the_cli(trained_run, tmp_path, capsys):
+    out = tmp_path / "attribution.png"
+    assert main(["viz", str(trained_run), "--what", "attribution", "--image", "5", "--out", str(out)]) == 0
+    assert capsys.readouterr().out == f"wrote {out}\n"
+    with Image.open(out) as picture:  # ten columns (one a class), three rows: the image, occlusion, Grad-CAM
+        assert picture.width > 3 * picture.height / 2 and picture.height > 300
+    assert_one_line_error(
+        *run_cli(["viz", trained_run, "--what", "attribution", "--image", "1000"], capsys),
+        "--image must be between 0 and 999, got 1000",
+    )
 
 
 def test_evaluate_errors_from_the_cli(trained_run, tmp_path, capsys):
@@ -142,6 +153,7 @@ def test_evaluate_errors_from_the_cli(trained_run, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "Confusion matrix" in printed and f"of class {t} were predicted as {p}: wrote {out}" in printed
     assert out.is_file()
+    assert main(["evaluate", str(trained_run), "--errors", f"{t}:{p}", "--out", str(out), "--overwrite"]) == 0
     t, p = next(cell for cell, count in counts.items() if count == 0)
     assert main(["evaluate", str(trained_run), "--errors", f"{t}:{p}"]) == 0
     assert f"no test image of class {t} was predicted as {p}: no sheet to draw" in capsys.readouterr().out
@@ -149,5 +161,7 @@ def test_evaluate_errors_from_the_cli(trained_run, tmp_path, capsys):
     for argv, message in (
         (["--errors", "4:x"], "--errors: no class 'x'"),
         (["--out", str(out)], "--out names the --errors sheet: give --errors T:P too"),
+        (["--errors", f"{t}:{p}", "--out", str(out)], f"{out} already exists; pass --overwrite to replace it"),
+        (["--errors", f"{t}:{p}", "--out", str(trained_run / "config.json")], "refusing to write"),
     ):
         assert_one_line_error(*run_cli(["evaluate", trained_run, *argv], capsys), message)

@@ -60,7 +60,7 @@ def test_page_and_its_modules_load_nothing_from_elsewhere(client):
     page = client.get("/").text
     assert "<canvas" in page and "Clear" in page and "/static/lab.js" in page
     for path in STATIC.iterdir():
-        text = path.read_text()
+        text = re.sub(r"<a\s[^>]*>", "", path.read_text())  # a link to the lecture is followed, not loaded
         assert not re.search(r"(src|href|import[^;]*from|fetch\()\s*=?\s*[\"']https?:", text), path.name
         assert client.get(f"/static/{path.name}").status_code == 200
 

@@ -135,6 +135,7 @@ class Branch:
     name: str  # the lecture's variable name: branch1x1, branch5x5, branch3x3dbl, branch_pool
     module: str  # the convolution call that ends the branch, e.g. "incept1.branch5x5_2" (a key of Trace.convs)
     channels: tuple[int, int]  # its slice of the block's output channels [start, stop)
+    receptive_field: "ReceptiveField | None" = None  # of its cells, where the path through the branch is known
 
 
 @dataclass
@@ -154,6 +155,7 @@ class Trace:
     shown: str  # which stages are listed, in words
     convs: dict[str, ConvCall] = field(default_factory=dict)  # every convolution call a stage or branch shows
     notes: list[str] = field(default_factory=list)  # what could not be traced or drawn, and why
+    map_stages: tuple[int, int] = (0, 0)  # feature-map stages listed, of how many (`shown` in numbers)
 
 
 @dataclass
@@ -187,8 +189,8 @@ def trace(model: nn.Module, x: torch.Tensor) -> Trace:
         ops, output, notes = recorder.run(x)
     stages, convs = _stages(ops)
     stages.append(Stage("softmax", torch.softmax(output[0].float(), 0)))  # softmax of log_softmax is the same
-    stages, shown = _thin(stages)
-    return Trace(stages, output[0], shown, convs, notes)
+    stages, shown, map_stages = _thin(stages)
+    return Trace(stages, output[0], shown, convs, notes, map_stages)
 
 
 class _Recorder:
@@ -449,12 +451,15 @@ def _stages(ops: list[_Op]) -> tuple[list[Stage], dict[str, ConvCall]]:
             stages[-1] = _activated(stages[-1], ACTIVATIONS[op.kind], _values(op.output), convs)
             shown[i] = source
         else:
-            stages.append(_stage(op, fields[i], convs))
+            source_step = op.inputs[0] if op.inputs else -1
+            before = (fields.get(source_step), ops[source_step].output[0]) if source_step >= 0 else None
+            stages.append(_stage(op, fields[i], convs, before))
             shown[i] = len(stages) - 1
     return stages, convs
 
 
-def _stage(op: _Op, rf: ReceptiveField | None, convs: dict[str, ConvCall]) -> Stage:
+def _stage(op: _Op, rf: ReceptiveField | None, convs: dict[str, ConvCall], before=None) -> Stage:
+    """The step as a stage; `before`: the field and the values of what it read, for its branches' fields."""
     values = _values(op.output)
     if op.module is not None:
         name = f"{op.name}: {type(op.module).__name__}" if op.name.isdigit() else op.name  # a Sequential's "0"
@@ -464,7 +469,7 @@ def _stage(op: _Op, rf: ReceptiveField | None, convs: dict[str, ConvCall]) -> St
         name = "global average pool"
     else:
         name = ACTIVATIONS.get(op.kind, op.name)
-    branches = _branches(values, op.parts)
+    branches = _branches(values, op.parts, before)
     shown_convs = [op.conv] if op.conv is not None else []
     for conv in shown_convs + [p for p in op.parts if p.name in {b.module for b in branches}]:
         convs[conv.name] = conv
@@ -503,7 +508,7 @@ def _field(op: _Op, inputs: list[ReceptiveField | None]) -> ReceptiveField | Non
     return rf if op.kind in ACTIVATIONS or op.kind in PASSING or op.kind in ELEMENTWISE else None
 
 
-def _branches(values: torch.Tensor, parts: list[ConvCall]) -> list[Branch]:
+def _branches(values: torch.Tensor, parts: list[ConvCall], before=None) -> list[Branch]:
     """The block's own convolutions whose outputs, in order, make up its output's channels (InceptionA)."""
     start, found = 0, []
     if len(parts) < 2 or values.dim() != 3:
@@ -512,10 +517,44 @@ def _branches(values: torch.Tensor, parts: list[ConvCall]) -> list[Branch]:
         stop = start + part.output.shape[0]
         if part.output.shape[1:] == values.shape[1:] and stop <= values.shape[0]:
             if torch.equal(part.output, values[start:stop]):
-                attribute = part.name.split(" (call ")[0].rsplit(".", 1)[-1]
-                found.append(Branch(re.sub(r"_\d+$", "", attribute), part.name, (start, stop)))
+                name = re.sub(r"_\d+$", "", _attribute(part))
+                chain = [p for p in parts if re.sub(r"_\d+$", "", _attribute(p)) == name]
+                found.append(Branch(name, part.name, (start, stop), _branch_field(chain, before)))
                 start = stop
     return found if start == values.shape[0] else []
+
+
+def _attribute(part: ConvCall) -> str:
+    """ "branch5x5_2" of the call "incept1.branch5x5_2 (call 2)"."""
+    return part.name.split(" (call ")[0].rsplit(".", 1)[-1]
+
+
+# What a branch may do to the block's input before its first convolution, as lecture 11's branch_pool does
+# (F.avg_pool2d(x, kernel_size=3, stride=1, padding=1)): recognised by its values, like the ReLU between stages.
+SAME_SIZE_POOLS = [(Window(k, 1, k // 2), pool) for k in (3, 5) for pool in (F.avg_pool2d, F.max_pool2d)]
+
+
+def _branch_field(chain: list[ConvCall], before) -> ReceptiveField | None:
+    """Where a branch's cell looks on the input: the block's input field through the branch's convolutions,
+    each reading the one before it, the first reading the block's input (or a same-size pooling of it)."""
+    if before is None or before[0] is None:
+        return None
+    rf, x = before
+    if not torch.equal(chain[0].input, x):
+        pooled = [
+            window
+            for window, pool in SAME_SIZE_POOLS
+            if torch.allclose(pool(x[None], window.kernel_size, 1, window.padding)[0], chain[0].input)
+        ]
+        if not pooled:
+            return None
+        rf = rf.through(pooled[0])
+    for previous, conv in zip([None, *chain], chain):
+        if previous is not None and not torch.equal(conv.input, previous.output):
+            return None
+        kernel = tuple(conv.weight.shape[2:])
+        rf = rf.through(Window((kernel[0], kernel[1]), conv.stride, conv.padding, conv.dilation))
+    return rf
 
 
 def _field_after(rf: ReceptiveField | None, module: nn.Module) -> ReceptiveField | None:
@@ -530,16 +569,17 @@ def _field_after(rf: ReceptiveField | None, module: nn.Module) -> ReceptiveField
     return rf
 
 
-def _thin(stages: list[Stage]) -> tuple[list[Stage], str]:
+def _thin(stages: list[Stage]) -> tuple[list[Stage], str, tuple[int, int]]:
     maps = [i for i, s in enumerate(stages) if s.values.dim() == 3]
     if len(maps) <= MAX_MAP_STAGES:
-        return stages, f"all {len(stages)} stages"
+        return stages, f"all {len(stages)} stages", (len(maps), len(maps))
     size = lambda i: stages[i].values.shape[1:]
     keep = {maps[0], maps[-1]} | {i for i, j in zip(maps, maps[1:]) if size(i) != size(j)}
     kept = [s for i, s in enumerate(stages) if i in keep or s.values.dim() != 3]
-    return kept, (
+    shown = (
         f"{len(keep)} of {len(maps)} feature-map stages (the first, the last at each resolution), then the classifier"
     )
+    return kept, shown, (len(keep), len(maps))
 
 
 def _pair(value) -> tuple[int, int]:

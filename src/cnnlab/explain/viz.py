@@ -1,4 +1,5 @@
-"""Pictures of a run (matplotlib, PNG): curves, confusion, errors, filters, and feature maps stage by stage."""
+"""Pictures of a run (matplotlib, PNG): curves, confusion, errors, filters, feature maps stage by stage, and
+where the model looks (attribution.py's picture)."""
 
 import math
 from pathlib import Path
@@ -15,7 +16,7 @@ from cnnlab.explain.stages import trace
 from cnnlab.files import check_output
 from cnnlab.plotting import pyplot, save_figure
 
-WHAT = ("curves", "confusion", "errors", "filters", "features")
+WHAT = ("curves", "confusion", "errors", "filters", "features", "attribution")
 
 
 def curves(run_dirs, out: Path) -> Path:
@@ -188,4 +189,8 @@ def draw(runs, what: str, out=None, data_dir=None, image_index: int = 0, *, over
         return errors(run, out, data_dir)
     if what == "filters":
         return filters(run, out)
+    if what == "attribution":
+        from cnnlab.explain.attribution import attribution_picture  # Captum: imported only for this picture
+
+        return attribution_picture(run, out, first=image_index, data_dir=data_dir)
     return features(run, out, image_index, data_dir)

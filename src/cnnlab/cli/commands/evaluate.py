@@ -25,23 +25,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "most confident first, each with its top 3",
     )
     parser.add_argument("--out", metavar="FILE.png", help="the --errors sheet (default: RUN_DIR/errors-T-P.png)")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing --out file (default: refuse; the sheet in a run folder is always replaced); "
+        "a run's own files are never replaced",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
+    from cnnlab.files import check_output
     from cnnlab.inference.evaluate import evaluate_run
 
+    if args.out and not args.errors:
+        raise CnnlabError("--out names the --errors sheet: give --errors T:P too")
+    out = check_output(args.out, overwrite=args.overwrite) if args.out else None  # before the evaluation's wait
     print(evaluate_run(args.run, args.dataset, args.data_dir, args.batch_size, args.tta))
     if args.errors:
         from cnnlab.explain.mistakes import cell_sheet, run_cell
 
         cell, dataset = run_cell(args.run, args.errors, dataset_name=args.dataset, data_dir=args.data_dir)
-        folder = Path(args.run) if Path(args.run).is_dir() else Path(args.run).parent
         print()
         if not cell.examples:
             print(f"{cell.describe()}: no sheet to draw")
-        else:
-            out = cell_sheet(cell, dataset, Path(args.out or folder / f"errors-{cell.true}-{cell.predicted}.png"))
-            print(f"{cell.describe()}: wrote {out}")
-    elif args.out:
-        raise CnnlabError("--out names the --errors sheet: give --errors T:P too")
+            return 0
+        if out is None:  # in the run folder, replaced there; beside a bare checkpoint file only with --overwrite
+            run = Path(args.run)
+            folder, replace = (run, True) if run.is_dir() else (run.parent, args.overwrite)
+            out = check_output(folder / f"errors-{cell.true}-{cell.predicted}.png", overwrite=replace)
+        print(f"{cell.describe()}: wrote {cell_sheet(cell, dataset, out)}")
     return 0

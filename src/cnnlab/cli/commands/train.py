@@ -6,7 +6,7 @@ import functools
 import json
 
 from cnnlab import CnnlabError
-from cnnlab.cli.options import add_data_options, channels, config_flags
+from cnnlab.cli.options import MAX_PORT, add_data_options, channels, config_flags, int_range
 from cnnlab.engine.config import RECIPES, describe_recipe
 
 NAME = "train"
@@ -190,6 +190,15 @@ def _run_control(group) -> None:
         "event files into the run (view: pip install tensorboard; tensorboard --logdir runs)",
     )
     group.add_argument("--plot", action="store_true", help="write curves.png and confusion.png into the run at the end")
+    group.add_argument(
+        "--lab",
+        action="store_true",
+        help="serve the lab on this run as it trains, from its first checkpoint on: curves and the first "
+        "kernels forming, live; it stays open after training until Ctrl-C (needs --out or --resume)",
+    )
+    group.add_argument(
+        "--lab-port", type=int_range(1, MAX_PORT), default=8000, metavar="PORT", help="the lab's port (default: 8000)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -197,6 +206,8 @@ def run(args: argparse.Namespace) -> int:
     from cnnlab.engine.distributed import shutdown
     from cnnlab.engine.fit import fit, resume_run
 
+    if args.nproc is not None and args.lab:
+        raise CnnlabError("--lab serves one process's run: leave out --nproc, or serve the run with `cnnlab serve`")
     if args.resume and (args.config or args.print_config):
         raise CnnlabError("--resume takes the run's own settings: --config and --print-config do not apply")
     config = None
@@ -210,8 +221,13 @@ def run(args: argparse.Namespace) -> int:
         train = functools.partial(fit, config, log=print)
     if args.nproc is not None:
         return _launch(args, config)
+    lab = _lab_alongside(args, config)
     try:
         result = train()
+    except BaseException:
+        if lab is not None:
+            lab.stop()
+        raise
     finally:
         shutdown()  # of the DDP process group, when there is one
     if result.is_main:
@@ -222,7 +238,21 @@ def run(args: argparse.Namespace) -> int:
 
             for what in ("curves", "confusion"):
                 print(f"wrote {draw([result.run_dir], what, data_dir=args.data_dir)}")
+    if lab is not None:
+        lab.keep_open()
     return 0
+
+
+def _lab_alongside(args: argparse.Namespace, config):
+    """With --lab: the lab over the run folder, bound now and opened at the first checkpoint (serve/running.py)."""
+    if not args.lab:
+        return None
+    folder = args.resume or (config and config.out)
+    if not folder:
+        raise CnnlabError("--lab serves the run folder as it trains: give it with --out DIR")
+    from cnnlab.inference.serve import AlongsideLab
+
+    return AlongsideLab(folder, port=args.lab_port, log=print)
 
 
 def _launch(args: argparse.Namespace, config) -> int:

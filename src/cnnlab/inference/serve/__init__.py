@@ -44,6 +44,15 @@ The package follows FastAPI's "bigger applications" layout:
 from cnnlab.inference.serve.app import create_app
 from cnnlab.inference.serve.lab import SERVED_PIXELS
 from cnnlab.inference.serve.limits import MAX_BODY
-from cnnlab.inference.serve.running import LabServer, serve, server_config, serving_in_thread
+from cnnlab.inference.serve.running import AlongsideLab, LabServer, serve, server_config, serving_in_thread
 
-__all__ = ["MAX_BODY", "SERVED_PIXELS", "LabServer", "create_app", "serve", "server_config", "serving_in_thread"]
+__all__ = [
+    "MAX_BODY",
+    "SERVED_PIXELS",
+    "AlongsideLab",
+    "LabServer",
+    "create_app",
+    "serve",
+    "server_config",
+    "serving_in_thread",
+]

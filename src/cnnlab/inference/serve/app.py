@@ -12,7 +12,7 @@ from cnnlab.inference.serve.encoding import FiniteJSONResponse
 from cnnlab.inference.serve.errors import ERROR_HANDLERS
 from cnnlab.inference.serve.lab import Lab
 from cnnlab.inference.serve.limits import BODY_SECONDS, QUEUE, WORKERS, Admission, BodyGuard
-from cnnlab.inference.serve.routers import explorer, pages, predict, runs, stages
+from cnnlab.inference.serve.routers import attribution, explorer, pages, predict, runs, stages
 from cnnlab.inference.serve.security import NoCrossSitePosts, SecurityHeaders, allowed_hosts
 
 
@@ -43,7 +43,7 @@ def create_app(
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts(host), www_redirect=False)
     app.add_middleware(SecurityHeaders)
     app.add_middleware(RequestClock)  # the header deadline stops while the app answers
-    for area in (predict, stages, runs, explorer, pages):
+    for area in (predict, stages, attribution, runs, explorer, pages):
         app.include_router(area.router)
     pages.mount_files(app)
     app.openapi = partial(pages.openapi, app, uploads=[predict.uploads, stages.uploads])  # type: ignore[method-assign]

@@ -1,6 +1,6 @@
-"""The JSON a client sends: a 28x28 digit, a convolution cell, and which run it is for."""
+"""The JSON a client sends: a 28x28 digit, a convolution cell, an attribution, and which run it is for."""
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import Query
 from pydantic import BaseModel, ConfigDict, Field
@@ -26,3 +26,11 @@ class Cell(Pixels):
     channel: int = Field(strict=True, ge=0)
     row: int = Field(strict=True, ge=0)
     col: int = Field(strict=True, ge=0)
+
+
+class Attribution(Pixels):
+    """Where the model looks for one class of a digit: occlusion, or Grad-CAM at one of its convolutions."""
+
+    method: Literal["occlusion", "grad-cam"]
+    layer: str | None = Field(None, max_length=200, description="Grad-CAM's convolution (default: the last one)")
+    target: int | None = Field(None, strict=True, ge=0, description="the class to explain (default: the predicted one)")

@@ -1,5 +1,6 @@
 """The served runs: each run's model (one forward pass at a time: stage hooks are per model), its description,
-curves and confusion matrix; and the lab they make together (`app.state.lab`)."""
+curves, confusion matrix and the images of each of its cells, attributions and training snapshots; and the lab
+they make together (`app.state.lab`)."""
 
 import base64
 import io
@@ -16,14 +17,18 @@ from PIL import Image
 
 from cnnlab import CnnlabError
 from cnnlab.data.batches import normalise
+from cnnlab.data.datasets import ImageDataset
 from cnnlab.engine.checkpoint import CONFIG, METRICS
 from cnnlab.engine.evaluate import evaluate
+from cnnlab.engine.snapshots import Snapshot, read_snapshots
+from cnnlab.explain.attribution import convolutions, default_layer, explain_input
+from cnnlab.explain.mistakes import confusion_cell, probabilities_of_test_set
 from cnnlab.explain.stages import Stage, explain_cell, trace
 from cnnlab.files import read_bounded
 from cnnlab.inference.decode import load_image
 from cnnlab.inference.numbers import read_number
 from cnnlab.inference.predict import UNSURE_BELOW, Predictor, is_unsure
-from cnnlab.inference.serve.bodies import Cell
+from cnnlab.inference.serve.bodies import Attribution, Cell
 from cnnlab.inference.serve.limits import Admission
 from cnnlab.models import count_parameters
 
@@ -31,6 +36,7 @@ SERVED_PIXELS = 6_000_000  # issue 13 asked for 4-8 MP (the CLI allows 40): one 
 DECODE_SIDE = 1024  # decode no finer than this: the digit ends up 20 pixels tall
 MAX_METRICS_BYTES = 16 * 1024 * 1024
 TOP_K = 3
+MAX_SNAPSHOTS_SENT = 120  # a longer run's snapshots are thinned evenly (the first and the last kept)
 
 
 class LabRun:
@@ -43,6 +49,8 @@ class LabRun:
         self.digits = self.predictor.digits
         self.lock = threading.Lock()
         self.confusion_matrix: dict | None = None
+        self.test_data: ImageDataset | None = None
+        self.test_probabilities: torch.Tensor | None = None
         self.about = self.describe()
 
     def describe(self) -> dict[str, Any]:
@@ -50,6 +58,12 @@ class LabRun:
         run, info = self.run, self.run.info
         metrics = run.metrics or [{}]
         first_conv = next((m for m in run.model.modules() if isinstance(m, torch.nn.Conv2d)), None)
+        blank = torch.zeros(1, info.in_channels, *info.input_size)
+        # torch.fx traces by patching nn.Module.__call__ for the whole process: the stages' trace is taken (and
+        # kept) now, before the server's threads run models side by side, or another run's forward pass would
+        # go through the tracer (an evaluation beside a first drawing failed with "not installed as a submodule").
+        trace(run.model, blank)
+        convs = convolutions(run.model, blank)
         return {
             "name": run.model_name,
             "run": self.dir.name,
@@ -64,6 +78,8 @@ class LabRun:
             "input": "draw" if self.digits else "upload",  # what the page offers: the canvas or an upload box
             "channels": info.in_channels,
             "input_size": list(info.input_size),
+            "convolutions": convs,  # Grad-CAM's choices, in the order the forward pass calls them
+            "grad_cam_layer": default_layer(run.model, blank) if convs else None,
         }
 
     def prepare(self, data: bytes, name: str) -> np.ndarray:
@@ -121,6 +137,7 @@ class LabRun:
             "unsure": is_unsure(top),
             "input": digit.tolist(),
             "shown": traced.shown,
+            "map_stages": traced.map_stages,  # listed, of how many: `shown` in numbers, for the page's own words
             "notes": traced.notes,
             "stages": [stage_json(s) for s in traced.stages],
         }
@@ -147,7 +164,7 @@ class LabRun:
     def confusion(self) -> dict:
         """The confusion matrix on the run's test set, as `cnnlab evaluate` counts it (computed once)."""
         if self.confusion_matrix is None:
-            dataset, info = self.run.load_dataset(allow_download=False), self.run.info
+            dataset, info = self.tests(), self.run.info
             with self.lock:
                 result = evaluate(
                     self.run.model,
@@ -163,6 +180,84 @@ class LabRun:
                 "accuracy": result.accuracy,
             }
         return self.confusion_matrix
+
+    def tests(self) -> ImageDataset:
+        """The run's test set, loaded once (CnnlabError when its data is not on this machine)."""
+        if self.test_data is None:
+            self.test_data = self.run.load_dataset(allow_download=False)
+        return self.test_data
+
+    def probabilities(self) -> torch.Tensor:
+        """Every test image's class probabilities, computed once."""
+        if self.test_probabilities is None:
+            dataset = self.tests()
+            with self.lock:
+                self.test_probabilities = probabilities_of_test_set(self.run.model, dataset, self.run.info)
+        return self.test_probabilities
+
+    def confusion_cell(self, true: int, predicted: int, limit: int) -> dict:
+        """The test images of class `true` predicted as `predicted`, the `limit` most confident, each with its top 3."""
+        classes = self.run.info.classes
+        try:
+            cell = confusion_cell(
+                self.probabilities(), self.tests().test_labels, true=true, predicted=predicted, classes=classes
+            )
+        except CnnlabError as e:  # a class out of range
+            raise HTTPException(422, str(e)) from None
+        images = [
+            {**self.test_image(e.index), "top": [{"class": classes[c], "index": c, "probability": p} for c, p in e.top]}
+            for e in cell.examples[:limit]
+        ]
+        return {"true": true, "predicted": predicted, "count": len(cell.examples), "images": images}
+
+    def test_image(self, index: int | None) -> dict:
+        """Test image `index` (a random one when None): its label, and its pixels (a digit run) or a PNG."""
+        dataset = self.tests()
+        count = len(dataset.test_labels)
+        if index is None:
+            index = int(np.random.default_rng().integers(count))
+        if not 0 <= index < count:
+            raise HTTPException(422, f"test image {index} is out of range: the test set has images 0 to {count - 1}")
+        image, label = dataset.test_images[index].numpy(), int(dataset.test_labels[index])
+        picture = {"pixels": image[0].tolist()} if self.digits else {"image": png_data_url(image)}
+        return {"index": index, "count": count, "label": label, "class": self.run.info.classes[label], **picture}
+
+    def attribution(self, body: Attribution) -> dict:
+        """Occlusion or Grad-CAM of a digit for one class, every value exact; a bad class or layer is a 422."""
+        digit = torch.from_numpy(np.array(body.pixels, dtype=np.uint8))[None]
+        try:
+            with self.lock:
+                result = explain_input(self.run, digit, body.method, target=body.target, layer=body.layer)
+        except CnnlabError as e:
+            raise HTTPException(422, str(e)) from None
+        return {
+            "method": result.method,
+            "target": result.target,
+            "class": self.run.info.classes[result.target],
+            "probability": result.probability,
+            "layer": result.layer,
+            "channels": self.run.model.get_submodule(result.layer).out_channels if result.layer else None,
+            "patch": result.patch,
+            "stride": result.stride,
+            "heat": result.heat.tolist(),
+            "coarse": result.coarse.tolist(),
+        }
+
+    def snapshots(self) -> dict:
+        """The run's training snapshots (engine/snapshots.py), at most MAX_SNAPSHOTS_SENT of them."""
+        found = read_snapshots(self.dir)
+        if len(found) > MAX_SNAPSHOTS_SENT:
+            last = len(found) - 1
+            found = [found[round(i * last / (MAX_SNAPSHOTS_SENT - 1))] for i in range(MAX_SNAPSHOTS_SENT)]
+        if not found:
+            return {"snapshots": []}
+        probe = found[-1].probe
+        return {
+            "layer": found[-1].layer,
+            "label": self.run.info.classes[found[-1].label] if found[-1].label < len(self.run.info.classes) else None,
+            "probe": probe[0].tolist() if probe.shape[0] == 1 else png_data_url(probe),
+            "snapshots": [snapshot_json(s) for s in found],
+        }
 
 
 class Lab:
@@ -227,24 +322,51 @@ def _json_or_none(text: str) -> Any:
         return None
 
 
-def stage_json(stage: Stage) -> dict:
-    """A stage quantised to one byte a value over its own range: a shared colour scale for its maps, and a
-    response of a few kB (a value is `lo + byte / 255 * (hi - lo)`)."""
-    values = stage.values.float()
+def quantised(values: torch.Tensor) -> dict:
+    """Values as pictures: one byte a value over their own range, `lo + byte / 255 * (hi - lo)`, a shared colour
+    scale for a stage's maps in a few kB. Never a number to print: `exact` is for that."""
+    values = values.float()
     lo, hi = values.min().item(), values.max().item()
     scale = (values - lo) / (hi - lo) * 255 if hi > lo else torch.zeros_like(values)
-    field = stage.receptive_field
+    data = base64.b64encode(scale.round().to(torch.uint8).numpy().tobytes()).decode()
+    return {"shape": list(values.shape), "lo": lo, "hi": hi, "data": data}
+
+
+def exact(values: torch.Tensor) -> str:
+    """Every value as the model computed it: float32, little-endian, base64."""
+    return base64.b64encode(values.float().numpy().astype("<f4").tobytes()).decode()
+
+
+def stage_json(stage: Stage) -> dict:
+    """A stage: its values quantised for the pictures, and exact for every number the page prints."""
+    values = stage.values.float()
     return {
         "name": stage.name,
         "module": stage.module,
-        "shape": list(values.shape),
+        **quantised(values),
+        "exact": exact(values),
         "conv": stage.conv,
-        "lo": lo,
-        "hi": hi,
-        "data": base64.b64encode(scale.round().to(torch.uint8).numpy().tobytes()).decode(),
-        "values": values.tolist() if values.numel() <= 16 else None,  # logits and probabilities, exactly
-        "field": field and {"size": field.size, "stride": field.stride, "offset": field.offset},
-        "branches": [{"name": b.name, "module": b.module, "channels": b.channels} for b in stage.branches],
+        "values": values.tolist() if values.numel() <= 16 else None,  # logits and probabilities, as numbers
+        "field": field_json(stage.receptive_field),
+        "branches": [
+            {"name": b.name, "module": b.module, "channels": b.channels, "field": field_json(b.receptive_field)}
+            for b in stage.branches
+        ],
+    }
+
+
+def field_json(field) -> dict | None:
+    return field and {"size": field.size, "stride": field.stride, "offset": field.offset}
+
+
+def snapshot_json(snapshot: Snapshot) -> dict:
+    """One snapshot for the replay: the first convolution's kernels on their first input channel (exact) and the
+    probe's maps as pictures."""
+    return {
+        "step": snapshot.step,
+        "epoch": snapshot.epoch,
+        "kernels": snapshot.kernels[:, 0].tolist(),
+        "maps": quantised(torch.from_numpy(snapshot.maps)),
     }
 
 

@@ -2,7 +2,10 @@
 listening socket, and `cnnlab serve` itself."""
 
 import asyncio
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -15,6 +18,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from cnnlab import CnnlabError
+from cnnlab.engine.checkpoint import CHECKPOINT
 from cnnlab.inference.serve.app import create_app
 from cnnlab.inference.serve.connections import HEADER_SECONDS, WatchedLoop
 
@@ -78,6 +82,66 @@ def serve(run_dirs: Sequence[str | Path], *, host: str = "127.0.0.1", port: int 
     names = ", ".join(str(r) for r in run_dirs)
     banner = f"cnnlab: serving {names} on http://{host}:{port}/ (API docs at /docs)"
     LabServer(server_config(app), banner=banner).run(sockets=[listener])
+
+
+class AlongsideLab:
+    """The lab over the run this process trains (`cnnlab train --lab`): `cnnlab serve` in a process of its own,
+    started once the run's first checkpoint is written (the model views need weights); its curves and snapshots
+    then follow the training. A process, not a thread: torch.fx traces by patching nn.Module.__call__ for the
+    whole process, which would catch the training's own forward passes. The port is checked before training
+    starts, so that a taken port is said at once."""
+
+    def __init__(self, run_dir: str | Path, *, host: str = "127.0.0.1", port: int = 8000, log=print):
+        self.run_dir, self.host, self.port, self.log = Path(run_dir), host, port, log
+        bind(host, port).close()  # one clear line now, rather than after the first epoch
+        self.url = f"http://{host}:{port}/"
+        self.server: subprocess.Popen | None = None
+        self.stopping = threading.Event()
+        self.waiter = threading.Thread(target=self._start_when_ready, daemon=True)
+        self.waiter.start()
+        log(f"the lab will serve {self.run_dir} on {self.url} once its first checkpoint is written")
+
+    def _start_when_ready(self) -> None:
+        while not (self.run_dir / CHECKPOINT).is_file():
+            if self.stopping.wait(0.5):
+                return
+        command = [
+            sys.executable,
+            "-m",
+            "cnnlab",
+            "serve",
+            str(self.run_dir),
+            "--host",
+            self.host,
+            "--port",
+            str(self.port),
+        ]
+        self.server = subprocess.Popen(command, start_new_session=True)  # Ctrl-C reaches training; stop() ends it
+
+    def keep_open(self) -> None:
+        """After training: serve until Ctrl-C."""
+        self.waiter.join()
+        if self.server is None or self.server.poll() is not None:
+            return
+        self.log(f"training finished; the lab stays open on {self.url} (Ctrl-C stops it)")
+        previous = signal.signal(signal.SIGTERM, signal.default_int_handler)  # `kill` ends the lab as Ctrl-C does
+        try:
+            self.server.wait()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+            self.stop()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.waiter.join(5)
+        if self.server is not None and self.server.poll() is None:
+            self.server.terminate()
+            try:
+                self.server.wait(10)
+            except subprocess.TimeoutExpired:
+                self.server.kill()
 
 
 @contextmanager

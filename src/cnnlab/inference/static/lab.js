@@ -1,30 +1,26 @@
-// The lab: draw a digit and watch it go through every stage of each served run (POST /activations),
-// click a cell to see where it looks and the multiply-add that makes it (POST /explain).
-import { drawingPad } from "./pad.js";
-import { bars, cellAt, decodeStage, fmt, legend, make, mapCanvas, scaleFor } from "./render.js";
+// The lab: draw a digit (or take a test digit) and watch it go through every stage of each served run
+// (POST /activations); click a cell to see where it looks and the multiply-add that makes it (inspector.js);
+// where the model looks (where.js); kernels; the stride explorer; training curves, mistakes and snapshots.
+import { SAME_SITE, getJSON, postJSON } from "./api.js";
 import { explorer } from "./explorer.js";
+import { currentLanguage, onLanguage, startLanguage, t, useLanguage } from "./i18n.js";
+import { inspector } from "./inspector.js";
+import { drawingPad } from "./pad.js";
+import { bars, cellAt, decodeStage, digitCanvas, exactValues, fmt, legend, make, mapCanvas, scaleFor } from "./render.js";
 import { training } from "./training.js";
+import { whereView } from "./where.js";
 
 const MAX_MAPS = 32;  // deep stages have up to 132 channels: the first 32 are drawn
-const state = { runs: [], results: [], input: null, selected: null, view: "layers", busy: false };
+const NARROW = "(max-width: 760px)";  // the phone layout: one column, views below the pad
+const state = { runs: [], results: [], input: null, source: null, selected: null, view: "layers", busy: false };
 window.lab = state;  // for the browser tests, and for a curious learner's console
 
-const SAME_SITE = { "X-Requested-With": "cnnlab" };  // the server refuses uploads without it: a cross-site form cannot set it
 const $ = id => document.getElementById(id);
+const touchOnly = () => matchMedia("(hover: none)").matches;  // a phone: no hover, so no "hover" in the hints
 
-async function getJSON(url, options) {
-  const response = await fetch(url, options);
-  const body = await response.json().catch(() => ({}));
-  if (!response.ok) {
-    const detail = Array.isArray(body.detail) ? body.detail.map(d => d.msg).join("; ") : body.detail;
-    throw new Error(detail || `${response.status} ${response.statusText}`);
-  }
-  return body;
-}
-
-// ---- drawing -> activations of every run ----
-let pending = null, inFlight = false, dirty = false;
-const pad = drawingPad($("pad"), strokeEnded => schedule(strokeEnded ? 0 : 90));
+// ---- an input -> the activations of every run ----
+let pending = null, inFlight = false, dirty = null;
+const pad = drawingPad($("pad"), strokeEnded => { state.source = { kind: "drawing" }; schedule(strokeEnded ? 0 : 90); });
 
 // While the pen moves, a drawing goes out at most every 90 ms; at a stroke's end, at once.
 function schedule(delay) {
@@ -34,44 +30,88 @@ function schedule(delay) {
   pending = setTimeout(() => { pending = null; send(); }, delay);
 }
 
-async function send() {
-  if (inFlight) { dirty = true; return; }
+// The pad's drawing or a photo as a PNG (preprocessed by the server like any photo), or a digit's 28x28 pixels
+// as they are.
+async function send(pixels = null, photo = null) {
+  if (inFlight) { dirty = pixels || "pad"; return; }
   inFlight = true;
   try {
-    const form = new FormData();
-    form.append("file", await pad.png(), "drawing.png");
-    const first = await getJSON("/activations?run=0", { method: "POST", headers: SAME_SITE, body: form });
-    const rest = await Promise.all(state.runs.slice(1).map((_, i) => getJSON(`/activations?run=${i + 1}`, {
-      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ pixels: first.input }) })));
-    state.results = [first, ...rest];
-    state.input = first.input;
-    $("answer").textContent = "Hover over a map for its values; click a cell to see where it looks.";
+    let first;
+    if (pixels) {
+      first = await postJSON("/activations?run=0", { pixels });
+    } else {
+      const form = new FormData();
+      form.append("file", photo || await pad.png(), photo ? photo.name : "drawing.png");
+      first = await getJSON("/activations?run=0", { method: "POST", headers: SAME_SITE, body: form });
+    }
+    if (photo) { pad.clear(); pad.paint(first.input); }  // the photo as the model sees it, to draw on
+    const rest = await Promise.all(state.runs.slice(1).map((_, i) => postJSON(`/activations?run=${i + 1}`, { pixels: first.input })));
+    Object.assign(state, { results: [first, ...rest], input: first.input });
+    hint();
     renderAll();
   } catch (err) {
     $("answer").textContent = err.message;
   } finally {
     inFlight = false;
-    if (dirty) { dirty = false; schedule(0); } else if (pending === null) state.busy = false;
+    if (dirty) { const again = dirty; dirty = null; again === "pad" ? schedule(0) : send(again); }
+    else if (pending === null) state.busy = false;
   }
 }
 
+// A digit that did not come from the pen (a test image): on the pad, and through every run as it is.
+export async function openDigit(pixels, source, inspect = false) {
+  pad.clear();
+  pad.paint(pixels);
+  state.source = source;
+  state.busy = true;
+  await send(pixels);
+  if (inspect) strongestCell();
+}
+
+function hint() {
+  const s = state.source;
+  $("answer").textContent = s && s.kind === "test" ? t("pad.test", { index: s.index, label: s.label })
+    : t(touchOnly() ? "pad.after.touch" : "pad.after");
+}
+
+$("digit-file").addEventListener("change", () => {
+  const file = $("digit-file").files[0];
+  if (!file) return;
+  state.source = { kind: "upload" };
+  state.busy = true;
+  send(null, file);
+  $("digit-file").value = "";
+});
+
 $("clear").addEventListener("click", () => {
   pad.clear();
-  Object.assign(state, { results: [], input: null, selected: null });
-  $("answer").textContent = "Draw with the mouse or a finger; every layer updates as you draw.";
-  closeInspector();
+  Object.assign(state, { results: [], input: null, selected: null, source: null });
+  $("answer").textContent = t(touchOnly() ? "pad.hint.touch" : "pad.hint");
+  inspect.close();
   renderAll();
 });
 
-// ---- tabs ----
+$("random").addEventListener("click", async () => {
+  try {
+    const image = await getJSON("/runs/0/test");
+    await openDigit(image.pixels, { kind: "test", index: image.index, label: image.class });
+  } catch (err) {
+    $("answer").textContent = err.status === 404 ? t("pad.test.none") : err.message;
+  }
+});
+
+// ---- tabs: on a phone the view opens below the pad, so it is brought into sight ----
 for (const tab of document.querySelectorAll(".tabs button")) {
-  tab.addEventListener("click", () => {
-    state.view = tab.dataset.view;
-    for (const t of document.querySelectorAll(".tabs button")) t.setAttribute("aria-selected", t === tab);
-    for (const v of document.querySelectorAll(".view")) v.hidden = v.id !== `view-${state.view}`;
-    if (state.view !== "layers") closeInspector();
-    renderAll();
-  });
+  tab.addEventListener("click", () => showView(tab.dataset.view));
+}
+
+function showView(view) {
+  state.view = view;
+  for (const t of document.querySelectorAll(".tabs button")) t.setAttribute("aria-selected", t.dataset.view === view);
+  for (const v of document.querySelectorAll(".view")) v.hidden = v.id !== `view-${view}`;
+  if (view !== "layers") inspect.close();
+  renderAll();
+  if (matchMedia(NARROW).matches) $(`view-${view}`).scrollIntoView({ block: "start" });
 }
 
 // ---- rendering ----
@@ -80,6 +120,7 @@ function renderAll() {
   renderPredictions();
   if (state.view === "layers") renderLayers();
   if (state.view === "kernels") renderKernels();
+  if (state.view === "where") where.update(state);
   explorerView.update(state);
 }
 
@@ -90,22 +131,19 @@ function renderSeen() {
     if (seen) $("seen-image").src = seen;
     return;
   }
-  const g = $("seen").getContext("2d"), image = g.createImageData(28, 28);
-  (state.input || Array.from({ length: 28 }, () => new Array(28).fill(0))).flat()
-    .forEach((v, i) => image.data.set([v, v, v, 255], i * 4));
-  g.putImageData(image, 0, 0);
+  const g = $("seen").getContext("2d");
+  g.drawImage(digitCanvas(state.input || Array.from({ length: 28 }, () => new Array(28).fill(0))), 0, 0);
 }
 
 function renderPredictions() {
   const box = $("predictions");
   box.replaceChildren();
   state.results.forEach((result, i) => {
-    const top = result.predictions[0], card = make("div", "pred");
+    const top = result.predictions[0], card = make("div", "pred"), head = make("h3");
     card.dataset.run = i;
-    const head = make("h3");
     head.append(make("span", "", state.runs[i].name), make("span", "top1", top.class));
     card.append(head);
-    if (result.unsure) card.append(make("div", "unsure", "the model is unsure"));
+    if (result.unsure) card.append(make("div", "unsure", t("pred.unsure")));
     for (const p of result.predictions) {
       const row = make("div", "bar"), track = make("span", "track"), fill = make("i");
       fill.style.width = `${(p.probability * 100).toFixed(1)}%`;
@@ -118,13 +156,14 @@ function renderPredictions() {
 }
 
 function runHead(run) {
-  const head = make("div", "run-head");
-  const acc = run.test_accuracy != null ? `, ${run.test_accuracy.toFixed(2)}% test accuracy` : "";
-  head.append(make("h2", "", `${run.name}`), make("span", "meta", `${run.run} · ${run.parameters.toLocaleString()} parameters${acc}`));
+  const head = make("div", "run-head"), values = { run: run.run, parameters: run.parameters.toLocaleString() };
+  const meta = run.test_accuracy != null ? t("run.meta.accuracy", { ...values, accuracy: run.test_accuracy.toFixed(2) })
+    : t("run.meta", values);
+  head.append(make("h2", "", run.name), make("span", "meta", meta));
   return head;
 }
 
-function columns(container) {
+export function columns(container) {
   container.style.setProperty("--runs", Math.max(1, state.runs.length));
   container.replaceChildren();
   return state.runs.map((run, i) => {
@@ -138,263 +177,156 @@ function columns(container) {
 
 function dims(stage, run) {
   const s = stage.shape;
-  if (s.length === 3) return `${s[0]} map${s[0] > 1 ? "s" : ""} ${s[1]}×${s[2]}`;
-  if (stage.name === "softmax") return `${s[0]} probabilities`;
-  if (stage.values && s[0] === run.classes.length) return `${s[0]} logits`;
-  return `${s[0]} values`;
+  if (s.length === 3) return t("dims.maps", { count: s[0], height: s[1], width: s[2] });
+  if (stage.name === "softmax") return t("dims.probabilities", { count: s[0] });
+  if (stage.values && s[0] === run.classes.length) return t("dims.logits", { count: s[0] });
+  return t("dims.values", { count: s[0] });
 }
+
+const stageName = name => (`stage.${name}` === t(`stage.${name}`) ? name : t(`stage.${name}`));  // code names stay
 
 function renderLayers() {
   columns($("columns")).forEach((column, i) => {
     const result = state.results[i];
-    if (!result) { column.append(make("p", "empty", "Draw a digit to see it flow through every layer.")); return; }
-    column.append(make("p", "shown", `Showing ${result.shown}.`));
+    if (!result) { column.append(make("p", "empty", t("layers.empty"))); return; }
+    const [kept, total] = result.map_stages || [0, 0];
+    column.append(make("p", "shown", kept === total ? t("layers.shown.all", { count: result.stages.length })
+      : t("layers.shown.some", { kept, total })));
     for (const note of result.notes || []) column.append(make("p", "note", note));
     result.stages.forEach((stage, s) => column.append(stageView(stage, i, s, result.stages[s - 1])));
   });
-  markSelected();
+  inspect.mark();
 }
 
 function stageView(stage, runIndex, stageIndex, previous) {
   const box = make("section", "stage"), head = make("div", "stage-head"), title = make("div");
   Object.assign(box.dataset, { run: runIndex, stage: stage.name, index: stageIndex });
-  title.append(make("b", "", stage.name), " ", make("span", "dims", dims(stage, state.runs[runIndex])));
+  title.append(make("b", "", stageName(stage.name)), " ", make("span", "dims", dims(stage, state.runs[runIndex])));
   head.append(title);
   box.append(head);
-  const values = decodeStage(stage);
+  const pictures = decodeStage(stage), exact = exactValues(stage), scale = scaleFor(stage.lo, stage.hi);
   if (stage.shape.length === 3) {
-    const scale = scaleFor(stage.lo, stage.hi);
     head.append(legend(scale));
-    const [c, h, w] = stage.shape;
-    if (stage.branches.length) {
-      const grid = make("div", "branches");
-      for (const branch of stage.branches) {
-        const part = make("div", "branch"), [start, stop] = branch.channels;
-        part.append(make("h4", "", `${branch.name} · ${stop - start}`),
-          mapGrid(values, scale, stage, runIndex, stageIndex, start, stop, 30, branch));
-        grid.append(part);
-      }
-      box.append(grid, make("div", "concat", `concatenated: ${stage.branches.map(b => b.channels[1] - b.channels[0]).join(" + ")} = ${c} channels of ${h}×${w}`));
-    } else {
-      box.append(mapGrid(values, scale, stage, runIndex, stageIndex, 0, Math.min(c, MAX_MAPS), 44));
-      if (c > MAX_MAPS) box.append(make("div", "concat", `the first ${MAX_MAPS} of ${c} maps`));
-    }
+    box.append(...mapsOf(stage, pictures, exact, scale, runIndex, stageIndex));
     box.dataset.count = box.querySelectorAll("canvas.map").length;
-    box.dataset.size = `${h}x${w}`;
+    box.dataset.size = `${stage.shape[1]}x${stage.shape[2]}`;
   } else if (stage.values) {
-    box.append(bars(stage.values, state.runs[runIndex].classes));
+    box.append(...vectorOf(stage, runIndex));
     box.dataset.count = stage.values.length;
   } else {
-    box.append(strip(values, stage, previous));
-    box.dataset.count = values.length;
+    box.append(strip(pictures, exact, stage, previous));
+    box.dataset.count = exact.length;
   }
   return box;
 }
 
-// Maps of at least `cell` CSS pixels, as many a row as fit.
-function mapGrid(values, scale, stage, runIndex, stageIndex, start, stop, cell, branch = null) {
+function mapsOf(stage, pictures, exact, scale, runIndex, stageIndex) {
+  const [c, h, w] = stage.shape, draw = (start, stop, cell, branch) =>
+    mapGrid({ pictures, exact, scale, stage, runIndex, stageIndex, start, stop, cell, branch });
+  if (!stage.branches.length) {
+    const grid = [draw(0, Math.min(c, MAX_MAPS), 44, null)];
+    return c > MAX_MAPS ? [...grid, make("div", "concat", t("maps.first", { shown: MAX_MAPS, count: c }))] : grid;
+  }
+  const branches = make("div", "branches");
+  for (const branch of stage.branches) {
+    const part = make("div", "branch"), [start, stop] = branch.channels;
+    part.append(make("h4", "", `${branch.name} · ${stop - start}`), draw(start, stop, 30, branch));
+    branches.append(part);
+  }
+  const parts = stage.branches.map(b => b.channels[1] - b.channels[0]).join(" + ");
+  return [branches, make("div", "concat", t("maps.concat", { parts, count: c, height: h, width: w }))];
+}
+
+// Maps of at least `cell` CSS pixels, as many a row as fit; a pointer over a map shows a value (a mouse only:
+// a tap selects the cell instead of leaving a tooltip behind).
+function mapGrid({ pictures, exact, scale, stage, runIndex, stageIndex, start, stop, cell, branch }) {
   const grid = make("div", "maps"), [, h, w] = stage.shape;
   grid.style.setProperty("--cell", `${cell}px`);
   for (let c = start; c < stop; c++) {
-    const canvas = mapCanvas(values, c * h * w, h, w, scale, 0);
+    const canvas = mapCanvas(pictures, c * h * w, h, w, scale, 0);
     canvas.classList.add("map");
     Object.assign(canvas.dataset, { run: runIndex, stage: stageIndex, channel: c });
-    canvas.addEventListener("mousemove", e => {
+    const shown = branch ? c - branch.channels[0] : c;  // a branch's maps are numbered within the branch
+    hover(canvas, e => {
       const [r, k] = cellAt(canvas, e);
-      tip(e, `${stage.name} map ${c} (${r}, ${k}) ≈ ${fmt(values[c * h * w + r * w + k])}`);
+      return t("maps.tip", { stage: stageName(stage.name), channel: shown, row: r, col: k, value: fmt(exact[c * h * w + r * w + k]) });
     });
-    canvas.addEventListener("mouseleave", () => { $("tip").hidden = true; });
-    canvas.addEventListener("click", e => select({ runIndex, stageIndex, channel: c, cell: cellAt(canvas, e), branch }));
+    canvas.addEventListener("click", e => inspect.select({ runIndex, stageIndex, channel: c, cell: cellAt(canvas, e), branch }));
     grid.append(canvas);
   }
   return grid;
 }
 
+function hover(canvas, text) {
+  canvas.addEventListener("pointermove", e => { if (e.pointerType === "mouse") tip(e, text(e)); });
+  for (const type of ["pointerleave", "pointerdown", "pointercancel"]) canvas.addEventListener(type, () => { $("tip").hidden = true; });
+}
+
+// The logits of fc as bars from zero, then the softmax with a warning that confidence is not correctness.
+function vectorOf(stage, runIndex) {
+  const classes = state.runs[runIndex].classes, labels = stage.values.map((_, i) => classes[i] ?? `${i}`);
+  if (stage.name === "softmax") {
+    const box = bars(stage.values.map(v => v * 100), labels, scaleFor(0, 100), 1);
+    box.classList.add("probabilities");
+    return [box, make("p", "hint", t("fc.softmax")), make("p", "hint warning", t("fc.warning"))];
+  }
+  const box = bars(stage.values, labels, scaleFor(Math.min(...stage.values), Math.max(...stage.values)));
+  return [box, make("p", "hint", t("fc.logits"))];
+}
+
 // A long vector (the flattened values) as rows of pixels: one row per map of the stage before it.
-function strip(values, stage, previous) {
-  const n = values.length, perMap = previous && previous.shape.length === 3 ? previous.shape[1] * previous.shape[2] : 0;
+function strip(pictures, exact, stage, previous) {
+  const n = exact.length, perMap = previous && previous.shape.length === 3 ? previous.shape[1] * previous.shape[2] : 0;
   const cols = perMap ? perMap * Math.ceil(32 / perMap) : 32, rows = Math.ceil(n / cols);
-  const scale = scaleFor(stage.lo, stage.hi), canvas = mapCanvas(Float32Array.from({ length: rows * cols }, (_, i) => i < n ? values[i] : scale.lo), 0, rows, cols, scale, 0);
+  const scale = scaleFor(stage.lo, stage.hi);
+  const canvas = mapCanvas(Float32Array.from({ length: rows * cols }, (_, i) => i < n ? pictures[i] : scale.lo), 0, rows, cols, scale, 0);
   canvas.className = "strip";
-  canvas.addEventListener("mousemove", e => {
+  hover(canvas, e => {
     const [r, k] = cellAt(canvas, e), i = r * cols + k;
-    if (i < n) tip(e, `${stage.name}[${i}] ≈ ${fmt(values[i])}`);
+    return i < n ? t("strip.tip", { stage: stageName(stage.name), index: i, value: fmt(exact[i]) }) : "";
   });
-  canvas.addEventListener("mouseleave", () => { $("tip").hidden = true; });
   const box = make("div");
-  box.append(canvas, make("div", "concat", perMap ? `${n} values: each row holds ${cols / perMap} map${cols > perMap ? "s" : ""} of ${perMap} values, in order` : `${n} values, ${cols} a row`));
+  box.append(canvas, make("div", "concat", perMap ? t("strip.rows", { count: n, maps: cols / perMap, per: perMap })
+    : t("strip.plain", { count: n, cols })));
   return box;
 }
 
 function tip(event, text) {
-  const t = $("tip");
-  t.textContent = text;
-  t.hidden = false;
-  t.style.left = `${Math.min(event.clientX + 12, window.innerWidth - t.offsetWidth - 8)}px`;
-  t.style.top = `${event.clientY + 14}px`;
+  const box = $("tip");
+  box.textContent = text;
+  box.hidden = !text;
+  box.style.left = `${Math.min(event.clientX + 12, window.innerWidth - box.offsetWidth - 8)}px`;
+  box.style.top = `${event.clientY + 14}px`;
 }
 
-// ---- the inspector: where a cell looks, and the multiply-add behind it ----
-function closeInspector() {
-  state.selected = null;
-  $("inspector").hidden = true;
-  document.querySelector(".lab").classList.remove("inspecting");
-  markSelected();
-}
-
-function markSelected() {
-  for (const c of document.querySelectorAll("canvas.map.selected")) c.classList.remove("selected");
-  const s = state.selected;
-  if (!s) return;
-  const canvas = document.querySelector(`canvas.map[data-run="${s.runIndex}"][data-stage="${s.stageIndex}"][data-channel="${s.channel}"]`);
-  if (canvas) canvas.classList.add("selected");
-}
-
-async function select(selection) {
-  selection.input = state.input;  // the drawing this cell belongs to
-  state.selected = selection;
-  markSelected();
-  const { runIndex, stageIndex, channel, cell: [row, col], branch } = selection;
-  const stage = state.results[runIndex].stages[stageIndex], [, h, w] = stage.shape;
-  const box = $("inspector");
-  box.hidden = false;
-  document.querySelector(".lab").classList.add("inspecting");
-  const close = make("button", "close", "×");
-  close.addEventListener("click", closeInspector);
-  const values = decodeStage(stage);
-  box.replaceChildren(close, make("h2", "", `${stage.name}${branch ? ` · ${branch.name}` : ""} · map ${channel} · cell (${row}, ${col})`),
-    make("p", "hint", `${state.runs[runIndex].name}: value ≈ ${fmt(values[channel * h * w + row * w + col])}`));
-  box.append(receptiveField(stage.field, row, col));
-  const module = branch ? branch.module : stage.conv ? stage.module : null;
-  if (!module) {
-    box.append(make("p", "hint", "This stage is not the output of one convolution (it went through pooling, ReLU, " +
-      "BatchNorm or a block), so there is no single multiply-add to show: click a map of a conv stage."));
-    return;
-  }
-  const arithmetic = make("div");
-  arithmetic.append(make("p", "hint", "Computing the multiply-add…"));
-  box.append(arithmetic);
-  try {
-    const e = await getJSON(`/explain?run=${runIndex}`, { method: "POST", headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ pixels: selection.input, module, channel: branch ? channel - branch.channels[0] : channel, row, col }) });
-    if (state.selected !== selection) return;
-    arithmetic.replaceChildren(...explanation(e, runIndex));
-  } catch (err) {
-    arithmetic.replaceChildren(make("p", "error", err.message));
-  }
-  box.scrollIntoView({ block: "nearest" });
-}
-
-function receptiveField(field, row, col) {
-  const canvas = make("canvas"), zoom = 4;
-  canvas.width = canvas.height = 28 * zoom;
-  const g = canvas.getContext("2d");
-  (state.input || []).flat().forEach((v, i) => {
-    g.fillStyle = `rgb(${v},${v},${v})`;
-    g.fillRect((i % 28) * zoom, Math.floor(i / 28) * zoom, zoom, zoom);
-  });
-  let text = "Receptive field: not known here (the stage follows a block with several paths or a shortcut).";
-  canvas.id = "rf";
-  if (field) {
-    const top = field.offset[0] + row * field.stride[0], left = field.offset[1] + col * field.stride[1];
-    const box = [top, left, top + field.size[0] - 1, left + field.size[1] - 1];
-    const clipped = [Math.max(0, box[0]), Math.max(0, box[1]), Math.min(27, box[2]), Math.min(27, box[3])];
-    text = `Looks at input rows ${clipped[0]}–${clipped[2]}, columns ${clipped[1]}–${clipped[3]}: a ${field.size[0]}×${field.size[1]} window` +
-      (clipped.join() !== box.join() ? " (partly over the zero padding)" : "") +
-      `, which moves ${field.stride[0]} pixel${field.stride[0] > 1 ? "s" : ""} per cell of this map.`;
-    g.fillStyle = "rgba(249, 115, 22, .35)";
-    g.fillRect(box[1] * zoom, box[0] * zoom, field.size[1] * zoom, field.size[0] * zoom);
-    g.strokeStyle = "#f97316"; g.lineWidth = 2;
-    g.strokeRect(box[1] * zoom + 1, box[0] * zoom + 1, field.size[1] * zoom - 2, field.size[0] * zoom - 2);
-    canvas.dataset.box = box.join(",");
-  }
-  const rowBox = make("div", "rf-row");
-  rowBox.append(canvas, make("p", "hint", text));
-  return rowBox;
-}
-
-function numberGrid(matrix, scale) {
-  const grid = make("div", "grid-num");
-  grid.style.gridTemplateColumns = `repeat(${matrix[0].length}, auto)`;
-  for (const v of matrix.flat()) {
-    const cell = make("span", "", v.toFixed(2));
-    const [r, g, b] = scale.colour(v);
-    cell.style.background = `rgb(${r},${g},${b})`;
-    cell.style.color = r * 0.3 + g * 0.59 + b * 0.11 < 120 ? "#fff" : "#111";
-    grid.append(cell);
-  }
-  return grid;
-}
-
-// A number with a true minus sign, in parentheses when negative, for sums written out.
-const signed = (v, digits = 4) => (v < 0 ? `(−${(-v).toFixed(digits)})` : v.toFixed(digits));
-
-function explanation(e, runIndex) {
-  const run = state.runs[runIndex], channels = e.weights.length;
-  const partial = e.products.map(p => p.flat().reduce((a, b) => a + b, 0));
-  const shown = channels === 1 ? 0 : partial.reduce((best, v, i) => Math.abs(v) > Math.abs(partial[best]) ? i : best, 0);
-  const wMax = Math.max(...e.weights.flat(2).map(Math.abs)) || 1, xMax = Math.max(...e.patch.flat(2).map(Math.abs)) || 1;
-  const grids = make("div", "grids"), kernel = make("div"), patch = make("div");
-  kernel.append(make("h3", "", channels === 1 ? "kernel weights w" : `kernel weights w, input channel ${shown}`),
-    numberGrid(e.weights[shown], scaleFor(-wMax, wMax)));
-  patch.append(make("h3", "", channels === 1 ? "input patch x" : `input patch x, channel ${shown}`),
-    numberGrid(e.patch[shown], scaleFor(-xMax, xMax)));
-  grids.append(kernel, patch);
-  const sum = make("div", "sum");
-  sum.id = "arithmetic";
-  Object.assign(sum.dataset, { sum: e.sum, activation: e.activation, bias: e.bias });
-  if (channels === 1) {
-    e.weights[0].flat().forEach((w, i) => {
-      const x = e.patch[0].flat()[i], term = make("span", "term", `${signed(w)}·${signed(x)}`);
-      term.dataset.product = e.products[0].flat()[i];
-      term.title = `= ${e.products[0].flat()[i].toFixed(6)}`;
-      sum.append(i ? " + " : "", term);
-    });
-  } else {
-    partial.forEach((v, c) => {
-      const term = make("span", "term", `Σ(ch ${c}) ${signed(v, 6)}`);
-      term.dataset.product = v;
-      sum.append(c ? " + " : "", term);
-    });
-  }
-  const total = make("span", "total", e.sum.toFixed(6));
-  total.id = "total";
-  sum.append(` + bias ${signed(e.bias, 6)} = `, total);
-  const check = make("p");
-  const ok = Math.abs(e.sum - e.activation) < 1e-4;
-  check.append(`PyTorch's ${e.module} computed ${e.activation.toFixed(6)} `, make("span", ok ? "match" : "error", ok ? "✓ the same" : "✗ differs"));
-  if (e.after) check.append(make("br"), `then ${e.after.name}: ${e.after.value.toFixed(6)}, the value this stage shows`);
-  const note = make("p", "hint", channels === 1
-    ? `x is the pixel scaled to [0, 1] and normalised: (pixel/255 − ${run.mean.toFixed(4)}) / ${run.std.toFixed(4)}. ` +
-      `${e.weights[0].length}×${e.weights[0][0].length} products, added, plus the bias.`
-    : `${channels} input channels × ${e.weights[0].length}×${e.weights[0][0].length} weights: each channel's products are summed (shown: the channel that contributes most).`);
-  return [grids, make("h3", "", "the multiply-add"), sum, check, note];
+// The strongest cell of the first convolution's maps: where a test digit opened from a mistake is inspected.
+function strongestCell() {
+  const result = state.results[0], stageIndex = result && result.stages.findIndex(s => s.conv);
+  if (!result || stageIndex < 0) return;
+  const stage = result.stages[stageIndex], values = exactValues(stage), [, h, w] = stage.shape;
+  const best = values.reduce((b, v, i) => (v > values[b] ? i : b), 0);
+  inspect.select({ runIndex: 0, stageIndex, channel: Math.floor(best / (h * w)), cell: [Math.floor(best / w) % h, best % w], branch: null });
 }
 
 // ---- kernels: the first convolution's filters next to what each found in the drawing ----
 function renderKernels() {
   columns($("kernel-columns")).forEach((column, i) => {
     const run = state.runs[i], result = state.results[i];
-    if (!run.kernels) { column.append(make("p", "empty", "This model has no convolution.")); return; }
+    if (!run.kernels) { column.append(make("p", "empty", t("kernels.none"))); return; }
     const stage = result && result.stages.find(s => s.conv);
-    column.append(make("p", "shown", `The first convolution's ${run.kernels.length} learned ${run.kernels[0].length}×${run.kernels[0][0].length} kernels ` +
-      "(blue negative, red positive), each beside its feature map for your drawing: bright where the kernel's pattern is found."));
+    column.append(make("p", "shown", t("kernels.caption", { count: run.kernels.length, height: run.kernels[0].length, width: run.kernels[0][0].length })));
     const grid = make("div", "kernels"), m = Math.max(...run.kernels.flat(2).map(Math.abs));
     const kScale = scaleFor(-m, m), values = stage && decodeStage(stage), mScale = stage && scaleFor(stage.lo, stage.hi);
     run.kernels.forEach((kernel, k) => {
-      const cell = make("div", "kernel"), size = kernel.length;
-      const picture = mapCanvas(Float32Array.from(kernel.flat()), 0, size, kernel[0].length, kScale, 0);
-      picture.title = kernel.map(r => r.map(v => v.toFixed(2)).join(" ")).join("\n");
+      const cell = make("div", "kernel"), picture = mapCanvas(Float32Array.from(kernel.flat()), 0, kernel.length, kernel[0].length, kScale, 0);
+      picture.title = kernel.map(r => r.map(v => v.toFixed(4)).join(" ")).join("\n");
       cell.append(picture);
-      if (stage) {
-        const [, h, w] = stage.shape;
-        cell.append(mapCanvas(values, k * h * w, h, w, mScale, 0));
-      }
-      cell.append(make("span", "k", `kernel ${k}${stage ? ` → ${stage.name} map ${k}` : ""}`));
+      if (stage) cell.append(mapCanvas(values, k * stage.shape[1] * stage.shape[2], stage.shape[1], stage.shape[2], mScale, 0));
+      cell.append(make("span", "k", stage ? t("kernels.label.map", { index: k, stage: stageName(stage.name) }) : t("kernels.label", { index: k })));
       grid.append(cell);
     });
     column.append(grid);
-    if (!stage) column.append(make("p", "hint", "Draw a digit to see what each kernel responds to."));
+    if (!stage) column.append(make("p", "hint", t("kernels.draw")));
   });
 }
 
@@ -406,9 +338,8 @@ function showUploadBox(run) {
   document.querySelector(".pad-card").hidden = true;
   $("upload-card").hidden = false;
   $("seen").hidden = true;
-  $("seen-hint").textContent = `${run.channels}×${run.input_size[0]}×${run.input_size[1]}, scaled and centre-cropped as in training`;
   for (const view of ["layers", "kernels"]) document.querySelector(`.tabs [data-view="${view}"]`).hidden = true;
-  document.querySelector('.tabs [data-view="training"]').click();
+  showView("training");
   $("file").addEventListener("change", () => classify($("file").files[0]));
   const drop = $("drop");
   drop.addEventListener("dragover", e => { e.preventDefault(); drop.classList.add("over"); });
@@ -418,19 +349,23 @@ function showUploadBox(run) {
     drop.classList.remove("over");
     classify(e.dataTransfer.files[0]);
   });
+  seenHint(run);
 }
+
+const seenHint = run => { $("seen-hint").textContent = t("seen.image", { channels: run.channels, height: run.input_size[0], width: run.input_size[1] }); };
 
 async function classify(file) {
   if (!file) return;
   state.busy = true;
-  $("upload-answer").textContent = `Classifying ${file.name}…`;
+  $("upload-answer").textContent = t("upload.busy", { name: file.name });
   try {
     state.results = await Promise.all(state.runs.map((_, i) => {
       const form = new FormData();
       form.append("file", file, file.name);
       return getJSON(`/predict?run=${i}`, { method: "POST", headers: SAME_SITE, body: form });
     }));
-    $("upload-answer").textContent = `${file.name}: the top classes are below what the model sees.`;
+    state.source = { kind: "upload" };
+    $("upload-answer").textContent = t("upload.done", { name: file.name });
   } catch (err) {
     state.results = [];
     $("upload-answer").textContent = err.message;
@@ -440,12 +375,34 @@ async function classify(file) {
   }
 }
 
-// ---- start ----
+// ---- start: the language first (every string comes from its catalog), then the runs ----
+const inspect = inspector({ state, box: $("inspector"), layout: document.querySelector(".lab") });
 const explorerView = explorer($("view-explorer"));
-getJSON("/runs").then(runs => {
-  state.runs = runs;
-  $("about").textContent = runs.map(r => `${r.name} (${r.run}) on ${r.dataset}`).join(" · ");
-  training($("training-columns"), runs);
-  if (uploading()) showUploadBox(runs[0]);
+const where = whereView($("where-columns"), { columns });
+let trainingView = null;
+
+function aboutLine() {
+  $("about").textContent = state.runs.map(r => t("runs.about", { name: r.name, run: r.run, dataset: r.dataset })).join(" · ");
+}
+
+onLanguage(() => {
+  $("language").value = currentLanguage();
+  if (!state.runs.length) return;
+  aboutLine();
+  if (uploading()) seenHint(state.runs[0]);
+  if (state.results.length && !uploading()) hint();
+  inspect.refresh();
+  trainingView.refresh();
   renderAll();
-}).catch(err => { $("about").textContent = `Could not load the runs: ${err.message}`; });
+});
+$("language").addEventListener("change", () => useLanguage($("language").value));
+
+startLanguage().then(async () => {
+  $("language").value = currentLanguage();
+  $("answer").textContent = t(touchOnly() ? "pad.hint.touch" : "pad.hint");
+  state.runs = await getJSON("/runs");
+  aboutLine();
+  trainingView = training($("training-columns"), state.runs, { open: openDigit, show: showView });
+  if (uploading()) showUploadBox(state.runs[0]);
+  renderAll();
+}).catch(err => { $("about").textContent = t("runs.failed", { detail: err.message }); });

@@ -16,6 +16,15 @@ export function drawingPad(canvas, onChange) {
     g.strokeStyle = "#111"; g.lineWidth = 18; g.lineCap = "round"; g.lineJoin = "round";
     g.beginPath(); g.moveTo(...from); g.lineTo(...to); g.stroke();
   }
+  // A digit that did not come from the pen (a test image: 28x28, white ink on black) shown as the pen would
+  // have drawn it; a stroke drawn after it adds to it.
+  function paint(pixels) {
+    const size = pixels.length, cell = canvas.width / size;
+    pixels.forEach((row, y) => row.forEach((v, x) => {
+      g.fillStyle = `rgb(${255 - v},${255 - v},${255 - v})`;
+      g.fillRect(x * cell, y * cell, cell + 0.5, cell + 0.5);
+    }));
+  }
   canvas.addEventListener("pointerdown", e => {
     drawing = true; last = point(e); stroke(last, last);
     canvas.setPointerCapture(e.pointerId);
@@ -32,6 +41,7 @@ export function drawingPad(canvas, onChange) {
   clear();
   return {
     clear,
+    paint,
     png: () => new Promise(resolve => canvas.toBlob(resolve, "image/png")),
   };
 }

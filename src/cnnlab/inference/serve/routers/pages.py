@@ -19,6 +19,12 @@ def index():
     return FileResponse(STATIC / "index.html")
 
 
+@router.get("/favicon.ico")
+def favicon():
+    """The page names its icon; this answers browsers and tools that ask for the old default path anyway."""
+    return FileResponse(STATIC / "favicon.svg", media_type="image/svg+xml")
+
+
 @router.get("/docs")
 def docs():
     return FileResponse(STATIC / "docs.html")  # Swagger UI, started by docs.js: no inline script

@@ -1,10 +1,15 @@
-"""The served runs: liveness, what each run is, its curves (polled while it trains) and confusion matrix."""
+"""The served runs: liveness, what each run is, its curves and training snapshots (polled while it trains), its
+confusion matrix, the test images of each cell, and any test image."""
 
-from fastapi import APIRouter, HTTPException, Request
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import Response
 
 from cnnlab import CnnlabError
 from cnnlab.engine.checkpoint import METRICS
+from cnnlab.engine.snapshots import PATTERN
 from cnnlab.inference.serve.dependencies import RunAt, TheLab
 from cnnlab.inference.serve.encoding import FiniteJSONResponse
 
@@ -36,9 +41,25 @@ def metrics(served: RunAt, request: Request):
     path = served.dir / METRICS
     stat = path.stat() if path.exists() else None
     tag = f'"{stat.st_mtime_ns}-{stat.st_size}"' if stat else '"none"'
-    if request.headers.get("if-none-match") == tag:
-        return Response(status_code=304, headers={"ETag": tag})
-    return FiniteJSONResponse(served.metrics(), headers={"ETag": tag, "Cache-Control": "no-cache"})
+    return _unless_unchanged(request, tag) or FiniteJSONResponse(
+        served.metrics(), headers={"ETag": tag, "Cache-Control": "no-cache"}
+    )
+
+
+@router.get("/runs/{index}/snapshots")
+async def snapshots(served: RunAt, lab: TheLab, request: Request):
+    """The first convolution's kernels and a test image's feature maps as training went on (engine/snapshots.py);
+    poll it while the run trains (ETag: unchanged is 304)."""
+    names = sorted(path.name for path in Path(served.dir).glob(PATTERN))
+    tag = f'"{len(names)}-{names[-1] if names else "none"}"'
+    return _unless_unchanged(request, tag) or FiniteJSONResponse(
+        await lab.admission.run(served.snapshots), headers={"ETag": tag, "Cache-Control": "no-cache"}
+    )
+
+
+def _unless_unchanged(request: Request, tag: str) -> Response | None:
+    """304 when the client already holds what `tag` names."""
+    return Response(status_code=304, headers={"ETag": tag}) if request.headers.get("if-none-match") == tag else None
 
 
 @router.get("/runs/{index}/confusion")
@@ -48,3 +69,32 @@ async def confusion(served: RunAt, lab: TheLab):
         return await lab.admission.run(served.confusion)
     except CnnlabError as e:
         raise HTTPException(404, f"no test data for the confusion matrix: {e}") from None
+
+
+@router.get("/runs/{index}/confusion/{true}/{predicted}")
+async def confusion_cell(
+    served: RunAt,
+    lab: TheLab,
+    true: int,
+    predicted: int,
+    limit: Annotated[int, Query(ge=1, le=100, description="images at most, the most confident")] = 24,
+):
+    """The test images of class `true` predicted as `predicted`, most confident first, each with its top 3; 422 for a
+    class out of range, 404 when the test data is not here."""
+    try:
+        return await lab.admission.run(served.confusion_cell, true, predicted, limit)
+    except CnnlabError as e:
+        raise HTTPException(404, f"no test data: {e}") from None
+
+
+@router.get("/runs/{index}/test")
+async def test_image(
+    served: RunAt,
+    lab: TheLab,
+    image: Annotated[int | None, Query(description="its index in the test set (default: a random one)")] = None,
+):
+    """One test image, with its label: 28x28 pixels for a digit run, else a PNG data URL."""
+    try:
+        return await lab.admission.run(served.test_image, image)
+    except CnnlabError as e:
+        raise HTTPException(404, f"no test data: {e}") from None
