@@ -47,6 +47,7 @@ from cnnlab.tables import format_table
 
 ROOT = Path(__file__).resolve().parents[1]
 LENGTHS = {1: 4, 2: 14, 3: 12, 4: 18, 5: 10, 6: 10, 7: 6, 8: 8, 9: 4, 10: 8, 11: 3, 12: 3}  # weights
+PAD = (560, 280)  # the lab's pad for a number (static/lab.js PADS)
 DECODE_SIDE = 2048  # photos are decoded at a reduced scale, at least this long (a small number keeps its pixels)
 
 
@@ -219,10 +220,10 @@ def _on_canvas(coverage, boxes, size, rng, colours, free=0.0) -> tuple[np.ndarra
 
 
 def lab_pad(digits, src, rng):
-    """The lab's wide pad: an 840x280 white canvas, a round #111 pen of 18 px (less for small digits)."""
-    w = writer(rng, _digit_height(digits, 800, rng, 110, 190))
+    """The lab's pad for a number: a 560x280 white canvas, a round #111 pen of 18 px (less for small digits)."""
+    w = writer(rng, _digit_height(digits, PAD[0] - 40, rng, 110, 190))
     coverage, boxes = compose(_glyphs(digits, src, rng, w, pen=min(18.0, 0.12 * w.height)), rng, w, 4)
-    pixels, boxes = _on_canvas(coverage, boxes, (840, 280), rng, ((17, 17, 17), (255, 255, 255)))
+    pixels, boxes = _on_canvas(coverage, boxes, PAD, rng, ((17, 17, 17), (255, 255, 255)))
     return encode(pixels), boxes
 
 
@@ -319,7 +320,7 @@ def drawings(digits, src, rng):
 
 
 KINDS = {  # name -> (digits, sources, rng) -> (encoded file, boxes or None)
-    "lab pad, 840x280": lab_pad,
+    "lab pad, 560x280": lab_pad,
     "canvas, 1-3 px stroke": thin_canvas,
     "MNIST pixels": mnist_pixels,
     "28 px high": tiny,
@@ -519,10 +520,10 @@ def speed_inputs(src: Sources, rng) -> dict[str, bytes]:
     coverage, _ = compose(_glyphs("2026", src, rng, w, pen=22.0), rng, w, 4)
     page, _ = _on_canvas(coverage, [], (4032, 3024), rng, ((255, 255, 255), (0, 0, 0)), free=0.08)
     photo = photograph(paint(page[..., 0] / 255, PENS["blue ballpoint"], PAPERS["white"]), rng)
-    w = Writer(height=150.0, slant=0.1, gap=0.3, touch=0.0, sizes=0.05, wander=0.02, climb=0.0)
+    w = Writer(height=120.0, slant=0.1, gap=0.3, touch=0.0, sizes=0.05, wander=0.02, climb=0.0)
     coverage, boxes = compose(_glyphs("2026", src, rng, w, pen=18.0), rng, w, 4)
-    pad, _ = _on_canvas(coverage, boxes, (840, 280), rng, ((17, 17, 17), (255, 255, 255)))
-    return {"4-digit 12 MP photo (4032x3024 JPEG)": photo, "4-digit lab pad (840x280 PNG)": encode(pad)}
+    pad, _ = _on_canvas(coverage, boxes, PAD, rng, ((17, 17, 17), (255, 255, 255)))
+    return {"4-digit 12 MP photo (4032x3024 JPEG)": photo, "4-digit lab pad (560x280 PNG)": encode(pad)}
 
 
 def timings(predictor, inputs: dict[str, bytes], repeats: int = 15) -> list[list[str]]:

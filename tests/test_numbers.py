@@ -170,13 +170,13 @@ def test_two_lines_of_digits_are_not_one_number(drawings, predictor):
 def test_the_number_benchmark_reads_every_kind(robust_run, mnist_dir, tmp_path):
     """benchmarks/number_reading.py end to end on a small draw of a few kinds."""
     out = tmp_path / "result.json"
-    kinds = "lab pad, 840x280;MNIST pixels;two lines"
+    kinds = "lab pad, 560x280;MNIST pixels;two lines"
     command = [sys.executable, str(ROOT / "benchmarks" / "number_reading.py"), str(robust_run), "--data-dir"]
     command += [str(mnist_dir), "--per-kind", "3", "--kinds", kinds, "--json", str(out)]
     finished = subprocess.run(command, capture_output=True, text=True)
     assert finished.returncode == 0, finished.stderr[-2000:]
     (scores,) = json.loads(out.read_text())["results"].values()
-    assert scores["lab pad, 840x280"]["images"] == 3 and scores["two lines"]["images"] == 3
+    assert scores["lab pad, 560x280"]["images"] == 3 and scores["two lines"]["images"] == 3
     assert scores["all numbers"]["images"] == 6
     assert scores["all numbers"]["digits_right"] <= scores["all numbers"]["digits_read"]
     assert scores["two lines"]["refused"] == 3
