@@ -114,7 +114,10 @@ function hint() {
     : t(touchOnly() ? "pad.after.touch" : "pad.after");
 }
 
-const startHint = () => t(state.mode === "number" ? "pad.hint.number" : touchOnly() ? "pad.hint.touch" : "pad.hint");
+function startHint() {
+  if (state.mode === "number") return t("pad.hint.number");
+  return t(touchOnly() ? "pad.hint.touch" : "pad.hint");
+}
 
 $("digit-file").addEventListener("change", () => {
   const file = $("digit-file").files[0];
