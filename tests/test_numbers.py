@@ -139,6 +139,29 @@ def specks(count: int) -> Image.Image:
     return Image.fromarray(page)
 
 
+def face() -> Image.Image:
+    """A smiling face drawn with a pen: its mouth and eyes inside the loop of its head."""
+    image = Image.new("L", (300, 300), 255)
+    draw = ImageDraw.Draw(image)
+    draw.ellipse((40, 40, 260, 260), outline=0, width=8)
+    draw.ellipse((100, 100, 130, 130), fill=0)
+    draw.ellipse((170, 100, 200, 130), fill=0)
+    draw.arc((90, 120, 210, 220), 20, 160, fill=0, width=8)
+    return image
+
+
+def house() -> Image.Image:
+    """A house beside a tree, as a child draws them: a window in the wall."""
+    image = Image.new("RGB", (500, 320), (250, 248, 240))
+    draw = ImageDraw.Draw(image)
+    draw.rectangle((60, 140, 260, 290), outline=(30, 30, 90), width=7)
+    draw.line([(50, 145), (160, 50), (270, 145)], fill=(30, 30, 90), width=7)
+    draw.rectangle((100, 180, 150, 230), outline=(30, 30, 90), width=5)
+    draw.line([(380, 290), (380, 170)], fill=(30, 30, 90), width=9)
+    draw.ellipse((320, 60, 440, 180), outline=(30, 30, 90), width=7)
+    return image
+
+
 BAD = {
     "an empty image": (lambda: Image.new("L", (0, 0)), ImageError, "empty image"),
     "a page with no ink": (lambda: Image.new("RGB", (1200, 900), (240, 235, 225)), ImageError, "no ink"),
@@ -146,6 +169,8 @@ BAD = {
     "a 30,000 pixel strip": (lambda: Image.new("L", (30_000, 60), 255), NotANumberError, "too long and thin"),
     "lines of text": (lambda: text_image(["The quick brown fox", "jumps over 1234"]), NotANumberError, "lines"),
     "a line of text": (lambda: text_image(["Hello there, world"]), NotANumberError, "text"),
+    "a face": (face, NotANumberError, "a drawing"),
+    "a house and a tree": (house, NotANumberError, "a drawing"),
 }
 
 
@@ -157,14 +182,25 @@ def test_bad_input_gets_one_clear_line(predictor, case):
     assert str(caught.value).startswith("in.png: ") and "\n" not in str(caught.value)
 
 
-def test_two_lines_of_digits_are_not_one_number(drawings, predictor):
+def two_lines(drawings) -> Image.Image:
     top, _ = composed(drawings, "insooeric", "123")
     bottom, _ = composed(drawings, "insooeric", "456")
     page = Image.new("RGB", (top.width, top.height + bottom.height), "white")
     page.paste(top, (0, 0))
     page.paste(bottom, (0, top.height))
+    return page
+
+
+def test_two_lines_of_digits_are_not_one_number(drawings, predictor):
     with pytest.raises(NotANumberError, match="2 lines"):
-        read(page, predictor)
+        read(two_lines(drawings), predictor)
+
+
+def test_thirteen_digits_are_more_than_a_number_and_twelve_are_read(drawings, predictor):
+    with pytest.raises(NotANumberError, match="13 marks in a row: more than 12 digits"):
+        read(composed(drawings, "7eraflops", "1234567890123")[0], predictor)
+    twelve = read(composed(drawings, "7eraflops", "123456789012")[0], predictor)
+    assert len(twelve.digits) == 12 and twelve.number[:9] == "123456789", twelve.number
 
 
 def test_the_number_benchmark_reads_every_kind(robust_run, mnist_dir, tmp_path):
@@ -296,17 +332,37 @@ BAD_FILES = {
     "a 30,000 pixel strip": (lambda: encoded(Image.new("L", (30_000, 60), 255)), "too long and thin"),
     "lines of text": (lambda: encoded(text_image(["The quick brown fox", "jumps over 1234"])), "2 lines"),
     "a line of text": (lambda: encoded(text_image(["Hello there, world"])), "text"),
+    "a face": (lambda: encoded(face()), "a drawing"),
+    "a house and a tree": (lambda: encoded(house(), "JPEG", quality=90), "a drawing"),
+}
+# ... and of real digits: two lines of them, a row of 13
+BAD_NUMBERS = {
+    "two lines of digits": (lambda drawings: encoded(two_lines(drawings)), "ink on 2 lines, not one line of digits"),
+    "13 digits": (
+        lambda drawings: encoded(composed(drawings, "insooeric", "2026202620262")[0]),
+        "13 marks in a row: more than 12 digits",
+    ),
 }
 
 
 @pytest.mark.parametrize("case", BAD_FILES)
 def test_bad_files_get_one_line_from_predict_and_a_422_from_the_server(client, robust_run, tmp_path, capsys, case):
+    make, message = BAD_FILES[case]
+    refused_everywhere(make(), message, client=client, run=robust_run, tmp_path=tmp_path, capsys=capsys)
+
+
+@pytest.mark.parametrize("case", BAD_NUMBERS)
+def test_lines_of_real_digits_that_are_no_number_are_refused(drawings, client, robust_run, tmp_path, capsys, case):
+    make, message = BAD_NUMBERS[case]
+    refused_everywhere(make(drawings), message, client=client, run=robust_run, tmp_path=tmp_path, capsys=capsys)
+
+
+def refused_everywhere(data: bytes, message: str, *, client, run, tmp_path, capsys) -> None:
+    """`cnnlab predict` prints one line holding `message` and exits 1; POST /predict answers 422 with it."""
     from cnnlab.cli import main
 
-    make, message = BAD_FILES[case]
-    data = make()
     (tmp_path / "bad.png").write_bytes(data)
-    assert main(["predict", str(robust_run), str(tmp_path / "bad.png")]) == 1
+    assert main(["predict", str(run), str(tmp_path / "bad.png")]) == 1
     out, err = capsys.readouterr()
     assert len(out.splitlines()) == 1 and message in out and "Traceback" not in out + err, out + err
     response = client.post("/predict", files={"file": ("bad.png", data, "image/png")})

@@ -288,6 +288,8 @@ def _pieces(page: PageInk, name: str) -> _Pieces:
     mass = np.bincount(marks.ravel(), weights=page.ink.ravel(), minlength=count + 1)
     kept, height = _line(mark_boxes, mass, page.ink.shape, name)
     labels = np.where(kept[marks], marks, 0)
+    if (_inside_loops(labels, count) & kept).any():  # a speck in a 0 is no longer kept
+        raise NotANumberError(f"{name}: ink inside a closed loop: a drawing, not a line of digits")
     slope = _slope(labels, kept & (mark_boxes[:, 3] - mark_boxes[:, 1] >= FRAGMENT * height))
     mark_of, cuts = list(range(count + 1)), {}  # the mark each piece is cut from; cuts -> strokes crossed
     for mark in np.flatnonzero(kept & (mark_boxes[:, 2] - mark_boxes[:, 0] > CUT_MIN_WIDTH * height)):
@@ -311,6 +313,22 @@ def _pieces(page: PageInk, name: str) -> _Pieces:
     order = 1 + np.argsort((boxes[1:, 0] + boxes[1:, 2]) / 2, kind="stable")
     renumbered = {(int(number[a]), int(number[b])): c for (a, b), c in cuts.items() if number[a] and number[b]}
     return _Pieces(labels, boxes, marks_of, order, height, _digit_width(mark_boxes[kept], height), renumbered)
+
+
+def _inside_loops(labels: np.ndarray, count: int) -> np.ndarray:
+    """Which marks (bool per label 0..count) lie inside a loop of other ink, the paper around the ink out of
+    their reach: a face's mouth, a window drawn in a house. No digit holds ink in its loops, and no digit of a
+    line sits in another's."""
+    solid = np.pad(labels > 0, 1)
+    paper = clusters(~solid)  # the paper around all the ink is the cluster at the corner; the others are loops
+    outside = paper == paper[0, 0]
+    padded = np.pad(labels, 1)
+    reached = np.zeros(count + 1, dtype=bool)
+    for shift in ((0, 1), (0, -1), (1, 0), (-1, 0)):  # ink beside the paper around it
+        reached[padded[solid & np.roll(outside, shift, axis=(0, 1))]] = True
+    present = np.zeros(count + 1, dtype=bool)
+    present[labels.ravel()] = True
+    return present & ~reached
 
 
 def _digit_width(boxes: np.ndarray, height: float) -> float:
