@@ -21,8 +21,10 @@ FORTY_TWO = [
 
 
 @pytest.fixture(scope="module")
-def lab_url(robust_run):
-    with serving_in_thread([robust_run]) as url:
+def lab_url(robust_run, trained_run):
+    """The robust run reads the number (run 0); the lecture's cnn beside it shows a convolution's multiply-add
+    (the robust net's stages are blocks of convolution, batch norm and pooling)."""
+    with serving_in_thread([robust_run, trained_run]) as url:
         yield url
 
 
@@ -34,6 +36,11 @@ def browser():
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         yield browser
         browser.close()
+
+
+# A digit's 28x28 canvas back as rows of grey levels (digitCanvas paints each pixel grey).
+PIXELS = """c => { const d = c.getContext('2d').getImageData(0, 0, 28, 28).data;
+  return Array.from({ length: 28 }, (_, r) => Array.from({ length: 28 }, (_, k) => d[4 * (28 * r + k)])); }"""
 
 
 def points(page, strokes):
@@ -65,7 +72,7 @@ def with_a_finger(page, strokes):
 
 
 def read_after(page):
-    page.wait_for_function("() => window.lab.results.length === 1 && !window.lab.busy", timeout=30_000)
+    page.wait_for_function("() => window.lab.results.length === 2 && !window.lab.busy", timeout=60_000)
     return page.locator("#number-card .number").inner_text()
 
 
@@ -74,7 +81,7 @@ def test_a_number_drawn_on_the_wide_pad_is_read_and_each_digit_opens_its_layers(
     errors = []
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
     page.goto(lab_url)
-    page.wait_for_function("() => window.lab.runs.length === 1")
+    page.wait_for_function("() => window.lab.runs.length === 2")
     page.click('#mode button[data-mode="number"]')
     pad = page.locator("#pad").bounding_box()
     assert pad["width"] >= 1.9 * pad["height"]  # wider than tall
@@ -90,8 +97,12 @@ def test_a_number_drawn_on_the_wide_pad_is_read_and_each_digit_opens_its_layers(
     assert page.locator("#pad-boxes").evaluate(boxes) > 200  # the boxes drawn over the pad
     assert page.locator('.pred[data-run="0"] .top1').inner_text() == "4"  # the first digit goes through the layers
     digits.nth(1).click()
-    page.wait_for_selector("#arithmetic", timeout=30_000)  # the inspector opened, on the 2's strongest cell
+    page.wait_for_selector("#arithmetic", timeout=60_000)  # the inspector opened, on the 2's strongest cell
     assert page.locator('.pred[data-run="0"] .top1').inner_text() == "2"
+    picked = page.locator("#number-card .digit.on canvas").evaluate(PIXELS)
+    assert page.evaluate("window.lab.selected.input") == picked  # the cell inspected is of the 2 as received
+    value = float(page.locator("#cell-value").get_attribute("data-value"))
+    assert value == pytest.approx(float(page.locator("#arithmetic").get_attribute("data-activation")), abs=1e-6)
     assert "on" in digits.nth(1).get_attribute("class")
     page.screenshot(path=str(tmp_path / "number.png"))
     assert errors == []
@@ -112,7 +123,7 @@ def test_a_photo_of_a_number_and_two_lines(browser, lab_url, tmp_path):
     context = browser.new_context(locale="ko-KR", viewport={"width": 1366, "height": 768})
     page = context.new_page()
     page.goto(lab_url)
-    page.wait_for_function("() => window.lab.runs.length === 1")
+    page.wait_for_function("() => window.lab.runs.length === 2")
     page.click('#mode button[data-mode="number"]')
     page.set_input_files("#digit-file", str(tmp_path / "2026.jpg"))
     assert read_after(page) == "2026"
@@ -128,7 +139,7 @@ def test_a_number_drawn_with_a_finger_on_a_phone(browser, lab_url, tmp_path):
     context = browser.new_context(viewport={"width": 390, "height": 844}, has_touch=True, is_mobile=True)
     page = context.new_page()
     page.goto(lab_url)
-    page.wait_for_function("() => window.lab.runs.length === 1")
+    page.wait_for_function("() => window.lab.runs.length === 2")
     page.tap('#mode button[data-mode="number"]')
     pad = page.locator("#pad").bounding_box()
     assert pad["x"] >= 0 and pad["x"] + pad["width"] <= 390 and pad["width"] > 300  # the screen's width

@@ -345,13 +345,16 @@ function tip(event, text) {
   box.style.top = `${event.clientY + 14}px`;
 }
 
-// The strongest cell of the first convolution's maps: where a test digit opened from a mistake is inspected.
+// The strongest cell of the first convolution's maps, in the first run whose stages show a convolution alone
+// (a block of convolution, batch norm and pooling has no one multiply-add): where a test digit opened from a
+// mistake, or a number's digit, is inspected.
 function strongestCell() {
-  const result = state.results[0], stageIndex = result && result.stages.findIndex(s => s.conv);
-  if (!result || stageIndex < 0) return;
-  const stage = result.stages[stageIndex], values = exactValues(stage), [, h, w] = stage.shape;
+  const runIndex = state.results.findIndex(r => r && r.stages.some(s => s.conv));
+  if (runIndex < 0) return;
+  const stages = state.results[runIndex].stages, stageIndex = stages.findIndex(s => s.conv);
+  const stage = stages[stageIndex], values = exactValues(stage), [, h, w] = stage.shape;
   const best = values.reduce((b, v, i) => (v > values[b] ? i : b), 0);
-  inspect.select({ runIndex: 0, stageIndex, channel: Math.floor(best / (h * w)), cell: [Math.floor(best / w) % h, best % w], branch: null });
+  inspect.select({ runIndex, stageIndex, channel: Math.floor(best / (h * w)), cell: [Math.floor(best / w) % h, best % w], branch: null });
 }
 
 // ---- kernels: the first convolution's filters next to what each found in the drawing ----
