@@ -89,6 +89,34 @@ def trained_run(tmp_path_factory):
     return out
 
 
+@pytest.fixture(scope="session")
+def robust_run(tmp_path_factory):
+    """The robust recipe on mnist-sample (4,000 images), 8 epochs: about 20 s on 2 cores."""
+    from cnnlab.cli import main
+
+    out = tmp_path_factory.mktemp("robust") / "run"
+    assert (
+        main(
+            [
+                "train",
+                "--recipe",
+                "robust",
+                "--dataset",
+                "mnist-sample",
+                "--epochs",
+                "8",
+                "--seed",
+                "0",
+                "--no-progress",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    return out
+
+
 # Handwriting-like strokes for each digit, in a unit square (x right, y down).
 STROKES = {
     "0": [("ellipse", (0.25, 0.1, 0.75, 0.9))],

@@ -27,7 +27,8 @@ from cnnlab.explain.mistakes import confusion_cell, probabilities_of_test_set
 from cnnlab.explain.stages import Stage, explain_cell, trace
 from cnnlab.files import read_bounded
 from cnnlab.inference.decode import load_image
-from cnnlab.inference.predict import Predictor, is_unsure
+from cnnlab.inference.numbers import read_number
+from cnnlab.inference.predict import UNSURE_BELOW, Predictor, is_unsure
 from cnnlab.inference.serve.bodies import Attribution, Cell
 from cnnlab.inference.serve.limits import Admission
 from cnnlab.models import count_parameters
@@ -104,11 +105,30 @@ class LabRun:
         return normalise(x, self.run.info.mean, self.run.info.std)
 
     def predict(self, prepared: np.ndarray) -> dict:
-        """The top classes; with the digit as 28x28 ints, or an image run's input as the PNG the model sees."""
+        """The top classes; with the digit as 28x28 ints, or an image run's input as the PNG the model sees. A
+        digit's answer has a number's fields too: "number" (its class), and "digits" (the one digit, boxed by
+        its 28x28 field)."""
         with self.lock:
             top = self.predictor.top_k(prepared, TOP_K)
-        seen = {"input": prepared.tolist()} if self.digits else {"seen": png_data_url(prepared)}
-        return {"predictions": top, "unsure": is_unsure(top), **seen}
+        if not self.digits:
+            return {"predictions": top, "unsure": is_unsure(top), "seen": png_data_url(prepared)}
+        pixels, unsure = prepared.tolist(), is_unsure(top)
+        digit = {"box": [0, 0, 28, 28], "top": top, "unsure": unsure, "split_unsure": False, "input": pixels}
+        return {"predictions": top, "unsure": unsure, "input": pixels, "number": top[0]["class"], "digits": [digit]}
+
+    def read(self, data: bytes, name: str) -> dict:
+        """An uploaded image of a digit or of a line of digits (a digit run) -> POST /predict's answer: the
+        reading (`Reading.as_json`, boxes in the upload's pixels) with each digit's 28x28 input; for one digit
+        also its "predictions" and "input", as a digit was always answered. NotANumberError (a 422) for ink
+        that is not one line of digits."""
+        image = load_image(data, name, max_pixels=SERVED_PIXELS, max_side=DECODE_SIDE)
+        reading = read_number(image, classifier=_Locked(self), unsure_below=UNSURE_BELOW, name=name, top_k=TOP_K)
+        answer = reading.as_json(scale=_decoded_scale(data, image))
+        for fields, digit in zip(answer["digits"], reading.digits):
+            fields["input"] = digit.input.tolist()
+        if len(reading.digits) == 1:
+            answer |= {"predictions": reading.digits[0].top, "input": reading.digits[0].input.tolist()}
+        return answer
 
     def activations(self, digit: np.ndarray) -> dict:
         with self.lock:
@@ -268,6 +288,25 @@ class Lab:
     async def input_of(self, file: UploadFile, run: LabRun) -> np.ndarray:
         """An upload decoded and prepared for `run`, through the admission queue."""
         return await self.admission.run(run.prepare, await file.read(), file.filename or "upload")
+
+
+class _Locked:
+    """A run's predictor for the number reader, one forward pass at a time (the stage hooks are per model); the
+    reader's own work on the image runs outside the lock."""
+
+    def __init__(self, run: LabRun):
+        self.run = run
+        self.classes = run.predictor.classes
+
+    def probabilities(self, inputs: np.ndarray):
+        with self.run.lock:
+            return self.run.predictor.probabilities(inputs)
+
+
+def _decoded_scale(data: bytes, image: Image.Image) -> float:
+    """The upload's pixels per pixel of `image`, its decode (reduced by the decoder for a large photo)."""
+    with Image.open(io.BytesIO(data)) as original:  # decoded once already: only its header is read again
+        return original.width / image.width
 
 
 def _read_text(path: Path) -> str:
