@@ -84,9 +84,9 @@ def test_deep_nets_say_which_stages_they_show(digit):
     assert traced.shown.startswith("4 of 56 feature-map stages")
     assert [s.name for s in traced.stages] == [
         "conv1",
-        "layer1.17",
-        "layer2.17",
-        "layer3.17",
+        "layer1.17: BasicBlock",
+        "layer2.17: BasicBlock",
+        "layer3.17: BasicBlock",
         "global average pool",
         "fc",
         "softmax",
