@@ -476,6 +476,10 @@ def test_bad_models_are_one_line_each(here, onnx_files, tmp_path, capsys):
             "--normalize takes MEAN,STD for a model of 1 channel, got 6 numbers",
         ),
         (["evaluate", onnx_files["plain"], "--normalize", "0.5,0"], "expected MEAN,STD such as 0.1307,0.3081"),
+        (
+            ["evaluate", onnx_files["plain"], "--dataset", "mnist-sample", "--classes", "a,b,c,d,e,f,g,h,i,j"],
+            "are not those --classes names (a, b, c, d, e, f, g, h, i, j), in that order: leave --classes out",
+        ),
         (["viz", onnx_files["plain"], "--what", "curves"], "lecture.onnx is a model file: it has no training curves"),
         (["evaluate", "lecture.py"], "lecture.py is a script, not a trained run: train it first"),
     ]:

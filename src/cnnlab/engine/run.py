@@ -185,9 +185,11 @@ class SavedRun:
         if dataset.classes != self.info.classes and not self.adopts_classes:
             # the same count in another order, or of other things
             named = lambda classes: ", ".join(classes[:10]) + (", ..." if len(classes) > 10 else "")
+            theirs = "the model was trained on" if self.checkpoint else "--classes names"  # a model file's
+            fix = "" if self.checkpoint else ": leave --classes out to score the file's outputs as the dataset's"
             raise CnnlabError(
-                f"dataset {dataset.name}: its classes ({named(dataset.classes)}) are not those the model was "
-                f"trained on ({named(self.info.classes)}), in that order"
+                f"dataset {dataset.name}: its classes ({named(dataset.classes)}) are not those {theirs} "
+                f"({named(self.info.classes)}), in that order{fix}"
             )
         return dataset
 
