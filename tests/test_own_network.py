@@ -352,13 +352,13 @@ def test_an_rgb_residual_network_with_constants_a_helper_and_a_dataclass_config(
     assert model.stem[1].eps == pytest.approx(2e-5) and model.fc1.out_features == 64
     traced = trace(model.eval(), torch.randn(1, 3, 32, 32))
     assert [(s.name, s.conv) for s in traced.stages] == [
-        ("stem.0", True),  # conv_bn's Sequential: its modules are stages in its place
-        ("stem.1 + ReLU", False),
+        ("stem.0: Conv2d", True),  # conv_bn's Sequential: its modules are stages in its place
+        ("stem.1: BatchNorm2d + ReLU", False),
         ("conv1", True),
         ("bn1", False),
         ("add + ReLU", False),
-        ("down.0", True),
-        ("down.1 + ReLU", False),
+        ("down.0: Conv2d", True),
+        ("down.1: BatchNorm2d + ReLU", False),
         ("global average pool", False),
         ("flatten", False),
         ("fc1 + ReLU", False),

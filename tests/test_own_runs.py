@@ -442,6 +442,9 @@ def test_bad_models_are_one_line_each(here, onnx_files, tmp_path, capsys):
         f.truncate(600 * 2**20)  # sparse: 600 MiB that take no disk
     two = tmp_path / "two-inputs.onnx"
     onnx.save(simple_graph(value("image", "N", 1, 8, 8), value("scores", "N", 10), [value("mask", "N", 1)]), two)
+    five = onnx_export(
+        torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 5)), tmp_path / "five.onnx", (1, 28, 28), False
+    )
     run = here.folder / "run-lecture"
     for command, message in [
         (["summary", "missing.py"], "no such file: missing.py"),
@@ -462,6 +465,10 @@ def test_bad_models_are_one_line_each(here, onnx_files, tmp_path, capsys):
         (["evaluate", truncated], "truncated.onnx: not an ONNX model, or a truncated one (its bytes do not parse)"),
         (["predict", huge, "x.png"], "huge.onnx: 629,145,600 bytes is more than the 536,870,912 allowed"),
         (["evaluate", two], "the graph takes 2 inputs (image, mask); cnnlab feeds it one image batch"),
+        (
+            ["evaluate", five, "--dataset", "mnist-sample"],
+            f"dataset mnist-sample (1x28x28, 10 classes) does not fit the model of {five} (1x28x28, 5 classes)",
+        ),
         (["train", "--model", "lecture.onnx", *TINY], "lecture.onnx is a trained model, not one to train"),
         (["evaluate", run, "--classes", "a,b"], "--normalize and --classes are for a model file (model.onnx)"),
         (
@@ -469,6 +476,10 @@ def test_bad_models_are_one_line_each(here, onnx_files, tmp_path, capsys):
             "--normalize takes MEAN,STD for a model of 1 channel, got 6 numbers",
         ),
         (["evaluate", onnx_files["plain"], "--normalize", "0.5,0"], "expected MEAN,STD such as 0.1307,0.3081"),
+        (
+            ["evaluate", onnx_files["plain"], "--dataset", "mnist-sample", "--classes", "a,b,c,d,e,f,g,h,i,j"],
+            "are not those --classes names (a, b, c, d, e, f, g, h, i, j), in that order: leave --classes out",
+        ),
         (["viz", onnx_files["plain"], "--what", "curves"], "lecture.onnx is a model file: it has no training curves"),
         (["evaluate", "lecture.py"], "lecture.py is a script, not a trained run: train it first"),
     ]:

@@ -84,9 +84,9 @@ def test_deep_nets_say_which_stages_they_show(digit):
     assert traced.shown.startswith("4 of 56 feature-map stages")
     assert [s.name for s in traced.stages] == [
         "conv1",
-        "layer1.17",
-        "layer2.17",
-        "layer3.17",
+        "layer1.17: BasicBlock",
+        "layer2.17: BasicBlock",
+        "layer3.17: BasicBlock",
         "global average pool",
         "fc",
         "softmax",
@@ -329,3 +329,51 @@ def test_a_module_that_returns_a_tuple_is_drawn_from_its_first_tensor(digit, unt
         attended = model.attn(rows, rows, rows)[0]
         assert torch.allclose(traced.stages[1].values, attended.flatten(), atol=1e-6)
         assert torch.allclose(traced.stages[3].values, model(digit)[0], atol=1e-6)
+
+
+class EncoderBlock(nn.Module):
+    def __init__(self, dim):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.attn = nn.MultiheadAttention(dim, 4, batch_first=True)
+        self.mlp = nn.Sequential(nn.Linear(dim, dim * 2), nn.GELU(), nn.Linear(dim * 2, dim))
+
+    def forward(self, x):
+        h = self.norm(x)
+        x = x + self.attn(h, h, h, need_weights=False)[0]
+        return x + self.mlp(x)
+
+
+class TinyViT(nn.Module):
+    """A learner's vision transformer: 7x7 patches, a class token, a Sequential of encoder blocks."""
+
+    def __init__(self, dim=16):
+        super().__init__()
+        self.patch = nn.Conv2d(1, dim, 7, stride=7)
+        self.cls = nn.Parameter(torch.zeros(1, 1, dim))
+        self.blocks = nn.Sequential(EncoderBlock(dim), EncoderBlock(dim))
+        self.head = nn.Linear(dim, 10)
+
+    def forward(self, x):
+        x = self.patch(x).flatten(2).transpose(1, 2)
+        x = torch.cat([self.cls.expand(x.shape[0], -1, -1), x], dim=1)
+        return self.head(self.blocks(x)[:, 0])
+
+
+def test_a_vision_transformer_s_blocks_are_stages_and_its_patches_a_convolution(digit):
+    model = TinyViT().eval()
+    traced = trace(model, digit)
+    assert [(s.name, tuple(s.values.shape)) for s in traced.stages] == [
+        ("patch", (16, 4, 4)),
+        ("flatten", (256,)),
+        ("transpose", (256,)),
+        ("concat", (272,)),
+        ("blocks.0: EncoderBlock", (272,)),
+        ("blocks.1: EncoderBlock", (272,)),
+        ("getitem", (16,)),
+        ("head", (10,)),
+        ("softmax", (10,)),
+    ]
+    assert traced.notes == [] and list(traced.convs) == ["patch"]
+    explained = explain_cell(traced.convs["patch"], 3, 1, 2)
+    assert explained["sum"] == pytest.approx(traced.stages[0].values[3, 1, 2].item(), abs=1e-5)

@@ -177,16 +177,19 @@ class SavedRun:
             self.info.num_classes,
         ):
             trained = f"trained on {self.info.name}" if self.checkpoint else f"of {self.path}"
+            size = lambda info: f"{info.in_channels}x{info.input_size[0]}x{info.input_size[1]}"
             raise CnnlabError(
-                f"dataset {dataset.name} ({dataset.in_channels}x{dataset.input_size[0]}x"
-                f"{dataset.input_size[1]}, {dataset.num_classes} classes) does not fit the model {trained}"
+                f"dataset {dataset.name} ({size(dataset)}, {dataset.num_classes} classes) does not fit the model "
+                f"{trained} ({size(self.info)}, {self.info.num_classes} classes)"
             )
         if dataset.classes != self.info.classes and not self.adopts_classes:
             # the same count in another order, or of other things
             named = lambda classes: ", ".join(classes[:10]) + (", ..." if len(classes) > 10 else "")
+            theirs = "the model was trained on" if self.checkpoint else "--classes names"  # a model file's
+            fix = "" if self.checkpoint else ": leave --classes out to score the file's outputs as the dataset's"
             raise CnnlabError(
-                f"dataset {dataset.name}: its classes ({named(dataset.classes)}) are not those the model was "
-                f"trained on ({named(self.info.classes)}), in that order"
+                f"dataset {dataset.name}: its classes ({named(dataset.classes)}) are not those {theirs} "
+                f"({named(self.info.classes)}), in that order{fix}"
             )
         return dataset
 

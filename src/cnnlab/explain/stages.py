@@ -500,9 +500,9 @@ def _stage(op: _Op, rf: ReceptiveField | None, convs: dict[str, ConvCall], befor
     values = _values(op.output)
     if op.module is not None:
         # A convolution called again is named as its call is ("conv (call 2)"), as the inspector names it; a
-        # model that is a Sequential has only numbers for names, so they say what they are ("3.1: ReLU").
+        # Sequential's modules have numbers for names, so they say what they are ("layer1.3: MaxPool2d").
         base = op.conv.name if op.conv is not None else op.name
-        name = f"{base}: {type(op.module).__name__}" if op.name.replace(".", "").isdigit() else base
+        name = f"{base}: {type(op.module).__name__}" if op.name.rsplit(".", 1)[-1].isdigit() else base
     elif op.kind in RESHAPES and op.output.dim() == 2:
         name = "flatten"
     elif op.kind in ("mean", "adaptiveavgpool2d") and values.numel() == op.output.shape[1]:
