@@ -6,8 +6,10 @@ import dataclasses
 import signal
 import threading
 import time
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import torch
 from tqdm import tqdm
@@ -78,7 +80,7 @@ class StopOnSignal:
             signal.signal(sig, handler)
 
 
-def training_data(config: TrainConfig, log=print) -> ImageDataset:
+def training_data(config: TrainConfig, log: Callable[[str], object] = print) -> ImageDataset:
     """The dataset `config` trains on: `config.dataset`, or MNIST when found or downloadable, else mnist-sample,
     said in one line. A sweep loads it once for all its runs (fit_or_reuse)."""
     dataset, notice = load_training_dataset(
@@ -93,7 +95,7 @@ def training_data(config: TrainConfig, log=print) -> ImageDataset:
     return dataset
 
 
-def prepare_data(config: TrainConfig, dataset: ImageDataset | None, log) -> ImageDataset:
+def prepare_data(config: TrainConfig, dataset: ImageDataset | None, log: Callable[[str], object]) -> ImageDataset:
     """The run's dataset, checked, with its validation split held out, then subset."""
     dataset = training_data(config, log) if dataset is None else dataset
     dataset.check_trainable()
@@ -102,7 +104,9 @@ def prepare_data(config: TrainConfig, dataset: ImageDataset | None, log) -> Imag
     return dataset.subset(config.train_subset, config.seed) if config.train_subset else dataset
 
 
-def build_training_model(config: TrainConfig, dataset: ImageDataset, device, dist: DistContext) -> torch.nn.Module:
+def build_training_model(
+    config: TrainConfig, dataset: ImageDataset, device: torch.device, dist: DistContext
+) -> torch.nn.Module:
     if dist.world > 1:  # torchrun by hand: before the run folder exists (cnnlab train --nproc checks it earlier)
         check_sync_bn(config.sync_bn, device)
     torch.manual_seed(config.seed)  # the same initial weights on every rank
@@ -112,11 +116,11 @@ def build_training_model(config: TrainConfig, dataset: ImageDataset, device, dis
     return model.to(device).to(memory_format=_memory_format(config))  # type: ignore[call-overload]  # torch's stubs lack it
 
 
-def _memory_format(config: TrainConfig):
+def _memory_format(config: TrainConfig) -> torch.memory_format:
     return torch.channels_last if config.channels_last else torch.contiguous_format
 
 
-def _augmentation(config: TrainConfig, epoch: int, skip: int):
+def _augmentation(config: TrainConfig, epoch: int, skip: int) -> Callable[[torch.Tensor, int], torch.Tensor] | None:
     """The batch augmentation of `epoch`, its randomness a function of (seed, epoch, step): exact on resume.
 
     The generator lives on the batch's device: random numbers drawn on the CPU would be copied to a GPU each
@@ -154,7 +158,9 @@ class RunWriter:
             log_epoch(self.events, state.history[-1], learning_rate=lr, model=state.evaluated)
 
 
-def fit(config: TrainConfig, log=print, dataset: ImageDataset | None = None, resume: bool = False) -> FitResult:
+def fit(
+    config: TrainConfig, log: Callable[[str], object] = print, dataset: ImageDataset | None = None, resume: bool = False
+) -> FitResult:
     """Train `config.model` as configured into the run folder `config.out`; with `resume`, continue the run
     there exactly where its last checkpoint was taken."""
     device = select_device(config.device)
@@ -176,6 +182,7 @@ def fit(config: TrainConfig, log=print, dataset: ImageDataset | None = None, res
         state = TrainState.create(build_training_model(config, data, device, dist), config, steps)
         with _open_folder(config, dist, resume) as folder:
             if resume:
+                assert config.out is not None  # set above
                 state.load_state_dict(check_run(config.out, resumable=True).checkpoint)
             writer = RunWriter(folder if dist.is_main else None, config, data, steps)
             if folder is not None and not resume:
@@ -216,7 +223,9 @@ def fit(config: TrainConfig, log=print, dataset: ImageDataset | None = None, res
     )
 
 
-def _end_epoch(config: TrainConfig, state: TrainState, row: dict, writer: "RunWriter", log) -> bool:
+def _end_epoch(
+    config: TrainConfig, state: TrainState, row: dict, writer: "RunWriter", log: Callable[[str], object]
+) -> bool:
     """Record the epoch, report it, save it; True when early stopping ends the run here."""
     state.epoch, state.progress = row["epoch"], None
     state.history.append(row)
@@ -236,9 +245,10 @@ def _end_epoch(config: TrainConfig, state: TrainState, row: dict, writer: "RunWr
     return False
 
 
-def _open_folder(config: TrainConfig, dist: DistContext, resume: bool):
+def _open_folder(config: TrainConfig, dist: DistContext, resume: bool) -> "RunFolder | _NoFolder":
     """Rank 0 creates (or, resuming, reopens) and locks the run folder; the other ranks wait for it."""
     folder = None
+    assert config.out is not None  # fit() sets it before opening the folder
     if dist.is_main:
         folder = RunFolder.open_existing(config.out) if resume else RunFolder.create(config.out, config.overwrite)
     dist.barrier()
@@ -255,7 +265,9 @@ class _NoFolder:
         return None
 
 
-def _compiled(config, data: ImageDataset, state: TrainState, log) -> tuple[torch.nn.Module, float]:
+def _compiled(
+    config: TrainConfig, data: ImageDataset, state: TrainState, log: Callable[[str], object]
+) -> tuple[torch.nn.Module, float]:
     """The training model under torch.compile, compiled on each batch shape of an epoch before training starts."""
     n, size = len(data.train_labels), config.batch_size
     shapes = [min(size, n)] + ([n % size] if n > size and n % size else [])  # full batches, then the last one
@@ -348,7 +360,9 @@ def _train_epoch(
     return state.progress
 
 
-def _epoch_batches(config: TrainConfig, data: ImageDataset, dist: DistContext, epoch: int, skip: int):
+def _epoch_batches(
+    config: TrainConfig, data: ImageDataset, dist: DistContext, epoch: int, skip: int
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """This rank's batches of `epoch`, from step `skip` on (a resumed epoch continues its own order)."""
     order = epoch_order(len(data.train_labels), config.seed, epoch, data.train_labels.device)
     return iterate_batches(
@@ -365,7 +379,7 @@ def _epoch_batches(config: TrainConfig, data: ImageDataset, dist: DistContext, e
     )
 
 
-def _step_checkpoints(every: int, state: TrainState, writer: RunWriter):
+def _step_checkpoints(every: int, state: TrainState, writer: RunWriter) -> Callable[[Step], None]:
     def save(step: Step) -> None:
         if step.number % every == 0:
             state.progress = step.sums()
@@ -374,11 +388,13 @@ def _step_checkpoints(every: int, state: TrainState, writer: RunWriter):
     return save
 
 
-def _tracer(model, trace: dict):
-    watched = next(m for m in model.modules() if getattr(m, "weight", None) is not None and m.weight.dim() > 1)
+def _tracer(model: torch.nn.Module, trace: dict) -> Callable[[Step], None]:
+    weights = (getattr(m, "weight", None) for m in model.modules())
+    weight = next(w for w in weights if isinstance(w, torch.Tensor) and w.dim() > 1)
 
     def record(step: Step) -> None:
-        trace["grad_norms"].append(watched.weight.grad.norm().item())
+        assert weight.grad is not None  # called after each backward pass
+        trace["grad_norms"].append(weight.grad.norm().item())
         trace["train_loss"].append(step.loss.item())
         trace["train_error"].append(100.0 * (1 - (step.output.argmax(1) == step.labels).float().mean().item()))
 
@@ -386,7 +402,7 @@ def _tracer(model, trace: dict):
 
 
 @contextlib.contextmanager
-def _last_checkpoint_named(state: TrainState):
+def _last_checkpoint_named(state: TrainState) -> Iterator[None]:
     """Say, when a NaN stops the run, which checkpoint is the last good one."""
     try:
         yield
@@ -399,13 +415,20 @@ def _last_checkpoint_named(state: TrainState):
         raise NonFiniteLoss(f"{e}; {last}") from None
 
 
-def _distributed(model, dist: DistContext):
+def _distributed(model: torch.nn.Module, dist: DistContext) -> torch.nn.Module:
     return torch.nn.parallel.DistributedDataParallel(model) if dist.world > 1 else model
 
 
-def _evaluate_epoch(config, data: ImageDataset, model, progress: EpochProgress, dist, epoch: int) -> dict:
+def _evaluate_epoch(
+    config: TrainConfig,
+    data: ImageDataset,
+    model: torch.nn.Module,
+    progress: EpochProgress,
+    dist: DistContext,
+    epoch: int,
+) -> dict:
     start = time.perf_counter()
-    options = dict(
+    options: dict[str, Any] = dict(
         mean=data.mean,
         std=data.std,
         num_classes=data.num_classes,
@@ -424,7 +447,7 @@ def _evaluate_epoch(config, data: ImageDataset, model, progress: EpochProgress, 
         "test_correct": test.correct,
         "test_total": test.total,
     }
-    if data.val_images is not None:
+    if data.val_images is not None and data.val_labels is not None:
         val = evaluate(model, data.val_images, data.val_labels, **options)
         row.update(val_loss=round(val.loss, 6), val_accuracy=val.accuracy)
     row.update(
@@ -440,7 +463,9 @@ def _best_epoch(history: list[dict]) -> int:
     return max(history, key=lambda r: (r["val_accuracy"], -r["epoch"]))["epoch"]
 
 
-def _start_line(config, data, state, device, dist, resume) -> str:
+def _start_line(
+    config: TrainConfig, data: ImageDataset, state: TrainState, device: torch.device, dist: DistContext, resume: bool
+) -> str:
     parts = [
         f"{'Resuming' if resume else 'Training'} {config.model} ({count_parameters(state.model):,} parameters) "
         f"on {data.name} ({len(data.train_labels):,} train / "
@@ -471,7 +496,7 @@ def _default_out(config: TrainConfig, dataset_name: str) -> str:
 RESUME_CHANGES = ("epochs", "progress", "threads", "checkpoint_every", "check_every", "device")
 
 
-def resume_run(run_dir, log=print, **changes) -> FitResult:
+def resume_run(run_dir: str | Path, log: Callable[[str], object] = print, **changes: Any) -> FitResult:
     """Continue the run in `run_dir` from its last checkpoint, with the settings it was started with.
 
     `changes` may set RESUME_CHANGES: `epochs` extends a finished constant-rate run (a one-cycle schedule
@@ -500,7 +525,7 @@ def resume_run(run_dir, log=print, **changes) -> FitResult:
     return fit(config, log=log, resume=True)
 
 
-def fit_or_reuse(config: TrainConfig, log=print, dataset: ImageDataset | None = None) -> str:
+def fit_or_reuse(config: TrainConfig, log: Callable[[str], object] = print, dataset: ImageDataset | None = None) -> str:
     """For sweeps (compare, depth, overfit): reuse a finished run of the same settings in `config.out`, resume
     an unfinished one, or else train (on `dataset` when the sweep loaded it once for all its runs), a folder
     holding anything else being replaced only with `overwrite`. Returns what it did: "reused", "resumed" or

@@ -55,7 +55,7 @@ class SavedRun:
     def config(self) -> dict:
         return dict(self.checkpoint.get("config") or {})
 
-    def data_dir(self, data_dir=None):
+    def data_dir(self, data_dir: str | Path | None = None) -> str | Path | None:
         """`data_dir`, else the folder the run was trained from while it still exists, else None (cache)."""
         saved = self.config.get("data_dir")
         if data_dir or (isinstance(saved, str) and Path(saved).is_dir()):
@@ -64,7 +64,9 @@ class SavedRun:
             raise CnnlabError(f"{saved}, the folder of images this run was trained on, is gone: pass --data-dir DIR")
         return None
 
-    def load_dataset(self, name: str | None = None, data_dir=None, allow_download: bool = True) -> ImageDataset:
+    def load_dataset(
+        self, name: str | None = None, data_dir: str | Path | None = None, allow_download: bool = True
+    ) -> ImageDataset:
         """The run's own dataset (from where it was trained, when that still exists), or another of the
         same shape and classes."""
         own = name in (None, self.info.name)
@@ -115,7 +117,7 @@ class CheckedRun:
         )
 
 
-def check_run(path, *, resumable: bool = False) -> CheckedRun:
+def check_run(path: str | Path, *, resumable: bool = False) -> CheckedRun:
     """Whether `path` is a cnnlab run whose checkpoint fits: the run, or one line saying what is wrong.
 
     The checkpoint is loaded safely and every field checked (checkpoint.check_checkpoint), then its weights are
@@ -156,7 +158,7 @@ def _check_resumable(path: Path, checkpoint: dict) -> None:
         raise CnnlabError(f"{path / CHECKPOINT}: holds no training state to resume (only the weights)")
 
 
-def open_run(path) -> SavedRun:
+def open_run(path: str | Path) -> SavedRun:
     """Rebuild the model of a run folder (or checkpoint file) from its checkpoint, weights loaded. A run that
     selected an epoch on its validation split is opened at that epoch (best.pt), else at its last."""
     checked = check_run(path)

@@ -76,12 +76,12 @@ def run_overfit(
     for cure, config in configs.items():
         done = fit_or_reuse(config, log=lambda line: None, dataset=data)
         log(f"{cure}: {'finished earlier, kept' if done == 'reused' else 'trained'}")
-    rows = [_row(cure, read_metrics(config.out)) for cure, config in configs.items()]
+    rows = [_row(cure, read_metrics(out / cure)) for cure in configs]
     table = _table(rows)
     out.mkdir(parents=True, exist_ok=True)
     write_text(out / "overfit_table.md", table + "\n")
     write_csv(out / "overfit_table.csv", [list(rows[0])] + [list(r.values()) for r in rows])
-    _plot({cure: read_metrics(config.out) for cure, config in configs.items()}, out / "overfit_curves.png")
+    _plot({cure: read_metrics(out / cure) for cure in configs}, out / "overfit_curves.png")
     log(table)
     log(f"wrote {out}/overfit_table.md, overfit_table.csv and overfit_curves.png")
     return rows
