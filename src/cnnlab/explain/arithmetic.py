@@ -6,6 +6,7 @@ forward hooks and torch.utils.flop_counter, so its totals match `cnnlab models` 
 """
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -21,14 +22,14 @@ def _shape(t) -> str:
     return "x".join(map(str, t.shape[1:])) if isinstance(t, torch.Tensor) else "-"
 
 
-def summary_rows(model: torch.nn.Module, input_shape) -> list[list]:
+def summary_rows(model: torch.nn.Module, input_shape: Sequence[int]) -> list[list]:
     """One row per call of a leaf module (or of a direct child): name, type, in/out shape, params, FLOPs."""
     rows: list[list] = []
     counting = [False]
     names = {module: name for name, module in model.named_modules() if name}
     children = set(model.children())
 
-    def hook(module, inputs, output):
+    def hook(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], output: object) -> None:
         if counting[0]:
             return
         counting[0] = True
@@ -52,7 +53,7 @@ def summary_rows(model: torch.nn.Module, input_shape) -> list[list]:
     return rows
 
 
-def summary(name: str, input_shape=(1, 28, 28)) -> str:
+def summary(name: str, input_shape: Sequence[int] = (1, 28, 28)) -> str:
     """`cnnlab summary`: model `name` layer by layer (input and output shape, parameters, FLOPs), then totals."""
     with torch.device("meta"):  # shapes, parameters and FLOPs need no real tensors: a huge --input costs nothing
         model = create_model(name, in_channels=input_shape[0], input_size=tuple(input_shape[1:]))
@@ -146,7 +147,7 @@ def shape(
     return dataclasses.replace(conv, pool=pool, pooled=(conv.output - pool) // pool + 1)
 
 
-def params(input_shape, out_channels: int, kernel: int, stride: int = 1, padding: int = 0) -> str:
+def params(input_shape: tuple[int, int, int], out_channels: int, kernel: int, stride: int = 1, padding: int = 0) -> str:
     """Parameters and FLOPs of FC, locally connected and conv layers mapping the same input to the same output."""
     c, h, w = input_shape
     if out_channels < 1 or kernel < 1 or stride < 1 or padding < 0:

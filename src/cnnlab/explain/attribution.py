@@ -13,7 +13,7 @@ Captum computes both (`Occlusion`, `LayerGradCam`); tests/test_attribution.py ch
 answer is known by hand and against Grad-CAM written out directly.
 """
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,7 +61,7 @@ def watching(modules: Iterable[nn.Module], hook: Callable[[nn.Module, object], o
             handle.remove()
 
 
-def logits_of(model: nn.Module):
+def logits_of(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
     """`model` as a function returning class scores before softmax: the output of its last leaf module of the
     output's shape (the lecture nets end in `F.log_softmax` after `fc`: Grad-CAM takes the logit, as its paper
     does), or the output itself when no module gives one."""
@@ -105,7 +105,7 @@ def _channels(output) -> int | None:
     return output.shape[1] if isinstance(output, torch.Tensor) and output.dim() == 4 else None
 
 
-def check_target(target: int | None, num_classes: int, classes=None) -> None:
+def check_target(target: int | None, num_classes: int, classes: Sequence[str] | None = None) -> None:
     if target is not None and not 0 <= target < num_classes:
         named = f" ({', '.join(map(str, classes))})" if classes is not None and len(classes) <= 12 else ""
         raise CnnlabError(
@@ -214,7 +214,7 @@ def explain_input(
     raise CnnlabError(f"unknown attribution {method!r}; choose {' or '.join(METHODS)}")
 
 
-def attribution_picture(run, out: Path, *, first: int = 0, data_dir=None) -> Path:
+def attribution_picture(run: str | Path, out: Path, *, first: int = 0, data_dir: str | Path | None = None) -> Path:
     """The first test image of each class (up to MAX_PICTURED, from index `first` on), each with occlusion and
     Grad-CAM (at the default layer) for the class the model predicts (`cnnlab viz RUN --what attribution`)."""
     saved = open_run(run)

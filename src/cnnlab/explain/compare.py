@@ -1,6 +1,7 @@
 """`cnnlab compare`: several models, the same budget and recipe, one leaderboard and one scatter plot."""
 
 import dataclasses
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -17,13 +18,15 @@ from cnnlab.tables import format_table
 from cnnlab.timing import images_per_second
 
 
-def inference_rate(model, input_shape, batch_size=1024) -> float:
+def inference_rate(model: torch.nn.Module, input_shape: Sequence[int], batch_size: int = 1024) -> float:
     x = normalise(torch.randint(0, 256, (batch_size, *input_shape), dtype=torch.uint8), 0.1307, 0.3081)
     with torch.inference_mode():
         return images_per_second(lambda: model(x), batch_size, repeats=1, budget_s=0.5)[0]
 
 
-def compare(models, out_dir, log=print, **settings) -> list[dict]:
+def compare(
+    models: Sequence[str], out_dir: str | Path, log: Callable[[str], object] = print, **settings: object
+) -> list[dict]:
     out_dir = Path(out_dir)
     rows = []
     # every name and setting is checked before the first model trains

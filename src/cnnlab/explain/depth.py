@@ -11,7 +11,9 @@ output: Huang et al.'s Figure 5).
 
 import json
 import statistics
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from matplotlib.ticker import FormatStrFormatter, NullFormatter
@@ -41,7 +43,7 @@ PRESETS = {"quick": dict(depths=(8, 20, 56), epochs=3, train_subset=12000, width
 RECIPE_FOR = {"cifar10": "he-cifar", "cifar100": "he-cifar"}
 
 
-def resolve_settings(preset: str | None = None, **given) -> dict:
+def resolve_settings(preset: str | None = None, **given: object) -> dict:
     """DEFAULTS, then the preset's settings, then those given (None: not given)."""
     if preset is not None and preset not in PRESETS:
         raise CnnlabError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
@@ -91,20 +93,20 @@ def _read_trace(run_dir: Path) -> dict:
 
 def run_depth(
     *,
-    preset=None,
-    families=None,
-    depths=None,
-    seeds=(0,),
-    out="runs/depth",
-    epochs=None,
-    train_subset=None,
-    width=None,
-    dataset=None,
-    data_dir=None,
-    recipe=None,
-    overwrite=False,
-    progress=True,
-    log=print,
+    preset: str | None = None,
+    families: Sequence[str] | None = None,
+    depths: Sequence[int] | None = None,
+    seeds: Sequence[int] = (0,),
+    out: str | Path = "runs/depth",
+    epochs: int | None = None,
+    train_subset: int | None = None,
+    width: int | None = None,
+    dataset: str | None = None,
+    data_dir: str | None = None,
+    recipe: str | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+    log: Callable[[str], object] = print,
 ) -> list[dict]:
     """Train every (family, depth, seed) with one budget; write the table and figures into `out`.
     Finished runs of the same settings are reused, unfinished ones resumed; with `overwrite`, runs of other
@@ -114,7 +116,7 @@ def run_depth(
     )
     families, depths = settings["families"], settings["depths"]
     _check(families, depths, seeds)
-    recipe = recipe or RECIPE_FOR.get(dataset, "depth")
+    recipe = recipe or RECIPE_FOR.get(dataset or "", "depth")
     data = training_data(build_config({"dataset": dataset, "data_dir": data_dir, "recipe": recipe}), log)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -266,7 +268,7 @@ def _write_tables(rows, out: Path, seeds) -> None:
     )
 
 
-def smooth(values, window: int) -> list[float]:
+def smooth(values: Sequence[float], window: int) -> list[float]:
     """Trailing moving average over `window` values (fewer at the start)."""
     total, out = 0.0, []
     for i, value in enumerate(values):
@@ -358,13 +360,14 @@ def _plot(rows, out: Path) -> list[Path]:
     return written
 
 
-def reuse(model) -> list[torch.Tensor]:
+def reuse(model: torch.nn.Module) -> list[torch.Tensor]:
     """For each dense block, a (layers x sources) matrix: how strongly layer l's first (1x1) convolution
     weighs the block's input (source 0) and each earlier layer's k new channels (sources 1 .. l-1):
     mean |weight x BatchNorm scale| over the source's channels, each row divided by its largest entry.
     Entries above the diagonal (later layers' outputs) are NaN."""
     blocks: dict[str, list] = {}
-    for name, layer in model.features.named_children():
+    features: Any = model.features  # a DenseNetBC's: its layers are read by their names
+    for name, layer in features.named_children():
         if "_layer" in name:  # denseblockB_layerI
             with torch.no_grad():
                 strength = layer.conv1.weight.abs().mean((0, 2, 3)) * layer.norm1.weight.abs()  # per input channel

@@ -7,6 +7,7 @@ the same validation images (`--val-split`); early stopping and the selected epoc
 only reported.
 """
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,17 +40,17 @@ CURES: dict[str, dict[str, Any]] = {  # name -> what it changes from the baselin
 
 
 def run_overfit(
-    out,
+    out: str | Path,
     *,
-    cures=tuple(CURES),
-    epochs=None,
-    train_subset=None,
-    val_split=None,
-    seed=0,
-    dataset=None,
-    data_dir=None,
-    overwrite=False,
-    log=print,
+    cures: Sequence[str] = tuple(CURES),
+    epochs: int | None = None,
+    train_subset: int | None = None,
+    val_split: int | None = None,
+    seed: int = 0,
+    dataset: str | None = None,
+    data_dir: str | None = None,
+    overwrite: bool = False,
+    log: Callable[[str], object] = print,
 ) -> list[dict]:
     """Train the baseline and each cure (finished runs in `out` are reused); write a table and a figure."""
     unknown = [c for c in cures if c not in CURES]
@@ -114,7 +115,7 @@ def _table(rows: list[dict]) -> str:
     return format_table(headers, body)
 
 
-def scaled_to(images: int, name: str, given: dict, log) -> dict:
+def scaled_to(images: int, name: str, given: dict, log: Callable[[str], object]) -> dict:
     """The validation split and training subset of the baseline, cut to a dataset of `images` training images
     when they do not fit in it (a quarter held out, at most the rest trained on), said in one line; what the
     user gave is kept as given. {} when the defaults fit."""

@@ -5,6 +5,7 @@ Max pooling keeps each window's largest value: where a feature fired, not how mu
 covered. Average pooling keeps each window's mean, so a strong, thin stroke is diluted by its neighbours.
 """
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -61,7 +62,7 @@ def _grid_lines(grid: torch.Tensor) -> list[str]:
     return ["  ".join(c.rjust(width) for c in row) for row in cells]
 
 
-def pool_example(grid=LECTURE_EXAMPLE, window: int = 2, stride: int = 2) -> str:
+def pool_example(grid: Sequence[Sequence[float]] = LECTURE_EXAMPLE, window: int = 2, stride: int = 2) -> str:
     """The input, its max-pooled and its average-pooled grid side by side, then each window worked out."""
     values = torch.tensor(grid, dtype=torch.float64)
     height, width = values.shape
@@ -105,7 +106,9 @@ def _first_conv_name(model) -> str:
     raise CnnlabError(f"model {type(model).__name__} has no convolution layer to pool the output of")
 
 
-def feature_maps(run, image_index: int = 0, layer: str | None = None, data_dir=None):
+def feature_maps(
+    run: str | Path, image_index: int = 0, layer: str | None = None, data_dir: str | Path | None = None
+) -> tuple[str, torch.Tensor, torch.Tensor]:
     """The output of `layer` (default: the first convolution) for one test image: (name, image, maps)."""
     saved = open_run(run)
     model, info = saved.model, saved.info
@@ -129,15 +132,15 @@ def feature_maps(run, image_index: int = 0, layer: str | None = None, data_dir=N
 
 
 def pool_picture(
-    run,
-    out,
+    run: str | Path,
+    out: str | Path,
     image_index: int = 0,
     window: int = 2,
     stride: int = 2,
     layer: str | None = None,
     channels: int = 4,
-    data_dir=None,
-):
+    data_dir: str | Path | None = None,
+) -> Path:
     """A picture: the test image, then for the `channels` most active channels of `layer`'s output the map,
     its max pooling and its average pooling, each row on one colour scale."""
     name, image, maps = feature_maps(run, image_index, layer, data_dir)
@@ -170,12 +173,12 @@ def pool_command(
     grid: str | None = None,
     window: int = 2,
     stride: int = 2,
-    run=None,
-    out=None,
+    run: str | Path | None = None,
+    out: str | Path | None = None,
     image_index: int = 0,
     layer: str | None = None,
     channels: int = 4,
-    data_dir=None,
+    data_dir: str | Path | None = None,
     *,
     overwrite: bool = False,
 ) -> str:
@@ -188,6 +191,6 @@ def pool_command(
         raise CnnlabError("--grid and --run do not go together: the grid is printed, a run's maps are drawn")
     run = Path(run)
     default = out is None  # a picture cnnlab names inside the run folder is its own to replace
-    out = (run if run.is_dir() else run.parent) / f"pool-{image_index}.png" if default else out
+    out = out if out is not None else (run if run.is_dir() else run.parent) / f"pool-{image_index}.png"
     check_output(out, overwrite=overwrite or (default and run.is_dir()))
     return f"wrote {pool_picture(run, out, image_index, window, stride, layer, channels, data_dir)}"

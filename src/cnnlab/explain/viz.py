@@ -2,6 +2,7 @@
 where the model looks (attribution.py's picture)."""
 
 import math
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import torch
@@ -19,7 +20,7 @@ from cnnlab.plotting import pyplot, save_figure
 WHAT = ("curves", "confusion", "errors", "filters", "features", "attribution")
 
 
-def curves(run_dirs, out: Path) -> Path:
+def curves(run_dirs: Iterable[str | Path], out: Path) -> Path:
     """Training loss and test accuracy against epoch, one line per run."""
     fig, (loss_ax, acc_ax) = pyplot().subplots(1, 2, figsize=(11, 4))
     for run in run_dirs:
@@ -40,7 +41,7 @@ def curves(run_dirs, out: Path) -> Path:
     return save_figure(fig, out)
 
 
-def confusion(run, out: Path, data_dir=None) -> Path:
+def confusion(run: str | Path, out: Path, data_dir: str | Path | None = None) -> Path:
     saved = open_run(run)
     dataset = saved.load_dataset(data_dir=data_dir)
     result = evaluate(
@@ -79,7 +80,7 @@ def confusion(run, out: Path, data_dir=None) -> Path:
     return save_figure(fig, out)
 
 
-def errors(run, out: Path, data_dir=None, limit: int = 36) -> Path:
+def errors(run: str | Path, out: Path, data_dir: str | Path | None = None, limit: int = 36) -> Path:
     """A grid of misclassified test images with true and predicted label and the model's confidence."""
     saved = open_run(run)
     dataset = saved.load_dataset(data_dir=data_dir)
@@ -112,7 +113,7 @@ def errors(run, out: Path, data_dir=None, limit: int = 36) -> Path:
     return save_figure(fig, out)
 
 
-def filters(run, out: Path) -> Path:
+def filters(run: str | Path, out: Path) -> Path:
     """The first convolution's kernels, one small image per (output, input) channel pair."""
     model = open_run(run).model
     conv = next((m for m in model.modules() if isinstance(m, torch.nn.Conv2d)), None)
@@ -133,7 +134,9 @@ def filters(run, out: Path) -> Path:
     return save_figure(fig, out)
 
 
-def features(run, out: Path, image_index: int = 0, data_dir=None, channels: int = 8) -> Path:
+def features(
+    run: str | Path, out: Path, image_index: int = 0, data_dir: str | Path | None = None, channels: int = 8
+) -> Path:
     """One test image and its feature maps stage by stage (the lab's stages: `stages.trace`), shapes in the titles."""
     saved = open_run(run)
     model, info, dataset = saved.model, saved.info, saved.load_dataset(data_dir=data_dir)
@@ -169,7 +172,15 @@ def features(run, out: Path, image_index: int = 0, data_dir=None, channels: int 
     return save_figure(fig, out)
 
 
-def draw(runs, what: str, out=None, data_dir=None, image_index: int = 0, *, overwrite: bool = False) -> Path:
+def draw(
+    runs: Sequence[str | Path],
+    what: str,
+    out: str | Path | None = None,
+    data_dir: str | Path | None = None,
+    image_index: int = 0,
+    *,
+    overwrite: bool = False,
+) -> Path:
     """Dispatch for `cnnlab viz`: the picture is saved in the (first) run directory (replacing the one there)
     unless `out` is given, which replaces an existing file only with `overwrite`."""
     if what not in WHAT:
