@@ -1,12 +1,20 @@
 """`cnnlab evaluate`: a trained run measured on a test set, with per-class accuracy and confusion matrix."""
 
+from pathlib import Path
+
 from cnnlab.engine.evaluate import evaluate
 from cnnlab.engine.metrics import format_confusion, per_class_accuracy, test_line
 from cnnlab.engine.run import open_run
 from cnnlab.tables import format_table
 
 
-def evaluate_run(run_dir, dataset_name=None, data_dir=None, batch_size=1000, tta=False) -> str:
+def evaluate_run(
+    run_dir: str | Path,
+    dataset_name: str | None = None,
+    data_dir: str | Path | None = None,
+    batch_size: int = 1000,
+    tta: bool = False,
+) -> str:
     run = open_run(run_dir)
     dataset = run.load_dataset(dataset_name, data_dir)
     # Normalise with the training data's constants: that is what the model learnt on.

@@ -44,7 +44,14 @@ def _torchscript(model, example) -> bytes:
     return buffer.getvalue()
 
 
-def export(run_dir, fmt: str = "onnx", out=None, data_dir=None, *, overwrite: bool = False) -> tuple[Path, float, str]:
+def export(
+    run_dir: str | Path,
+    fmt: str = "onnx",
+    out: str | Path | None = None,
+    data_dir: str | Path | None = None,
+    *,
+    overwrite: bool = False,
+) -> tuple[Path, float, str]:
     """Export and verify on up to 256 test images; returns (path, largest absolute difference from PyTorch,
     what it was checked on). The default RUN_DIR/model.onnx (or .torchscript.pt) is replaced; `out` replaces an
     existing file only with `overwrite`, and never one of the run's own files."""

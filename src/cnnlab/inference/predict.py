@@ -5,6 +5,7 @@ input size (`data/folder.py`) for a run on colour or own images; a bad file is a
 import io
 import json
 import sys
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,7 @@ SHEET_IMAGES = 256
 SHEET_PIXELS = SHEET_IMAGES * 32 * 32
 
 
-def expand_paths(paths) -> list[Path]:
+def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
     """Files as given; folders replaced by the image files in them, sorted."""
     files = []
     for path in map(Path, paths):
@@ -108,16 +109,16 @@ def is_unsure(top: list[dict]) -> bool:
 
 
 def predict_files(
-    run_dir,
-    paths,
-    top_k=3,
-    backend="torch",
-    as_json=False,
-    show_input=None,
-    log=print,
+    run_dir: str | Path,
+    paths: Iterable[str | Path],
+    top_k: int = 3,
+    backend: str = "torch",
+    as_json: bool = False,
+    show_input: str | Path | None = None,
+    log: Callable[[str], object] = print,
     *,
     overwrite: bool = False,
-    note=lambda line: print(line, file=sys.stderr),
+    note: Callable[[str], object] = lambda line: print(line, file=sys.stderr),
 ) -> int:
     """Classify every file; print one line (or JSON object) per file with `log`; return the exit code. With
     `show_input`, also draw the inputs the model saw into that PNG (an existing file replaced only with
