@@ -7,6 +7,7 @@ import math
 import platform
 import sys
 from collections.abc import Callable
+from typing import NoReturn
 
 from cnnlab import __version__
 from cnnlab.engine.config import FIELDS
@@ -34,7 +35,7 @@ class Parser(argparse.ArgumentParser):
         )
         self.commands: dict[str, Parser] = {}  # the top-level parser's subcommands, by name
 
-    def error(self, message: str):  # one line instead of argparse's usage block
+    def error(self, message: str) -> NoReturn:  # one line instead of argparse's usage block
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
