@@ -79,7 +79,7 @@ class _Binding:
     alias: ast.alias | None = None
 
 
-def load_script(path, name: str | None = None, *, source: bytes | None = None) -> ScriptModel:
+def load_script(path: str | Path, name: str | None = None, *, source: bytes | None = None) -> ScriptModel:
     """The model `name` of the script at `path` (its bytes `source` when given, e.g. a run's trusted copy)."""
     path = Path(path)
     if source is None:
@@ -91,7 +91,7 @@ def load_script(path, name: str | None = None, *, source: bytes | None = None) -
     return script.take(target)
 
 
-def describe_failure(error: BaseException, path) -> str:
+def describe_failure(error: BaseException, path: str | Path) -> str:
     """ "line 24 (`x = self.fc(x)`): RuntimeError: ..." for an exception raised in the script's code."""
     message = (str(error).strip().splitlines() or [""])[0][:200]
     what = f"{type(error).__name__}: {message}" if message else type(error).__name__
