@@ -18,7 +18,7 @@ from cnnlab.models.local import conv_output_size
 from cnnlab.tables import format_table
 
 
-def _shape(t) -> str:
+def _shape(t: object) -> str:
     return "x".join(map(str, t.shape[1:])) if isinstance(t, torch.Tensor) else "-"
 
 

@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn as nn
 from captum.attr import LayerAttribution, LayerGradCam, Occlusion
@@ -101,7 +102,7 @@ def default_layer(model: nn.Module, x: torch.Tensor) -> str:
     return (whole or convs)[-1]
 
 
-def _channels(output) -> int | None:
+def _channels(output: object) -> int | None:
     return output.shape[1] if isinstance(output, torch.Tensor) and output.dim() == 4 else None
 
 
@@ -244,7 +245,9 @@ def attribution_picture(run: str | Path, out: Path, *, first: int = 0, data_dir:
     return save_figure(fig, out)
 
 
-def _draw_column(axes, image: torch.Tensor, results: list[Attribution], classes, label: int, index: int) -> None:
+def _draw_column(
+    axes: np.ndarray, image: torch.Tensor, results: list[Attribution], classes: Sequence[str], label: int, index: int
+) -> None:
     picture = image.permute(1, 2, 0).numpy()
     picture = picture[..., 0] if picture.shape[2] == 1 else picture
     for ax in axes:

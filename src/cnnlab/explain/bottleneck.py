@@ -204,10 +204,16 @@ def bottleneck(
     )
 
 
-def _cases(block, input_shape, reduce, out_channels, kernel) -> list[Case]:
+def _cases(
+    block: str | None,
+    input_shape: tuple[int, int, int] | None,
+    reduce: int | None,
+    out_channels: int | None,
+    kernel: int | None,
+) -> list[Case]:
     custom = (input_shape, reduce, out_channels, kernel)
     if any(v is not None for v in custom):
-        if block is not None or any(v is None for v in custom):
+        if block is not None or input_shape is None or reduce is None or out_channels is None or kernel is None:
             raise CnnlabError(
                 "describe a branch with all of --input, --reduce, --out-channels and --kernel (and no --block)"
             )

@@ -75,7 +75,7 @@ def compare(
     return rows
 
 
-def _scatter(rows, path: Path) -> None:
+def _scatter(rows: list[dict], path: Path) -> None:
     fig, ax = pyplot().subplots(figsize=(7, 4.5))
     for r in rows:
         ax.scatter(r["parameters"], r["test_accuracy"], s=40)

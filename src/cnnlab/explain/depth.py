@@ -16,10 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from matplotlib.axes import Axes
 from matplotlib.ticker import FormatStrFormatter, NullFormatter
 from tqdm import tqdm
 
 from cnnlab import CnnlabError
+from cnnlab.data.datasets import ImageDataset
 from cnnlab.engine.checkpoint import read_metrics
 from cnnlab.engine.config import build_config
 from cnnlab.engine.fit import fit_or_reuse, training_data
@@ -62,7 +64,7 @@ def model_name(family: str, depth: int) -> str:
     return f"{family}-{depth}"
 
 
-def _check(families, depths, seeds) -> None:
+def _check(families: Sequence[str], depths: Sequence[int], seeds: Sequence[int]) -> None:
     for family in families:
         if family not in CONNECTIONS:
             raise CnnlabError(f"unknown family {family!r}; choose from {', '.join(CONNECTIONS)}")
@@ -161,7 +163,7 @@ def run_depth(
     return rows
 
 
-def _train_all(configs: list, data, progress: bool, log) -> None:
+def _train_all(configs: list, data: ImageDataset, progress: bool, log: Callable[[str], object]) -> None:
     for config in tqdm(configs, desc="depth sweep", unit="run", disable=not progress):
         if fit_or_reuse(config, log=lambda line: None, dataset=data) == "reused":
             log(f"{config.model} seed {config.seed}: finished earlier, kept")
@@ -170,7 +172,7 @@ def _train_all(configs: list, data, progress: bool, log) -> None:
             log(f"{config.model} seed {config.seed}: final training loss {final:.4f}")
 
 
-def _subset(subset: int | None, data, preset: str | None, log) -> int | None:
+def _subset(subset: int | None, data: ImageDataset, preset: str | None, log: Callable[[str], object]) -> int | None:
     """The training subset: a preset's cut to the dataset when it has fewer images (said in one line); what the
     user gave (`preset` None) as given."""
     images = len(data.train_labels)
@@ -180,7 +182,7 @@ def _subset(subset: int | None, data, preset: str | None, log) -> int | None:
     return images
 
 
-def _summarise(family: str, depth: int, run_dirs: list[Path], width) -> dict:
+def _summarise(family: str, depth: int, run_dirs: list[Path], width: int | None) -> dict:
     histories = [read_metrics(d) for d in run_dirs]
     traces = [_read_trace(d) for d in run_dirs]
     finals = [h[-1] for h in histories]
@@ -230,7 +232,7 @@ def _table(rows):
     return headers, body
 
 
-def _write_tables(rows, out: Path, seeds) -> None:
+def _write_tables(rows: list[dict], out: Path, seeds: Sequence[int]) -> None:
     headers, body = _table(rows)
     note = (
         f"Mean over seeds {', '.join(map(str, seeds))}. The gradient norm is the first layer's, median over "
@@ -277,14 +279,14 @@ def smooth(values: Sequence[float], window: int) -> list[float]:
     return out
 
 
-def _per_step(row, key: str) -> tuple[list[float], int]:
+def _per_step(row: dict, key: str) -> tuple[list[float], int]:
     """The seeds' mean of a per-step trace, smoothed over a quarter epoch, and that window."""
     steps = row["traces"][0]["steps_per_epoch"]
     window = max(1, steps // 4)
     return smooth([_mean(values) for values in zip(*(t[key] for t in row["traces"]))], window), window
 
 
-def _percent_axis(ax) -> None:
+def _percent_axis(ax: Axes) -> None:
     """Log scale labelled 0.5, 1, 2, 5, 10, ... rather than in powers of ten."""
     ax.set_yscale("log")
     low, high = ax.get_ylim()
@@ -297,7 +299,7 @@ def _percent_axis(ax) -> None:
     ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
 
 
-def _plot(rows, out: Path) -> list[Path]:
+def _plot(rows: list[dict], out: Path) -> list[Path]:
     plt = pyplot()
     families = list(dict.fromkeys(r["family"] for r in rows))
     palette = plt.rcParams["axes.prop_cycle"].by_key()["color"]
@@ -384,7 +386,7 @@ def reuse(model: torch.nn.Module) -> list[torch.Tensor]:
     return matrices
 
 
-def _plot_reuse(row, path: Path) -> Path:
+def _plot_reuse(row: dict, path: Path) -> Path:
     matrices = reuse(open_run(row["run_dir"]).model)
     fig, axes = pyplot().subplots(1, len(matrices), figsize=(4.2 * len(matrices), 4), squeeze=False)
     for b, (ax, matrix) in enumerate(zip(axes[0], matrices), start=1):

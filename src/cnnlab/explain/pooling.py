@@ -99,7 +99,7 @@ def pool_example(grid: Sequence[Sequence[float]] = LECTURE_EXAMPLE, window: int 
     return "\n".join(lines)
 
 
-def _first_conv_name(model) -> str:
+def _first_conv_name(model: torch.nn.Module) -> str:
     for name, module in model.named_modules():
         if isinstance(module, torch.nn.Conv2d):
             return name
