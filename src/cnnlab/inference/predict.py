@@ -50,7 +50,7 @@ def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
 class Predictor:
     """A trained run ready to classify images, with PyTorch eager or onnxruntime; `prepare` makes its inputs."""
 
-    def __init__(self, run_dir, backend: str = "torch"):
+    def __init__(self, run_dir: str | Path, backend: str = "torch"):
         if backend not in ("torch", "onnxruntime"):
             raise CnnlabError(f"unknown backend {backend!r}; choose torch or onnxruntime")
         self.run = open_run(run_dir)
@@ -152,7 +152,7 @@ def predict_files(
     return 1 if failures else 0
 
 
-def _result_line(path, result: dict) -> str:
+def _result_line(path: Path, result: dict) -> str:
     if "error" in result:
         return f"{path}: error: {result['error'].removeprefix(str(path) + ': ')}"
     classes = ", ".join(f"{t['class']} ({t['probability']:.1%})" for t in result["top"])
