@@ -228,7 +228,7 @@ def test_a_convolution_called_twice_is_explained_for_each_call(digit):
     assert [s.name for s in traced.stages] == [
         "stem + ReLU",
         "conv",
-        "conv + Sigmoid",
+        "conv (call 2) + Sigmoid",
         "conv2d",
         "global average pool",
         "flatten",
@@ -251,17 +251,26 @@ def test_a_convolution_called_twice_is_explained_for_each_call(digit):
 
 
 def test_a_sequential_built_at_module_level_has_named_stages(digit):
+    block = nn.Sequential(nn.Conv2d(8, 8, 3), nn.ReLU())  # a Sequential in the Sequential: its modules in its place
     model = nn.Sequential(
-        nn.Conv2d(1, 8, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Dropout(0.25), nn.Flatten(), nn.Linear(8 * 13 * 13, 10)
+        nn.Conv2d(1, 8, 3),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Dropout(0.25),
+        block,
+        nn.Flatten(),
+        nn.Linear(8 * 11 * 11, 10),
     ).eval()
     traced = trace(model, digit)
     assert [(s.name, s.conv) for s in traced.stages] == [
         ("0: Conv2d + ReLU", True),
         ("2: MaxPool2d", False),
-        ("4: Flatten", False),
-        ("5: Linear", False),
+        ("4.0: Conv2d + ReLU", True),
+        ("5: Flatten", False),
+        ("6: Linear", False),
         ("softmax", False),
     ]
+    assert list(traced.convs) == ["0", "4.0"]
 
 
 @pytest.mark.parametrize("name", ["cnn", "inception", "resnet-8", "densenet-bc-10-8", "mlp", "cnn-bn-8-24"])

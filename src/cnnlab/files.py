@@ -27,7 +27,8 @@ CONFIG = "config.json"
 CHECKPOINT = "checkpoint.pt"  # the last one
 BEST = "best.pt"  # the epoch with the best validation accuracy (only with a validation split)
 METRICS = "metrics.jsonl"
-RUN_STATE_FILES = (RUN_MARKER, RUN_LOCK, CONFIG, CHECKPOINT, BEST, METRICS, "grad_norms.json", "ddp.json")
+MODEL_SOURCE = "model.py"  # a run trained from a learner's script: that script, as it was trained (engine/run.py)
+RUN_STATE_FILES = (RUN_MARKER, RUN_LOCK, CONFIG, CHECKPOINT, BEST, METRICS, MODEL_SOURCE, "grad_norms.json", "ddp.json")
 
 
 @functools.cache

@@ -24,7 +24,7 @@ from cnnlab.data.batches import epoch_order, iterate_batches
 from cnnlab.data.datasets import ImageDataset, load_dataset
 from cnnlab.engine.config import TrainConfig, build_config
 from cnnlab.engine.evaluate import evaluate
-from cnnlab.engine.loop import train_one_epoch
+from cnnlab.engine.loop import fastest_layout, train_one_epoch
 from cnnlab.engine.run import build_model
 from cnnlab.engine.state import build_optimizer
 from cnnlab.models import count_parameters
@@ -94,10 +94,10 @@ def reference_epoch(
 def cnnlab_epoch(
     model: torch.nn.Module, optimizer: torch.optim.Optimizer, dataset: ImageDataset, config: TrainConfig
 ) -> tuple[float, float]:
-    """The same epoch through cnnlab's pipeline (index-slice batches, channels_last); (seconds, test accuracy)."""
-    memory_format = torch.channels_last
-    # Module.to takes memory_format; its typed overloads omit it
-    model.to(memory_format=memory_format)  # type: ignore[call-overload]
+    """The same epoch through cnnlab's pipeline (index-slice batches, channels_last unless the model's forward
+    needs NCHW: a learner's `x.view`); (seconds, test accuracy)."""
+    memory_format = fastest_layout(model, (dataset.in_channels, *dataset.input_size))
+    model.to(memory_format=memory_format)  # type: ignore[call-overload]  # torch's stubs lack memory_format
 
     def epoch() -> float:
         order = epoch_order(len(dataset.train_labels), config.seed, 1)

@@ -9,10 +9,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from cnnlab import CnnlabError
 from cnnlab.bench.results import check_destination, environment, save_result, spread
 from cnnlab.data.batches import normalise
 from cnnlab.engine.device import torch_settings
-from cnnlab.engine.run import open_run
+from cnnlab.engine.loop import fastest_layout
+from cnnlab.engine.run import OpenOptions, open_run
+from cnnlab.external.spec import parse_spec
 from cnnlab.inference.onnx import ChunkedSession, onnx_session, quantize_int8, to_onnx
 from cnnlab.tables import format_table
 from cnnlab.timing import images_per_cpu_second, images_per_second, latencies_ms
@@ -22,10 +25,10 @@ Prepare = Callable[[np.ndarray], Forward]  # a batch of normalised images -> its
 
 
 def torch_rate(model: torch.nn.Module, batch_size: int, repeats: int) -> list[float]:
-    """PyTorch eager: eval, inference mode, channels_last."""
-    # Module.to takes memory_format; its typed overloads omit it
-    model.eval().to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    x = torch.randn(batch_size, 1, 28, 28).contiguous(memory_format=torch.channels_last)
+    """PyTorch eager: eval, inference mode, channels_last (unless the model's forward refuses it)."""
+    layout = fastest_layout(model, (1, 28, 28))
+    model.eval().to(memory_format=layout)  # type: ignore[call-overload]  # torch's stubs lack memory_format
+    x = torch.randn(batch_size, 1, 28, 28).contiguous(memory_format=layout)
     with torch.inference_mode():
         return images_per_second(lambda: model(x), batch_size, repeats)
 
@@ -43,11 +46,10 @@ def onnx_rate(model: torch.nn.Module, batch_size: int, repeats: int) -> list[flo
 # A forward takes its batch ready in the backend's own format, so that only the model's work is timed.
 def _torch_backend(bf16: bool) -> Callable[[torch.nn.Module, bytes, bytes, int], Prepare]:
     def make(model: torch.nn.Module, float_onnx: bytes, int8_onnx: bytes, threads: int) -> Prepare:
-        # Module.to takes memory_format; its typed overloads omit it
-        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-
         def prepare(images: np.ndarray) -> Forward:
-            x = torch.from_numpy(images).contiguous(memory_format=torch.channels_last)
+            layout = fastest_layout(model, images.shape[1:])
+            model.to(memory_format=layout)  # type: ignore[call-overload]  # torch's stubs lack memory_format
+            x = torch.from_numpy(images).contiguous(memory_format=layout)
 
             @torch.inference_mode()
             def forward() -> np.ndarray:
@@ -124,12 +126,15 @@ def inference_bench(
     out_dir: str | Path = "benchmarks/results",
     budget_s: float = 1.0,
     log: Callable[[str], object] = print,
+    options: OpenOptions = OpenOptions(),
 ) -> dict:
     """Every backend on a trained run: test accuracy (int8's change against float32), images/s at each batch
     size (wall clock: median (min-max) of 3 slices of `budget_s`; and per second of this process's CPU time),
     and the latency of one image. int8 is static quantisation calibrated on 1,024 training images."""
     check_destination(out_dir)
-    run = open_run(run_dir)
+    run = open_run(run_dir, options)
+    if not any(True for _ in run.model.parameters()):
+        raise CnnlabError(f"{run_dir} {getattr(run.model, 'note', '')}: it has no PyTorch layers to benchmark")
     data = run.load_dataset(data_dir=data_dir)
     test = normalise(data.test_images, data.mean, data.std).numpy()
     float_onnx = to_onnx(run.model, torch.from_numpy(test[:2]))
@@ -148,7 +153,8 @@ def inference_bench(
     results["backends"] = backends
     results["int8_accuracy_change"] = backends["onnxruntime int8"]["accuracy"] - backends["onnxruntime"]["accuracy"]
     results["table"] = _table(backends, batches)
-    path = save_result(out_dir, f"{results['machine']}-{results['date']}-inference-{run.model_name}.json", results)
+    name = parse_spec(run.model_name).slug  # "net-Net" for net.py:Net: a file name
+    path = save_result(out_dir, f"{results['machine']}-{results['date']}-inference-{name}.json", results)
     log(
         f"\n{run.model_name} on {data.name}, {threads} threads, load average {results['load_average'][0]} on "
         f"{results['cpus']} CPUs; img/s: median (min-max) of 3 slices; int8 changes the test accuracy by "

@@ -7,10 +7,14 @@ import math
 import platform
 import sys
 from collections.abc import Callable
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
-from cnnlab import __version__
+from cnnlab import CnnlabError, __version__
 from cnnlab.engine.config import FIELDS
+from cnnlab.external.spec import parse_model_args
+
+if TYPE_CHECKING:
+    from cnnlab.engine.run import OpenOptions
 
 MAX_PORT = 65535
 HELP_WIDTH = 110  # a fixed width: the help reads the same everywhere, and docs/cli.md is its copy
@@ -134,6 +138,63 @@ def ints(text: str) -> tuple[int, ...]:
         return tuple(int(n) for n in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected whole numbers separated by commas, got {text!r}") from None
+
+
+def model_args(text: str) -> dict:
+    """--model-args: a JSON object of constructor arguments."""
+    try:
+        return parse_model_args(text)
+    except CnnlabError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def scaling(text: str) -> tuple[float, ...]:
+    """--normalize: MEAN,STD, or a mean then a standard deviation per channel; every std above 0."""
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    half = len(values) // 2
+    if len(values) not in (2, 6) or not all(math.isfinite(v) for v in values) or min(values[half:]) <= 0:
+        raise argparse.ArgumentTypeError(
+            f"expected MEAN,STD such as 0.1307,0.3081 (or 3 means then 3 standard deviations above 0), got {text!r}"
+        )
+    return values
+
+
+TRUST_HELP = (
+    "run the Python code a run folder holds (model.py: the learner's script its model is built from) even "
+    "though it was not trained on this machine; read it first (default: only code trained here runs)"
+)
+
+
+def add_trust_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--trust-code", action="store_true", help=TRUST_HELP)
+
+
+def add_open_options(parser: argparse.ArgumentParser) -> None:
+    """What opening a run or a model file (model.onnx) takes: consent to run a run's code, a model file's
+    scaling and class names."""
+    add_trust_option(parser)
+    parser.add_argument(
+        "--normalize",
+        type=scaling,
+        metavar="MEAN,STD",
+        help="a model file (model.onnx): how its inputs are scaled, x -> (x - MEAN) / STD on pixels in [0, 1], "
+        "or 3 means then 3 stds (default: MNIST's, 0.1307,0.3081)",
+    )
+    parser.add_argument(
+        "--classes", type=names, metavar="A,B,...", help="a model file: its classes' names (default: 0 to N-1)"
+    )
+
+
+def open_options(args: argparse.Namespace) -> "OpenOptions":
+    """The OpenOptions (engine/run.py) of what add_open_options parsed."""
+    from cnnlab.engine.run import OpenOptions
+
+    return OpenOptions(
+        trust_code=args.trust_code, normalize=getattr(args, "normalize", None), classes=getattr(args, "classes", None)
+    )
 
 
 def add_data_options(parser: argparse.ArgumentParser, *, of_run: bool = False) -> None:

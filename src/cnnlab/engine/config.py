@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from cnnlab import CnnlabError
 from cnnlab.data.augment import AUGMENTATIONS
 from cnnlab.data.folder import parse_image_size
+from cnnlab.external.spec import ONNX, REGISTRY, parse_spec
 from cnnlab.files import read_bounded
 from cnnlab.models import list_models
 
@@ -190,7 +191,7 @@ COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune", "max-autot
 
 @dataclass
 class TrainConfig:
-    model: str = "cnn"
+    model: str = "cnn"  # a registered name, or a learner's script: "net.py", "net.py:Net" (external/spec.py)
     dataset: str | None = None  # None: mnist when found or downloadable, else mnist-sample
     data_dir: str | None = None
     image_size: str | None = None  # --dataset folder: "HxW" every image is fitted to; None: 32x32
@@ -212,6 +213,7 @@ class TrainConfig:
     augment: str = "none"  # a name in data.augment.AUGMENTATIONS
     ema: float = 0.0  # evaluate and save an exponential moving average of the weights (decay); 0: off
     width: int | None = None  # model width, for families that have one
+    model_args: dict | None = None  # more constructor arguments, e.g. a script's {"hidden": 64} (--model-args)
     seed: int = 0
     device: str = "auto"  # auto, cpu, cuda or mps
     channels_last: bool = True  # measured ~1.5x faster on CPU for the lecture nets
@@ -231,7 +233,15 @@ class TrainConfig:
     def validate(self) -> "TrainConfig":
         between = lambda value, low, high: value is None or low <= value <= high
         checks = [
-            (self.model in list_models(), f"unknown model {self.model!r}; choose from {', '.join(list_models())}"),
+            (
+                parse_spec(self.model).kind != REGISTRY or self.model in list_models(),
+                f"unknown model {self.model!r}; choose from {', '.join(list_models())}, or a script: file.py[:Name]",
+            ),
+            (
+                parse_spec(self.model).kind != ONNX,
+                f"{self.model} is a trained model, not one to train: evaluate, predict, viz or serve it as it is "
+                "(cnnlab evaluate " + self.model + "); to train, give the script that defines it",
+            ),
             (self.recipe in RECIPES, f"unknown recipe {self.recipe!r}; choose from {', '.join(RECIPES)}"),
             (between(self.epochs, 1, 100_000), f"--epochs must be between 1 and 100,000, got {self.epochs}"),
             (
@@ -348,6 +358,7 @@ HOW_TO_RUN = (
     "device",
     "compile",
     "tensorboard",
+    "channels_last",  # a memory layout: the same arithmetic (a script whose forward needs NCHW trains without it)
 )
 
 

@@ -23,14 +23,23 @@ from cnnlab.engine.config import TrainConfig, config_from_saved, dataset_notice,
 from cnnlab.engine.device import autocast_dtype, select_device, torch_settings
 from cnnlab.engine.distributed import DistContext, check_sync_bn, init_distributed
 from cnnlab.engine.evaluate import evaluate
-from cnnlab.engine.loop import EpochProgress, NonFiniteLoss, Step, compile_for_training, train_one_epoch
+from cnnlab.engine.loop import (
+    EpochProgress,
+    NonFiniteLoss,
+    Step,
+    channels_last_refusal,
+    compile_for_training,
+    train_one_epoch,
+)
 from cnnlab.engine.metrics import test_line
-from cnnlab.engine.run import build_model, check_run
+from cnnlab.engine.run import ModelCode, build_model, check_run, script_code
 from cnnlab.engine.rundir import RunFolder, is_run
 from cnnlab.engine.snapshots import snapshot_callbacks
 from cnnlab.engine.state import TrainState
 from cnnlab.engine.tensorboard import EventFile, log_epoch
-from cnnlab.files import write_json
+from cnnlab.external.spec import SCRIPT, parse_spec
+from cnnlab.external.trust import remember
+from cnnlab.files import MODEL_SOURCE, write_bytes, write_json
 from cnnlab.models import count_parameters
 
 
@@ -105,15 +114,17 @@ def prepare_data(config: TrainConfig, dataset: ImageDataset | None, log: Callabl
 
 
 def build_training_model(
-    config: TrainConfig, dataset: ImageDataset, device: torch.device, dist: DistContext
+    config: TrainConfig, dataset: ImageDataset, device: torch.device, dist: DistContext, code: ModelCode | None = None
 ) -> torch.nn.Module:
+    """`code`: the script the model is built from (a run's own copy when resuming)."""
     if dist.world > 1:  # torchrun by hand: before the run folder exists (cnnlab train --nproc checks it earlier)
         check_sync_bn(config.sync_bn, device)
     torch.manual_seed(config.seed)  # the same initial weights on every rank
-    model = build_model(config.model, dataset.info, config.width)
+    source = code.source if code else None
+    model = build_model(config.model, dataset.info, config.width, model_args=config.model_args, source=source)
     if dist.world > 1 and config.sync_bn:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    return model.to(device).to(memory_format=_memory_format(config))  # type: ignore[call-overload]  # torch's stubs lack it
+    return model.to(device)
 
 
 def _memory_format(config: TrainConfig) -> torch.memory_format:
@@ -136,13 +147,32 @@ def _augmentation(config: TrainConfig, epoch: int, skip: int) -> Callable[[torch
 class RunWriter:
     """What rank 0 writes into the run folder (the other ranks hold one with no folder, which writes nothing)."""
 
-    def __init__(self, folder: RunFolder | None, config: TrainConfig, dataset: ImageDataset, steps: int):
+    def __init__(
+        self,
+        folder: RunFolder | None,
+        config: TrainConfig,
+        dataset: ImageDataset,
+        steps: int,
+        code: ModelCode | None = None,
+    ):
         self.folder, self.config, self.info, self.steps = folder, config, dataset.info, steps
+        self.code = code.record() if code else None
         self.events = EventFile(folder.path) if folder is not None and config.tensorboard else None
+
+    def start(self, code: ModelCode | None, **facts: object) -> None:
+        """A new run's config.json, and the copy of the script its model is built from (model.py), whose hash
+        is remembered as code this user runs here (external/trust.py): the run reopens from it silently."""
+        if self.folder is None:
+            return
+        if code is not None:
+            write_bytes(self.folder.path / MODEL_SOURCE, code.source)
+            remember(code.source, origin=f"{code.model}, trained into {self.folder.path.resolve()}")
+        ckpt.write_config(self.folder.path, self.config, **facts, **({"code": self.code} if self.code else {}))
 
     def checkpoint(self, state: TrainState, name: str = ckpt.CHECKPOINT) -> None:
         if self.folder is not None:
-            ckpt.save_checkpoint(self.folder.path / name, config=self.config, info=self.info, state=state)
+            path = self.folder.path / name
+            ckpt.save_checkpoint(path, config=self.config, info=self.info, state=state, code=self.code)
             self.folder.commit()  # the new run now stands on its own: the run it replaced goes
 
     def epoch_end(self, state: TrainState) -> None:
@@ -159,10 +189,15 @@ class RunWriter:
 
 
 def fit(
-    config: TrainConfig, log: Callable[[str], object] = print, dataset: ImageDataset | None = None, resume: bool = False
+    config: TrainConfig,
+    log: Callable[[str], object] = print,
+    dataset: ImageDataset | None = None,
+    resume: bool = False,
+    trust_code: bool = False,
 ) -> FitResult:
     """Train `config.model` as configured into the run folder `config.out`; with `resume`, continue the run
-    there exactly where its last checkpoint was taken."""
+    there exactly where its last checkpoint was taken (a model built by a script: from the run's copy of it,
+    which must be code trained here, or `trust_code`)."""
     device = select_device(config.device)
     dist = init_distributed(device.type, config.batch_size)
     log = log if dist.is_main else (lambda *_: None)  # only rank 0 prints, writes metrics and checkpoints
@@ -179,17 +214,21 @@ def fit(
             data_dir=config.data_dir and str(Path(config.data_dir).resolve()),
         )
         steps = steps_per_epoch(len(data.train_labels), config.batch_size, dist.world)
-        state = TrainState.create(build_training_model(config, data, device, dist), config, steps)
+        code = _model_code(config, resume, trust_code)
+        model = build_training_model(config, data, device, dist, code)
+        config = _layout_for(model, config, data, log) if code is not None else config
+        model = model.to(memory_format=_memory_format(config))  # type: ignore[call-overload]  # torch's stubs lack it
+        state = TrainState.create(model, config, steps)
         with _open_folder(config, dist, resume) as folder:
             if resume:
                 assert config.out is not None  # set above
-                state.load_state_dict(check_run(config.out, resumable=True).checkpoint)
-            writer = RunWriter(folder if dist.is_main else None, config, data, steps)
-            if folder is not None and not resume:
-                ckpt.write_config(
-                    folder.path, config, device=str(device), torch=torch.__version__, threads=torch.get_num_threads()
-                )
+                state.load_state_dict(check_run(config.out, resumable=True, trust_code=trust_code).checkpoint)
+            writer = RunWriter(folder if dist.is_main else None, config, data, steps, code)
+            if not resume:
+                writer.start(code, device=str(device), torch=torch.__version__, threads=torch.get_num_threads())
             log(_start_line(config, data, state, device, dist, resume))
+            if code is not None:
+                log(f"The model: {code.described or code.model}; {_copied(code, resume)}")
             if (notice := dataset_notice(config)) is not None:
                 log(notice)
             compiled, compile_seconds = _compiled(config, data, state, log) if config.compile != "off" else (None, 0.0)
@@ -221,6 +260,37 @@ def fit(
         dist.is_main,
         compile_seconds,
     )
+
+
+def _model_code(config: TrainConfig, resume: bool, trust_code: bool) -> ModelCode | None:
+    """The script the model is built from: the one named, as it is now, for a new run; the run's own copy when
+    resuming (the original may have been edited or deleted since)."""
+    if parse_spec(config.model).kind != SCRIPT:
+        return None
+    if resume:
+        assert config.out is not None  # resume_run names the run
+        return check_run(config.out, resumable=True, trust_code=trust_code).code
+    return script_code(config.model)
+
+
+def _layout_for(
+    model: torch.nn.Module, config: TrainConfig, data: ImageDataset, log: Callable[[str], object]
+) -> TrainConfig:
+    """`config`, in NCHW memory layout when a learner's forward fails on channels-last batches (`x.view(n, -1)`
+    needs a contiguous tensor: the lecture's own CNN does it)."""
+    if not config.channels_last:
+        return config
+    refusal = channels_last_refusal(model, (data.in_channels, *data.input_size), data.train_labels.device)
+    if refusal is None:
+        return config
+    log(f"{config.model}'s forward needs NCHW batches ({refusal}): training without channels_last")
+    return dataclasses.replace(config, channels_last=False)
+
+
+def _copied(code: ModelCode, resume: bool) -> str:
+    if resume:
+        return f"rebuilt from the run's copy ({MODEL_SOURCE}, SHA-256 {code.sha256[:16]}...)"
+    return f"the script copied into the run as {MODEL_SOURCE} (SHA-256 {code.sha256[:16]}...), which it reopens from"
 
 
 def _end_epoch(
@@ -489,18 +559,21 @@ def _start_line(
 
 
 def _default_out(config: TrainConfig, dataset_name: str) -> str:
-    return str(Path("runs") / f"{config.model}-{dataset_name}-{datetime.now():%Y%m%d-%H%M%S}")
+    return str(Path("runs") / f"{parse_spec(config.model).slug}-{dataset_name}-{datetime.now():%Y%m%d-%H%M%S}")
 
 
 # What `--resume` may change: how the run executes, and `epochs` to extend a constant-rate run.
 RESUME_CHANGES = ("epochs", "progress", "threads", "checkpoint_every", "check_every", "device")
 
 
-def resume_run(run_dir: str | Path, log: Callable[[str], object] = print, **changes: Any) -> FitResult:
+def resume_run(
+    run_dir: str | Path, log: Callable[[str], object] = print, trust_code: bool = False, **changes: Any
+) -> FitResult:
     """Continue the run in `run_dir` from its last checkpoint, with the settings it was started with.
 
     `changes` may set RESUME_CHANGES: `epochs` extends a finished constant-rate run (a one-cycle schedule
-    was planned for its epochs and cannot be stretched)."""
+    was planned for its epochs and cannot be stretched). `trust_code`: the user's consent to run the run's copy
+    of its script, for a model built from one that was not trained here."""
     flag = lambda name: "--no-progress" if name == "progress" else "--" + name.replace("_", "-")
     refused = sorted(k for k, v in changes.items() if v is not None and k not in RESUME_CHANGES)
     if refused:
@@ -508,7 +581,8 @@ def resume_run(run_dir: str | Path, log: Callable[[str], object] = print, **chan
             f"--resume continues a run with its own settings; it cannot change "
             f"{', '.join(map(flag, refused))} (it can change {', '.join(map(flag, RESUME_CHANGES))})"
         )
-    run = check_run(run_dir, resumable=True)  # a run folder, its checkpoint whole and agreeing with config.json
+    # a run folder, its checkpoint whole and agreeing with config.json
+    run = check_run(run_dir, resumable=True, trust_code=trust_code)
     config = config_from_saved({**run.checkpoint["config"], "out": str(run_dir), "overwrite": False}, str(run_dir))
     given = {k: v for k, v in changes.items() if v is not None}
     if given.get("epochs", config.epochs) != config.epochs and config.schedule != "constant":
@@ -522,19 +596,27 @@ def resume_run(run_dir: str | Path, log: Callable[[str], object] = print, **chan
             f"{run_dir}: the run already finished its {config.epochs} epochs"
             + ("" if run.checkpoint.get("stopped_early") else "; pass --epochs N to extend it")
         )
-    return fit(config, log=log, resume=True)
+    return fit(config, log=log, resume=True, trust_code=trust_code)
 
 
-def fit_or_reuse(config: TrainConfig, log: Callable[[str], object] = print, dataset: ImageDataset | None = None) -> str:
-    """For sweeps (compare, depth, overfit): reuse a finished run of the same settings in `config.out`, resume
-    an unfinished one, or else train (on `dataset` when the sweep loaded it once for all its runs), a folder
-    holding anything else being replaced only with `overwrite`. Returns what it did: "reused", "resumed" or
-    "trained"."""
+def fit_or_reuse(
+    config: TrainConfig,
+    log: Callable[[str], object] = print,
+    dataset: ImageDataset | None = None,
+    trust_code: bool = False,
+) -> str:
+    """For sweeps (compare, depth, overfit): reuse a finished run of the same settings in `config.out` (a
+    script's model: of the script as it is now), resume an unfinished one, or else train (on `dataset` when the
+    sweep loaded it once for all its runs), a folder holding anything else being replaced only with `overwrite`.
+    Returns what it did: "reused", "resumed" or "trained"."""
     out = Path(config.out or "")
-    if is_run(out) and (out / ckpt.CHECKPOINT).is_file() and same_settings(ckpt.read_config(out), config):
-        if check_run(out, resumable=True).is_finished():
-            return "reused"
-        resume_run(out, log=log, progress=config.progress)
-        return "resumed"
+    if is_run(out) and (out / ckpt.CHECKPOINT).is_file():
+        saved = ckpt.read_config(out)
+        code = script_code(config.model)
+        if same_settings(saved, config) and saved.get("code") == (code.record() if code else None):
+            if check_run(out, resumable=True, trust_code=trust_code).is_finished():
+                return "reused"
+            resume_run(out, log=log, trust_code=trust_code, progress=config.progress)
+            return "resumed"
     fit(config, log=log, dataset=dataset)
     return "trained"

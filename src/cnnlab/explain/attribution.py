@@ -25,7 +25,7 @@ from captum.attr import LayerAttribution, LayerGradCam, Occlusion
 
 from cnnlab import CnnlabError
 from cnnlab.data.batches import normalise, normalised_black
-from cnnlab.engine.run import SavedRun, open_run
+from cnnlab.engine.run import OpenOptions, SavedRun, open_run
 from cnnlab.plotting import pyplot, save_figure
 
 OCCLUSION, GRAD_CAM = "occlusion", "grad-cam"
@@ -215,11 +215,19 @@ def explain_input(
     raise CnnlabError(f"unknown attribution {method!r}; choose {' or '.join(METHODS)}")
 
 
-def attribution_picture(run: str | Path, out: Path, *, first: int = 0, data_dir: str | Path | None = None) -> Path:
+def attribution_picture(
+    run: str | Path,
+    out: Path,
+    *,
+    first: int = 0,
+    data_dir: str | Path | None = None,
+    dataset_name: str | None = None,
+    options: OpenOptions = OpenOptions(),
+) -> Path:
     """The first test image of each class (up to MAX_PICTURED, from index `first` on), each with occlusion and
     Grad-CAM (at the default layer) for the class the model predicts (`cnnlab viz RUN --what attribution`)."""
-    saved = open_run(run)
-    dataset = saved.load_dataset(data_dir=data_dir)
+    saved = open_run(run, options)
+    dataset = saved.load_dataset(dataset_name, data_dir=data_dir)
     labels = dataset.test_labels.tolist()
     if not 0 <= first < len(labels):
         raise CnnlabError(f"--image must be between 0 and {len(labels) - 1}, got {first}")

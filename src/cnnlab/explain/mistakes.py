@@ -12,7 +12,7 @@ import torch
 from cnnlab import CnnlabError
 from cnnlab.data.batches import iterate_batches
 from cnnlab.data.datasets import DatasetInfo, ImageDataset
-from cnnlab.engine.run import open_run
+from cnnlab.engine.run import OpenOptions, open_run
 from cnnlab.plotting import pyplot, save_figure
 
 TOP_K = 3
@@ -90,10 +90,15 @@ def parse_cell(text: str, classes: Sequence[str]) -> tuple[int, int]:
 
 
 def run_cell(
-    run: str | Path, cell: str, *, dataset_name: str | None = None, data_dir: str | Path | None = None
+    run: str | Path,
+    cell: str,
+    *,
+    dataset_name: str | None = None,
+    data_dir: str | Path | None = None,
+    options: OpenOptions = OpenOptions(),
 ) -> tuple[ConfusionCell, ImageDataset]:
     """The confusion cell "T:P" of a run on its own test set (or on `dataset_name`'s, of the same classes)."""
-    saved = open_run(run)
+    saved = open_run(run, options)
     dataset = saved.load_dataset(dataset_name, data_dir)
     true, predicted = parse_cell(cell, dataset.classes)
     probabilities = probabilities_of_test_set(saved.model, dataset, saved.info)

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from cnnlab import CnnlabError
 from cnnlab.data.batches import normalise
-from cnnlab.engine.run import open_run
+from cnnlab.engine.run import OpenOptions, default_output, open_run
 from cnnlab.files import check_output
 from cnnlab.models.shapes import conv_output_size
 from cnnlab.plotting import pyplot, save_figure
@@ -107,10 +107,15 @@ def _first_conv_name(model: torch.nn.Module) -> str:
 
 
 def feature_maps(
-    run: str | Path, image_index: int = 0, layer: str | None = None, data_dir: str | Path | None = None
+    run: str | Path,
+    image_index: int = 0,
+    layer: str | None = None,
+    data_dir: str | Path | None = None,
+    *,
+    options: OpenOptions = OpenOptions(),
 ) -> tuple[str, torch.Tensor, torch.Tensor]:
     """The output of `layer` (default: the first convolution) for one test image: (name, image, maps)."""
-    saved = open_run(run)
+    saved = open_run(run, options)
     model, info = saved.model, saved.info
     convs = {name: m for name, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)}
     name = layer or _first_conv_name(model)
@@ -140,10 +145,12 @@ def pool_picture(
     layer: str | None = None,
     channels: int = 4,
     data_dir: str | Path | None = None,
+    *,
+    options: OpenOptions = OpenOptions(),
 ) -> Path:
     """A picture: the test image, then for the `channels` most active channels of `layer`'s output the map,
     its max pooling and its average pooling, each row on one colour scale."""
-    name, image, maps = feature_maps(run, image_index, layer, data_dir)
+    name, image, maps = feature_maps(run, image_index, layer, data_dir, options=options)
     height, width = maps.shape[1:]
     _check_window(height, width, window, stride)
     if channels < 1:
@@ -181,6 +188,7 @@ def pool_command(
     data_dir: str | Path | None = None,
     *,
     overwrite: bool = False,
+    options: OpenOptions = OpenOptions(),
 ) -> str:
     """`cnnlab pool`: the worked example (the lecture's grid, or `grid`), or with `run` a picture of its
     feature maps pooled (default RUN_DIR/pool-<image>.png, replaced if there); returns what to print. `out`
@@ -189,8 +197,7 @@ def pool_command(
         return pool_example(parse_grid(grid) if grid is not None else LECTURE_EXAMPLE, window, stride)
     if grid is not None:
         raise CnnlabError("--grid and --run do not go together: the grid is printed, a run's maps are drawn")
-    run = Path(run)
-    default = out is None  # a picture cnnlab names inside the run folder is its own to replace
-    out = out if out is not None else (run if run.is_dir() else run.parent) / f"pool-{image_index}.png"
-    check_output(out, overwrite=overwrite or (default and run.is_dir()))
-    return f"wrote {pool_picture(run, out, image_index, window, stride, layer, channels, data_dir)}"
+    default, replaces = default_output(run, f"pool-{image_index}.png")
+    check_output(out or default, overwrite=overwrite or (out is None and replaces and Path(run).is_dir()))
+    picture = pool_picture(run, out or default, image_index, window, stride, layer, channels, data_dir, options=options)
+    return f"wrote {picture}"

@@ -175,7 +175,11 @@ class _Op:
 
 
 def leaf_modules(model: nn.Module) -> dict[str, nn.Module]:
-    """Top-level modules by qualified name: the model's children, a container's children in its place."""
+    """Top-level modules by qualified name: the model's children, a container's children in its place; of an
+    fx graph (an ONNX file rebuilt as layers), the modules it calls (its other modules are folders)."""
+    if isinstance(model, torch.fx.GraphModule):
+        called = [str(n.target) for n in model.graph.nodes if n.op == "call_module"]
+        return {name: model.get_submodule(name) for name in called}
     leaves = {}
     for name, child in model.named_children():
         items = child.named_children() if type(child) in CONTAINERS else [(None, child)]
@@ -186,6 +190,9 @@ def leaf_modules(model: nn.Module) -> dict[str, nn.Module]:
 
 def trace(model: nn.Module, x: torch.Tensor) -> Trace:
     """Run `model` (eval mode) on one normalised input (1, C, H, W) and read every stage."""
+    intermediate = getattr(model, "intermediate", None)
+    if callable(intermediate):  # an ONNX graph run by onnxruntime: its nodes' outputs
+        return _graph_outputs(model, intermediate, x)
     recorder = _Recorder(model)
     with recorder.watching_parts(), torch.inference_mode():
         ops, output, notes = recorder.run(x)
@@ -193,6 +200,25 @@ def trace(model: nn.Module, x: torch.Tensor) -> Trace:
     stages.append(Stage("softmax", torch.softmax(output[0].float(), 0)))  # softmax of log_softmax is the same
     stages, shown, map_stages = _thin(stages)
     return Trace(stages, output[0], shown, convs, notes, map_stages)
+
+
+def _graph_outputs(model: nn.Module, intermediate: Callable, x: torch.Tensor) -> Trace:
+    """The stages of a model that runs elsewhere (external/onnx_graph.OnnxRuntimeModel) and gives every node's
+    output, in graph order, as (node name, op type, tensor): each one that has the input's batch of one is a
+    stage. No weights are at hand, so no cell is a multiply-add."""
+    with torch.inference_mode():
+        outputs = intermediate(x)
+        output = model(x)
+    stages = [
+        Stage(f"{node} ({op})" if node != op else op, _values(values))
+        for node, op, values in outputs
+        if values.dim() >= 2 and values.shape[0] == 1 and _kind(op) not in PASSING | FINAL
+    ]
+    stages.append(Stage("softmax", torch.softmax(output[0].float(), 0)))
+    stages, shown, map_stages = _thin(stages)
+    note = f"{getattr(model, 'note', '') or 'this graph runs in onnxruntime'}: every node's maps are shown, "
+    note += "but not a multiply-add (its weights stay inside onnxruntime)"
+    return Trace(stages, output[0], shown, {}, [note], map_stages)
 
 
 class _Recorder:
@@ -222,6 +248,8 @@ class _Recorder:
 
     def _graph(self) -> "torch.fx.GraphModule | str":
         """The model's fx graph with its top-level modules as leaves (cached), or why fx cannot trace it."""
+        if isinstance(self.model, torch.fx.GraphModule):  # an ONNX file rebuilt as layers: its own graph already
+            return self.model
         cached = self._graphs.get(self.model)
         if cached is None or cached[0] != self.model.training:
             tracer = _LeafTracer(set(self.leaves.values()))
@@ -466,7 +494,10 @@ def _stage(op: _Op, rf: ReceptiveField | None, convs: dict[str, ConvCall], befor
     """The step as a stage; `before`: the field and the values of what it read, for its branches' fields."""
     values = _values(op.output)
     if op.module is not None:
-        name = f"{op.name}: {type(op.module).__name__}" if op.name.isdigit() else op.name  # a Sequential's "0"
+        # A convolution called again is named as its call is ("conv (call 2)"), as the inspector names it; a
+        # model that is a Sequential has only numbers for names, so they say what they are ("3.1: ReLU").
+        base = op.conv.name if op.conv is not None else op.name
+        name = f"{base}: {type(op.module).__name__}" if op.name.replace(".", "").isdigit() else base
     elif op.kind in RESHAPES and op.output.dim() == 2:
         name = "flatten"
     elif op.kind in ("mean", "adaptiveavgpool2d") and values.numel() == op.output.shape[1]:

@@ -4,6 +4,7 @@ where the model looks (attribution.py's picture)."""
 import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from matplotlib.colors import LogNorm
@@ -12,7 +13,7 @@ from cnnlab import CnnlabError
 from cnnlab.data.batches import iterate_batches, normalise
 from cnnlab.engine.checkpoint import read_metrics
 from cnnlab.engine.evaluate import evaluate
-from cnnlab.engine.run import open_run
+from cnnlab.engine.run import OpenOptions, default_output, is_model_file, open_run
 from cnnlab.explain.stages import trace
 from cnnlab.files import check_output
 from cnnlab.plotting import pyplot, save_figure
@@ -41,9 +42,16 @@ def curves(run_dirs: Iterable[str | Path], out: Path) -> Path:
     return save_figure(fig, out)
 
 
-def confusion(run: str | Path, out: Path, data_dir: str | Path | None = None) -> Path:
-    saved = open_run(run)
-    dataset = saved.load_dataset(data_dir=data_dir)
+def confusion(
+    run: str | Path,
+    out: Path,
+    data_dir: str | Path | None = None,
+    *,
+    dataset_name: str | None = None,
+    options: OpenOptions = OpenOptions(),
+) -> Path:
+    saved = open_run(run, options)
+    dataset = saved.load_dataset(dataset_name, data_dir=data_dir)
     result = evaluate(
         saved.model,
         dataset.test_images,
@@ -80,10 +88,18 @@ def confusion(run: str | Path, out: Path, data_dir: str | Path | None = None) ->
     return save_figure(fig, out)
 
 
-def errors(run: str | Path, out: Path, data_dir: str | Path | None = None, limit: int = 36) -> Path:
+def errors(
+    run: str | Path,
+    out: Path,
+    data_dir: str | Path | None = None,
+    limit: int = 36,
+    *,
+    dataset_name: str | None = None,
+    options: OpenOptions = OpenOptions(),
+) -> Path:
     """A grid of misclassified test images with true and predicted label and the model's confidence."""
-    saved = open_run(run)
-    dataset = saved.load_dataset(data_dir=data_dir)
+    saved = open_run(run, options)
+    dataset = saved.load_dataset(dataset_name, data_dir=data_dir)
     with torch.inference_mode():  # in batches: a deep net's activations for 10,000 images at once run to GBs
         probabilities = torch.cat(
             [
@@ -113,12 +129,13 @@ def errors(run: str | Path, out: Path, data_dir: str | Path | None = None, limit
     return save_figure(fig, out)
 
 
-def filters(run: str | Path, out: Path) -> Path:
+def filters(run: str | Path, out: Path, *, options: OpenOptions = OpenOptions()) -> Path:
     """The first convolution's kernels, one small image per (output, input) channel pair."""
-    model = open_run(run).model
+    model = open_run(run, options).model
     conv = next((m for m in model.modules() if isinstance(m, torch.nn.Conv2d)), None)
     if conv is None:
-        raise CnnlabError(f"{run}: model {type(model).__name__} has no convolution layer")
+        weights = "" if any(True for _ in model.parameters()) else " (its graph runs through onnxruntime: no weights)"
+        raise CnnlabError(f"{run}: model {type(model).__name__} has no convolution layer{weights}")
     weight = conv.weight.detach()[:, 0]  # (O, k, k), first input channel
     cols = min(10, len(weight))
     rows = math.ceil(len(weight) / cols)
@@ -135,11 +152,18 @@ def filters(run: str | Path, out: Path) -> Path:
 
 
 def features(
-    run: str | Path, out: Path, image_index: int = 0, data_dir: str | Path | None = None, channels: int = 8
+    run: str | Path,
+    out: Path,
+    image_index: int = 0,
+    data_dir: str | Path | None = None,
+    channels: int = 8,
+    *,
+    dataset_name: str | None = None,
+    options: OpenOptions = OpenOptions(),
 ) -> Path:
     """One test image and its feature maps stage by stage (the lab's stages: `stages.trace`), shapes in the titles."""
-    saved = open_run(run)
-    model, info, dataset = saved.model, saved.info, saved.load_dataset(data_dir=data_dir)
+    saved = open_run(run, options)
+    model, info, dataset = saved.model, saved.info, saved.load_dataset(dataset_name, data_dir=data_dir)
     if not 0 <= image_index < len(dataset.test_labels):
         raise CnnlabError(f"--image must be between 0 and {len(dataset.test_labels) - 1}, got {image_index}")
     x = normalise(dataset.test_images[image_index : image_index + 1], info.mean, info.std)
@@ -180,28 +204,35 @@ def draw(
     image_index: int = 0,
     *,
     overwrite: bool = False,
+    dataset_name: str | None = None,
+    options: OpenOptions = OpenOptions(),
 ) -> Path:
-    """Dispatch for `cnnlab viz`: the picture is saved in the (first) run directory (replacing the one there)
-    unless `out` is given, which replaces an existing file only with `overwrite`."""
+    """Dispatch for `cnnlab viz`: the picture is saved in the (first) run directory (replacing the one there;
+    for a model file, model.onnx, in the current folder, replacing nothing) unless `out` is given, which
+    replaces an existing file only with `overwrite`."""
     if what not in WHAT:
         raise CnnlabError(f"unknown picture {what!r}; choose from {', '.join(WHAT)}")
     run = Path(runs[0])
-    if not run.is_dir():
+    model_file = is_model_file(run)
+    if not run.is_dir() and not (model_file and run.is_file()):
         raise CnnlabError(f"run directory {run} does not exist")
-    default = run / (f"{what}-{image_index}.png" if what == "features" else f"{what}.png")
-    out = check_output(out or default, overwrite=overwrite or not out)  # before drawing, which may take a while
+    if model_file and what == "curves":
+        raise CnnlabError(f"{run} is a model file: it has no training curves (filters, features, confusion, ...)")
+    default, replaces = default_output(run, f"{what}-{image_index}.png" if what == "features" else f"{what}.png")
+    out = check_output(out or default, overwrite=overwrite or (replaces and not out))  # before drawing: it may be slow
     if what == "curves":
         return curves(runs, out)
     if len(runs) > 1:
         raise CnnlabError(f"--what {what} takes one run directory, got {len(runs)}")
-    if what == "confusion":
-        return confusion(run, out, data_dir)
-    if what == "errors":
-        return errors(run, out, data_dir)
     if what == "filters":
-        return filters(run, out)
+        return filters(run, out, options=options)
+    opened: dict[str, Any] = dict(dataset_name=dataset_name, options=options)
     if what == "attribution":
         from cnnlab.explain.attribution import attribution_picture  # Captum: imported only for this picture
 
-        return attribution_picture(run, out, first=image_index, data_dir=data_dir)
-    return features(run, out, image_index, data_dir)
+        return attribution_picture(run, out, first=image_index, data_dir=data_dir, **opened)
+    if what == "confusion":
+        return confusion(run, out, data_dir, **opened)
+    if what == "errors":
+        return errors(run, out, data_dir, **opened)
+    return features(run, out, image_index, data_dir, **opened)

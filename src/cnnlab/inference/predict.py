@@ -17,7 +17,7 @@ from cnnlab import CnnlabError
 from cnnlab.data.batches import normalise
 from cnnlab.data.decode import ImageError, read_image
 from cnnlab.data.folder import fit_image, luma
-from cnnlab.engine.run import open_run
+from cnnlab.engine.run import OpenOptions, open_run
 from cnnlab.files import check_output, write_output
 from cnnlab.inference.export import FORMATS
 from cnnlab.inference.onnx import onnx_session
@@ -48,18 +48,23 @@ def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
 
 
 class Predictor:
-    """A trained run ready to classify images, with PyTorch eager or onnxruntime; `prepare` makes its inputs."""
+    """A trained run (or a model file, model.onnx) ready to classify images, with PyTorch eager or onnxruntime;
+    `prepare` makes its inputs."""
 
-    def __init__(self, run_dir: str | Path, backend: str = "torch"):
+    def __init__(self, run_dir: str | Path, backend: str = "torch", *, options: OpenOptions = OpenOptions()):
         if backend not in ("torch", "onnxruntime"):
             raise CnnlabError(f"unknown backend {backend!r}; choose torch or onnxruntime")
-        self.run = open_run(run_dir)
+        self.run = open_run(run_dir, options)
         info = self.run.info
         # A digit run's inputs are made the way MNIST was; any other run's the way its training images were.
         self.digits = info.mnist_style and (info.in_channels, info.input_size) == (1, (28, 28))
         self.model, self.classes = self.run.model, info.classes
         self.session = None
-        if backend == "onnxruntime":
+        if backend == "onnxruntime" and not self.run.checkpoint:  # a model file: the graph as it is in the file
+            from cnnlab.external.onnx_graph import runtime_model
+
+            self.model = runtime_model(self.model)
+        elif backend == "onnxruntime":
             path = Path(run_dir) / FORMATS["onnx"]
             if not path.is_file():
                 raise CnnlabError(f"{path} not found: run `cnnlab export {run_dir} --format onnx` first")
@@ -119,15 +124,19 @@ def predict_files(
     *,
     overwrite: bool = False,
     note: Callable[[str], object] = lambda line: print(line, file=sys.stderr),
+    options: OpenOptions = OpenOptions(),
 ) -> int:
     """Classify every file; print one line (or JSON object) per file with `log`; return the exit code. With
     `show_input`, also draw the inputs the model saw into that PNG (an existing file replaced only with
-    `overwrite`) and say how many with `note` (stderr: stdout holds the results)."""
+    `overwrite`) and say how many with `note` (stderr: stdout holds the results), as it says what a model file
+    is and how its inputs were scaled."""
     if top_k < 1:
         raise CnnlabError(f"--top-k must be at least 1, got {top_k}")
     if show_input:
         check_output(show_input, overwrite=overwrite)  # before classifying what may be thousands of files
-    predictor = Predictor(run_dir, backend)
+    predictor = Predictor(run_dir, backend, options=options)
+    if predictor.run.origin:
+        note(predictor.run.origin)
     files = expand_paths(paths)
     if not files:
         raise CnnlabError("no image files given (folders are searched for " + ", ".join(sorted(IMAGE_SUFFIXES)) + ")")

@@ -19,6 +19,7 @@ from fastapi import FastAPI
 
 from cnnlab import CnnlabError
 from cnnlab.engine.checkpoint import CHECKPOINT
+from cnnlab.engine.run import OpenOptions, is_model_file
 from cnnlab.inference.serve.app import create_app
 from cnnlab.inference.serve.connections import HEADER_SECONDS, WatchedLoop
 
@@ -66,16 +67,22 @@ class LabServer(uvicorn.Server):
             print(self.banner, flush=True)
 
 
-def serve(run_dirs: Sequence[str | Path], *, host: str = "127.0.0.1", port: int = 8000) -> None:
+def serve(
+    run_dirs: Sequence[str | Path],
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    options: OpenOptions = OpenOptions(),
+) -> None:
     """Serve the lab until Ctrl-C; every run is loaded and the port bound before "serving on" is printed."""
     if not 1 <= port <= 65535:
         raise CnnlabError(f"--port must be between 1 and 65535, got {port}")
     for run_dir in run_dirs:
-        if not Path(run_dir).is_dir():
-            raise CnnlabError(f"{run_dir} is not a run directory (a folder `cnnlab train --out` wrote)")
+        if not Path(run_dir).is_dir() and not (is_model_file(run_dir) and Path(run_dir).is_file()):
+            raise CnnlabError(f"{run_dir} is not a run directory (a folder `cnnlab train --out` wrote), nor a .onnx")
     listener = bind(host, port)  # a wrong --host or a taken port is said before the runs are loaded
     try:
-        app = create_app(run_dirs, host=host)
+        app = create_app(run_dirs, host=host, options=options)
     except BaseException:
         listener.close()
         raise
@@ -147,10 +154,10 @@ class AlongsideLab:
 
 
 @contextmanager
-def serving_in_thread(run_dirs: Sequence[str | Path]) -> Iterator[str]:
+def serving_in_thread(run_dirs: Sequence[str | Path], options: OpenOptions = OpenOptions()) -> Iterator[str]:
     """The lab over these runs on a free local port, in a background thread (tests, screenshots): yields its URL."""
     listener = bind("127.0.0.1", 0)
-    server = LabServer(server_config(create_app(run_dirs)))
+    server = LabServer(server_config(create_app(run_dirs, options=options)))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
     thread.start()
     while not server.started:
