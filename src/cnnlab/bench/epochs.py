@@ -8,6 +8,8 @@ Both run the lecture recipe (SGD 0.01/0.5, batch 64) on the same data in the sam
 
 import resource
 import statistics
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -60,7 +62,9 @@ class _LectureMNIST(torch.utils.data.Dataset):
         return (x - self.mean) / self.std, int(self.labels[i])
 
 
-def reference_epoch(model, optimizer, dataset: ImageDataset, seed: int) -> tuple[float, float]:
+def reference_epoch(
+    model: torch.nn.Module, optimizer: torch.optim.Optimizer, dataset: ImageDataset, seed: int
+) -> tuple[float, float]:
     """One epoch of the lecture script: train() then test(); returns (seconds, test accuracy)."""
     generator = torch.Generator().manual_seed(seed)
     train_loader = torch.utils.data.DataLoader(
@@ -87,11 +91,13 @@ def reference_epoch(model, optimizer, dataset: ImageDataset, seed: int) -> tuple
     return timed(epoch)
 
 
-def cnnlab_epoch(model, optimizer, dataset: ImageDataset, config: TrainConfig) -> tuple[float, float]:
+def cnnlab_epoch(
+    model: torch.nn.Module, optimizer: torch.optim.Optimizer, dataset: ImageDataset, config: TrainConfig
+) -> tuple[float, float]:
     """The same epoch through cnnlab's pipeline (index-slice batches, channels_last unless the model's forward
     needs NCHW: a learner's `x.view`); (seconds, test accuracy)."""
     memory_format = fastest_layout(model, (dataset.in_channels, *dataset.input_size))
-    model.to(memory_format=memory_format)
+    model.to(memory_format=memory_format)  # type: ignore[call-overload]  # torch's stubs lack memory_format
 
     def epoch() -> float:
         order = epoch_order(len(dataset.train_labels), config.seed, 1)
@@ -128,7 +134,15 @@ def lecture_pipeline_epoch(dataset: ImageDataset, seed: int = 0) -> float:
     return reference_epoch(model, build_optimizer(model, config), dataset, seed)[0]
 
 
-def _pipeline_epochs(name: str, dataset: ImageDataset, *, pipelines, repeats: int, scale: float, log) -> dict:
+def _pipeline_epochs(
+    name: str,
+    dataset: ImageDataset,
+    *,
+    pipelines: Sequence[str],
+    repeats: int,
+    scale: float,
+    log: Callable[[str], object],
+) -> dict:
     """The lecture recipe's epoch through each pipeline, alternated `repeats` times (so that a noisy minute hits
     both alike), each from fresh weights; the last model is kept for the inference figures."""
     config = build_config({"recipe": "lecture", "model": name})
@@ -181,7 +195,7 @@ def _row(name: str, entry: dict, reference: bool) -> list[str]:
     ]
 
 
-def _bench_data(data_dir, quick: bool) -> ImageDataset:
+def _bench_data(data_dir: str | Path | None, quick: bool) -> ImageDataset:
     dataset = load_dataset("mnist", data_dir)
     if quick:  # a tenth of the data: same code paths, seconds scaled up to a full epoch
         dataset.train_images, dataset.train_labels = dataset.train_images[:6000], dataset.train_labels[:6000]
@@ -190,13 +204,13 @@ def _bench_data(data_dir, quick: bool) -> ImageDataset:
 
 
 def run_bench(
-    data_dir,
-    models=("cnn", "inception"),
-    quick=False,
-    reference=True,
-    out_dir="benchmarks/results",
-    epoch_repeats=3,
-    log=print,
+    data_dir: str | Path | None,
+    models: Sequence[str] = ("cnn", "inception"),
+    quick: bool = False,
+    reference: bool = True,
+    out_dir: str | Path = "benchmarks/results",
+    epoch_repeats: int = 3,
+    log: Callable[[str], object] = print,
 ) -> dict:
     """Per model: the lecture recipe's epoch, cnnlab's pipeline and the reference alternately, each from fresh
     weights `epoch_repeats` times (median and range reported); then inference throughput."""

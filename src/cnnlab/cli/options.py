@@ -7,10 +7,14 @@ import math
 import platform
 import sys
 from collections.abc import Callable
+from typing import TYPE_CHECKING, NoReturn
 
 from cnnlab import CnnlabError, __version__
 from cnnlab.engine.config import FIELDS
 from cnnlab.external.spec import parse_model_args
+
+if TYPE_CHECKING:
+    from cnnlab.engine.run import OpenOptions
 
 MAX_PORT = 65535
 HELP_WIDTH = 110  # a fixed width: the help reads the same everywhere, and docs/cli.md is its copy
@@ -35,7 +39,7 @@ class Parser(argparse.ArgumentParser):
         )
         self.commands: dict[str, Parser] = {}  # the top-level parser's subcommands, by name
 
-    def error(self, message: str):  # one line instead of argparse's usage block
+    def error(self, message: str) -> NoReturn:  # one line instead of argparse's usage block
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
@@ -184,7 +188,7 @@ def add_open_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def open_options(args: argparse.Namespace):
+def open_options(args: argparse.Namespace) -> "OpenOptions":
     """The OpenOptions (engine/run.py) of what add_open_options parsed."""
     from cnnlab.engine.run import OpenOptions
 

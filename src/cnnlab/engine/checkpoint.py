@@ -48,7 +48,7 @@ def save_checkpoint(
     write_bytes(path, buffer.getvalue())
 
 
-def load_checkpoint(path) -> dict:
+def load_checkpoint(path: str | Path) -> dict:
     """Load a checkpoint file or the checkpoint of a run folder, refusing anything but plain data."""
     path = Path(path)
     if path.is_dir():
@@ -74,7 +74,7 @@ def load_checkpoint(path) -> dict:
     return check_checkpoint(payload, path)
 
 
-def check_checkpoint(payload: dict, path) -> dict:
+def check_checkpoint(payload: dict, path: str | Path) -> dict:
     """`payload`, every field checked for its kind and range; the first one wrong is a one-line error naming the
     file and the field. An edited or damaged file is refused here, not met later as a traceback, a NaN answer or
     a 500. The optimizer, schedule and generator states are checked for their kind here, and in full when
@@ -156,11 +156,11 @@ def _progress_problem(payload: dict) -> str | None:
     return None
 
 
-def _is_plain(value) -> bool:
+def _is_plain(value: object) -> bool:
     return value is None or isinstance(value, str | bool | int | float)
 
 
-def _is_progress(state) -> bool:
+def _is_progress(state: object) -> bool:
     """`state` is what EpochProgress saves: whole-number counts, finite sums, nothing negative."""
     names = [f.name for f in dataclasses.fields(EpochProgress)]
     if not isinstance(state, dict) or sorted(state) != sorted(names):
@@ -190,11 +190,11 @@ def _tensors_problem(payload: dict) -> str | None:
     return None
 
 
-def write_config(run_dir: Path, config: TrainConfig, **facts) -> None:
+def write_config(run_dir: Path, config: TrainConfig, **facts: object) -> None:
     write_json(run_dir / CONFIG, {**dataclasses.asdict(config), **facts})
 
 
-def read_config(run_dir, *, missing_ok: bool = False) -> dict:
+def read_config(run_dir: str | Path, *, missing_ok: bool = False) -> dict:
     """A run's config.json, read bounded, as the dict it holds; a corrupt file is a one-line error. With
     `missing_ok`, a run that has not written it yet gives {} (a page polling a run that is starting)."""
     path = Path(run_dir) / CONFIG
@@ -214,7 +214,7 @@ def write_metrics(run_dir: Path, rows: list[dict]) -> None:
     write_text(run_dir / METRICS, "".join(json.dumps(r) + "\n" for r in rows))
 
 
-def read_metrics(run_dir) -> list[dict]:
+def read_metrics(run_dir: str | Path) -> list[dict]:
     """The rows of metrics.jsonl ([] when there is none yet); a corrupt file is a one-line error."""
     path = Path(run_dir) / METRICS
     if not path.exists():

@@ -336,7 +336,7 @@ FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 _TYPES = typing.get_type_hints(TrainConfig)
 
 
-def _allowed(key: str, value) -> bool:
+def _allowed(key: str, value: object) -> bool:
     """Whether `value` has the type of field `key` (an int where a float belongs is fine; a bool is no number)."""
     types = typing.get_args(_TYPES[key]) or (_TYPES[key],)
     if value is None:

@@ -6,8 +6,10 @@ import dataclasses
 import signal
 import threading
 import time
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import torch
 from tqdm import tqdm
@@ -87,7 +89,7 @@ class StopOnSignal:
             signal.signal(sig, handler)
 
 
-def training_data(config: TrainConfig, log=print) -> ImageDataset:
+def training_data(config: TrainConfig, log: Callable[[str], object] = print) -> ImageDataset:
     """The dataset `config` trains on: `config.dataset`, or MNIST when found or downloadable, else mnist-sample,
     said in one line. A sweep loads it once for all its runs (fit_or_reuse)."""
     dataset, notice = load_training_dataset(
@@ -102,7 +104,7 @@ def training_data(config: TrainConfig, log=print) -> ImageDataset:
     return dataset
 
 
-def prepare_data(config: TrainConfig, dataset: ImageDataset | None, log) -> ImageDataset:
+def prepare_data(config: TrainConfig, dataset: ImageDataset | None, log: Callable[[str], object]) -> ImageDataset:
     """The run's dataset, checked, with its validation split held out, then subset."""
     dataset = training_data(config, log) if dataset is None else dataset
     dataset.check_trainable()
@@ -112,7 +114,7 @@ def prepare_data(config: TrainConfig, dataset: ImageDataset | None, log) -> Imag
 
 
 def build_training_model(
-    config: TrainConfig, dataset: ImageDataset, device, dist: DistContext, code: ModelCode | None = None
+    config: TrainConfig, dataset: ImageDataset, device: torch.device, dist: DistContext, code: ModelCode | None = None
 ) -> torch.nn.Module:
     """`code`: the script the model is built from (a run's own copy when resuming)."""
     if dist.world > 1:  # torchrun by hand: before the run folder exists (cnnlab train --nproc checks it earlier)
@@ -125,11 +127,11 @@ def build_training_model(
     return model.to(device)
 
 
-def _memory_format(config: TrainConfig):
+def _memory_format(config: TrainConfig) -> torch.memory_format:
     return torch.channels_last if config.channels_last else torch.contiguous_format
 
 
-def _augmentation(config: TrainConfig, epoch: int, skip: int):
+def _augmentation(config: TrainConfig, epoch: int, skip: int) -> Callable[[torch.Tensor, int], torch.Tensor] | None:
     """The batch augmentation of `epoch`, its randomness a function of (seed, epoch, step): exact on resume.
 
     The generator lives on the batch's device: random numbers drawn on the CPU would be copied to a GPU each
@@ -157,7 +159,7 @@ class RunWriter:
         self.code = code.record() if code else None
         self.events = EventFile(folder.path) if folder is not None and config.tensorboard else None
 
-    def start(self, code: ModelCode | None, **facts) -> None:
+    def start(self, code: ModelCode | None, **facts: object) -> None:
         """A new run's config.json, and the copy of the script its model is built from (model.py), whose hash
         is remembered as code this user runs here (external/trust.py): the run reopens from it silently."""
         if self.folder is None:
@@ -188,7 +190,7 @@ class RunWriter:
 
 def fit(
     config: TrainConfig,
-    log=print,
+    log: Callable[[str], object] = print,
     dataset: ImageDataset | None = None,
     resume: bool = False,
     trust_code: bool = False,
@@ -213,6 +215,7 @@ def fit(
         state = TrainState.create(model, config, steps)
         with _open_folder(config, dist, resume) as folder:
             if resume:
+                assert config.out is not None  # set above
                 state.load_state_dict(check_run(config.out, resumable=True, trust_code=trust_code).checkpoint)
             writer = RunWriter(folder if dist.is_main else None, config, data, steps, code)
             if not resume:
@@ -261,7 +264,15 @@ def _settled(config: TrainConfig, dataset: str) -> TrainConfig:
     )
 
 
-def _start_lines(config, data, state, device, dist, resume: bool, code: ModelCode | None) -> list[str]:
+def _start_lines(
+    config: TrainConfig,
+    data: ImageDataset,
+    state: TrainState,
+    device: torch.device,
+    dist: DistContext,
+    resume: bool,
+    code: ModelCode | None,
+) -> list[str]:
     """What a run says as it starts: the run, a script's model and its copy, any notice about the dataset."""
     lines = [_start_line(config, data, state, device, dist, resume)]
     if code is not None:
@@ -277,11 +288,14 @@ def _model_code(config: TrainConfig, resume: bool, trust_code: bool) -> ModelCod
     if parse_spec(config.model).kind != SCRIPT:
         return None
     if resume:
+        assert config.out is not None  # resume_run names the run
         return check_run(config.out, resumable=True, trust_code=trust_code).code
     return script_code(config.model)
 
 
-def _layout_for(model: torch.nn.Module, config: TrainConfig, data: ImageDataset, log) -> TrainConfig:
+def _layout_for(
+    model: torch.nn.Module, config: TrainConfig, data: ImageDataset, log: Callable[[str], object]
+) -> TrainConfig:
     """`config`, in NCHW memory layout when a learner's forward fails on channels-last batches (`x.view(n, -1)`
     needs a contiguous tensor: the lecture's own CNN does it)."""
     if not config.channels_last:
@@ -299,7 +313,9 @@ def _copied(code: ModelCode, resume: bool) -> str:
     return f"the script copied into the run as {MODEL_SOURCE} (SHA-256 {code.sha256[:16]}...), which it reopens from"
 
 
-def _end_epoch(config: TrainConfig, state: TrainState, row: dict, writer: "RunWriter", log) -> bool:
+def _end_epoch(
+    config: TrainConfig, state: TrainState, row: dict, writer: "RunWriter", log: Callable[[str], object]
+) -> bool:
     """Record the epoch, report it, save it; True when early stopping ends the run here."""
     state.epoch, state.progress = row["epoch"], None
     state.history.append(row)
@@ -319,9 +335,10 @@ def _end_epoch(config: TrainConfig, state: TrainState, row: dict, writer: "RunWr
     return False
 
 
-def _open_folder(config: TrainConfig, dist: DistContext, resume: bool):
+def _open_folder(config: TrainConfig, dist: DistContext, resume: bool) -> "RunFolder | _NoFolder":
     """Rank 0 creates (or, resuming, reopens) and locks the run folder; the other ranks wait for it."""
     folder = None
+    assert config.out is not None  # fit() sets it before opening the folder
     if dist.is_main:
         folder = RunFolder.open_existing(config.out) if resume else RunFolder.create(config.out, config.overwrite)
     dist.barrier()
@@ -338,7 +355,9 @@ class _NoFolder:
         return None
 
 
-def _compiled(config, data: ImageDataset, state: TrainState, log) -> tuple[torch.nn.Module, float]:
+def _compiled(
+    config: TrainConfig, data: ImageDataset, state: TrainState, log: Callable[[str], object]
+) -> tuple[torch.nn.Module, float]:
     """The training model under torch.compile, compiled on each batch shape of an epoch before training starts."""
     n, size = len(data.train_labels), config.batch_size
     shapes = [min(size, n)] + ([n % size] if n > size and n % size else [])  # full batches, then the last one
@@ -431,7 +450,9 @@ def _train_epoch(
     return state.progress
 
 
-def _epoch_batches(config: TrainConfig, data: ImageDataset, dist: DistContext, epoch: int, skip: int):
+def _epoch_batches(
+    config: TrainConfig, data: ImageDataset, dist: DistContext, epoch: int, skip: int
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """This rank's batches of `epoch`, from step `skip` on (a resumed epoch continues its own order)."""
     order = epoch_order(len(data.train_labels), config.seed, epoch, data.train_labels.device)
     return iterate_batches(
@@ -448,7 +469,7 @@ def _epoch_batches(config: TrainConfig, data: ImageDataset, dist: DistContext, e
     )
 
 
-def _step_checkpoints(every: int, state: TrainState, writer: RunWriter):
+def _step_checkpoints(every: int, state: TrainState, writer: RunWriter) -> Callable[[Step], None]:
     def save(step: Step) -> None:
         if step.number % every == 0:
             state.progress = step.sums()
@@ -457,11 +478,13 @@ def _step_checkpoints(every: int, state: TrainState, writer: RunWriter):
     return save
 
 
-def _tracer(model, trace: dict):
-    watched = next(m for m in model.modules() if getattr(m, "weight", None) is not None and m.weight.dim() > 1)
+def _tracer(model: torch.nn.Module, trace: dict) -> Callable[[Step], None]:
+    weights = (getattr(m, "weight", None) for m in model.modules())
+    weight = next(w for w in weights if isinstance(w, torch.Tensor) and w.dim() > 1)
 
     def record(step: Step) -> None:
-        trace["grad_norms"].append(watched.weight.grad.norm().item())
+        assert weight.grad is not None  # called after each backward pass
+        trace["grad_norms"].append(weight.grad.norm().item())
         trace["train_loss"].append(step.loss.item())
         trace["train_error"].append(100.0 * (1 - (step.output.argmax(1) == step.labels).float().mean().item()))
 
@@ -469,7 +492,7 @@ def _tracer(model, trace: dict):
 
 
 @contextlib.contextmanager
-def _last_checkpoint_named(state: TrainState):
+def _last_checkpoint_named(state: TrainState) -> Iterator[None]:
     """Say, when a NaN stops the run, which checkpoint is the last good one."""
     try:
         yield
@@ -482,13 +505,20 @@ def _last_checkpoint_named(state: TrainState):
         raise NonFiniteLoss(f"{e}; {last}") from None
 
 
-def _distributed(model, dist: DistContext):
+def _distributed(model: torch.nn.Module, dist: DistContext) -> torch.nn.Module:
     return torch.nn.parallel.DistributedDataParallel(model) if dist.world > 1 else model
 
 
-def _evaluate_epoch(config, data: ImageDataset, model, progress: EpochProgress, dist, epoch: int) -> dict:
+def _evaluate_epoch(
+    config: TrainConfig,
+    data: ImageDataset,
+    model: torch.nn.Module,
+    progress: EpochProgress,
+    dist: DistContext,
+    epoch: int,
+) -> dict:
     start = time.perf_counter()
-    options = dict(
+    options: dict[str, Any] = dict(
         mean=data.mean,
         std=data.std,
         num_classes=data.num_classes,
@@ -507,7 +537,7 @@ def _evaluate_epoch(config, data: ImageDataset, model, progress: EpochProgress, 
         "test_correct": test.correct,
         "test_total": test.total,
     }
-    if data.val_images is not None:
+    if data.val_images is not None and data.val_labels is not None:
         val = evaluate(model, data.val_images, data.val_labels, **options)
         row.update(val_loss=round(val.loss, 6), val_accuracy=val.accuracy)
     row.update(
@@ -523,7 +553,9 @@ def _best_epoch(history: list[dict]) -> int:
     return max(history, key=lambda r: (r["val_accuracy"], -r["epoch"]))["epoch"]
 
 
-def _start_line(config, data, state, device, dist, resume) -> str:
+def _start_line(
+    config: TrainConfig, data: ImageDataset, state: TrainState, device: torch.device, dist: DistContext, resume: bool
+) -> str:
     parts = [
         f"{'Resuming' if resume else 'Training'} {config.model} ({count_parameters(state.model):,} parameters) "
         f"on {data.name} ({len(data.train_labels):,} train / "
@@ -554,7 +586,9 @@ def _default_out(config: TrainConfig, dataset_name: str) -> str:
 RESUME_CHANGES = ("epochs", "progress", "threads", "checkpoint_every", "check_every", "device")
 
 
-def resume_run(run_dir, log=print, trust_code: bool = False, **changes) -> FitResult:
+def resume_run(
+    run_dir: str | Path, log: Callable[[str], object] = print, trust_code: bool = False, **changes: Any
+) -> FitResult:
     """Continue the run in `run_dir` from its last checkpoint, with the settings it was started with.
 
     `changes` may set RESUME_CHANGES: `epochs` extends a finished constant-rate run (a one-cycle schedule
@@ -585,7 +619,12 @@ def resume_run(run_dir, log=print, trust_code: bool = False, **changes) -> FitRe
     return fit(config, log=log, resume=True, trust_code=trust_code)
 
 
-def fit_or_reuse(config: TrainConfig, log=print, dataset: ImageDataset | None = None, trust_code: bool = False) -> str:
+def fit_or_reuse(
+    config: TrainConfig,
+    log: Callable[[str], object] = print,
+    dataset: ImageDataset | None = None,
+    trust_code: bool = False,
+) -> str:
     """For sweeps (compare, depth, overfit): reuse a finished run of the same settings in `config.out` (a
     script's model: of the script as it is now), resume an unfinished one, or else train (on `dataset` when the
     sweep loaded it once for all its runs), a folder holding anything else being replaced only with `overwrite`.

@@ -143,7 +143,7 @@ class SavedRun:
     def config(self) -> dict:
         return dict(self.checkpoint.get("config") or {})
 
-    def data_dir(self, data_dir=None):
+    def data_dir(self, data_dir: str | Path | None = None) -> str | Path | None:
         """`data_dir`, else the folder the run was trained from while it still exists, else None (cache)."""
         saved = self.config.get("data_dir")
         if data_dir or (isinstance(saved, str) and Path(saved).is_dir()):
@@ -152,7 +152,9 @@ class SavedRun:
             raise CnnlabError(f"{saved}, the folder of images this run was trained on, is gone: pass --data-dir DIR")
         return None
 
-    def load_dataset(self, name: str | None = None, data_dir=None, allow_download: bool = True) -> ImageDataset:
+    def load_dataset(
+        self, name: str | None = None, data_dir: str | Path | None = None, allow_download: bool = True
+    ) -> ImageDataset:
         """The run's own dataset (from where it was trained, when that still exists), or another of the
         same shape and classes."""
         if name is None and self.info.name not in list_datasets():  # a model file that fits no dataset's shape
@@ -211,7 +213,7 @@ class CheckedRun:
         )
 
 
-def check_run(path, *, resumable: bool = False, trust_code: bool = False) -> CheckedRun:
+def check_run(path: str | Path, *, resumable: bool = False, trust_code: bool = False) -> CheckedRun:
     """Whether `path` is a cnnlab run whose checkpoint fits: the run, or one line saying what is wrong.
 
     The checkpoint is loaded safely and every field checked (checkpoint.check_checkpoint), then its weights are
@@ -223,7 +225,9 @@ def check_run(path, *, resumable: bool = False, trust_code: bool = False) -> Che
     return _read_run(path, resumable=resumable, trust_code=trust_code, allocate=False)[0]
 
 
-def _read_run(path, *, resumable: bool, trust_code: bool, allocate: bool) -> tuple[CheckedRun, torch.nn.Module]:
+def _read_run(
+    path: str | Path, *, resumable: bool, trust_code: bool, allocate: bool
+) -> tuple[CheckedRun, torch.nn.Module]:
     """check_run, and the model it loaded the weights into (a registered one on the meta device unless `allocate`)."""
     path = Path(path)
     if path.suffix.lower() == ".py" and path.is_file():
@@ -248,7 +252,9 @@ def _read_run(path, *, resumable: bool, trust_code: bool, allocate: bool) -> tup
     return CheckedRun(path, checkpoint, info, code), model
 
 
-def _loaded(name: str, info: DatasetInfo, width, checkpoint: dict, *, source: bytes | None, path: Path):
+def _loaded(
+    name: str, info: DatasetInfo, width: int | None, checkpoint: dict, *, source: bytes | None, path: Path
+) -> torch.nn.Module:
     """The model a checkpoint names, built and its weights loaded; one line naming the run when they do not fit."""
     try:
         model = build_model(name, info, width, model_args=checkpoint["config"].get("model_args"), source=source)
@@ -278,12 +284,12 @@ def _check_resumable(path: Path, checkpoint: dict) -> None:
         raise CnnlabError(f"{path / CHECKPOINT}: holds no training state to resume (only the weights)")
 
 
-def is_model_file(path) -> bool:
+def is_model_file(path: str | Path) -> bool:
     """Whether a path a command was given as a run is a model file (model.onnx) instead."""
     return parse_spec(str(path)).kind == ONNX and not Path(path).is_dir()
 
 
-def default_output(path, name: str) -> tuple[Path, bool]:
+def default_output(path: str | Path, name: str) -> tuple[Path, bool]:
     """Where a picture or file a command makes of a run goes when the user names none, and whether a file there
     may be replaced without --overwrite: into the run folder as `name`, replacing cnnlab's own; beside a bare
     checkpoint file; for a model file, `<stem>-<name>` in the current folder (never beside the user's file)."""
@@ -293,7 +299,7 @@ def default_output(path, name: str) -> tuple[Path, bool]:
     return (path if path.is_dir() else path.parent) / name, path.is_dir()
 
 
-def open_run(path, options: OpenOptions = OpenOptions()) -> SavedRun:
+def open_run(path: str | Path, options: OpenOptions = OpenOptions()) -> SavedRun:
     """Rebuild the model of a run folder (or checkpoint file) from its checkpoint, weights loaded; or open a
     model file (model.onnx) as a run. A run that selected an epoch on its validation split is opened at that
     epoch (best.pt), else at its last."""

@@ -7,8 +7,9 @@ forward hooks and torch.utils.flop_counter, so its totals match `cnnlab models` 
 
 import contextlib
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -20,18 +21,18 @@ from cnnlab.models.local import conv_output_size
 from cnnlab.tables import format_table
 
 
-def _shape(t) -> str:
+def _shape(t: object) -> str:
     return "x".join(map(str, t.shape[1:])) if isinstance(t, torch.Tensor) else "-"
 
 
-def summary_rows(model: torch.nn.Module, input_shape) -> list[list]:
+def summary_rows(model: torch.nn.Module, input_shape: Sequence[int]) -> list[list]:
     """One row per call of a leaf module (or of a direct child): name, type, in/out shape, params, FLOPs."""
     rows: list[list] = []
     counting = [False]
     names = {module: name for name, module in model.named_modules() if name}
     children = set(model.children())
 
-    def hook(module, inputs, output):
+    def hook(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], output: object) -> None:
         if counting[0]:
             return
         counting[0] = True
@@ -55,7 +56,7 @@ def summary_rows(model: torch.nn.Module, input_shape) -> list[list]:
     return rows
 
 
-def summary(name: str, input_shape=None, model_args: dict | None = None) -> str:
+def summary(name: str, input_shape: tuple[int, int, int] | None = None, model_args: dict | None = None) -> str:
     """`cnnlab summary`: model `name` (a registered name or a spec: net.py:Net, model.onnx) layer by layer (input
     and output shape, parameters, FLOPs), then totals; first, for a model from outside the package, where it
     comes from. `input_shape` (C, H, W): by default 1x28x28, an ONNX graph's own."""
@@ -82,14 +83,18 @@ def summary(name: str, input_shape=None, model_args: dict | None = None) -> str:
     )
 
 
-def _summary_model(spec: ModelSpec, input_shape, model_args: dict | None) -> tuple[torch.nn.Module, tuple]:
+def _summary_model(
+    spec: ModelSpec, input_shape: Sequence[int] | None, model_args: dict | None
+) -> tuple[torch.nn.Module, tuple]:
     """The model to summarise, and its input shape."""
     if spec.kind == ONNX:
-        given = dict(in_channels=input_shape[0], input_size=input_shape[1:]) if input_shape else {}
+        given: dict[str, Any] = dict(in_channels=input_shape[0], input_size=input_shape[1:]) if input_shape else {}
         model = build_model_from_spec(spec, **{"in_channels": None, "input_size": None, **given}, num_classes=None)
         return model, tuple(cast(tuple, model.input_shape))
     input_shape = tuple(input_shape or (1, 28, 28))
-    shape = dict(in_channels=input_shape[0], num_classes=None, input_size=input_shape[1:], model_args=model_args)
+    shape: dict[str, Any] = dict(
+        in_channels=input_shape[0], num_classes=None, input_size=input_shape[1:], model_args=model_args
+    )
     # Shapes, parameters and FLOPs need no real tensors (a huge --input costs nothing), but a learner's
     # constructor may compute with real ones (a dummy forward to size its fc).
     with torch.device("meta") if spec.kind == REGISTRY else contextlib.nullcontext():
@@ -165,7 +170,7 @@ def shape(
     return dataclasses.replace(conv, pool=pool, pooled=(conv.output - pool) // pool + 1)
 
 
-def params(input_shape, out_channels: int, kernel: int, stride: int = 1, padding: int = 0) -> str:
+def params(input_shape: tuple[int, int, int], out_channels: int, kernel: int, stride: int = 1, padding: int = 0) -> str:
     """Parameters and FLOPs of FC, locally connected and conv layers mapping the same input to the same output."""
     c, h, w = input_shape
     if out_channels < 1 or kernel < 1 or stride < 1 or padding < 0:

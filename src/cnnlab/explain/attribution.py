@@ -13,11 +13,12 @@ Captum computes both (`Occlusion`, `LayerGradCam`); tests/test_attribution.py ch
 answer is known by hand and against Grad-CAM written out directly.
 """
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn as nn
 from captum.attr import LayerAttribution, LayerGradCam, Occlusion
@@ -61,7 +62,7 @@ def watching(modules: Iterable[nn.Module], hook: Callable[[nn.Module, object], o
             handle.remove()
 
 
-def logits_of(model: nn.Module):
+def logits_of(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
     """`model` as a function returning class scores before softmax: the output of its last leaf module of the
     output's shape (the lecture nets end in `F.log_softmax` after `fc`: Grad-CAM takes the logit, as its paper
     does), or the output itself when no module gives one."""
@@ -101,11 +102,11 @@ def default_layer(model: nn.Module, x: torch.Tensor) -> str:
     return (whole or convs)[-1]
 
 
-def _channels(output) -> int | None:
+def _channels(output: object) -> int | None:
     return output.shape[1] if isinstance(output, torch.Tensor) and output.dim() == 4 else None
 
 
-def check_target(target: int | None, num_classes: int, classes=None) -> None:
+def check_target(target: int | None, num_classes: int, classes: Sequence[str] | None = None) -> None:
     if target is not None and not 0 <= target < num_classes:
         named = f" ({', '.join(map(str, classes))})" if classes is not None and len(classes) <= 12 else ""
         raise CnnlabError(
@@ -215,7 +216,13 @@ def explain_input(
 
 
 def attribution_picture(
-    run, out: Path, *, first: int = 0, data_dir=None, dataset_name=None, options: OpenOptions = OpenOptions()
+    run: str | Path,
+    out: Path,
+    *,
+    first: int = 0,
+    data_dir: str | Path | None = None,
+    dataset_name: str | None = None,
+    options: OpenOptions = OpenOptions(),
 ) -> Path:
     """The first test image of each class (up to MAX_PICTURED, from index `first` on), each with occlusion and
     Grad-CAM (at the default layer) for the class the model predicts (`cnnlab viz RUN --what attribution`)."""
@@ -246,7 +253,9 @@ def attribution_picture(
     return save_figure(fig, out)
 
 
-def _draw_column(axes, image: torch.Tensor, results: list[Attribution], classes, label: int, index: int) -> None:
+def _draw_column(
+    axes: np.ndarray, image: torch.Tensor, results: list[Attribution], classes: Sequence[str], label: int, index: int
+) -> None:
     picture = image.permute(1, 2, 0).numpy()
     picture = picture[..., 0] if picture.shape[2] == 1 else picture
     for ax in axes:

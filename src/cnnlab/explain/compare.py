@@ -1,6 +1,7 @@
 """`cnnlab compare`: several models, the same budget and recipe, one leaderboard and one scatter plot."""
 
 import dataclasses
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -19,13 +20,19 @@ from cnnlab.tables import format_table
 from cnnlab.timing import images_per_second
 
 
-def inference_rate(model, input_shape, batch_size=1024) -> float:
+def inference_rate(model: torch.nn.Module, input_shape: Sequence[int], batch_size: int = 1024) -> float:
     x = normalise(torch.randint(0, 256, (batch_size, *input_shape), dtype=torch.uint8), 0.1307, 0.3081)
     with torch.inference_mode():
         return images_per_second(lambda: model(x), batch_size, repeats=1, budget_s=0.5)[0]
 
 
-def compare(models, out_dir, log=print, trust_code: bool = False, **settings) -> list[dict]:
+def compare(
+    models: Sequence[str],
+    out_dir: str | Path,
+    log: Callable[[str], object] = print,
+    trust_code: bool = False,
+    **settings: object,
+) -> list[dict]:
     """Train (or reuse) each model of `models` (registered names or scripts, net.py:Net) with the same
     `settings` into out_dir/<model>, then rank them. `trust_code`: reuse runs of scripts not trained here."""
     out_dir = Path(out_dir)
@@ -81,7 +88,7 @@ def compare(models, out_dir, log=print, trust_code: bool = False, **settings) ->
     return rows
 
 
-def _scatter(rows, path: Path) -> None:
+def _scatter(rows: list[dict], path: Path) -> None:
     fig, ax = pyplot().subplots(figsize=(7, 4.5))
     for r in rows:
         ax.scatter(r["parameters"], r["test_accuracy"], s=40)

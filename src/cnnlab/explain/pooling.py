@@ -5,6 +5,7 @@ Max pooling keeps each window's largest value: where a feature fired, not how mu
 covered. Average pooling keeps each window's mean, so a strong, thin stroke is diluted by its neighbours.
 """
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -61,7 +62,7 @@ def _grid_lines(grid: torch.Tensor) -> list[str]:
     return ["  ".join(c.rjust(width) for c in row) for row in cells]
 
 
-def pool_example(grid=LECTURE_EXAMPLE, window: int = 2, stride: int = 2) -> str:
+def pool_example(grid: Sequence[Sequence[float]] = LECTURE_EXAMPLE, window: int = 2, stride: int = 2) -> str:
     """The input, its max-pooled and its average-pooled grid side by side, then each window worked out."""
     values = torch.tensor(grid, dtype=torch.float64)
     height, width = values.shape
@@ -98,7 +99,7 @@ def pool_example(grid=LECTURE_EXAMPLE, window: int = 2, stride: int = 2) -> str:
     return "\n".join(lines)
 
 
-def _first_conv_name(model) -> str:
+def _first_conv_name(model: torch.nn.Module) -> str:
     for name, module in model.named_modules():
         if isinstance(module, torch.nn.Conv2d):
             return name
@@ -106,8 +107,13 @@ def _first_conv_name(model) -> str:
 
 
 def feature_maps(
-    run, image_index: int = 0, layer: str | None = None, data_dir=None, *, options: OpenOptions = OpenOptions()
-):
+    run: str | Path,
+    image_index: int = 0,
+    layer: str | None = None,
+    data_dir: str | Path | None = None,
+    *,
+    options: OpenOptions = OpenOptions(),
+) -> tuple[str, torch.Tensor, torch.Tensor]:
     """The output of `layer` (default: the first convolution) for one test image: (name, image, maps)."""
     saved = open_run(run, options)
     model, info = saved.model, saved.info
@@ -131,17 +137,17 @@ def feature_maps(
 
 
 def pool_picture(
-    run,
-    out,
+    run: str | Path,
+    out: str | Path,
     image_index: int = 0,
     window: int = 2,
     stride: int = 2,
     layer: str | None = None,
     channels: int = 4,
-    data_dir=None,
+    data_dir: str | Path | None = None,
     *,
     options: OpenOptions = OpenOptions(),
-):
+) -> Path:
     """A picture: the test image, then for the `channels` most active channels of `layer`'s output the map,
     its max pooling and its average pooling, each row on one colour scale."""
     name, image, maps = feature_maps(run, image_index, layer, data_dir, options=options)
@@ -174,12 +180,12 @@ def pool_command(
     grid: str | None = None,
     window: int = 2,
     stride: int = 2,
-    run=None,
-    out=None,
+    run: str | Path | None = None,
+    out: str | Path | None = None,
     image_index: int = 0,
     layer: str | None = None,
     channels: int = 4,
-    data_dir=None,
+    data_dir: str | Path | None = None,
     *,
     overwrite: bool = False,
     options: OpenOptions = OpenOptions(),

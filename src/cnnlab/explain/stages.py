@@ -31,6 +31,7 @@ import re
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.fx
@@ -88,7 +89,7 @@ class ReceptiveField:
     stride: tuple[int, int]
     offset: tuple[int, int]
 
-    def through(self, module) -> "ReceptiveField":
+    def through(self, module: "nn.Module | Window") -> "ReceptiveField":
         """The field after one more window (a module or `Window`: kernel k, stride s, padding p, dilation d)."""
         k, s, p, d = (
             _pair(getattr(module, a, 1 if a == "dilation" else 0))
@@ -266,7 +267,7 @@ class _Recorder:
         self.calls[name] = self.calls.get(name, 0) + 1
         return name if self.calls[name] == 1 else f"{name} (call {self.calls[name]})"
 
-    def module_op(self, module: nn.Module, name: str, args: tuple, output, inputs: list[int]) -> _Op | None:
+    def module_op(self, module: nn.Module, name: str, args: tuple, output: object, inputs: list[int]) -> _Op | None:
         """The step of one leaf module's call; None (and a note) when it cannot be drawn."""
         if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
             # nn.MultiheadAttention's (output, weights), nn.LSTM's (output, (h, c)): the rest of forward reads on
@@ -282,7 +283,9 @@ class _Recorder:
         parts = self.parts.pop(module, [])
         return _Op(name, _kind(type(module).__name__), inputs, output.detach().clone(), module, conv=conv, parts=parts)
 
-    def function_op(self, function, args: tuple, kwargs: dict, output, inputs: list[int]) -> _Op | None:
+    def function_op(
+        self, function: Callable[..., object] | str, args: tuple, kwargs: dict, output: object, inputs: list[int]
+    ) -> _Op | None:
         """The step of one function `forward` applies, or None when it makes no tensor (x.size(0))."""
         if not isinstance(output, torch.Tensor):
             return None
@@ -336,7 +339,7 @@ class _GraphRun(torch.fx.Interpreter):
         output = self.run(x)
         return self.ops, output
 
-    def run_node(self, n: torch.fx.Node):
+    def run_node(self, n: torch.fx.Node) -> Any:
         output = super().run_node(n)
         if n.op == "placeholder":
             self.step[n] = -1

@@ -2,7 +2,9 @@
 where the model looks (attribution.py's picture)."""
 
 import math
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from matplotlib.colors import LogNorm
@@ -19,7 +21,7 @@ from cnnlab.plotting import pyplot, save_figure
 WHAT = ("curves", "confusion", "errors", "filters", "features", "attribution")
 
 
-def curves(run_dirs, out: Path) -> Path:
+def curves(run_dirs: Iterable[str | Path], out: Path) -> Path:
     """Training loss and test accuracy against epoch, one line per run."""
     fig, (loss_ax, acc_ax) = pyplot().subplots(1, 2, figsize=(11, 4))
     for run in run_dirs:
@@ -40,7 +42,14 @@ def curves(run_dirs, out: Path) -> Path:
     return save_figure(fig, out)
 
 
-def confusion(run, out: Path, data_dir=None, *, dataset_name=None, options: OpenOptions = OpenOptions()) -> Path:
+def confusion(
+    run: str | Path,
+    out: Path,
+    data_dir: str | Path | None = None,
+    *,
+    dataset_name: str | None = None,
+    options: OpenOptions = OpenOptions(),
+) -> Path:
     saved = open_run(run, options)
     dataset = saved.load_dataset(dataset_name, data_dir=data_dir)
     result = evaluate(
@@ -80,7 +89,13 @@ def confusion(run, out: Path, data_dir=None, *, dataset_name=None, options: Open
 
 
 def errors(
-    run, out: Path, data_dir=None, limit: int = 36, *, dataset_name=None, options: OpenOptions = OpenOptions()
+    run: str | Path,
+    out: Path,
+    data_dir: str | Path | None = None,
+    limit: int = 36,
+    *,
+    dataset_name: str | None = None,
+    options: OpenOptions = OpenOptions(),
 ) -> Path:
     """A grid of misclassified test images with true and predicted label and the model's confidence."""
     saved = open_run(run, options)
@@ -114,7 +129,7 @@ def errors(
     return save_figure(fig, out)
 
 
-def filters(run, out: Path, *, options: OpenOptions = OpenOptions()) -> Path:
+def filters(run: str | Path, out: Path, *, options: OpenOptions = OpenOptions()) -> Path:
     """The first convolution's kernels, one small image per (output, input) channel pair."""
     model = open_run(run, options).model
     conv = next((m for m in model.modules() if isinstance(m, torch.nn.Conv2d)), None)
@@ -137,13 +152,13 @@ def filters(run, out: Path, *, options: OpenOptions = OpenOptions()) -> Path:
 
 
 def features(
-    run,
+    run: str | Path,
     out: Path,
     image_index: int = 0,
-    data_dir=None,
+    data_dir: str | Path | None = None,
     channels: int = 8,
     *,
-    dataset_name=None,
+    dataset_name: str | None = None,
     options: OpenOptions = OpenOptions(),
 ) -> Path:
     """One test image and its feature maps stage by stage (the lab's stages: `stages.trace`), shapes in the titles."""
@@ -182,14 +197,14 @@ def features(
 
 
 def draw(
-    runs,
+    runs: Sequence[str | Path],
     what: str,
-    out=None,
-    data_dir=None,
+    out: str | Path | None = None,
+    data_dir: str | Path | None = None,
     image_index: int = 0,
     *,
     overwrite: bool = False,
-    dataset_name=None,
+    dataset_name: str | None = None,
     options: OpenOptions = OpenOptions(),
 ) -> Path:
     """Dispatch for `cnnlab viz`: the picture is saved in the (first) run directory (replacing the one there;
@@ -211,7 +226,7 @@ def draw(
         raise CnnlabError(f"--what {what} takes one run directory, got {len(runs)}")
     if what == "filters":
         return filters(run, out, options=options)
-    opened = dict(dataset_name=dataset_name, options=options)
+    opened: dict[str, Any] = dict(dataset_name=dataset_name, options=options)
     if what == "attribution":
         from cnnlab.explain.attribution import attribution_picture  # Captum: imported only for this picture
 

@@ -295,7 +295,7 @@ def _classes(path: Path, model: nn.Module, signature: Signature, note: str) -> i
     return scores.shape[1]
 
 
-def load_onnx(path, *, input_size: tuple[int, int] | None = None, max_bytes: int = MAX_BYTES) -> nn.Module:
+def load_onnx(path: str | Path, *, input_size: tuple[int, int] | None = None, max_bytes: int = MAX_BYTES) -> nn.Module:
     """The ONNX model at `path` as an `nn.Module` taking (N, C, H, W) float images, in eval mode: a GraphModule of
     real layers when every node converts and agrees with onnxruntime, else an `OnnxRuntimeModel`.
 

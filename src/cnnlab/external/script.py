@@ -89,7 +89,7 @@ class _Binding:
     alias: ast.alias | None = None
 
 
-def load_script(path, name: str | None = None, *, source: bytes | None = None) -> ScriptModel:
+def load_script(path: str | Path, name: str | None = None, *, source: bytes | None = None) -> ScriptModel:
     """The model `name` of the script at `path` (its bytes `source` when given, e.g. a run's trusted copy)."""
     path = Path(path)
     # A learner's deprecated calls (F.log_softmax(x) with no dim) are theirs to see when they run their script;
@@ -102,14 +102,14 @@ def load_script(path, name: str | None = None, *, source: bytes | None = None) -
     return script.take(target)
 
 
-def read_script(path) -> bytes:
+def read_script(path: str | Path) -> bytes:
     """The bytes of the script at `path`, read bounded."""
     if not Path(path).exists():
         raise CnnlabError(f"no such file: {path}")
     return read_bounded(path, MAX_SCRIPT_BYTES)
 
 
-def describe_failure(error: BaseException, path) -> str:
+def describe_failure(error: BaseException, path: str | Path) -> str:
     """ "line 24 (`x = self.fc(x)`): RuntimeError: ..." for an exception raised in the script's code."""
     message = (str(error).strip().splitlines() or [""])[0][:200]
     what = f"{type(error).__name__}: {message}" if message else type(error).__name__

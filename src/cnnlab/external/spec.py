@@ -12,6 +12,7 @@ says in one line what it expects when it does not.
 import inspect
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
@@ -98,7 +99,7 @@ def build_model_from_spec(
     *,
     in_channels: int | None,
     num_classes: int | None,
-    input_size,
+    input_size: Sequence[int] | None,
     width: int | None = None,
     model_args: dict | None = None,
     source: bytes | None = None,
@@ -155,7 +156,13 @@ def build_script_model(script: ScriptModel, arguments: dict) -> nn.Module:
 
 
 def script_arguments(
-    script: ScriptModel, *, in_channels: int, num_classes: int | None, input_size, width=None, model_args=None
+    script: ScriptModel,
+    *,
+    in_channels: int,
+    num_classes: int | None,
+    input_size: Sequence[int],
+    width: int | None = None,
+    model_args: dict | None = None,
 ) -> dict:
     """The script's own arguments, then the dataset's shape where the signature names it, then `model_args`."""
     parameters, label = script.parameters, script.label
@@ -189,7 +196,15 @@ def script_arguments(
     return arguments
 
 
-def check_model(model: nn.Module, *, label: str, path, in_channels: int, input_size, num_classes: int | None) -> None:
+def check_model(
+    model: nn.Module,
+    *,
+    label: str,
+    path: str | Path,
+    in_channels: int,
+    input_size: Sequence[int],
+    num_classes: int | None,
+) -> None:
     """One forward pass (eval mode, a batch of 2 zeros) on the dataset's shape: it runs, and gives 2 x classes
     (2 x any number when `num_classes` is None)."""
     given = "x".join(map(str, (in_channels, *input_size)))

@@ -1,5 +1,7 @@
 """`cnnlab evaluate`: a trained run measured on a test set, with per-class accuracy and confusion matrix."""
 
+from pathlib import Path
+
 from cnnlab.engine.evaluate import evaluate
 from cnnlab.engine.metrics import format_confusion, per_class_accuracy, test_line
 from cnnlab.engine.run import OpenOptions, open_run
@@ -7,7 +9,13 @@ from cnnlab.tables import format_table
 
 
 def evaluate_run(
-    run_dir, dataset_name=None, data_dir=None, batch_size=1000, tta=False, *, options: OpenOptions = OpenOptions()
+    run_dir: str | Path,
+    dataset_name: str | None = None,
+    data_dir: str | Path | None = None,
+    batch_size: int = 1000,
+    tta: bool = False,
+    *,
+    options: OpenOptions = OpenOptions(),
 ) -> str:
     """`run_dir`: a run folder, a checkpoint file or a model file (model.onnx), opened with `options`."""
     run = open_run(run_dir, options)

@@ -23,7 +23,7 @@ FORMATS = {"onnx": "model.onnx", "torchscript": "model.torchscript.pt"}
 TOLERANCE = 1e-4
 
 
-def _verification_batch(run: SavedRun, data_dir=None, n=256) -> tuple[torch.Tensor, str]:
+def _verification_batch(run: SavedRun, data_dir: str | Path | None = None, n: int = 256) -> tuple[torch.Tensor, str]:
     """Up to `n` normalised test images, and what they are in words."""
     info = run.info
     try:
@@ -41,7 +41,7 @@ def _verification_batch(run: SavedRun, data_dir=None, n=256) -> tuple[torch.Tens
     return normalise(images, info.mean, info.std), what
 
 
-def _torchscript(model, example) -> bytes:
+def _torchscript(model: torch.nn.Module, example: torch.Tensor) -> bytes:
     buffer = io.BytesIO()
     with torch.no_grad():
         torch.jit.save(torch.jit.trace(model, example), buffer)
@@ -49,10 +49,10 @@ def _torchscript(model, example) -> bytes:
 
 
 def export(
-    run_dir,
+    run_dir: str | Path,
     fmt: str = "onnx",
-    out=None,
-    data_dir=None,
+    out: str | Path | None = None,
+    data_dir: str | Path | None = None,
     *,
     overwrite: bool = False,
     options: OpenOptions = OpenOptions(),

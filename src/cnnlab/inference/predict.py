@@ -6,6 +6,7 @@ A digit run reads a line of digits as a number (`numbers.py`); one digit is answ
 import io
 import json
 import sys
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +42,7 @@ NUMBER_ROW, NUMBER_IMAGE_WIDTH, NUMBER_ROWS = 112, 448, 64
 SURE, UNSURE = (22, 163, 74), (234, 88, 12)  # the colours of a digit's box and frame: green, or orange when unsure
 
 
-def expand_paths(paths) -> list[Path]:
+def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
     """Files as given; folders replaced by the image files in them, sorted."""
     files = []
     for path in map(Path, paths):
@@ -56,7 +57,7 @@ class Predictor:
     """A trained run (or a model file, model.onnx) ready to classify images, with PyTorch eager or onnxruntime;
     `prepare` makes its inputs."""
 
-    def __init__(self, run_dir, backend: str = "torch", *, options: OpenOptions = OpenOptions()):
+    def __init__(self, run_dir: str | Path, backend: str = "torch", *, options: OpenOptions = OpenOptions()):
         if backend not in ("torch", "onnxruntime"):
             raise CnnlabError(f"unknown backend {backend!r}; choose torch or onnxruntime")
         self.run = open_run(run_dir, options)
@@ -119,16 +120,16 @@ def is_unsure(top: list[dict]) -> bool:
 
 
 def predict_files(
-    run_dir,
-    paths,
-    top_k=3,
-    backend="torch",
-    as_json=False,
-    show_input=None,
-    log=print,
+    run_dir: str | Path,
+    paths: Iterable[str | Path],
+    top_k: int = 3,
+    backend: str = "torch",
+    as_json: bool = False,
+    show_input: str | Path | None = None,
+    log: Callable[[str], object] = print,
     *,
     overwrite: bool = False,
-    note=lambda line: print(line, file=sys.stderr),
+    note: Callable[[str], object] = lambda line: print(line, file=sys.stderr),
     options: OpenOptions = OpenOptions(),
 ) -> int:
     """Classify every file; print one line (or JSON object) per file with `log`; return the exit code. With
@@ -192,7 +193,7 @@ def _digit_fields(reading: Reading) -> dict:
     return {"top": reading.digits[0].top, **fields} if len(reading.digits) == 1 else fields
 
 
-def _result_line(path, result: dict) -> str:
+def _result_line(path: Path, result: dict) -> str:
     if result.get("not_a_number"):
         return f"{path}: not a number: {result['error'].removeprefix(str(path) + ': ')}"
     if "error" in result:

@@ -24,7 +24,7 @@ from cnnlab.engine.run import OpenOptions
 from cnnlab.engine.snapshots import Snapshot, read_snapshots
 from cnnlab.explain.attribution import convolutions, default_layer, explain_input
 from cnnlab.explain.mistakes import confusion_cell, probabilities_of_test_set
-from cnnlab.explain.stages import Stage, explain_cell, trace
+from cnnlab.explain.stages import ReceptiveField, Stage, explain_cell, trace
 from cnnlab.files import read_bounded
 from cnnlab.inference.decode import load_image
 from cnnlab.inference.numbers import read_number
@@ -298,7 +298,7 @@ class _Locked:
         self.run = run
         self.classes = run.predictor.classes
 
-    def probabilities(self, inputs: np.ndarray):
+    def probabilities(self, inputs: np.ndarray) -> torch.Tensor:
         with self.run.lock:
             return self.run.predictor.probabilities(inputs)
 
@@ -357,8 +357,8 @@ def stage_json(stage: Stage) -> dict:
     }
 
 
-def field_json(field) -> dict | None:
-    return field and {"size": field.size, "stride": field.stride, "offset": field.offset}
+def field_json(field: ReceptiveField | None) -> dict | None:
+    return None if field is None else {"size": field.size, "stride": field.stride, "offset": field.offset}
 
 
 def snapshot_json(snapshot: Snapshot) -> dict:

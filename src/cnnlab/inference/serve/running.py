@@ -8,7 +8,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
@@ -100,7 +100,9 @@ class AlongsideLab:
     whole process, which would catch the training's own forward passes. The port is checked before training
     starts, so that a taken port is said at once."""
 
-    def __init__(self, run_dir: str | Path, *, host: str = "127.0.0.1", port: int = 8000, log=print):
+    def __init__(
+        self, run_dir: str | Path, *, host: str = "127.0.0.1", port: int = 8000, log: Callable[[str], object] = print
+    ):
         self.run_dir, self.host, self.port, self.log = Path(run_dir), host, port, log
         bind(host, port).close()  # one clear line now, rather than after the first epoch
         self.url = f"http://{host}:{port}/"
