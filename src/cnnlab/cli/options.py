@@ -215,6 +215,16 @@ def add_data_options(parser: argparse.ArgumentParser, *, of_run: bool = False) -
     )
 
 
+def add_overwrite_option(parser: argparse.ArgumentParser, target: str, *, also: str = "") -> None:
+    """--overwrite, for a command that writes one file: the output rule of cnnlab.files (refuse to replace an
+    existing file unless asked; never a run's own files, asked or not)."""
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help=f"replace {target} if it exists (default: refuse{also}); a run's own files are never replaced",
+    )
+
+
 def add_sweep_options(parser: argparse.ArgumentParser, out: str) -> None:
     """What every sweep (compare, depth, overfit) shares: the data, budget, output folder and the overwrite rule."""
     add_data_options(parser)

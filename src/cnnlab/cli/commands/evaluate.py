@@ -4,7 +4,7 @@
 import argparse
 
 from cnnlab import CnnlabError
-from cnnlab.cli.options import add_data_options, add_open_options, int_range, open_options
+from cnnlab.cli.options import add_data_options, add_open_options, add_overwrite_option, int_range, open_options
 
 NAME = "evaluate"
 HELP = "evaluate a run: loss, accuracy, per-class accuracy, confusion matrix"
@@ -24,12 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "most confident first, each with its top 3",
     )
     parser.add_argument("--out", metavar="FILE.png", help="the --errors sheet (default: RUN_DIR/errors-T-P.png)")
-    parser.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace an existing --out file (default: refuse; the sheet in a run folder is always replaced); "
-        "a run's own files are never replaced",
-    )
+    add_overwrite_option(parser, "the --out file", also="; the sheet in a run folder is always replaced")
     add_open_options(parser)
 
 

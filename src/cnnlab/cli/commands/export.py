@@ -2,7 +2,7 @@
 
 import argparse
 
-from cnnlab.cli.options import add_open_options, open_options
+from cnnlab.cli.options import add_open_options, add_overwrite_option, open_options
 
 NAME = "export"
 HELP = "export a run to ONNX or TorchScript, verified against PyTorch"
@@ -23,11 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="test images to verify on (default: the folder the run was trained from, then $CNNLAB_DATA_DIR, then the "
         "cache, never a download; else random images)",
     )
-    parser.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace an existing FILE (default: refuse); a run's own files are never replaced",
-    )
+    add_overwrite_option(parser, "the --out FILE")
     add_open_options(parser)
 
 

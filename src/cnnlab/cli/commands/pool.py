@@ -2,7 +2,7 @@
 
 import argparse
 
-from cnnlab.cli.options import RUN_DATA_ORDER, add_open_options, open_options
+from cnnlab.cli.options import RUN_DATA_ORDER, add_open_options, add_overwrite_option, open_options
 
 NAME = "pool"
 HELP = "max and average pooling side by side: the lecture's 4x4 example, or a run's feature maps as a picture"
@@ -37,11 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data-dir", metavar="DIR", help=f"with --run: folder holding the dataset's files (default: {RUN_DATA_ORDER})"
     )
-    parser.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="with --out: replace an existing file (default: refuse); a run's own files are never replaced",
-    )
+    add_overwrite_option(parser, "the --out file")
     add_open_options(parser)
 
 

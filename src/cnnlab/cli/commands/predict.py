@@ -2,7 +2,7 @@
 
 import argparse
 
-from cnnlab.cli.options import add_open_options, open_options
+from cnnlab.cli.options import add_open_options, add_overwrite_option, open_options
 
 NAME = "predict"
 HELP = "classify image files (PNG, JPEG, BMP, GIF, ...) with a trained run"
@@ -19,11 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="FILE.png",
         help="save the inputs the model sees (28x28 digits, or the fitted images), 16 a row, at most 256",
     )
-    parser.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace an existing --show-input file (default: refuse); a run's own files are never replaced",
-    )
+    add_overwrite_option(parser, "the --show-input file")
     add_open_options(parser)
 
 

@@ -2,7 +2,7 @@
 
 import argparse
 
-from cnnlab.cli.options import RUN_DATA_ORDER, add_open_options, open_options
+from cnnlab.cli.options import RUN_DATA_ORDER, add_open_options, add_overwrite_option, open_options
 
 NAME = "viz"
 HELP = "pictures of a run: curves, confusion, errors, filters, features, attribution"
@@ -35,11 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--data-dir", metavar="DIR", help=f"folder holding the dataset's files (default: {RUN_DATA_ORDER})"
     )
     parser.add_argument("--out", metavar="FILE.png", help="(default: RUN_DIR/<what>.png, replaced if there)")
-    parser.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="with --out: replace an existing file (default: refuse); a run's own files are never replaced",
-    )
+    add_overwrite_option(parser, "the --out file")
     add_open_options(parser)
 
 
