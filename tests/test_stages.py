@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from cnnlab.explain.stages import MAX_MAP_STAGES, explain_cell, trace
 from cnnlab.models import create_model, list_models
+from learners import LectureNet
 
 
 @pytest.fixture(scope="module")
@@ -115,25 +116,6 @@ def test_explain_refuses_a_cell_outside_the_output(digit):
     assert "mp" not in traced.convs  # pooling is no multiply-add
     with pytest.raises(ValueError):
         explain_cell(traced.convs["conv1"], 0, 24, 0)
-
-
-class LectureNet(nn.Module):
-    """Lecture 10's Net as typed in the lecture: one MaxPool2d used twice, F.relu, x.view, log_softmax without dim."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv1 = nn.Conv2d(1, 10, kernel_size=5)
-        self.conv2 = nn.Conv2d(10, 20, kernel_size=5)
-        self.mp = nn.MaxPool2d(2)
-        self.fc = nn.Linear(320, 10)
-
-    def forward(self, x):
-        in_size = x.size(0)
-        x = F.relu(self.mp(self.conv1(x)))
-        x = F.relu(self.mp(self.conv2(x)))
-        x = x.view(in_size, -1)
-        x = self.fc(x)
-        return F.log_softmax(x)
 
 
 class TutorialNet(nn.Module):
