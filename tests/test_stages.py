@@ -370,7 +370,7 @@ def test_a_vision_transformer_s_blocks_are_stages_and_its_patches_a_convolution(
         ("concat", (272,)),
         ("blocks.0: EncoderBlock", (272,)),
         ("blocks.1: EncoderBlock", (272,)),
-        ("getitem", (16,)),
+        ("[:, 0]", (16,)),
         ("head", (10,)),
         ("softmax", (10,)),
     ]

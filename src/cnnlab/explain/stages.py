@@ -290,6 +290,8 @@ class _Recorder:
         kind = _kind(name)
         if kind == "getitem" and args and isinstance(args[0], (tuple, list)):
             kind = "identity"  # an element of a module's tuple: shown with the module (its first tensor)
+        elif kind == "getitem" and len(args) == 2:
+            name = _index_text(args[1])  # x[:, 0], a vision transformer's class token: "[:, 0]"
         named = dict(zip(PARAMETERS.get(kind, ()), args[1:])) | dict(kwargs)
         op = _Op(name, kind, inputs, output.detach().clone())
         kernel = named.get("kernel_size")
@@ -429,6 +431,18 @@ class _Hooks:
     def __exit__(self, *exc):
         for handle in self.handles:
             handle.remove()
+
+
+def _index_text(index) -> str:
+    """ "[:, 0]" for x[:, 0], "[..., 1:]" for x[..., 1:]: a tensor's indexing as forward writes it."""
+
+    def part(p) -> str:
+        if isinstance(p, slice):
+            text = ("" if p.start is None else str(p.start)) + ":" + ("" if p.stop is None else str(p.stop))
+            return text + ("" if p.step is None else f":{p.step}")
+        return "..." if p is Ellipsis else "tensor" if isinstance(p, torch.Tensor) else str(p)
+
+    return "[" + ", ".join(map(part, index if isinstance(index, tuple) else (index,)))[:40] + "]"
 
 
 def _tensors(output) -> bool:
