@@ -352,10 +352,43 @@ def test_a_vision_transformer_s_blocks_are_stages_and_its_patches_a_convolution(
         ("concat", (272,)),
         ("blocks.0: EncoderBlock", (272,)),
         ("blocks.1: EncoderBlock", (272,)),
-        ("getitem", (16,)),
+        ("[:, 0]", (16,)),
         ("head", (10,)),
         ("softmax", (10,)),
     ]
     assert traced.notes == [] and list(traced.convs) == ["patch"]
     explained = explain_cell(traced.convs["patch"], 3, 1, 2)
     assert explained["sum"] == pytest.approx(traced.stages[0].values[3, 1, 2].item(), abs=1e-5)
+
+
+class HalfAndHalf(nn.Module):
+    """Channels split in two with torch.chunk, each half convolved, then concatenated (a grouped block)."""
+
+    def __init__(self, untraceable=False):
+        super().__init__()
+        self.stem = nn.Conv2d(1, 8, 3)
+        self.left, self.right = nn.Conv2d(4, 4, 3), nn.Conv2d(4, 4, 3)
+        self.fc = nn.Linear(8 * 24 * 24, 10)
+        self.untraceable = untraceable
+
+    def forward(self, x):
+        if self.untraceable:
+            assert x.dim() == 4  # a check on a tensor's size: torch.fx cannot trace past it
+        a, b = torch.chunk(F.relu(self.stem(x)), 2, dim=1)
+        x = torch.cat([self.left(a), self.right(b)], dim=1)
+        return self.fc(x.flatten(1))
+
+
+@pytest.mark.parametrize("untraceable", [False, True])
+def test_the_halves_of_a_chunk_are_read_on(digit, untraceable):
+    """Before, torch.chunk's tuple was no step, and nothing after it was drawn (the convolutions, fc)."""
+    model = HalfAndHalf(untraceable).eval()
+    traced = trace(model, digit)
+    assert [s.name for s in traced.stages] == ["stem + ReLU", "left", "right", "concat", "flatten", "fc", "softmax"]
+    assert list(traced.convs) == ["stem", "left", "right"]
+    with torch.no_grad():
+        half = F.relu(model.stem(digit))[:, 4:]
+        assert torch.allclose(traced.stages[2].values, model.right(half)[0], atol=1e-6)
+        explained = explain_cell(traced.convs["right"], 1, 5, 6)
+        assert explained["sum"] == pytest.approx(model.right(half)[0, 1, 5, 6].item(), abs=1e-5)
+    assert traced.stages[1].receptive_field.size == (5, 5)  # through the stem's 3x3, then its own

@@ -22,22 +22,25 @@ from cnnlab.tables import format_table
 
 
 def _shape(t: object) -> str:
+    if isinstance(t, (tuple, list)) and t:  # nn.LSTM's (output, (h, c)), nn.MultiheadAttention's (output, weights)
+        t = t[0]
     return "x".join(map(str, t.shape[1:])) if isinstance(t, torch.Tensor) else "-"
 
 
 def summary_rows(model: torch.nn.Module, input_shape: Sequence[int]) -> list[list]:
-    """One row per call of a leaf module (or of a direct child): name, type, in/out shape, params, FLOPs."""
+    """One row per call of a leaf module, of a direct child, or of a module with weights of its own (whose children
+    it may not call: nn.MultiheadAttention's out_proj): name, type, in/out shape, params, FLOPs."""
     rows: list[list] = []
     counting = [False]
     names = {module: name for name, module in model.named_modules() if name}
     children = set(model.children())
 
-    def hook(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], output: object) -> None:
+    def hook(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], kwargs: dict, output: object) -> None:
         if counting[0]:
             return
         counting[0] = True
         with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            module(*inputs)
+            module(*inputs, **kwargs)
         counting[0] = False
         first_call = all(row[0] != names[module] for row in rows)
         params = sum(p.numel() for p in module.parameters()) if first_call else 0
@@ -45,7 +48,8 @@ def summary_rows(model: torch.nn.Module, input_shape: Sequence[int]) -> list[lis
             [names[module], type(module).__name__, _shape(inputs[0]), _shape(output), params, counter.get_total_flops()]
         )
 
-    handles = [m.register_forward_hook(hook) for m in names if m in children or not list(m.children())]
+    shown = [m for m in names if m in children or not list(m.children()) or list(m.parameters(recurse=False))]
+    handles = [m.register_forward_hook(hook, with_kwargs=True) for m in shown]
     model.eval()
     try:
         with torch.no_grad():

@@ -293,6 +293,8 @@ class _Recorder:
         kind = _kind(name)
         if kind == "getitem" and args and isinstance(args[0], (tuple, list)):
             kind = "identity"  # an element of a module's tuple: shown with the module (its first tensor)
+        elif kind == "getitem" and len(args) == 2:
+            name = _index_text(args[1])  # x[:, 0], a vision transformer's class token: "[:, 0]"
         named = dict(zip(PARAMETERS.get(kind, ()), args[1:])) | dict(kwargs)
         op = _Op(name, kind, inputs, output.detach().clone())
         kernel = named.get("kernel_size")
@@ -358,6 +360,8 @@ class _GraphRun(torch.fx.Interpreter):
         if op is not None:
             self.step[n] = len(self.ops)
             self.ops.append(op)
+        elif _tensors(output) and inputs:  # torch.chunk's tuple: what reads its parts reads its input
+            self.step[n] = inputs[0]
         return output
 
 
@@ -386,7 +390,11 @@ class _EagerRun(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         output = func(*args, **(kwargs or {}))
         if self.depth == 0:
-            self._add(self.recorder.function_op(func, args, kwargs or {}, output, self._inputs(args, kwargs)), output)
+            inputs = self._inputs(args, kwargs)
+            op = self.recorder.function_op(func, args, kwargs or {}, output, inputs)
+            if op is None and _tensors(output) and inputs:  # torch.chunk's tuple, as in the fx graph
+                self._known(output, inputs[0])
+            self._add(op, output)
         return output
 
     def _enter(self) -> None:
@@ -404,11 +412,16 @@ class _EagerRun(TorchFunctionMode):
         return [self.step[id(a)] for a in flat if isinstance(a, torch.Tensor) and id(a) in self.step]
 
     def _add(self, op: _Op | None, output) -> None:
-        if op is not None:  # a tuple's tensors are indexed in Python, unseen here: each is known as this step's
-            for tensor in output if isinstance(output, (tuple, list)) else (output,):
-                self.alive.append(tensor)
-                self.step[id(tensor)] = len(self.ops)
+        if op is not None:
+            self._known(output, len(self.ops))
             self.ops.append(op)
+
+    def _known(self, output, step: int) -> None:
+        """`output` (or each tensor of its tuple: indexed in Python, unseen here) as made by `step`."""
+        for tensor in output if isinstance(output, (tuple, list)) else (output,):
+            if isinstance(tensor, torch.Tensor):
+                self.alive.append(tensor)
+                self.step[id(tensor)] = step
 
 
 class _Hooks:
@@ -421,6 +434,23 @@ class _Hooks:
     def __exit__(self, *exc):
         for handle in self.handles:
             handle.remove()
+
+
+def _index_text(index) -> str:
+    """ "[:, 0]" for x[:, 0], "[..., 1:]" for x[..., 1:]: a tensor's indexing as forward writes it."""
+
+    def part(p) -> str:
+        if isinstance(p, slice):
+            text = ("" if p.start is None else str(p.start)) + ":" + ("" if p.stop is None else str(p.stop))
+            return text + ("" if p.step is None else f":{p.step}")
+        return "..." if p is Ellipsis else "tensor" if isinstance(p, torch.Tensor) else str(p)
+
+    return "[" + ", ".join(map(part, index if isinstance(index, tuple) else (index,)))[:40] + "]"
+
+
+def _tensors(output) -> bool:
+    """Whether `output` is a tuple or list of tensors (torch.chunk's, torch.split's), not torch.Size."""
+    return isinstance(output, (tuple, list)) and any(isinstance(t, torch.Tensor) for t in output)
 
 
 def _function_name(function) -> str:
