@@ -21,7 +21,7 @@ from cnnlab import CnnlabError
 from cnnlab.bench.inference import onnx_rate, torch_rate
 from cnnlab.bench.results import check_destination, environment, save_result, spread
 from cnnlab.data.batches import epoch_order, iterate_batches
-from cnnlab.data.datasets import ImageDataset, load_dataset
+from cnnlab.data.datasets import ImageDataset, PerChannel, load_dataset
 from cnnlab.engine.config import TrainConfig, build_config
 from cnnlab.engine.evaluate import evaluate
 from cnnlab.engine.loop import fastest_layout, train_one_epoch
@@ -50,13 +50,14 @@ COLUMNS = [
 class _LectureMNIST(torch.utils.data.Dataset):
     """torchvision.datasets.MNIST + ToTensor + Normalize((0.1307,), (0.3081,)), per sample."""
 
-    def __init__(self, images, labels, mean, std):
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, mean: PerChannel, std: PerChannel) -> None:
+        assert isinstance(mean, float) and isinstance(std, float)  # MNIST's: one channel
         self.images, self.labels, self.mean, self.std = images[:, 0].numpy(), labels.numpy(), mean, std
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self.labels)
 
-    def __getitem__(self, i):
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         picture = Image.fromarray(self.images[i], mode="L")
         x = torch.from_numpy(np.array(picture, copy=True)).view(1, 28, 28).float().div(255)
         return (x - self.mean) / self.std, int(self.labels[i])

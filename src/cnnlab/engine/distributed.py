@@ -93,7 +93,7 @@ class DistContext:
         if self.world > 1:
             dist.barrier()
 
-    def _device(self):
+    def _device(self) -> torch.device:
         return torch.device("cuda", self.local_rank) if dist.get_backend() == "nccl" else torch.device("cpu")
 
 
@@ -211,7 +211,7 @@ def _environment(**values: str) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _launcher_quiet():
+def _launcher_quiet() -> Iterator[None]:
     """The launcher logs each signal it forwards and each worker it stops as warnings; the ranks and our own one
     line say what happened."""
     logging.disable(logging.ERROR)
@@ -222,7 +222,7 @@ def _launcher_quiet():
 
 
 @contextlib.contextmanager
-def _signal_handlers_kept():
+def _signal_handlers_kept() -> Iterator[None]:
     """The launcher installs handlers that raise its SignalException; ours (Ctrl-C's KeyboardInterrupt) come back."""
     names = ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT")  # what it handles; Windows lacks the last two
     signals = [getattr(signal, name) for name in names if hasattr(signal, name)]

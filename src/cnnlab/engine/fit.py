@@ -6,6 +6,7 @@ import dataclasses
 import signal
 import threading
 import time
+import types
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
@@ -70,21 +71,22 @@ class TrainingInterrupted(CnnlabError):
 class StopOnSignal:
     """SIGINT/SIGTERM set a flag that the loop reads after each step, so a checkpoint can be written."""
 
-    def __init__(self):
-        self.signal, self.previous = None, {}
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        self.previous: dict[int, Any] = {}  # signal -> the handler it had
 
-    def __enter__(self):
+    def __enter__(self) -> "StopOnSignal":
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 self.previous[sig] = signal.signal(sig, self._handle)
         return self
 
-    def _handle(self, signum, frame):
+    def _handle(self, signum: int, frame: types.FrameType | None) -> None:
         if self.signal is not None:  # a second Ctrl-C: stop now
             raise KeyboardInterrupt
         self.signal = signum
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         for sig, handler in self.previous.items():
             signal.signal(sig, handler)
 
@@ -348,10 +350,10 @@ def _open_folder(config: TrainConfig, dist: DistContext, resume: bool) -> "RunFo
 class _NoFolder:
     path = None
 
-    def __enter__(self):
+    def __enter__(self) -> None:
         return None
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         return None
 
 

@@ -41,7 +41,7 @@ class Conv:
     def of(cls, name: str, module: nn.Conv2d) -> "Conv":
         return cls(name, module.in_channels, module.out_channels, module.kernel_size[0])
 
-    def __str__(self):
+    def __str__(self) -> str:
         return f"{self.name}: {self.kernel}x{self.kernel}, {self.in_channels} -> {self.out_channels}"
 
     @property

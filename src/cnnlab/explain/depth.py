@@ -79,7 +79,7 @@ def _check(families: Sequence[str], depths: Sequence[int], seeds: Sequence[int])
         raise CnnlabError("--seeds needs at least one seed")
 
 
-def _mean(values):
+def _mean(values: Sequence[float]) -> float:
     return statistics.fmean(values) if values else float("nan")
 
 
@@ -205,7 +205,7 @@ def _summarise(family: str, depth: int, run_dirs: list[Path], width: int | None)
     }
 
 
-def _table(rows):
+def _table(rows: list[dict]) -> tuple[list[str], list[list]]:
     headers = [
         "model",
         "connection",

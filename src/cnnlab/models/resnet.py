@@ -75,12 +75,14 @@ class CifarResNet(nn.Module):
         self._init_weights()
 
     @staticmethod
-    def _make_stage(in_planes, planes, blocks, stride, shortcut, norm_layer):
+    def _make_stage(
+        in_planes: int, planes: int, blocks: int, stride: int, shortcut: bool, norm_layer: Callable[[int], nn.Module]
+    ) -> nn.Sequential:
         layers = [BasicBlock(in_planes, planes, stride, shortcut, norm_layer)]
         layers += [BasicBlock(planes, planes, 1, shortcut, norm_layer) for _ in range(blocks - 1)]
         return nn.Sequential(*layers)
 
-    def _init_weights(self):
+    def _init_weights(self) -> None:
         for m in self.modules():  # He et al. 2015 (arXiv:1502.01852) for convs, BN as identity
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
