@@ -18,6 +18,7 @@ from cnnlab.external.spec import ONNX, REGISTRY, SCRIPT, build_model_from_spec, 
 from cnnlab.external.trust import is_trusted, remember, sha256, trusted_source
 from cnnlab.models import count_parameters, create_model
 from conftest import ROOT
+from learners import LECTURE_STAGES
 
 MNIST = dict(in_channels=1, num_classes=10, input_size=(28, 28))
 
@@ -245,15 +246,7 @@ def test_the_lecture_cnn_is_taken_without_running_the_script(script, tmp_path, c
     assert not (tmp_path / "SIDE_EFFECT").exists() and "downloading" not in capsys.readouterr().out
     digit = torch.randn(1, 1, 28, 28, generator=torch.Generator().manual_seed(0))
     traced = trace(model.eval(), digit)
-    assert [(s.name, tuple(s.values.shape)) for s in traced.stages] == [
-        ("conv1", (10, 24, 24)),
-        ("mp + ReLU", (10, 12, 12)),
-        ("conv2", (20, 8, 8)),
-        ("mp + ReLU", (20, 4, 4)),
-        ("flatten", (320,)),
-        ("fc", (10,)),
-        ("softmax", (10,)),
-    ]
+    assert [(s.name, tuple(s.values.shape)) for s in traced.stages] == LECTURE_STAGES
     explained = explain_cell(traced.convs["conv2"], 7, 3, 5)
     assert explained["sum"] == pytest.approx(traced.stages[2].values[7, 3, 5].item(), abs=1e-5)
 
