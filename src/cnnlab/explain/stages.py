@@ -439,7 +439,7 @@ class _Hooks:
 def _index_text(index) -> str:
     """ "[:, 0]" for x[:, 0], "[..., 1:]" for x[..., 1:]: a tensor's indexing as forward writes it."""
 
-    def part(p) -> str:
+    def part(p: object) -> str:
         if isinstance(p, slice):
             text = ("" if p.start is None else str(p.start)) + ":" + ("" if p.stop is None else str(p.stop))
             return text + ("" if p.step is None else f":{p.step}")
