@@ -3,6 +3,17 @@
 import torch.nn as nn
 import torch.nn.functional as F
 
+# The lecture CNN's stages as the lab draws them, (name, shape): whether registered or typed by a learner.
+LECTURE_STAGES = [
+    ("conv1", (10, 24, 24)),
+    ("mp + ReLU", (10, 12, 12)),
+    ("conv2", (20, 8, 8)),
+    ("mp + ReLU", (20, 4, 4)),
+    ("flatten", (320,)),
+    ("fc", (10,)),
+    ("softmax", (10,)),
+]
+
 
 class LectureNet(nn.Module):
     """Lecture 10's Net as typed in the lecture: one MaxPool2d used twice, F.relu, x.view, log_softmax without dim."""

@@ -87,6 +87,16 @@ def test_slanted_numbers_with_leading_zeros_keep_them(drawings, predictor):
     assert read(image, predictor).number == "0072"
 
 
+def test_a_fine_pen_1_close_to_its_neighbours_is_a_digit_of_its_own(drawings, predictor):
+    """insooeric's 1 is one stroke a twelfth as wide as tall, narrower than any MNIST 1 until its stroke is
+    brought to MNIST's width: it was joined to the digit beside it ("10430" read as "0430")."""
+    for digits in ("10430", "81633", "1218"):
+        image, boxes = composed(drawings, "insooeric", digits, gap=0.1)
+        reading = read(image, predictor)
+        assert reading.number == digits
+        assert all(overlap(d.box, box) > 0.8 for d, box in zip(reading.digits, boxes))
+
+
 def test_touching_digits_are_never_one_confident_digit(drawings, predictor):
     """Two real digits pressed together (their ink boxes overlap by a tenth of their height)."""
     for pair in ("20", "46", "83", "57", "90"):

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from cnnlab.explain.stages import MAX_MAP_STAGES, explain_cell, trace
 from cnnlab.models import create_model, list_models
-from learners import LectureNet
+from learners import LECTURE_STAGES, LectureNet
 
 
 @pytest.fixture(scope="module")
@@ -44,15 +44,7 @@ def test_every_model_has_stages_ending_in_its_own_prediction(name, digit):
 def test_the_lecture_cnns_stages_are_its_own_values(digit):
     model = create_model("cnn").eval()
     traced = trace(model, digit)
-    assert [(s.name, tuple(s.values.shape)) for s in traced.stages] == [
-        ("conv1", (10, 24, 24)),
-        ("mp + ReLU", (10, 12, 12)),
-        ("conv2", (20, 8, 8)),
-        ("mp + ReLU", (20, 4, 4)),
-        ("flatten", (320,)),
-        ("fc", (10,)),
-        ("softmax", (10,)),
-    ]
+    assert [(s.name, tuple(s.values.shape)) for s in traced.stages] == LECTURE_STAGES
     with torch.no_grad():
         conv1 = model.conv1(digit)
         pooled = torch.relu(model.mp(conv1))
@@ -161,15 +153,7 @@ class SharedConv(nn.Module):
 def test_a_learners_functional_forward_gives_the_lectures_stages(digit):
     model = LectureNet().eval()
     traced = trace(model, digit)
-    assert [(s.name, tuple(s.values.shape)) for s in traced.stages] == [
-        ("conv1", (10, 24, 24)),
-        ("mp + ReLU", (10, 12, 12)),
-        ("conv2", (20, 8, 8)),
-        ("mp + ReLU", (20, 4, 4)),
-        ("flatten", (320,)),
-        ("fc", (10,)),
-        ("softmax", (10,)),
-    ]
+    assert [(s.name, tuple(s.values.shape)) for s in traced.stages] == LECTURE_STAGES
     assert traced.notes == []
     with torch.no_grad():
         second_pool = F.relu(model.mp(model.conv2(F.relu(model.mp(model.conv1(digit))))))

@@ -172,10 +172,7 @@ def read_number(
     costs, inputs = _candidates(page, pieces)
     runs = list(costs)
     probabilities = np.stack(
-        [
-            _weighted(p, classifier.classes, _union(pieces.boxes[pieces.order[i:j]]))
-            for p, (i, j) in zip(_probabilities(classifier, inputs), runs)
-        ]
+        [_weighted(p, classifier.classes, _aspect(seen)) for p, seen in zip(_probabilities(classifier, inputs), inputs)]
     )
     scores = {run: _score(probabilities[k], pieces, run) - costs[run] for k, run in enumerate(runs)}
     path, ambiguous = _choose(pieces, scores, {run: seen for run, seen in zip(runs, inputs)}, name)
@@ -528,10 +525,19 @@ def _score(probabilities: np.ndarray, pieces: _Pieces, run: Run) -> float:
     )
 
 
-def _weighted(probabilities: np.ndarray, classes: Sequence[str], box: tuple[int, int, int, int]) -> np.ndarray:
-    """The classifier's probabilities, each class's weighted by how plausible the digit's width is for it
-    (ASPECT_RANGE); not normalised: their sum says how plausible the digit is at all."""
-    aspect = (box[2] - box[0]) / max(box[3] - box[1], 1)
+def _aspect(seen: np.ndarray) -> float:
+    """Width / height of the ink's box in a 28x28 input (ink above 30% of white), measured as ASPECT_RANGE was
+    on MNIST: after the strokes are brought to MNIST's width, so that a 1 written with a fine pen in a large
+    image is not narrower than any MNIST 1 for its thin line alone."""
+    rows, cols = np.nonzero(seen > 0.3 * 255)
+    if len(rows) == 0:
+        return 1.0
+    return float(cols.max() - cols.min() + 1) / float(rows.max() - rows.min() + 1)
+
+
+def _weighted(probabilities: np.ndarray, classes: Sequence[str], aspect: float) -> np.ndarray:
+    """The classifier's probabilities, each class's weighted by how plausible the digit's width / height
+    (`_aspect`) is for it (ASPECT_RANGE); not normalised: their sum says how plausible the digit is at all."""
     low = np.array([ASPECT_RANGE.get(c, (0.0, math.inf))[0] for c in classes])
     high = np.array([ASPECT_RANGE.get(c, (0.0, math.inf))[1] for c in classes])
     outside = np.maximum(0.0, np.log(aspect / high)) + np.maximum(0.0, np.log(low / max(aspect, 1e-6)))
