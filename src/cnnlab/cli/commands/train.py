@@ -294,6 +294,8 @@ def worker_command(args: argparse.Namespace) -> list[str]:
         flag = NEGATED.get(name) or "--" + name.replace("_", "-")
         if isinstance(value, bool):  # a switch: given, so present
             command.append(flag)
+        elif isinstance(value, dict):  # --model-args: JSON, as its parser reads it (not Python's repr)
+            command.append(f"{flag}={json.dumps(value)}")
         elif value is not None:
             command.append(f"{flag}={value}")  # one word: a value that starts with '-' stays a value
     return command
