@@ -43,6 +43,7 @@ from cnnlab.data.decode import load_image
 from cnnlab.files import write_json
 from cnnlab.inference.numbers import NotANumberError, read_number
 from cnnlab.inference.predict import UNSURE_BELOW, Predictor
+from cnnlab.inference.preprocess import preprocess
 from cnnlab.tables import format_table
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -485,7 +486,15 @@ def score(examples, results) -> dict:
 
 def row(kind: str, s: dict) -> list[str]:
     if "exact" not in s:
-        return [f"{kind} ({s['images']})", "", "", "", "", "", f"{100 * s['refused'] / s['images']:.0f}% refused"]
+        return [
+            f"{kind} ({s['images']})",
+            "",
+            "",
+            "",
+            "",
+            "",
+            f"{100 * s['refused'] / max(s['images'], 1):.0f}% refused",
+        ]
     pct = lambda a, b: f"{100 * a / max(b, 1):.1f}%"
     return [
         f"{kind} ({s['images']})",
@@ -527,10 +536,11 @@ def speed_inputs(src: Sources, rng) -> dict[str, bytes]:
 
 
 def timings(predictor, inputs: dict[str, bytes], repeats: int = 15) -> list[list[str]]:
-    """Median ms of decode alone and of decode + read, measured side by side, one input after the other."""
+    """Median ms of decode alone, of decode + read, and of the single-digit path on the same file (decode +
+    `preprocess` + the model: what one digit cost before numbers), measured side by side, one after the other."""
     rows = []
     for name, data in inputs.items():
-        decode, total = [], []
+        decode, total, single = [], [], []
         for _ in range(repeats):
             start = time.perf_counter()
             image = load_image(data, name, max_side=DECODE_SIDE)
@@ -541,7 +551,14 @@ def timings(predictor, inputs: dict[str, bytes], repeats: int = 15) -> list[list
                 number = "refused"
             decode.append(decoded - start)
             total.append(time.perf_counter() - start)
-        rows.append([name, f"{1000 * statistics.median(decode):.1f}", f"{1000 * statistics.median(total):.1f}", number])
+            start = time.perf_counter()
+            predictor.top_k(preprocess(load_image(data, name, max_side=DECODE_SIDE), name), 3)
+            single.append(time.perf_counter() - start)
+        read, one = statistics.median(total), statistics.median(single)
+        rows.append(
+            [name, f"{1000 * statistics.median(decode):.1f}", f"{1000 * read:.1f}", f"{1000 * one:.1f}"]
+            + [f"{read / one:.2f}", number]
+        )
     return rows
 
 
@@ -597,8 +614,10 @@ def main(argv=None) -> int:
         if args.speed:
             print("\nspeed (median ms; decode, then decode + read; 2-core machine, shared):")
             rows = timings(predictor, speed_inputs(src, np.random.default_rng(args.seed)))
-            print(format_table(["input", "decode", "decode + read", "read as"], rows))
+            header = ["input", "decode", "decode + read", "one digit's path", "read / one digit", "read as"]
+            print(format_table(header, rows))
             summary[run]["speed_ms"] = {r[0]: float(r[2]) for r in rows}
+            summary[run]["speed_ratio_to_one_digit"] = {r[0]: float(r[4]) for r in rows}
     if args.json:
         write_json(args.json, {"per_kind": args.per_kind, "seed": args.seed, "results": summary})
     return 0

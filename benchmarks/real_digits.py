@@ -5,11 +5,12 @@ pens from 1 px mouse strokes to fat markers, in varied ink and paper colours, th
 canvases, 28x28 pixel grids, or photographed paper (perspective, uneven light, shadow, crease, blur,
 noise, JPEG). Digits typed in handwriting fonts are added when Debian's font packages are installed
 (fonts-dkg-handwriting, fonts-breip, ...); without them that kind is left out. Every image takes the
-path of `cnnlab predict`: encoded file -> load_image -> preprocess -> model. The 20 digits of
---real DIR (file name = label) are scored too. Misses are printed, then the preprocessing time.
+path of `cnnlab predict` for one digit: encoded file -> load_image -> preprocess -> model; with --reader
+also the whole path of `cnnlab predict` (the number reader: a digit read as two, or refused, is a miss).
+The 20 digits of --real DIR (file name = label) are scored too. Misses are printed, then the preprocessing time.
 
     python benchmarks/real_digits.py RUN_DIR [RUN_DIR ...] [--real ../shared/data/real-digits]
-        [--baseline-preprocess OLD_PREPROCESS.py] [--per-kind 100] [--figure docs/real-digits.png]
+        [--baseline-preprocess OLD_PREPROCESS.py] [--per-kind 100] [--reader] [--figure docs/real-digits.png]
 
 --baseline-preprocess scores every run a second time with the `preprocess` function of that file,
 e.g. the one before issue 12: git show <commit>:src/cnnlab/inference/preprocess.py > /tmp/old.py
@@ -30,7 +31,8 @@ from cnnlab import CnnlabError
 from cnnlab.data.datasets import load_dataset
 from cnnlab.files import write_json
 from cnnlab.inference.decode import load_image
-from cnnlab.inference.predict import Predictor, expand_paths
+from cnnlab.inference.numbers import read_number
+from cnnlab.inference.predict import UNSURE_BELOW, Predictor, expand_paths
 from cnnlab.inference.preprocess import preprocess
 from cnnlab.plotting import pyplot, save_figure
 from cnnlab.tables import format_table
@@ -482,6 +484,24 @@ def predictions(predictor, seen) -> list[tuple[str, float] | None]:
     return results
 
 
+def read_as_predict(predictor, examples) -> list[tuple[str, float] | None]:
+    """What `cnnlab predict` answers for each example: the number reader's string (a digit, or more digits:
+    a miss) and its least sure digit's probability; None when the reader refuses the image."""
+    results = []
+    for example in examples:
+        try:
+            reading = read_number(
+                load_image(example["data"], example["name"]),
+                classifier=predictor,
+                unsure_below=UNSURE_BELOW,
+                name=example["name"],
+            )
+            results.append((reading.number, min(d.top[0]["probability"] for d in reading.digits)))
+        except CnnlabError:
+            results.append(None)
+    return results
+
+
 def hit(example, result) -> bool:
     return result is not None and result[0] == str(example["label"])
 
@@ -573,6 +593,9 @@ def main(argv=None) -> int:
     parser.add_argument("--per-kind", type=int, default=100, metavar="N", help="images per kind (default: 100)")
     parser.add_argument("--seed", type=int, default=0, help="(default: 0)")
     parser.add_argument("--baseline-preprocess", metavar="FILE", help="also score each run with this file's preprocess")
+    parser.add_argument(
+        "--reader", action="store_true", help="also score what `cnnlab predict` answers (the number reader)"
+    )
     parser.add_argument("--figure", metavar="PNG", help="save inputs and model inputs, one per kind")
     parser.add_argument("--json", metavar="PATH", help="save the results")
     args = parser.parse_args(argv)
@@ -594,6 +617,9 @@ def main(argv=None) -> int:
             column = f"{Path(run).name} ({name})"
             columns.append(column)
             results[column] = predictions(predictor, seen[name])
+        if args.reader:
+            columns.append(f"{Path(run).name} (predict)")
+            results[columns[-1]] = read_as_predict(predictor, examples)
     rows, summary = [], {}
     generated = [i for i, e in enumerate(examples) if e["kind"] in KINDS or e["kind"] == FONT_KIND]
     harder = [i for i, e in enumerate(examples) if e["kind"] in HARD_KINDS]
