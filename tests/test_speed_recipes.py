@@ -222,16 +222,16 @@ def test_recipes_take_per_dataset_settings_and_a_generic_choice_elsewhere():
     assert build_config({"recipe": "best"}).augment == "affine"  # MNIST, or its sample, when none is named
     assert build_config({"recipe": "best", "dataset": "mnist"}).augment == "affine"
     clothes = build_config({"recipe": "best", "dataset": "fashion-mnist"})
-    assert (clothes.augment, clothes.epochs, clothes.model) == ("clothes", 18, "cnn-bn-32-64-64-fc256")
-    assert (
-        dataset_notice(clothes)
-        == "Recipe best on fashion-mnist: augment clothes, epochs 18 (its settings for this dataset)"
+    assert (clothes.augment, clothes.epochs, clothes.model) == ("clothes", 18, "cnn-bn-p32-64-128-fc256")
+    assert dataset_notice(clothes) == (
+        "Recipe best on fashion-mnist: model cnn-bn-p32-64-128-fc256, augment clothes, epochs 18 "
+        "(its settings for this dataset)"
     )
     assert build_config({"dataset": "fashion-mnist"}).batch_size == 64 and build_config({}).batch_size == 128
     assert build_config({"recipe": "best", "dataset": "cifar10"}).augment == "crop-flip"
     for dataset in ("kmnist", "folder"):  # no settings measured: shifts only, no flips or rotations
         assert build_config({"recipe": "best", "dataset": dataset, "data_dir": "x"}).augment == "crop"
-    given = build_config({"recipe": "best", "dataset": "fashion-mnist", "augment": "none"})
+    given = build_config({"recipe": "best", "dataset": "fashion-mnist", "augment": "none", "model": "cnn"})
     assert given.augment == "none"  # a flag wins, and only what the dataset still changes is announced
     assert dataset_notice(given) == "Recipe best on fashion-mnist: epochs 18 (its settings for this dataset)"
     assert build_config({"recipe": "fast", "dataset": "fashion-mnist"}).augment == "none"
@@ -262,5 +262,8 @@ def test_per_dataset_settings_are_announced_when_training(tmp_path, capsys):
         )
         == 0
     )
-    assert "Recipe best on fashion-mnist: augment clothes (its settings for this dataset)" in capsys.readouterr().out
+    assert (
+        "Recipe best on fashion-mnist: model cnn-bn-p32-64-128-fc256, augment clothes (its settings for this dataset)"
+        in capsys.readouterr().out
+    )
     assert json.loads((tmp_path / "c" / "config.json").read_text())["augment"] == "clothes"

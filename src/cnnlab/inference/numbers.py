@@ -19,7 +19,7 @@ The model stays a single-digit classifier; this is a pipeline around it:
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 from PIL import Image
@@ -98,7 +98,7 @@ class Classifier(Protocol):
     @property
     def classes(self) -> Sequence[str]: ...
 
-    def probabilities(self, inputs: np.ndarray): ...  # (N, 28, 28) uint8 -> (N, classes) tensor or array
+    def probabilities(self, inputs: np.ndarray) -> Any: ...  # (N, 28, 28) uint8 -> (N, classes): a tensor or an array
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ A digit run reads a line of digits as a number (`numbers.py`); one digit is answ
 import io
 import json
 import sys
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ from cnnlab import CnnlabError
 from cnnlab.data.batches import normalise
 from cnnlab.data.decode import ImageError, read_image
 from cnnlab.data.folder import fit_image, luma
-from cnnlab.engine.run import open_run
+from cnnlab.engine.run import OpenOptions, open_run
 from cnnlab.files import check_output, write_output
 from cnnlab.inference.export import FORMATS
 from cnnlab.inference.numbers import NotANumberError, Reading, read_number
@@ -41,7 +42,7 @@ NUMBER_ROW, NUMBER_IMAGE_WIDTH, NUMBER_ROWS = 112, 448, 64
 SURE, UNSURE = (22, 163, 74), (234, 88, 12)  # the colours of a digit's box and frame: green, or orange when unsure
 
 
-def expand_paths(paths) -> list[Path]:
+def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
     """Files as given; folders replaced by the image files in them, sorted."""
     files = []
     for path in map(Path, paths):
@@ -53,18 +54,23 @@ def expand_paths(paths) -> list[Path]:
 
 
 class Predictor:
-    """A trained run ready to classify images, with PyTorch eager or onnxruntime; `prepare` makes its inputs."""
+    """A trained run (or a model file, model.onnx) ready to classify images, with PyTorch eager or onnxruntime;
+    `prepare` makes its inputs."""
 
-    def __init__(self, run_dir, backend: str = "torch"):
+    def __init__(self, run_dir: str | Path, backend: str = "torch", *, options: OpenOptions = OpenOptions()):
         if backend not in ("torch", "onnxruntime"):
             raise CnnlabError(f"unknown backend {backend!r}; choose torch or onnxruntime")
-        self.run = open_run(run_dir)
+        self.run = open_run(run_dir, options)
         info = self.run.info
         # A digit run's inputs are made the way MNIST was; any other run's the way its training images were.
         self.digits = info.mnist_style and (info.in_channels, info.input_size) == (1, (28, 28))
         self.model, self.classes = self.run.model, info.classes
         self.session = None
-        if backend == "onnxruntime":
+        if backend == "onnxruntime" and not self.run.checkpoint:  # a model file: the graph as it is in the file
+            from cnnlab.external.onnx_graph import runtime_model
+
+            self.model = runtime_model(self.model)
+        elif backend == "onnxruntime":
             path = Path(run_dir) / FORMATS["onnx"]
             if not path.is_file():
                 raise CnnlabError(f"{path} not found: run `cnnlab export {run_dir} --format onnx` first")
@@ -114,25 +120,29 @@ def is_unsure(top: list[dict]) -> bool:
 
 
 def predict_files(
-    run_dir,
-    paths,
-    top_k=3,
-    backend="torch",
-    as_json=False,
-    show_input=None,
-    log=print,
+    run_dir: str | Path,
+    paths: Iterable[str | Path],
+    top_k: int = 3,
+    backend: str = "torch",
+    as_json: bool = False,
+    show_input: str | Path | None = None,
+    log: Callable[[str], object] = print,
     *,
     overwrite: bool = False,
-    note=lambda line: print(line, file=sys.stderr),
+    note: Callable[[str], object] = lambda line: print(line, file=sys.stderr),
+    options: OpenOptions = OpenOptions(),
 ) -> int:
     """Classify every file; print one line (or JSON object) per file with `log`; return the exit code. With
     `show_input`, also draw the inputs the model saw into that PNG (an existing file replaced only with
-    `overwrite`) and say how many with `note` (stderr: stdout holds the results)."""
+    `overwrite`) and say how many with `note` (stderr: stdout holds the results), as it says what a model file
+    is and how its inputs were scaled."""
     if top_k < 1:
         raise CnnlabError(f"--top-k must be at least 1, got {top_k}")
     if show_input:
         check_output(show_input, overwrite=overwrite)  # before classifying what may be thousands of files
-    predictor = Predictor(run_dir, backend)
+    predictor = Predictor(run_dir, backend, options=options)
+    if predictor.run.origin:
+        note(predictor.run.origin)
     files = expand_paths(paths)
     if not files:
         raise CnnlabError("no image files given (folders are searched for " + ", ".join(sorted(IMAGE_SUFFIXES)) + ")")
@@ -183,7 +193,7 @@ def _digit_fields(reading: Reading) -> dict:
     return {"top": reading.digits[0].top, **fields} if len(reading.digits) == 1 else fields
 
 
-def _result_line(path, result: dict) -> str:
+def _result_line(path: Path, result: dict) -> str:
     if result.get("not_a_number"):
         return f"{path}: not a number: {result['error'].removeprefix(str(path) + ': ')}"
     if "error" in result:

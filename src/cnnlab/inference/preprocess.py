@@ -219,11 +219,11 @@ def _running_min(pixels: np.ndarray, size: int, axis: int) -> np.ndarray:
     return -_running_max(-pixels, size, axis)
 
 
-def _cell_size(shape) -> int:
+def _cell_size(shape: tuple[int, ...]) -> int:
     return max(1, -(-max(shape) // GRID_CELLS))
 
 
-def _cell_reduce(pixels: np.ndarray, cell: int, ufunc) -> np.ndarray:
+def _cell_reduce(pixels: np.ndarray, cell: int, ufunc: np.ufunc) -> np.ndarray:
     """(H, W) -> (ceil(H / cell), ceil(W / cell)): each cell x cell square reduced by `ufunc` (np.maximum,
     np.add), zeros padding the last ones; strided slices, several times faster than a 4-d reshape."""
     rows, cols = -(-pixels.shape[0] // cell), -(-pixels.shape[1] // cell)

@@ -7,9 +7,14 @@ with a 4x4 stride-2 convolution, so its wider layers run on 13x13 maps: it reach
 (`--recipe fast`).
 `cnn-bn-32-64-64-fc256` splits the second 5x5 convolution into two 3x3 ones (a deeper, cheaper
 receptive field) and classifies through a hidden layer of 256 with dropout, for `--recipe best` with
-augmentation and weight averaging.
+augmentation and weight averaging. `cnn-bn-p32-64-128-fc256` pads its 3x3 convolutions, so the maps keep their
+size until each pooling (28, 14, 7, 3): the image's border (a garment's outline) reaches the classifier, for
+`--recipe best` on Fashion-MNIST.
 """
 
+from typing import Any
+
+import torch
 import torch.nn as nn
 
 from cnnlab.models.registry import register_model
@@ -19,14 +24,16 @@ __all__ = ["ConvBlock", "BatchNormCNN"]
 
 
 class ConvBlock(nn.Sequential):
-    """Convolution, then an optional 2x2 max-pool, BatchNorm and ReLU.
+    """Convolution (zero-padded by `padding` pixels), then an optional 2x2 max-pool, BatchNorm and ReLU.
 
     Pool before BatchNorm and ReLU: the same layers on a quarter of the values (BatchNorm dominated the
     step time on CPU when it ran on the full-size maps)."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, pool: bool, stride: int = 1):
+    def __init__(
+        self, in_channels: int, out_channels: int, kernel_size: int, pool: bool, stride: int = 1, padding: int = 0
+    ):
         super().__init__(
-            nn.Conv2d(in_channels, out_channels, kernel_size, stride, bias=False),  # BatchNorm: the bias
+            nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, bias=False),  # BatchNorm: the bias
             *([nn.MaxPool2d(2)] if pool else []),
             nn.BatchNorm2d(out_channels),
             nn.ReLU(inplace=True),
@@ -39,22 +46,24 @@ class BatchNormCNN(nn.Module):
 
     def __init__(
         self,
-        widths=(8, 24),
-        kernel_sizes=(5, 5),
-        pools=(True, True),
+        widths: tuple[int, ...] = (8, 24),
+        kernel_sizes: tuple[int, ...] = (5, 5),
+        pools: tuple[bool, ...] = (True, True),
         hidden: int = 0,
         in_channels: int = 1,
         num_classes: int = 10,
-        input_size=(28, 28),
-        strides=None,
-    ):
+        input_size: tuple[int, int] = (28, 28),
+        strides: tuple[int, ...] | None = None,
+        paddings: tuple[int, ...] | None = None,
+    ) -> None:
         super().__init__()
         self.num_classes = num_classes
         channels = (in_channels, *widths)
         strides = strides or (1,) * len(widths)
+        paddings = paddings or (0,) * len(widths)
         self.features = nn.Sequential(
             *(
-                ConvBlock(channels[i], channels[i + 1], kernel_sizes[i], pools[i], strides[i])
+                ConvBlock(channels[i], channels[i + 1], kernel_sizes[i], pools[i], strides[i], paddings[i])
                 for i in range(len(widths))
             )
         )
@@ -67,35 +76,41 @@ class BatchNormCNN(nn.Module):
             else nn.Linear(flat, num_classes)
         )
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.features(x).flatten(1))
 
 
 @register_model("cnn-bn-8-24")
-def cnn_bn_8_24(**kwargs):
+def cnn_bn_8_24(**kwargs: Any) -> BatchNormCNN:
     """Lecture-shaped CNN with BatchNorm, widths 8 and 24 (the fast recipe's model)."""
     return BatchNormCNN((8, 24), **kwargs)
 
 
 @register_model("cnn-bn-32-64")
-def cnn_bn_32_64(**kwargs):
+def cnn_bn_32_64(**kwargs: Any) -> BatchNormCNN:
     """Lecture-shaped CNN with BatchNorm, widths 32 and 64."""
     return BatchNormCNN((32, 64), **kwargs)
 
 
 @register_model("cnn-bn-32-64-64-fc256")
-def cnn_bn_32_64_64_fc256(**kwargs):
+def cnn_bn_32_64_64_fc256(**kwargs: Any) -> BatchNormCNN:
     """5x5 conv 32, pool, 3x3 conv 64, 3x3 conv 64, pool (BatchNorm), hidden layer 256 (the best recipe's model)."""
     return BatchNormCNN((32, 64, 64), (5, 3, 3), (True, False, True), hidden=256, **kwargs)
 
 
+@register_model("cnn-bn-p32-64-128-fc256")
+def cnn_bn_p32_64_128_fc256(**kwargs: Any) -> BatchNormCNN:
+    """Padded 3x3 convs 32, 64, 128, each pooled (BatchNorm), hidden layer 256 (best on Fashion-MNIST)."""
+    return BatchNormCNN((32, 64, 128), (3, 3, 3), (True, True, True), hidden=256, paddings=(1, 1, 1), **kwargs)
+
+
 @register_model("cnn-bn-s16-32-64")
-def cnn_bn_s16_32_64(**kwargs):
+def cnn_bn_s16_32_64(**kwargs: Any) -> BatchNormCNN:
     """4x4 stride-2 conv 16, 3x3 conv 32, pool, 3x3 conv 64 (BatchNorm), linear (the fast recipe's model)."""
     return BatchNormCNN((16, 32, 64), (4, 3, 3), (False, True, False), strides=(2, 1, 1), **kwargs)
 
 
 @register_model("cnn-bn-s8-24")
-def cnn_bn_s8_24(**kwargs):
+def cnn_bn_s8_24(**kwargs: Any) -> BatchNormCNN:
     """cnn-bn-8-24 with a stride-2 first convolution in place of convolution + pooling (a quarter of its work)."""
     return BatchNormCNN((8, 24), pools=(False, True), strides=(2, 1), **kwargs)

@@ -20,10 +20,11 @@ from cnnlab.data.batches import normalise
 from cnnlab.data.datasets import ImageDataset
 from cnnlab.engine.checkpoint import CONFIG, METRICS
 from cnnlab.engine.evaluate import evaluate
+from cnnlab.engine.run import OpenOptions
 from cnnlab.engine.snapshots import Snapshot, read_snapshots
 from cnnlab.explain.attribution import convolutions, default_layer, explain_input
 from cnnlab.explain.mistakes import confusion_cell, probabilities_of_test_set
-from cnnlab.explain.stages import Stage, explain_cell, trace
+from cnnlab.explain.stages import ReceptiveField, Stage, explain_cell, trace
 from cnnlab.files import read_bounded
 from cnnlab.inference.decode import load_image
 from cnnlab.inference.numbers import read_number
@@ -42,9 +43,9 @@ MAX_SNAPSHOTS_SENT = 120  # a longer run's snapshots are thinned evenly (the fir
 class LabRun:
     """One served run: its model, description, curves and confusion matrix."""
 
-    def __init__(self, run_dir: str | Path):
+    def __init__(self, run_dir: str | Path, options: OpenOptions = OpenOptions()):
         self.dir = Path(run_dir)
-        self.predictor = Predictor(run_dir)
+        self.predictor = Predictor(run_dir, options=options)
         self.run = self.predictor.run
         self.digits = self.predictor.digits
         self.lock = threading.Lock()
@@ -80,6 +81,7 @@ class LabRun:
             "input_size": list(info.input_size),
             "convolutions": convs,  # Grad-CAM's choices, in the order the forward pass calls them
             "grad_cam_layer": default_layer(run.model, blank) if convs else None,
+            "origin": run.origin,  # a model file: what it is, how its inputs are scaled (shown with the stages)
         }
 
     def prepare(self, data: bytes, name: str) -> np.ndarray:
@@ -138,7 +140,7 @@ class LabRun:
             "input": digit.tolist(),
             "shown": traced.shown,
             "map_stages": traced.map_stages,  # listed, of how many: `shown` in numbers, for the page's own words
-            "notes": traced.notes,
+            "notes": ([self.run.origin] if self.run.origin else []) + traced.notes,
             "stages": [stage_json(s) for s in traced.stages],
         }
 
@@ -263,8 +265,8 @@ class LabRun:
 class Lab:
     """The served runs, in the order given, and the admission queue their CPU work goes through."""
 
-    def __init__(self, run_dirs: Iterable[str | Path], *, admission: Admission):
-        self.runs = [LabRun(run_dir) for run_dir in run_dirs]
+    def __init__(self, run_dirs: Iterable[str | Path], *, admission: Admission, options: OpenOptions = OpenOptions()):
+        self.runs = [LabRun(run_dir, options) for run_dir in run_dirs]
         self.admission = admission
         if len({run.digits for run in self.runs}) > 1:
             listed = lambda digits: ", ".join(str(run.dir) for run in self.runs if run.digits == digits)
@@ -296,7 +298,7 @@ class _Locked:
         self.run = run
         self.classes = run.predictor.classes
 
-    def probabilities(self, inputs: np.ndarray):
+    def probabilities(self, inputs: np.ndarray) -> torch.Tensor:
         with self.run.lock:
             return self.run.predictor.probabilities(inputs)
 
@@ -355,8 +357,8 @@ def stage_json(stage: Stage) -> dict:
     }
 
 
-def field_json(field) -> dict | None:
-    return field and {"size": field.size, "stride": field.stride, "offset": field.offset}
+def field_json(field: ReceptiveField | None) -> dict | None:
+    return None if field is None else {"size": field.size, "stride": field.stride, "offset": field.offset}
 
 
 def snapshot_json(snapshot: Snapshot) -> dict:
