@@ -85,6 +85,7 @@ WIDE = 0.9  # a mark this many line heights wide is cut at its narrowest place e
 CUT_DEPTH = 0.8  # a column narrower than this share of the mark's median column is a place to cut
 UNLIKE_COST = 5.0  # log-probability lost by a candidate with more stroke or holes than any MNIST digit
 SPLIT_MARGIN = math.log(2)  # another split within this much log-probability of the best makes its digits unsure
+ONE_DIGIT_ASPECT = 1.0  # ink wider than high (width / height) is read as one digit only when the split finds one
 NOT_DIGITS_SHARE = 0.5  # when more than this share of 3 or more digits are unsure, the ink is no number
 
 
@@ -179,18 +180,23 @@ def read_number(
     answer = lambda seen, p, box, split_unsure: Digit(
         box, _top(p, classifier.classes, top_k), bool(p.max() < unsure_below), split_unsure, seen
     )
-    if len(path) == 1:  # one digit: the single-digit answer, unchanged (`preprocess`)
-        longest = max(image.size)  # found as a single digit is (no crop, enlargement, or other reduction)?
-        same = (
-            origin == (0, 0)
-            and scale == page.scale
-            and -(-longest // WORK_SIDE) == -(-longest // _work_side(image.size))
-        )
-        page = page if same else page_ink(image, name)
-        ink = single_digit(page)
-        seen = digit_input(ink)
-        box = _ink_box(ink, page.scale)
-        return Reading([answer(seen, _probabilities(classifier, [seen])[0], box, path[0] in ambiguous)])
+    longest = max(image.size)  # found as a single digit is (no crop, enlargement, or other reduction)?
+    same = (
+        origin == (0, 0) and scale == page.scale and -(-longest // WORK_SIDE) == -(-longest // _work_side(image.size))
+    )
+    whole = page if same else page_ink(image, name)
+    ink = single_digit(whole)  # the ink read as one digit, exactly as a single digit is
+    seen = digit_input(ink)
+    p = _probabilities(classifier, [seen])[0]
+    # One digit when the split finds one, or when the whole ink is no wider than it is high and, read as one
+    # digit, at least as likely as the split's digits together: a digit on squared paper, a slashed zero or a
+    # thin 0 is not cut into several, and a number, wider than any digit, is never answered as one.
+    aspect = _aspect(seen)
+    one = math.log(max(float(_weighted(p, classifier.classes, aspect).max()), 1e-12))
+    split = sum(scores[run] for run in path)
+    if len(path) == 1 or (aspect <= ONE_DIGIT_ASPECT and one >= split):
+        rival = path[0] in ambiguous if len(path) == 1 else one - split < SPLIT_MARGIN  # the split nearly as likely
+        return Reading([answer(seen, p, _ink_box(ink, whole.scale), rival)])
     digits = []
     for run in path:
         k = runs.index(run)
