@@ -51,11 +51,13 @@ docs: install
 
 # Every CPU figure of docs/speed.md: lecture recipe against the lecture's pipeline, deep models, time to 99% (float32
 # and bf16; each seed beside one epoch of the lecture's pipeline, their ratio with its median and range),
-# inference backends, the serving load test; docs/real-digits.md's generated real-world set, read by the default cnn
-# and the robust recipe; and what the lab's training snapshots cost (docs/lab.md). About 18 minutes on 2 idle cores,
-# plus the DDP exit counter. The GPU figures come from benchmarks/gpu.sh on a GPU machine; `best`'s 10-minute runs
-# are commands in docs/speed.md. A --target run that misses its accuracy on a seed exits 1; the leading - lets the
-# rest of the bench run.
+# inference backends, the serving load test; docs/real-digits.md's generated real-world set (also as `cnnlab
+# predict` answers it: the number reader) and numbers (exact-number and per-digit accuracy, a 12 MP photo's and
+# the lab pad's reading time beside the single-digit path's on the same file), read by the default cnn
+# and the robust recipe; and what the lab's training snapshots cost (docs/lab.md). About 20 minutes on 2 idle
+# cores, plus the DDP exit counter. The GPU figures come from benchmarks/gpu.sh on a GPU machine; `best`'s
+# 10-minute runs are commands in docs/speed.md. A --target run that misses its accuracy on a seed exits 1; the
+# leading - lets the rest of the bench run.
 bench: install
 	$(BIN)/cnnlab bench --data-dir $(MNIST_DIR)
 	$(BIN)/cnnlab bench --data-dir $(MNIST_DIR) --models resnet-20,densenet-bc-22-8 --quick --no-reference --out benchmarks/results/deep
@@ -65,7 +67,9 @@ bench: install
 	$(BIN)/cnnlab bench --inference runs/bench-cnn --data-dir $(MNIST_DIR)
 	$(BIN)/cnnlab train --recipe robust --val-split 5000 --data-dir $(MNIST_DIR) --no-progress --out runs/bench-robust --overwrite >/dev/null
 	$(BIN)/python benchmarks/real_digits.py runs/bench-cnn runs/bench-robust --data-dir $(MNIST_DIR) \
-	  $(if $(wildcard $(REAL_DIGITS)),--real $(REAL_DIGITS)) --json benchmarks/results/real-digits-$(shell date +%F).json
+	  $(if $(wildcard $(REAL_DIGITS)),--real $(REAL_DIGITS)) --reader --json benchmarks/results/real-digits-$(shell date +%F).json
+	$(BIN)/python benchmarks/number_reading.py runs/bench-cnn runs/bench-robust --data-dir $(MNIST_DIR) --speed \
+	  --json benchmarks/results/numbers-$(shell date +%F).json
 	$(BIN)/python benchmarks/snapshot_cost.py --data-dir $(MNIST_DIR)
 	$(BIN)/cnnlab train --dataset mnist-sample --no-progress --out runs/bench-serve --overwrite >/dev/null
 	$(BIN)/python benchmarks/load.py runs/bench-serve --clients 8 --requests 800

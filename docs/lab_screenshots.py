@@ -3,12 +3,14 @@ English and in Korean.
 
     python docs/lab_screenshots.py RUN_DIR [RUN_DIR...] [--out docs/lab]
     python docs/lab_screenshots.py IMAGE_RUN_DIR --upload IMAGE [--out docs/lab]
+    python docs/lab_screenshots.py RUN_DIR [RUN_DIR...] --number [--out docs/lab]
 
 Serves the runs on a free local port, draws a 7 in headless Chromium (Debian's /usr/bin/chromium; the Korean
 pictures need a Korean font, Debian's fonts-nanum), and takes each view as a learner arrives at it: a click (a
 tap on the phone) on its tab, a map cell, a class, a confusion cell, and the screen as it then is, never
 scrolled by the script. Files: {laptop,phone}-VIEW.png, and -ko.png for Korean (the browser's language). For a
 run on colour or own images (an upload box, no canvas), uploads IMAGE instead and saves {laptop,phone}-upload.png.
+With --number, writes "42" on the wide pad instead and opens its 2: {laptop,phone}-number{,-digit}.png.
 """
 
 import argparse
@@ -130,11 +132,33 @@ def upload_views(browser, url: str, out: Path, image: str) -> None:
         page.close()
 
 
+def number_views(browser, url: str, out: Path) -> None:
+    """A number: "42" written on the wide pad (the mouse on a laptop, a finger on a phone), then its 2 opened:
+    {laptop,phone}-number.png and -number-digit.png."""
+    from test_lab_numbers import FORTY_TWO, with_a_finger, with_mouse
+
+    for device, viewport in VIEWPORTS.items():
+        context = browser.new_context(viewport=viewport, device_scale_factor=1, has_touch=device == "phone")
+        page = context.new_page()
+        page.goto(url)
+        page.wait_for_function("() => window.lab.runs.length > 0")
+        touch(page, '#mode button[data-mode="number"]', device)
+        (with_a_finger if device == "phone" else with_mouse)(page, FORTY_TWO)
+        shown = "() => window.lab.results.length === window.lab.runs.length && !window.lab.busy"
+        page.wait_for_function(shown, timeout=60_000)
+        shot(page, out / f"{device}-number.png")
+        touch(page, "#number-card .digit >> nth=1", device)
+        page.wait_for_selector("#arithmetic", timeout=60_000)
+        shot(page, out / f"{device}-number-digit.png")
+        context.close()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+")
     parser.add_argument("--out", default="docs/lab")
     parser.add_argument("--upload", metavar="IMAGE", help="the image to upload, for runs that take uploads")
+    parser.add_argument("--number", action="store_true", help='only the number views: "42" on the wide pad')
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -142,6 +166,8 @@ def main() -> int:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=CHROMIUM_ARGS)
         if args.upload:
             upload_views(browser, url, out, args.upload)
+        elif args.number:
+            number_views(browser, url, out)
         else:
             digit_views(browser, url, out)
         browser.close()

@@ -76,17 +76,26 @@ def write_idx_dataset(folder: Path, n_train=60, n_test=20, compress=True, seed=0
     return folder
 
 
+def train_sample(out: Path, *flags: str) -> Path:
+    """`cnnlab train` on mnist-sample, seed 0, no progress bar, into `out` (`flags` add to or override these),
+    asserted to succeed."""
+    from cnnlab.cli import main
+
+    argv = ["train", "--dataset", "mnist-sample", "--seed", "0", "--no-progress", "--out", str(out), *flags]
+    assert main(argv) == 0
+    return out
+
+
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory):
     """The lecture CNN trained for 3 epochs on mnist-sample (about 96% test accuracy), once per session."""
-    from cnnlab.cli import main
+    return train_sample(tmp_path_factory.mktemp("trained") / "cnn", "--epochs", "3")
 
-    out = tmp_path_factory.mktemp("trained") / "cnn"
-    assert (
-        main(["train", "--dataset", "mnist-sample", "--epochs", "3", "--seed", "0", "--no-progress", "--out", str(out)])
-        == 0
-    )
-    return out
+
+@pytest.fixture(scope="session")
+def robust_run(tmp_path_factory):
+    """The robust recipe on mnist-sample (4,000 images), 8 epochs: about 20 s on 2 cores."""
+    return train_sample(tmp_path_factory.mktemp("robust") / "run", "--recipe", "robust", "--epochs", "8")
 
 
 # Handwriting-like strokes for each digit, in a unit square (x right, y down).

@@ -175,6 +175,7 @@ TRAIN_FLAGS = [
     "--train-subset=100",
     "--val-split=20",
     "--model=resnet-8",
+    '--model-args={"depth": 8, "name": "it\'s"}',
     "--width=4",
     "--recipe=lecture",
     "--epochs=2",
@@ -206,6 +207,7 @@ TRAIN_FLAGS = [
     "--trace-grad",
     "--tensorboard",
     "--plot",
+    "--trust-code",
 ]
 
 

@@ -14,7 +14,8 @@ ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
 # A command line in a code block: `cnnlab CMD ...`, `$ cnnlab CMD ...`, `python -m cnnlab CMD ...`, torchrun's.
-COMMAND_LINE = re.compile(r"^(?:\$ )?(?:\S*python3? -m |torchrun .*-m )?cnnlab ([a-z][\w-]*)(.*)$")
+# A command as typed, not an error it prints ("cnnlab evaluate: error: ... cnnlab train --model x.py").
+COMMAND_LINE = re.compile(r"^(?:\$ )?(?:\S*python3? -m |torchrun .*-m )?cnnlab ([a-z][\w-]*)(?![\w:-])(.*)$")
 FLAG = re.compile(r"(?<![\w-])--[a-z][\w-]*")
 
 

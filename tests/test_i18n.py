@@ -16,6 +16,7 @@ PLACEHOLDER = re.compile(r"\{(\w+)\}")
 TERMS = ("합성곱", "커널", "필터", "스트라이드", "패딩", "풀링", "특성 맵", "완전 연결 계층", "과적합", "기울기 소실")
 # Strings that are the same in every language: notation and names, no words to translate.
 NOTATION = {"where.gradcam", "where.probability", "where.tip", "strip.tip", "foot.api"}
+NOTATION |= {"number.digit", "number.digit.unsure"}  # a digit and its probability
 
 
 def catalog(language: str) -> dict:

@@ -24,6 +24,33 @@ def test_summary_shows_the_lecture_shapes():
     assert [r[5] for r in rows] == [2 * 5760 * 25, 0, 2 * 1280 * 250, 0, 2 * 3200]
 
 
+class Recurrent(torch.nn.Module):
+    """A learner's sequence models: an LSTM over the rows, then attention over its outputs (both return tuples;
+    nn.MultiheadAttention computes with its own weights, never calling its out_proj child)."""
+
+    def __init__(self):
+        super().__init__()
+        self.lstm = torch.nn.LSTM(28, 32, batch_first=True)
+        self.attn = torch.nn.MultiheadAttention(32, 4, batch_first=True)
+        self.fc = torch.nn.Linear(32, 10)
+
+    def forward(self, x):
+        out, _ = self.lstm(x.reshape(-1, 28, 28))
+        out = self.attn(out, out, out, need_weights=False)[0]
+        return self.fc(out[:, -1])
+
+
+def test_summary_has_a_row_for_modules_that_return_tuples_or_use_their_own_weights():
+    model = Recurrent()
+    rows = summary_rows(model, (1, 28, 28))
+    assert [(r[0], r[1], r[2], r[3], r[4]) for r in rows] == [
+        ("lstm", "LSTM", "28x28", "28x32", 4 * (28 * 32 + 32 * 32 + 2 * 32)),
+        ("attn", "MultiheadAttention", "28x32", "28x32", 3 * 32 * 32 + 3 * 32 + 32 * 32 + 32),
+        ("fc", "Linear", "32", "10", 330),
+    ]
+    assert sum(r[4] for r in rows) == count_parameters(model)
+
+
 def test_summary_cli_totals_match_models(capsys):
     assert main(["summary", "inception"]) == 0
     total = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| total")][0]

@@ -16,6 +16,7 @@ from cnnlab.cli import main
 from cnnlab.engine.checkpoint import CONFIG, read_metrics, write_metrics
 from cnnlab.engine.run import open_run
 from cnnlab.inference.serve import serving_in_thread
+from conftest import train_sample
 from test_serve import png as png_of
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -54,28 +55,7 @@ def live_run(trained_run, tmp_path_factory):
 @pytest.fixture(scope="module")
 def inception_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("inception") / "inception"
-    assert (
-        main(
-            [
-                "train",
-                "--model",
-                "inception",
-                "--dataset",
-                "mnist-sample",
-                "--epochs",
-                "1",
-                "--train-subset",
-                "400",
-                "--seed",
-                "0",
-                "--no-progress",
-                "--out",
-                str(out),
-            ]
-        )
-        == 0
-    )
-    return out
+    return train_sample(out, "--model", "inception", "--epochs", "1", "--train-subset", "400")
 
 
 @pytest.fixture(scope="module")

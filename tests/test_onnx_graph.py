@@ -25,27 +25,9 @@ from cnnlab.external.onnx_graph import OnnxRuntimeModel, graph_parameters, graph
 from cnnlab.models.lecture import InceptionNet
 from cnnlab.models.registry import create_model
 from cnnlab.models.stats import count_flops, count_parameters
+from learners import LectureNet
 
 # --- networks as learners write them --------------------------------------------------------------------------
-
-
-class LectureNet(nn.Module):
-    """Lecture 10 as typed in the lecture: functional relu, one MaxPool2d used twice, x.view(in_size, -1)."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv1 = nn.Conv2d(1, 10, kernel_size=5)
-        self.conv2 = nn.Conv2d(10, 20, kernel_size=5)
-        self.mp = nn.MaxPool2d(2)
-        self.fc = nn.Linear(320, 10)
-
-    def forward(self, x):
-        in_size = x.size(0)
-        x = F.relu(self.mp(self.conv1(x)))
-        x = F.relu(self.mp(self.conv2(x)))
-        x = x.view(in_size, -1)
-        x = self.fc(x)
-        return F.log_softmax(x, dim=1)
 
 
 class Block(nn.Module):

@@ -17,88 +17,23 @@ from cnnlab.external.script import load_script
 from cnnlab.external.spec import ONNX, REGISTRY, SCRIPT, build_model_from_spec, parse_model_args, parse_spec
 from cnnlab.external.trust import is_trusted, remember, sha256, trusted_source
 from cnnlab.models import count_parameters, create_model
+from conftest import ROOT
+from learners import LECTURE_STAGES
 
 MNIST = dict(in_channels=1, num_classes=10, input_size=(28, 28))
 
-# Lecture 10 (PyTorch Zero To All, 10_1_cnn_mnist.py) as the learner types it, with a visible side effect added at
-# the top level: the file SIDE_EFFECT would exist if any of the top level ran.
-LECTURE_CNN = """\
-# https://github.com/hunkim/PyTorchZeroToAll/blob/master/10_1_cnn_mnist.py
-from __future__ import print_function
-import argparse
-import torch
-import torch.nn as nn
-import torch.nn.functional as F
-import torch.optim as optim
-from torchvision import datasets, transforms
-from torch.autograd import Variable
-import matplotlib.pyplot as plt
-
-# Training settings
-batch_size = 64
-open("SIDE_EFFECT", "w").write("the script's top level ran")
-print("downloading MNIST")
-
-# MNIST Dataset
-train_dataset = datasets.MNIST(root='./data/', train=True, transform=transforms.ToTensor(), download=True)
-test_dataset = datasets.MNIST(root='./data/', train=False, transform=transforms.ToTensor())
-
-# Data Loader (Input Pipeline)
-train_loader = torch.utils.data.DataLoader(dataset=train_dataset, batch_size=batch_size, shuffle=True)
-test_loader = torch.utils.data.DataLoader(dataset=test_dataset, batch_size=batch_size, shuffle=False)
-
-
-class Net(nn.Module):
-
-    def __init__(self):
-        super(Net, self).__init__()
-        self.conv1 = nn.Conv2d(1, 10, kernel_size=5)
-        self.conv2 = nn.Conv2d(10, 20, kernel_size=5)
-        self.mp = nn.MaxPool2d(2)
-        self.fc = nn.Linear(320, 10)
-
-    def forward(self, x):
-        in_size = x.size(0)
-        x = F.relu(self.mp(self.conv1(x)))
-        x = F.relu(self.mp(self.conv2(x)))
-        x = x.view(in_size, -1)  # flatten the tensor
-        x = self.fc(x)
-        return F.log_softmax(x)
-
-
-model = Net()
-
-optimizer = optim.SGD(model.parameters(), lr=0.01, momentum=0.5)
-
-
-def train(epoch):
-    model.train()
-    for batch_idx, (data, target) in enumerate(train_loader):
-        data, target = Variable(data), Variable(target)
-        optimizer.zero_grad()
-        output = model(data)
-        loss = F.nll_loss(output, target)
-        loss.backward()
-        optimizer.step()
-        if batch_idx % 10 == 0:
-            print('Train Epoch: {} [{}/{}]\\tLoss: {:.6f}'.format(epoch, batch_idx * len(data),
-                  len(train_loader.dataset), loss.data[0]))
-
-
-def test():
-    model.eval()
-    correct = 0
-    for data, target in test_loader:
-        output = model(Variable(data, volatile=True))
-        pred = output.data.max(1, keepdim=True)[1]
-        correct += pred.eq(target.data.view_as(pred)).cpu().sum()
-    plt.plot([correct])
-
-
-for epoch in range(1, 10):
-    train(epoch)
-    test()
-"""
+# Lecture 10 (PyTorch Zero To All, 10_1_cnn_mnist.py) as the learner types it: the script docs/own-network.md shows,
+# with a visible side effect added at the top level: the file SIDE_EFFECT would exist if any of the top level ran.
+LECTURE_CNN = (
+    (ROOT / "docs/own-network/lecture.py")
+    .read_text()
+    .replace(
+        "batch_size = 64\n",
+        'batch_size = 64\nopen("SIDE_EFFECT", "w").write("the script\'s top level ran")\nprint("downloading MNIST")\n',
+        1,
+    )
+)
+assert "SIDE_EFFECT" in LECTURE_CNN
 
 # Lecture 11 (11_1_toy_inception_mnist.py): InceptionA, used by Net, in the same file.
 LECTURE_INCEPTION = """\
@@ -311,15 +246,7 @@ def test_the_lecture_cnn_is_taken_without_running_the_script(script, tmp_path, c
     assert not (tmp_path / "SIDE_EFFECT").exists() and "downloading" not in capsys.readouterr().out
     digit = torch.randn(1, 1, 28, 28, generator=torch.Generator().manual_seed(0))
     traced = trace(model.eval(), digit)
-    assert [(s.name, tuple(s.values.shape)) for s in traced.stages] == [
-        ("conv1", (10, 24, 24)),
-        ("mp + ReLU", (10, 12, 12)),
-        ("conv2", (20, 8, 8)),
-        ("mp + ReLU", (20, 4, 4)),
-        ("flatten", (320,)),
-        ("fc", (10,)),
-        ("softmax", (10,)),
-    ]
+    assert [(s.name, tuple(s.values.shape)) for s in traced.stages] == LECTURE_STAGES
     explained = explain_cell(traced.convs["conv2"], 7, 3, 5)
     assert explained["sum"] == pytest.approx(traced.stages[2].values[7, 3, 5].item(), abs=1e-5)
 
@@ -352,13 +279,13 @@ def test_an_rgb_residual_network_with_constants_a_helper_and_a_dataclass_config(
     assert model.stem[1].eps == pytest.approx(2e-5) and model.fc1.out_features == 64
     traced = trace(model.eval(), torch.randn(1, 3, 32, 32))
     assert [(s.name, s.conv) for s in traced.stages] == [
-        ("stem.0", True),  # conv_bn's Sequential: its modules are stages in its place
-        ("stem.1 + ReLU", False),
+        ("stem.0: Conv2d", True),  # conv_bn's Sequential: its modules are stages in its place
+        ("stem.1: BatchNorm2d + ReLU", False),
         ("conv1", True),
         ("bn1", False),
         ("add + ReLU", False),
-        ("down.0", True),
-        ("down.1 + ReLU", False),
+        ("down.0: Conv2d", True),
+        ("down.1: BatchNorm2d + ReLU", False),
         ("global average pool", False),
         ("flatten", False),
         ("fc1 + ReLU", False),
@@ -394,7 +321,7 @@ def test_the_scripts_own_call_gives_the_arguments_and_a_flat_input_is_named(scri
     with pytest.raises(CnnlabError) as error:
         build(path)
     message = str(error.value)
-    assert "fails on the dataset's 1x28x28 images, at line 18 (`out = self.fc1(x)`)" in message
+    assert "fails on 1x28x28 images, at line 18 (`out = self.fc1(x)`)" in message
     assert "it runs on 784 values an image (the images flattened): flatten x at the start of forward" in message
     assert "\n" not in message
 
@@ -473,9 +400,7 @@ def test_the_lecture_cnn_on_colour_images_says_what_it_expects(script):
     path = script(LECTURE_CNN)
     with pytest.raises(CnnlabError) as error:
         build(path, in_channels=3, input_size=(32, 32))
-    assert "fails on the dataset's 3x32x32 images, at line 37 (`x = F.relu(self.mp(self.conv1(x)))`)" in str(
-        error.value
-    )
+    assert "fails on 3x32x32 images, at line 37 (`x = F.relu(self.mp(self.conv1(x)))`)" in str(error.value)
     assert str(error.value).endswith("; it runs on 1x28x28 images")
 
 
@@ -494,7 +419,7 @@ def test_specs_resolve_in_one_place_and_registered_names_are_unchanged():
     assert all(torch.equal(a, b) for a, b in zip(registered.state_dict().values(), direct.state_dict().values()))
     assert parse_model_args('{"width": 32}') == {"width": 32}
     for bad in ("[1, 2]", "{width: 3}"):
-        with pytest.raises(CnnlabError, match="--model-args"):
+        with pytest.raises(CnnlabError, match="JSON"):
             parse_model_args(bad)
 
 

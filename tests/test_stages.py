@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from cnnlab.explain.stages import MAX_MAP_STAGES, explain_cell, trace
 from cnnlab.models import create_model, list_models
+from learners import LECTURE_STAGES, LectureNet
 
 
 @pytest.fixture(scope="module")
@@ -43,15 +44,7 @@ def test_every_model_has_stages_ending_in_its_own_prediction(name, digit):
 def test_the_lecture_cnns_stages_are_its_own_values(digit):
     model = create_model("cnn").eval()
     traced = trace(model, digit)
-    assert [(s.name, tuple(s.values.shape)) for s in traced.stages] == [
-        ("conv1", (10, 24, 24)),
-        ("mp + ReLU", (10, 12, 12)),
-        ("conv2", (20, 8, 8)),
-        ("mp + ReLU", (20, 4, 4)),
-        ("flatten", (320,)),
-        ("fc", (10,)),
-        ("softmax", (10,)),
-    ]
+    assert [(s.name, tuple(s.values.shape)) for s in traced.stages] == LECTURE_STAGES
     with torch.no_grad():
         conv1 = model.conv1(digit)
         pooled = torch.relu(model.mp(conv1))
@@ -84,9 +77,9 @@ def test_deep_nets_say_which_stages_they_show(digit):
     assert traced.shown.startswith("4 of 56 feature-map stages")
     assert [s.name for s in traced.stages] == [
         "conv1",
-        "layer1.17",
-        "layer2.17",
-        "layer3.17",
+        "layer1.17: BasicBlock",
+        "layer2.17: BasicBlock",
+        "layer3.17: BasicBlock",
         "global average pool",
         "fc",
         "softmax",
@@ -115,25 +108,6 @@ def test_explain_refuses_a_cell_outside_the_output(digit):
     assert "mp" not in traced.convs  # pooling is no multiply-add
     with pytest.raises(ValueError):
         explain_cell(traced.convs["conv1"], 0, 24, 0)
-
-
-class LectureNet(nn.Module):
-    """Lecture 10's Net as typed in the lecture: one MaxPool2d used twice, F.relu, x.view, log_softmax without dim."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv1 = nn.Conv2d(1, 10, kernel_size=5)
-        self.conv2 = nn.Conv2d(10, 20, kernel_size=5)
-        self.mp = nn.MaxPool2d(2)
-        self.fc = nn.Linear(320, 10)
-
-    def forward(self, x):
-        in_size = x.size(0)
-        x = F.relu(self.mp(self.conv1(x)))
-        x = F.relu(self.mp(self.conv2(x)))
-        x = x.view(in_size, -1)
-        x = self.fc(x)
-        return F.log_softmax(x)
 
 
 class TutorialNet(nn.Module):
@@ -179,15 +153,7 @@ class SharedConv(nn.Module):
 def test_a_learners_functional_forward_gives_the_lectures_stages(digit):
     model = LectureNet().eval()
     traced = trace(model, digit)
-    assert [(s.name, tuple(s.values.shape)) for s in traced.stages] == [
-        ("conv1", (10, 24, 24)),
-        ("mp + ReLU", (10, 12, 12)),
-        ("conv2", (20, 8, 8)),
-        ("mp + ReLU", (20, 4, 4)),
-        ("flatten", (320,)),
-        ("fc", (10,)),
-        ("softmax", (10,)),
-    ]
+    assert [(s.name, tuple(s.values.shape)) for s in traced.stages] == LECTURE_STAGES
     assert traced.notes == []
     with torch.no_grad():
         second_pool = F.relu(model.mp(model.conv2(F.relu(model.mp(model.conv1(digit))))))
@@ -228,7 +194,7 @@ def test_a_convolution_called_twice_is_explained_for_each_call(digit):
     assert [s.name for s in traced.stages] == [
         "stem + ReLU",
         "conv",
-        "conv + Sigmoid",
+        "conv (call 2) + Sigmoid",
         "conv2d",
         "global average pool",
         "flatten",
@@ -251,17 +217,26 @@ def test_a_convolution_called_twice_is_explained_for_each_call(digit):
 
 
 def test_a_sequential_built_at_module_level_has_named_stages(digit):
+    block = nn.Sequential(nn.Conv2d(8, 8, 3), nn.ReLU())  # a Sequential in the Sequential: its modules in its place
     model = nn.Sequential(
-        nn.Conv2d(1, 8, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Dropout(0.25), nn.Flatten(), nn.Linear(8 * 13 * 13, 10)
+        nn.Conv2d(1, 8, 3),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Dropout(0.25),
+        block,
+        nn.Flatten(),
+        nn.Linear(8 * 11 * 11, 10),
     ).eval()
     traced = trace(model, digit)
     assert [(s.name, s.conv) for s in traced.stages] == [
         ("0: Conv2d + ReLU", True),
         ("2: MaxPool2d", False),
-        ("4: Flatten", False),
-        ("5: Linear", False),
+        ("4.0: Conv2d + ReLU", True),
+        ("5: Flatten", False),
+        ("6: Linear", False),
         ("softmax", False),
     ]
+    assert list(traced.convs) == ["0", "4.0"]
 
 
 @pytest.mark.parametrize("name", ["cnn", "inception", "resnet-8", "densenet-bc-10-8", "mlp", "cnn-bn-8-24"])
@@ -288,3 +263,116 @@ def test_recorded_as_it_runs_the_stages_are_those_of_the_fx_trace(digit, name):
         )
         assert torch.equal(a.values, b.values), a.name
     assert expected.convs.keys() == recorded.convs.keys()
+
+
+class RowAttention(nn.Module):
+    """The digit's rows attending to each other: nn.MultiheadAttention returns (output, weights)."""
+
+    def __init__(self, untraceable=False):
+        super().__init__()
+        self.attn = nn.MultiheadAttention(28, 4, batch_first=True)
+        self.fc = nn.Linear(28 * 28, 10)
+        self.untraceable = untraceable
+
+    def forward(self, x):
+        if self.untraceable:
+            assert x.dim() == 4  # a check on a tensor's size: torch.fx cannot trace past it
+        rows = x.view(-1, 28, 28)
+        out, _ = self.attn(rows, rows, rows)
+        return self.fc(out.flatten(1))
+
+
+@pytest.mark.parametrize("untraceable", [False, True])
+def test_a_module_that_returns_a_tuple_is_drawn_from_its_first_tensor(digit, untraceable):
+    """Before, the module gave no stage and nothing after it was drawn either (fc, the scores)."""
+    model = RowAttention(untraceable).eval()
+    traced = trace(model, digit)
+    assert [s.name for s in traced.stages] == ["view", "attn", "flatten", "fc", "softmax"]
+    assert traced.notes[-1] == "attn gives a tuple: its first tensor is drawn"
+    assert len(traced.notes) == 1 + untraceable
+    with torch.no_grad():
+        rows = digit.view(-1, 28, 28)
+        attended = model.attn(rows, rows, rows)[0]
+        assert torch.allclose(traced.stages[1].values, attended.flatten(), atol=1e-6)
+        assert torch.allclose(traced.stages[3].values, model(digit)[0], atol=1e-6)
+
+
+class EncoderBlock(nn.Module):
+    def __init__(self, dim):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.attn = nn.MultiheadAttention(dim, 4, batch_first=True)
+        self.mlp = nn.Sequential(nn.Linear(dim, dim * 2), nn.GELU(), nn.Linear(dim * 2, dim))
+
+    def forward(self, x):
+        h = self.norm(x)
+        x = x + self.attn(h, h, h, need_weights=False)[0]
+        return x + self.mlp(x)
+
+
+class TinyViT(nn.Module):
+    """A learner's vision transformer: 7x7 patches, a class token, a Sequential of encoder blocks."""
+
+    def __init__(self, dim=16):
+        super().__init__()
+        self.patch = nn.Conv2d(1, dim, 7, stride=7)
+        self.cls = nn.Parameter(torch.zeros(1, 1, dim))
+        self.blocks = nn.Sequential(EncoderBlock(dim), EncoderBlock(dim))
+        self.head = nn.Linear(dim, 10)
+
+    def forward(self, x):
+        x = self.patch(x).flatten(2).transpose(1, 2)
+        x = torch.cat([self.cls.expand(x.shape[0], -1, -1), x], dim=1)
+        return self.head(self.blocks(x)[:, 0])
+
+
+def test_a_vision_transformer_s_blocks_are_stages_and_its_patches_a_convolution(digit):
+    model = TinyViT().eval()
+    traced = trace(model, digit)
+    assert [(s.name, tuple(s.values.shape)) for s in traced.stages] == [
+        ("patch", (16, 4, 4)),
+        ("flatten", (256,)),
+        ("transpose", (256,)),
+        ("concat", (272,)),
+        ("blocks.0: EncoderBlock", (272,)),
+        ("blocks.1: EncoderBlock", (272,)),
+        ("[:, 0]", (16,)),
+        ("head", (10,)),
+        ("softmax", (10,)),
+    ]
+    assert traced.notes == [] and list(traced.convs) == ["patch"]
+    explained = explain_cell(traced.convs["patch"], 3, 1, 2)
+    assert explained["sum"] == pytest.approx(traced.stages[0].values[3, 1, 2].item(), abs=1e-5)
+
+
+class HalfAndHalf(nn.Module):
+    """Channels split in two with torch.chunk, each half convolved, then concatenated (a grouped block)."""
+
+    def __init__(self, untraceable=False):
+        super().__init__()
+        self.stem = nn.Conv2d(1, 8, 3)
+        self.left, self.right = nn.Conv2d(4, 4, 3), nn.Conv2d(4, 4, 3)
+        self.fc = nn.Linear(8 * 24 * 24, 10)
+        self.untraceable = untraceable
+
+    def forward(self, x):
+        if self.untraceable:
+            assert x.dim() == 4  # a check on a tensor's size: torch.fx cannot trace past it
+        a, b = torch.chunk(F.relu(self.stem(x)), 2, dim=1)
+        x = torch.cat([self.left(a), self.right(b)], dim=1)
+        return self.fc(x.flatten(1))
+
+
+@pytest.mark.parametrize("untraceable", [False, True])
+def test_the_halves_of_a_chunk_are_read_on(digit, untraceable):
+    """Before, torch.chunk's tuple was no step, and nothing after it was drawn (the convolutions, fc)."""
+    model = HalfAndHalf(untraceable).eval()
+    traced = trace(model, digit)
+    assert [s.name for s in traced.stages] == ["stem + ReLU", "left", "right", "concat", "flatten", "fc", "softmax"]
+    assert list(traced.convs) == ["stem", "left", "right"]
+    with torch.no_grad():
+        half = F.relu(model.stem(digit))[:, 4:]
+        assert torch.allclose(traced.stages[2].values, model.right(half)[0], atol=1e-6)
+        explained = explain_cell(traced.convs["right"], 1, 5, 6)
+        assert explained["sum"] == pytest.approx(model.right(half)[0, 1, 5, 6].item(), abs=1e-5)
+    assert traced.stages[1].receptive_field.size == (5, 5)  # through the stem's 3x3, then its own

@@ -13,7 +13,9 @@ import json
 import os
 import stat
 import tempfile
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import BinaryIO
 
 from cnnlab import CnnlabError
 
@@ -25,7 +27,8 @@ CONFIG = "config.json"
 CHECKPOINT = "checkpoint.pt"  # the last one
 BEST = "best.pt"  # the epoch with the best validation accuracy (only with a validation split)
 METRICS = "metrics.jsonl"
-RUN_STATE_FILES = (RUN_MARKER, RUN_LOCK, CONFIG, CHECKPOINT, BEST, METRICS, "grad_norms.json", "ddp.json")
+MODEL_SOURCE = "model.py"  # a run trained from a learner's script: that script, as it was trained (engine/run.py)
+RUN_STATE_FILES = (RUN_MARKER, RUN_LOCK, CONFIG, CHECKPOINT, BEST, METRICS, MODEL_SOURCE, "grad_norms.json", "ddp.json")
 
 
 @functools.cache
@@ -35,7 +38,7 @@ def _umask() -> int:
     return mask
 
 
-def atomic_write(path, write) -> Path:
+def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> Path:
     """Call write(binary file) on a temp file beside `path`, fsync, then rename it over `path`."""
     path = _writable(Path(path))
     try:
@@ -63,11 +66,11 @@ def _writable(path: Path) -> Path:
     return path
 
 
-def write_bytes(path, data: bytes) -> Path:
+def write_bytes(path: str | Path, data: bytes) -> Path:
     return atomic_write(path, lambda f: f.write(data))
 
 
-def check_output(path, *, overwrite: bool = False) -> Path:
+def check_output(path: str | Path, *, overwrite: bool = False) -> Path:
     """Refuse, before any work, to write a file the user named over one that exists (unless `overwrite`) or over
     one of a run's own files (ever); returns the path."""
     path = _writable(Path(path))
@@ -82,27 +85,27 @@ def check_output(path, *, overwrite: bool = False) -> Path:
     return path
 
 
-def write_output(path, data: bytes, *, overwrite: bool = False) -> Path:
+def write_output(path: str | Path, data: bytes, *, overwrite: bool = False) -> Path:
     """Write a file the user asked for (`--out FILE`, `--show-input FILE`) atomically, as `check_output` allows."""
     return write_bytes(check_output(path, overwrite=overwrite), data)
 
 
-def write_text(path, text: str) -> Path:
+def write_text(path: str | Path, text: str) -> Path:
     return write_bytes(path, text.encode())
 
 
-def write_json(path, data) -> Path:
+def write_json(path: str | Path, data: object) -> Path:
     return write_text(path, json.dumps(data, indent=2) + "\n")
 
 
-def write_csv(path, rows) -> Path:
+def write_csv(path: str | Path, rows: Iterable[Iterable[object]]) -> Path:
     """Rows (the first one the header) as a CSV file."""
     buffer = io.StringIO()
     csv.writer(buffer).writerows(rows)
     return write_text(path, buffer.getvalue())
 
 
-def read_bounded(path, limit: int) -> bytes:
+def read_bounded(path: str | Path, limit: int) -> bytes:
     """The bytes of a regular file of at most `limit` bytes; devices, pipes and folders are refused
     before anything is read (reading /dev/zero or a FIFO would never end)."""
     path = Path(path)

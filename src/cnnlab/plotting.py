@@ -1,11 +1,17 @@
 """Figures as PNG files: matplotlib on its file-only backend, saved atomically."""
 
 import io
+import types
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cnnlab.files import write_output
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
-def pyplot():
+
+def pyplot() -> types.ModuleType:
     """matplotlib.pyplot on the Agg backend (files only, no display), chosen when a figure is first made."""
     import matplotlib
 
@@ -15,7 +21,7 @@ def pyplot():
     return plt
 
 
-def save_figure(fig, path, *, overwrite: bool = True):
+def save_figure(fig: "Figure", path: str | Path, *, overwrite: bool = True) -> Path:
     """The figure as a PNG at `path`; a file there is replaced (by default: a picture cnnlab names in its own
     folders; pass `overwrite` for one the user named), a run's own files never (files.write_output)."""
     buffer = io.BytesIO()

@@ -14,7 +14,9 @@ def timed(work: Callable[[], T]) -> tuple[float, T]:
     return time.perf_counter() - start, result
 
 
-def images_per_second(forward, batch_size: int, repeats: int, budget_s: float = 1.0) -> list[float]:
+def images_per_second(
+    forward: Callable[[], object], batch_size: int, repeats: int, budget_s: float = 1.0
+) -> list[float]:
     """Call `forward()` (one batch) repeatedly for `budget_s` in all; images/s of each of `repeats` slices."""
     forward()  # warm-up
     rates = []
@@ -27,7 +29,7 @@ def images_per_second(forward, batch_size: int, repeats: int, budget_s: float = 
     return rates
 
 
-def images_per_cpu_second(forward, batch_size: int, budget_s: float = 1.0) -> float:
+def images_per_cpu_second(forward: Callable[[], object], batch_size: int, budget_s: float = 1.0) -> float:
     """Images per second of this process's CPU time (all its threads together). On a machine shared with
     other work the wall clock counts the others' turns too; CPU time counts only this process's own."""
     forward()  # warm-up
@@ -38,7 +40,7 @@ def images_per_cpu_second(forward, batch_size: int, budget_s: float = 1.0) -> fl
     return n / max(time.process_time() - cpu, 1e-9)
 
 
-def latencies_ms(forward, calls: int = 200) -> list[float]:
+def latencies_ms(forward: Callable[[], object], calls: int = 200) -> list[float]:
     """Milliseconds of each of `calls` calls of `forward()`, after a warm-up call."""
     forward()
     times = []

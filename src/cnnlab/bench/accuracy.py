@@ -4,6 +4,8 @@ pipeline, measured alternately in the same process (a shared machine's load then
 
 import statistics
 import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from cnnlab.bench.epochs import lecture_pipeline_epoch
 from cnnlab.bench.results import check_destination, environment, save_result
@@ -54,7 +56,7 @@ def _run_line(run: dict, *, recipe: str, settings: dict | None, target: float) -
     )
 
 
-def _spread(values, unit: str = "") -> str:
+def _spread(values: Sequence[float | None], unit: str = "") -> str:
     """Median (min-max) of the numbers among `values` (None: a seed that never reached the target)."""
     numbers = [v for v in values if v is not None]
     if not numbers:
@@ -62,7 +64,7 @@ def _spread(values, unit: str = "") -> str:
     return f"{statistics.median(numbers):.2f}{unit} ({min(numbers):.2f}-{max(numbers):.2f}{unit})"
 
 
-def _summary_line(summary: dict, path) -> str:
+def _summary_line(summary: dict, path: Path) -> str:
     runs, target = summary["runs"], summary["target"]
     reached = [r["seconds"] for r in runs if r["seconds"] is not None]
     line = (
@@ -79,16 +81,16 @@ def _summary_line(summary: dict, path) -> str:
 
 
 def time_to_accuracy(
-    data_dir,
+    data_dir: str | Path | None,
     target: float,
     recipe: str = "fast",
-    seeds=(0, 1, 2),
-    out_dir="benchmarks/results",
-    log=print,
+    seeds: Sequence[int] = (0, 1, 2),
+    out_dir: str | Path | None = "benchmarks/results",
+    log: Callable[[str], object] = print,
     settings: dict | None = None,
     dataset: str = "mnist",
     name: str | None = None,
-    data=None,
+    data: ImageDataset | None = None,
     reference: bool = True,
 ) -> dict:
     """Seconds from the start of training to the first evaluation at or above `target` (evaluations counted),

@@ -8,6 +8,8 @@ Both run the lecture recipe (SGD 0.01/0.5, batch 64) on the same data in the sam
 
 import resource
 import statistics
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,10 +21,10 @@ from cnnlab import CnnlabError
 from cnnlab.bench.inference import onnx_rate, torch_rate
 from cnnlab.bench.results import check_destination, environment, save_result, spread
 from cnnlab.data.batches import epoch_order, iterate_batches
-from cnnlab.data.datasets import ImageDataset, load_dataset
+from cnnlab.data.datasets import ImageDataset, PerChannel, load_dataset
 from cnnlab.engine.config import TrainConfig, build_config
 from cnnlab.engine.evaluate import evaluate
-from cnnlab.engine.loop import train_one_epoch
+from cnnlab.engine.loop import fastest_layout, train_one_epoch
 from cnnlab.engine.run import build_model
 from cnnlab.engine.state import build_optimizer
 from cnnlab.models import count_parameters
@@ -48,19 +50,22 @@ COLUMNS = [
 class _LectureMNIST(torch.utils.data.Dataset):
     """torchvision.datasets.MNIST + ToTensor + Normalize((0.1307,), (0.3081,)), per sample."""
 
-    def __init__(self, images, labels, mean, std):
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, mean: PerChannel, std: PerChannel) -> None:
+        assert isinstance(mean, float) and isinstance(std, float)  # MNIST's: one channel
         self.images, self.labels, self.mean, self.std = images[:, 0].numpy(), labels.numpy(), mean, std
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self.labels)
 
-    def __getitem__(self, i):
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         picture = Image.fromarray(self.images[i], mode="L")
         x = torch.from_numpy(np.array(picture, copy=True)).view(1, 28, 28).float().div(255)
         return (x - self.mean) / self.std, int(self.labels[i])
 
 
-def reference_epoch(model, optimizer, dataset: ImageDataset, seed: int) -> tuple[float, float]:
+def reference_epoch(
+    model: torch.nn.Module, optimizer: torch.optim.Optimizer, dataset: ImageDataset, seed: int
+) -> tuple[float, float]:
     """One epoch of the lecture script: train() then test(); returns (seconds, test accuracy)."""
     generator = torch.Generator().manual_seed(seed)
     train_loader = torch.utils.data.DataLoader(
@@ -87,10 +92,13 @@ def reference_epoch(model, optimizer, dataset: ImageDataset, seed: int) -> tuple
     return timed(epoch)
 
 
-def cnnlab_epoch(model, optimizer, dataset: ImageDataset, config: TrainConfig) -> tuple[float, float]:
-    """The same epoch through cnnlab's pipeline (index-slice batches, channels_last); (seconds, test accuracy)."""
-    memory_format = torch.channels_last
-    model.to(memory_format=memory_format)
+def cnnlab_epoch(
+    model: torch.nn.Module, optimizer: torch.optim.Optimizer, dataset: ImageDataset, config: TrainConfig
+) -> tuple[float, float]:
+    """The same epoch through cnnlab's pipeline (index-slice batches, channels_last unless the model's forward
+    needs NCHW: a learner's `x.view`); (seconds, test accuracy)."""
+    memory_format = fastest_layout(model, (dataset.in_channels, *dataset.input_size))
+    model.to(memory_format=memory_format)  # type: ignore[call-overload]  # torch's stubs lack memory_format
 
     def epoch() -> float:
         order = epoch_order(len(dataset.train_labels), config.seed, 1)
@@ -127,7 +135,15 @@ def lecture_pipeline_epoch(dataset: ImageDataset, seed: int = 0) -> float:
     return reference_epoch(model, build_optimizer(model, config), dataset, seed)[0]
 
 
-def _pipeline_epochs(name: str, dataset: ImageDataset, *, pipelines, repeats: int, scale: float, log) -> dict:
+def _pipeline_epochs(
+    name: str,
+    dataset: ImageDataset,
+    *,
+    pipelines: Sequence[str],
+    repeats: int,
+    scale: float,
+    log: Callable[[str], object],
+) -> dict:
     """The lecture recipe's epoch through each pipeline, alternated `repeats` times (so that a noisy minute hits
     both alike), each from fresh weights; the last model is kept for the inference figures."""
     config = build_config({"recipe": "lecture", "model": name})
@@ -180,7 +196,7 @@ def _row(name: str, entry: dict, reference: bool) -> list[str]:
     ]
 
 
-def _bench_data(data_dir, quick: bool) -> ImageDataset:
+def _bench_data(data_dir: str | Path | None, quick: bool) -> ImageDataset:
     dataset = load_dataset("mnist", data_dir)
     if quick:  # a tenth of the data: same code paths, seconds scaled up to a full epoch
         dataset.train_images, dataset.train_labels = dataset.train_images[:6000], dataset.train_labels[:6000]
@@ -189,13 +205,13 @@ def _bench_data(data_dir, quick: bool) -> ImageDataset:
 
 
 def run_bench(
-    data_dir,
-    models=("cnn", "inception"),
-    quick=False,
-    reference=True,
-    out_dir="benchmarks/results",
-    epoch_repeats=3,
-    log=print,
+    data_dir: str | Path | None,
+    models: Sequence[str] = ("cnn", "inception"),
+    quick: bool = False,
+    reference: bool = True,
+    out_dir: str | Path = "benchmarks/results",
+    epoch_repeats: int = 3,
+    log: Callable[[str], object] = print,
 ) -> dict:
     """Per model: the lecture recipe's epoch, cnnlab's pipeline and the reference alternately, each from fresh
     weights `epoch_repeats` times (median and range reported); then inference throughput."""

@@ -6,7 +6,8 @@ import statistics
 import tempfile
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import torch
 
@@ -26,7 +27,7 @@ from cnnlab.timing import images_per_second
 INFERENCE_MODELS = ("cnn", "cnn-bn-s16-32-64", "cnn-bn-32-64-64-fc256")  # the recipes' models
 
 
-def _host_syncs(data: ImageDataset, device, steps: int) -> dict:
+def _host_syncs(data: ImageDataset, device: torch.device, steps: int) -> dict:
     """Host syncs in `steps` training steps of the fast recipe's model with a weight average, counted by
     CUDA's sync debug mode (each sync warns). The loop's NaN test is every 50 steps; reading the sums at the
     end of the epoch adds 3."""
@@ -58,11 +59,11 @@ def _host_syncs(data: ImageDataset, device, steps: int) -> dict:
     return {"steps": steps, "check_every": 50, "syncs": len(syncs), "first": syncs[:3]}
 
 
-def _synchronised_forward(model, x, amp_dtype):
+def _synchronised_forward(model: torch.nn.Module, x: torch.Tensor, amp_dtype: torch.dtype | None) -> Callable[[], None]:
     """A forward pass that returns when the device has finished it."""
 
     @torch.inference_mode()
-    def forward():
+    def forward() -> None:
         with torch.autocast(x.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             model(x)
         if x.device.type == "cuda":
@@ -71,12 +72,13 @@ def _synchronised_forward(model, x, amp_dtype):
     return forward
 
 
-def _inference_on_device(device, batches, budget_s: float) -> dict:
+def _inference_on_device(device: torch.device, batches: Sequence[int], budget_s: float) -> dict:
     """images/s of the recipes' models on `device` at each batch size, float32 and bf16 autocast (untrained
     weights: the arithmetic is the same)."""
     rates = {}
     for name in INFERENCE_MODELS:
-        model = create_model(name).to(device=device, memory_format=torch.channels_last).eval()
+        model = create_model(name).to(device=device, memory_format=torch.channels_last)  # type: ignore[call-overload]
+        model.eval()
         for precision in ("fp32", "bf16"):
             for b in batches:
                 x = torch.randn(b, 1, 28, 28, device=device).contiguous(memory_format=torch.channels_last)
@@ -97,13 +99,15 @@ def _epochs_of(data: ImageDataset, settings: dict) -> dict:
     }
 
 
-def _sections(data: ImageDataset, device, quick: bool, log) -> dict[str, Callable[[], dict]]:
+def _sections(
+    data: ImageDataset, device: torch.device, quick: bool, log: Callable[[str], object]
+) -> dict[str, Callable[[], dict]]:
     """The suite's sections, headline figures first: a section starts only while the budget lasts."""
     base = {"device": device.type, **({"train_subset": 1024, "epochs": 1} if quick else {})}
     seeds = (0, 0) if quick else (0, 1, 2, 0)  # the first run is cold: CUDA kernels load, cuDNN picks algorithms
     epochs = (lambda n: 1) if quick else (lambda n: n)
 
-    def time_to(recipe, seeds, **settings):
+    def time_to(recipe: str, seeds: Sequence[int], **settings: object) -> dict:
         target = 50.0 if quick else 99.0
         settings = {**base, **settings}
         return time_to_accuracy(
@@ -161,7 +165,7 @@ def _summary(section: dict) -> dict:
     return section
 
 
-def _device_description(device) -> dict:
+def _device_description(device: torch.device) -> dict:
     if device.type != "cuda":
         return {}
     return {
@@ -173,12 +177,12 @@ def _device_description(device) -> dict:
 
 
 def gpu_bench(
-    data_dir,
-    out_dir="benchmarks/results/gpu",
+    data_dir: str | Path | None,
+    out_dir: str | Path = "benchmarks/results/gpu",
     device_name: str = "cuda",
     quick: bool = False,
     budget_s: float = 330.0,
-    log=print,
+    log: Callable[[str], object] = print,
 ) -> dict:
     """The GPU figures of issue 17 in one run, each section written to the JSON file as soon as it is done and
     skipped once `budget_s` has passed: host syncs per step, `fast` time to 99% cold (the process's first run)

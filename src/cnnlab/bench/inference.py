@@ -2,46 +2,57 @@
 every inference backend on a trained run (`cnnlab bench --inference RUN`)."""
 
 import statistics
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from cnnlab import CnnlabError
 from cnnlab.bench.results import check_destination, environment, save_result, spread
 from cnnlab.data.batches import normalise
 from cnnlab.engine.device import torch_settings
-from cnnlab.engine.run import open_run
+from cnnlab.engine.loop import fastest_layout
+from cnnlab.engine.run import OpenOptions, open_run
+from cnnlab.external.spec import parse_spec
 from cnnlab.inference.onnx import ChunkedSession, onnx_session, quantize_int8, to_onnx
 from cnnlab.tables import format_table
 from cnnlab.timing import images_per_cpu_second, images_per_second, latencies_ms
 
+Forward = Callable[[], np.ndarray]  # one batch through the model: its outputs
+Prepare = Callable[[np.ndarray], Forward]  # a batch of normalised images -> its forward
 
-def torch_rate(model, batch_size: int, repeats: int) -> list[float]:
-    """PyTorch eager: eval, inference mode, channels_last."""
-    model.eval().to(memory_format=torch.channels_last)
-    x = torch.randn(batch_size, 1, 28, 28).contiguous(memory_format=torch.channels_last)
+
+def torch_rate(model: torch.nn.Module, batch_size: int, repeats: int) -> list[float]:
+    """PyTorch eager: eval, inference mode, channels_last (unless the model's forward refuses it)."""
+    layout = fastest_layout(model, (1, 28, 28))
+    model.eval().to(memory_format=layout)  # type: ignore[call-overload]  # torch's stubs lack memory_format
+    x = torch.randn(batch_size, 1, 28, 28).contiguous(memory_format=layout)
     with torch.inference_mode():
         return images_per_second(lambda: model(x), batch_size, repeats)
 
 
-def onnx_rate(model, batch_size: int, repeats: int) -> list[float]:
+def onnx_rate(model: torch.nn.Module, batch_size: int, repeats: int) -> list[float]:
     """The same model exported with a dynamic batch, through onnxruntime."""
-    session = onnx_session(to_onnx(model.to(memory_format=torch.contiguous_format).eval(), torch.randn(2, 1, 28, 28)))
+    # Module.to takes memory_format; its typed overloads omit it
+    model = model.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
+    session = onnx_session(to_onnx(model.eval(), torch.randn(2, 1, 28, 28)))
     x = torch.randn(batch_size, 1, 28, 28).numpy()
     return images_per_second(lambda: session.run(None, {"input": x}), batch_size, repeats)
 
 
 # Inference backends: name -> (model, float ONNX bytes, int8 ONNX bytes, threads) -> prepare(images) -> forward().
 # A forward takes its batch ready in the backend's own format, so that only the model's work is timed.
-def _torch_backend(bf16: bool):
-    def make(model, float_onnx, int8_onnx, threads):
-        model = model.to(memory_format=torch.channels_last)
-
-        def prepare(images: np.ndarray):
-            x = torch.from_numpy(images).contiguous(memory_format=torch.channels_last)
+def _torch_backend(bf16: bool) -> Callable[[torch.nn.Module, bytes, bytes, int], Prepare]:
+    def make(model: torch.nn.Module, float_onnx: bytes, int8_onnx: bytes, threads: int) -> Prepare:
+        def prepare(images: np.ndarray) -> Forward:
+            layout = fastest_layout(model, images.shape[1:])
+            model.to(memory_format=layout)  # type: ignore[call-overload]  # torch's stubs lack memory_format
+            x = torch.from_numpy(images).contiguous(memory_format=layout)
 
             @torch.inference_mode()
-            def forward():
+            def forward() -> np.ndarray:
                 with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                     return model(x).float().numpy()
 
@@ -52,8 +63,8 @@ def _torch_backend(bf16: bool):
     return make
 
 
-def _onnx_backend(int8: bool, chunked: bool):
-    def make(model, float_onnx, int8_onnx, threads):
+def _onnx_backend(int8: bool, chunked: bool) -> Callable[[torch.nn.Module, bytes, bytes, int], Prepare]:
+    def make(model: torch.nn.Module, float_onnx: bytes, int8_onnx: bytes, threads: int) -> Prepare:
         session = onnx_session(int8_onnx if int8 else float_onnx, threads=1 if chunked else threads)
         if chunked:
             runner = ChunkedSession(session, workers=threads)
@@ -73,7 +84,9 @@ INFERENCE_BACKENDS = {
 }
 
 
-def _measure_backend(prepare, test: np.ndarray, labels: np.ndarray, *, batches, budget_s: float) -> dict[str, Any]:
+def _measure_backend(
+    prepare: Prepare, test: np.ndarray, labels: np.ndarray, *, batches: Sequence[int], budget_s: float
+) -> dict[str, Any]:
     """One backend's test accuracy, images/s per batch size (wall clock, 3 slices; and per CPU-second) and the
     median latency of one image."""
     predictions = np.concatenate([prepare(test[i : i + 1000])().argmax(1) for i in range(0, len(test), 1000)])
@@ -90,7 +103,7 @@ def _measure_backend(prepare, test: np.ndarray, labels: np.ndarray, *, batches, 
     return entry
 
 
-def _table(backends: dict, batches) -> str:
+def _table(backends: dict, batches: Sequence[int]) -> str:
     rows = [
         [
             name,
@@ -106,19 +119,22 @@ def _table(backends: dict, batches) -> str:
 
 
 def inference_bench(
-    run_dir,
-    data_dir=None,
-    batches=(1, 64, 1024),
+    run_dir: str | Path,
+    data_dir: str | Path | None = None,
+    batches: Sequence[int] = (1, 64, 1024),
     threads: int = 2,
-    out_dir="benchmarks/results",
+    out_dir: str | Path = "benchmarks/results",
     budget_s: float = 1.0,
-    log=print,
+    log: Callable[[str], object] = print,
+    options: OpenOptions = OpenOptions(),
 ) -> dict:
     """Every backend on a trained run: test accuracy (int8's change against float32), images/s at each batch
     size (wall clock: median (min-max) of 3 slices of `budget_s`; and per second of this process's CPU time),
     and the latency of one image. int8 is static quantisation calibrated on 1,024 training images."""
     check_destination(out_dir)
-    run = open_run(run_dir)
+    run = open_run(run_dir, options)
+    if not any(True for _ in run.model.parameters()):
+        raise CnnlabError(f"{run_dir} {getattr(run.model, 'note', '')}: it has no PyTorch layers to benchmark")
     data = run.load_dataset(data_dir=data_dir)
     test = normalise(data.test_images, data.mean, data.std).numpy()
     float_onnx = to_onnx(run.model, torch.from_numpy(test[:2]))
@@ -137,7 +153,8 @@ def inference_bench(
     results["backends"] = backends
     results["int8_accuracy_change"] = backends["onnxruntime int8"]["accuracy"] - backends["onnxruntime"]["accuracy"]
     results["table"] = _table(backends, batches)
-    path = save_result(out_dir, f"{results['machine']}-{results['date']}-inference-{run.model_name}.json", results)
+    name = parse_spec(run.model_name).slug  # "net-Net" for net.py:Net: a file name
+    path = save_result(out_dir, f"{results['machine']}-{results['date']}-inference-{name}.json", results)
     log(
         f"\n{run.model_name} on {data.name}, {threads} threads, load average {results['load_average'][0]} on "
         f"{results['cpus']} CPUs; img/s: median (min-max) of 3 slices; int8 changes the test accuracy by "

@@ -3,6 +3,7 @@
 import os
 import platform
 import statistics
+from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from cnnlab import CnnlabError
 from cnnlab.files import write_json
 
 
-def check_destination(out_dir) -> Path:
+def check_destination(out_dir: str | Path) -> Path:
     """The folder the results will go to, checked before any measuring (a bench takes minutes: a wrong --out
     found at the end would lose them). It may not exist yet; its nearest existing parent must be a writable
     folder."""
@@ -26,14 +27,14 @@ def check_destination(out_dir) -> Path:
     return path
 
 
-def save_result(out_dir, name: str, result: dict) -> Path:
+def save_result(out_dir: str | Path, name: str, result: dict) -> Path:
     """<out_dir>/<name>, written atomically: an interrupted bench leaves no half a file."""
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     write_json(Path(out_dir) / name, result)
     return Path(out_dir) / name
 
 
-def spread(values, digits: int = 0) -> str:
+def spread(values: Sequence[float], digits: int = 0) -> str:
     """The median and the range: "5.95 (5.94-6.33)"."""
     return f"{statistics.median(values):,.{digits}f} ({min(values):,.{digits}f}-{max(values):,.{digits}f})"
 

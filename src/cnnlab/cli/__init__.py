@@ -10,13 +10,17 @@ import traceback
 
 from cnnlab import CnnlabError
 from cnnlab.cli.commands import COMMANDS
-from cnnlab.cli.options import Parser, VersionAction
+from cnnlab.cli.options import DATA_EPILOG, Parser, VersionAction
 
 __all__ = ["build_parser", "cli_reference", "main"]
 
 
 def build_parser() -> Parser:
-    parser = Parser(prog="cnnlab", description="Convolutional networks on MNIST-style images, after the lecture.")
+    parser = Parser(
+        prog="cnnlab",
+        description="Convolutional networks on MNIST-style images, after the lecture.",
+        epilog=DATA_EPILOG,
+    )
     parser.add_argument(
         "--version",
         action=VersionAction,

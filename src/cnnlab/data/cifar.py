@@ -187,7 +187,9 @@ def cifar_folder(spec: CifarSpec, data_dir: Path | None, allow_download: bool) -
     return folder
 
 
-def load_cifar(name: str, data_dir=None, allow_download: bool = True) -> tuple:
+def load_cifar(
+    name: str, data_dir: str | Path | None = None, allow_download: bool = True
+) -> tuple[tuple[str, ...], np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(classes, train images, train labels, test images, test labels) of CIFAR-10 or CIFAR-100."""
     spec = CIFAR_SPECS[name]
     folder = cifar_folder(spec, Path(data_dir) if data_dir else None, allow_download)

@@ -19,6 +19,8 @@ import importlib.util
 import io
 import math
 import os
+import typing
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -135,7 +137,7 @@ def stratified_holdout(labels: torch.Tensor, n: int, num_classes: int, seed: int
     return torch.cat([order[labels[order] == c][: take[c]] for c in range(num_classes)]).sort().values
 
 
-def _pair_of(values) -> tuple[int, int]:
+def _pair_of(values: Iterable[int]) -> tuple[int, int]:
     height, width = (int(v) for v in values)
     return height, width
 
@@ -143,17 +145,17 @@ def _pair_of(values) -> tuple[int, int]:
 MAX_CHANNELS = 1024  # as `cnnlab models --input CxHxW` allows
 
 
-def is_whole(value, low: int, high: int) -> bool:
+def is_whole(value: object, low: int, high: int) -> bool:
     """`value` read from a file is a whole number (not a bool, not a float) from `low` to `high`."""
     return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
 
 
-def is_finite(value, above: float = -math.inf) -> bool:
+def is_finite(value: object, above: float = -math.inf) -> bool:
     """`value` read from a file is a finite number (not a bool, not NaN) above `above`."""
     return isinstance(value, int | float) and not isinstance(value, bool) and above < value < math.inf
 
 
-def _saved_field(values: dict, key: str, ok, expected: str):
+def _saved_field(values: dict, key: str, ok: Callable[[typing.Any], bool], expected: str) -> typing.Any:
     """values[key] when `ok` says it is what a DatasetInfo holds, else a DataError naming the field."""
     if key not in values:
         raise DataError(f"dataset.{key} is missing")
@@ -205,7 +207,7 @@ class DatasetInfo:
         }
 
     @classmethod
-    def from_dict(cls, values) -> "DatasetInfo":
+    def from_dict(cls, values: object) -> "DatasetInfo":
         """Read what `to_dict` wrote, or what older cnnlab wrote: no `mnist_style` (every dataset was MNIST-style
         then). Every field is checked (a checkpoint may have been edited): a DataError names the first one wrong."""
         if not isinstance(values, dict):
@@ -275,7 +277,7 @@ class ImageDataset:
     mnist_style: bool = True  # see DatasetInfo
     notice: str | None = None  # what loading it has to tell (a folder: the cache, skipped files)
 
-    def to(self, device) -> "ImageDataset":
+    def to(self, device: torch.device | str) -> "ImageDataset":
         for field in ("train_images", "train_labels", "test_images", "test_labels", "val_images", "val_labels"):
             if getattr(self, field) is not None:
                 setattr(self, field, getattr(self, field).to(device))
@@ -395,7 +397,13 @@ def _load_sample() -> tuple[np.ndarray, ...]:
     return images[~is_test], labels[~is_test], images[is_test], labels[is_test]
 
 
-def _from_arrays(name: str, classes, arrays, mnist_style: bool, stats=None) -> ImageDataset:
+def _from_arrays(
+    name: str,
+    classes: Sequence[str],
+    arrays: Sequence[np.ndarray],
+    mnist_style: bool,
+    stats: tuple[float, float] | None = None,
+) -> ImageDataset:
     """(train images, train labels, test images, test labels) as numpy arrays -> an ImageDataset, with the
     normalisation constants of its training images unless `stats` gives them. Images are (N, H, W) grey or
     (N, C, H, W)."""
@@ -418,7 +426,10 @@ def _select_channels(images: torch.Tensor, grey: torch.Tensor, channels: int | N
 
 
 def load_folder_dataset(
-    data_dir, image_size: str | None = None, channels: int | None = None, test_split: float | None = None
+    data_dir: str | Path | None,
+    image_size: str | None = None,
+    channels: int | None = None,
+    test_split: float | None = None,
 ) -> ImageDataset:
     """A folder of images (folder.py) at `image_size` ("HxW", default 32x32) and `channels` (1, 3, None: auto).
     Without DIR/train and DIR/test, a stratified `test_split` of each class (default 0.2) is the test set."""
@@ -452,7 +463,7 @@ def load_folder_dataset(
 
 def load_dataset(
     name: str,
-    data_dir=None,
+    data_dir: str | Path | None = None,
     allow_download: bool = True,
     *,
     image_size: str | None = None,
@@ -484,7 +495,17 @@ def load_dataset(
     return _from_arrays(name, spec.classes, arrays, mnist_style=True, stats=spec.stats)
 
 
-def load_training_dataset(name: str | None, data_dir=None, **folder_options) -> tuple[ImageDataset, str | None]:
+class FolderOptions(typing.TypedDict, total=False):
+    """The options of a folder dataset (load_folder_dataset)."""
+
+    image_size: str | None
+    channels: int | None
+    test_split: float | None
+
+
+def load_training_dataset(
+    name: str | None, data_dir: str | Path | None = None, **folder_options: typing.Unpack[FolderOptions]
+) -> tuple[ImageDataset, str | None]:
     """`name`, or when None: MNIST if found or downloadable, else mnist-sample; with a one-line notice of what
     loading it has to tell. `folder_options`: image_size, channels, test_split (see load_dataset)."""
     if name is not None:

@@ -9,7 +9,9 @@ fewer pixels (`max_side`, `cover`), so a 12-megapixel photo costs the memory of 
 """
 
 import io
+import typing
 import warnings
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -36,7 +38,15 @@ class NotAnImageError(ImageError):
     """The bytes are not in any image format cnnlab reads."""
 
 
-def read_image(path, **limits) -> Image.Image:
+class ImageLimits(typing.TypedDict, total=False):
+    """The limits `load_image` takes by keyword."""
+
+    max_pixels: int
+    max_side: int | None
+    cover: tuple[int, int] | None
+
+
+def read_image(path: str | Path, **limits: typing.Unpack[ImageLimits]) -> Image.Image:
     """The image in file `path`, read bounded and decoded by `load_image` (`limits`: its keyword arguments)."""
     return load_image(read_bounded(path, MAX_FILE_BYTES), str(path), **limits)
 

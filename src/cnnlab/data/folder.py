@@ -23,6 +23,7 @@ them all again.
 import hashlib
 import json
 import os
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,7 +126,7 @@ class Folder:
         return line
 
 
-def _visible(names) -> list[str]:
+def _visible(names: Iterable[str]) -> list[str]:
     return sorted(n for n in names if not n.startswith("."))
 
 
@@ -295,7 +296,7 @@ def _decode_all(files: list[ImageFile], size: tuple[int, int], root: Path) -> tu
     return images, reasons
 
 
-def load_folder(root, size: tuple[int, int] = DEFAULT_IMAGE_SIZE) -> Folder:
+def load_folder(root: str | Path, size: tuple[int, int] = DEFAULT_IMAGE_SIZE) -> Folder:
     """Every readable image of `root` at `size`, from the cache when the files have not changed."""
     root = Path(root)
     layout = scan(root)

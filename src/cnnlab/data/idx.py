@@ -7,6 +7,7 @@ lying file is an error naming the file, never a silently short dataset or a huge
 """
 
 import gzip
+import io
 import zlib
 from pathlib import Path
 
@@ -22,13 +23,13 @@ class DataError(CnnlabError):
     """A data file that is missing, truncated or not what it claims to be."""
 
 
-def _open(path: Path):
+def _open(path: Path) -> gzip.GzipFile | io.BufferedReader:
     with open(path, "rb") as f:
         gzipped = f.read(2) == b"\x1f\x8b"
     return gzip.open(path, "rb") if gzipped else open(path, "rb")
 
 
-def read_idx(path, ndim: int) -> np.ndarray:
+def read_idx(path: str | Path, ndim: int) -> np.ndarray:
     """Read one IDX file with `ndim` dimensions into a numpy array, checking every header claim."""
     path = Path(path)
     try:
@@ -62,7 +63,7 @@ def read_idx(path, ndim: int) -> np.ndarray:
     return np.frombuffer(payload, dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="))
 
 
-def read_idx_pair(images_path, labels_path, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+def read_idx_pair(images_path: str | Path, labels_path: str | Path, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
     """Read an images file (N, H, W) and its labels file (N,) and check that they agree."""
     images = read_idx(images_path, 3)
     labels = read_idx(labels_path, 1)

@@ -1,7 +1,8 @@
 """The checkpoint format and a run folder's files: written atomically, loaded with weights_only=True
 (plain tensors and numbers: never pickled code).
 
-A checkpoint is one dict: the format tag, what rebuilds the model ("model": name and width, "dataset":
+A checkpoint is one dict: the format tag, what rebuilds the model ("model": name and width, and for a model
+built by a learner's script "code": the SHA-256 of the run's copy of it and what it defines; "dataset":
 DatasetInfo.to_dict(), "config": the resolved TrainConfig) and the training state (TrainState.state_dict()).
 """
 
@@ -9,6 +10,7 @@ import dataclasses
 import io
 import json
 import pickle
+import re
 from pathlib import Path
 
 import torch
@@ -19,6 +21,7 @@ from cnnlab.data.idx import DataError
 from cnnlab.engine.config import MAX_CONFIG_BYTES, MAX_WIDTH, TrainConfig, config_from_saved
 from cnnlab.engine.loop import EpochProgress
 from cnnlab.engine.state import TrainState
+from cnnlab.external.spec import SCRIPT, parse_spec
 from cnnlab.files import BEST as BEST  # the run's file names (files.py), as the engine and the server use them
 from cnnlab.files import CHECKPOINT, CONFIG, METRICS, read_bounded, write_bytes, write_json, write_text
 
@@ -27,12 +30,15 @@ MAX_CHECKPOINT_BYTES = 4 << 30
 MAX_TEXT_BYTES = 64 << 20  # metrics.jsonl
 
 
-def save_checkpoint(path: Path, *, config: TrainConfig, info: DatasetInfo, state: TrainState) -> None:
+def save_checkpoint(
+    path: Path, *, config: TrainConfig, info: DatasetInfo, state: TrainState, code: dict | None = None
+) -> None:
+    """`code`: for a model built by a script, what run.ModelCode.record() gives."""
     buffer = io.BytesIO()  # serialise first: then a full disk shows up as the OSError of one write
     torch.save(
         {
             "format": FORMAT,
-            "model": {"name": config.model, "width": config.width},
+            "model": {"name": config.model, "width": config.width, **({"code": code} if code else {})},
             "dataset": info.to_dict(),
             "config": dataclasses.asdict(config),
             **state.state_dict(),
@@ -42,7 +48,7 @@ def save_checkpoint(path: Path, *, config: TrainConfig, info: DatasetInfo, state
     write_bytes(path, buffer.getvalue())
 
 
-def load_checkpoint(path) -> dict:
+def load_checkpoint(path: str | Path) -> dict:
     """Load a checkpoint file or the checkpoint of a run folder, refusing anything but plain data."""
     path = Path(path)
     if path.is_dir():
@@ -68,7 +74,7 @@ def load_checkpoint(path) -> dict:
     return check_checkpoint(payload, path)
 
 
-def check_checkpoint(payload: dict, path) -> dict:
+def check_checkpoint(payload: dict, path: str | Path) -> dict:
     """`payload`, every field checked for its kind and range; the first one wrong is a one-line error naming the
     file and the field. An edited or damaged file is refused here, not met later as a traceback, a NaN answer or
     a 500. The optimizer, schedule and generator states are checked for their kind here, and in full when
@@ -106,6 +112,21 @@ def _model_problem(payload: dict, info: DatasetInfo) -> str | None:
             f"config ({config.model} on {config.dataset}) disagrees with "
             f"model and dataset ({model['name']} on {info.name})"
         )
+    return _code_problem(model)
+
+
+def _code_problem(model: dict) -> str | None:
+    """A model built by a script records its copy's hash and what it defines; a registered one records none."""
+    code, script = model.get("code"), parse_spec(model["name"]).kind == SCRIPT
+    if code is None and not script:
+        return None
+    if not isinstance(code, dict) or not script:
+        return f"model.code is {repr(code)[:60]}: a model built by a script records its code, a registered one none"
+    digest, what = code.get("sha256"), code.get("model")
+    if not (isinstance(digest, str) and re.fullmatch(r"[0-9a-f]{64}", digest)):
+        return f"model.code.sha256 is {repr(digest)[:60]}: expected a SHA-256 in hex"
+    if not (isinstance(what, str) and 0 < len(what) <= 300 and what.isprintable()):
+        return f'model.code.model is {repr(what)[:60]}: expected what the script defines, e.g. "class Net of net.py"'
     return None
 
 
@@ -135,11 +156,11 @@ def _progress_problem(payload: dict) -> str | None:
     return None
 
 
-def _is_plain(value) -> bool:
+def _is_plain(value: object) -> bool:
     return value is None or isinstance(value, str | bool | int | float)
 
 
-def _is_progress(state) -> bool:
+def _is_progress(state: object) -> bool:
     """`state` is what EpochProgress saves: whole-number counts, finite sums, nothing negative."""
     names = [f.name for f in dataclasses.fields(EpochProgress)]
     if not isinstance(state, dict) or sorted(state) != sorted(names):
@@ -169,11 +190,11 @@ def _tensors_problem(payload: dict) -> str | None:
     return None
 
 
-def write_config(run_dir: Path, config: TrainConfig, **facts) -> None:
+def write_config(run_dir: Path, config: TrainConfig, **facts: object) -> None:
     write_json(run_dir / CONFIG, {**dataclasses.asdict(config), **facts})
 
 
-def read_config(run_dir, *, missing_ok: bool = False) -> dict:
+def read_config(run_dir: str | Path, *, missing_ok: bool = False) -> dict:
     """A run's config.json, read bounded, as the dict it holds; a corrupt file is a one-line error. With
     `missing_ok`, a run that has not written it yet gives {} (a page polling a run that is starting)."""
     path = Path(run_dir) / CONFIG
@@ -193,7 +214,7 @@ def write_metrics(run_dir: Path, rows: list[dict]) -> None:
     write_text(run_dir / METRICS, "".join(json.dumps(r) + "\n" for r in rows))
 
 
-def read_metrics(run_dir) -> list[dict]:
+def read_metrics(run_dir: str | Path) -> list[dict]:
     """The rows of metrics.jsonl ([] when there is none yet); a corrupt file is a one-line error."""
     path = Path(run_dir) / METRICS
     if not path.exists():

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from cnnlab import CnnlabError
 from cnnlab.data.augment import AUGMENTATIONS
 from cnnlab.data.folder import parse_image_size
+from cnnlab.external.spec import ONNX, REGISTRY, parse_spec
 from cnnlab.files import read_bounded
 from cnnlab.models import list_models
 
@@ -191,7 +192,7 @@ COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune", "max-autot
 
 @dataclass
 class TrainConfig:
-    model: str = "cnn"
+    model: str = "cnn"  # a registered name, or a learner's script: "net.py", "net.py:Net" (external/spec.py)
     dataset: str | None = None  # None: mnist when found or downloadable, else mnist-sample
     data_dir: str | None = None
     image_size: str | None = None  # --dataset folder: "HxW" every image is fitted to; None: 32x32
@@ -213,6 +214,7 @@ class TrainConfig:
     augment: str = "none"  # a name in data.augment.AUGMENTATIONS
     ema: float = 0.0  # evaluate and save an exponential moving average of the weights (decay); 0: off
     width: int | None = None  # model width, for families that have one
+    model_args: dict | None = None  # more constructor arguments, e.g. a script's {"hidden": 64} (--model-args)
     seed: int = 0
     device: str = "auto"  # auto, cpu, cuda or mps
     channels_last: bool = True  # measured ~1.5x faster on CPU for the lecture nets
@@ -230,25 +232,26 @@ class TrainConfig:
     tensorboard: bool = False  # also write each epoch's scalars and first-layer kernels as TensorBoard events
 
     def validate(self) -> "TrainConfig":
-        between = lambda value, low, high: value is None or low <= value <= high
-        checks = [
-            (self.model in list_models(), f"unknown model {self.model!r}; choose from {', '.join(list_models())}"),
+        for ok, message in [*self._choice_checks(), *self._range_checks(), *self._data_checks()]:
+            if not ok:
+                raise CnnlabError(message)
+        if self.image_size is not None:
+            parse_image_size(self.image_size)
+        return self
+
+    def _choice_checks(self) -> list[tuple[bool, str]]:
+        """The named settings: a model that can be trained, and each choice among its options."""
+        return [
+            (
+                parse_spec(self.model).kind != REGISTRY or self.model in list_models(),
+                f"unknown model {self.model!r}; choose from {', '.join(list_models())}, or a script: file.py[:Name]",
+            ),
+            (
+                parse_spec(self.model).kind != ONNX,
+                f"{self.model} is a trained model, not one to train: evaluate, predict, viz or serve it as it is "
+                "(cnnlab evaluate " + self.model + "); to train, give the script that defines it",
+            ),
             (self.recipe in RECIPES, f"unknown recipe {self.recipe!r}; choose from {', '.join(RECIPES)}"),
-            (between(self.epochs, 1, 100_000), f"--epochs must be between 1 and 100,000, got {self.epochs}"),
-            (
-                between(self.batch_size, 1, MAX_BATCH),
-                f"--batch-size must be between 1 and {MAX_BATCH:,}, got {self.batch_size}",
-            ),
-            (
-                between(self.test_batch_size, 1, MAX_BATCH),
-                f"--test-batch-size must be between 1 and {MAX_BATCH:,}, got {self.test_batch_size}",
-            ),
-            (0 < self.lr <= MAX_LR, f"--lr must be in (0, {MAX_LR:g}], got {self.lr:g}"),
-            (between(self.momentum, 0, 1), f"--momentum must be in [0, 1], got {self.momentum}"),
-            (between(self.weight_decay, 0, 1), f"--weight-decay must be in [0, 1], got {self.weight_decay}"),
-            (0 <= self.label_smoothing < 1, f"--label-smoothing must be in [0, 1), got {self.label_smoothing}"),
-            (0 <= self.ema < 1, f"--ema must be a decay in [0, 1), got {self.ema}"),
-            (between(self.seed, 0, MAX_SEED), f"--seed must be between 0 and {MAX_SEED:,}, got {self.seed}"),
             (
                 self.augment in AUGMENTATIONS,
                 f"unknown augmentation {self.augment!r}; choose from {', '.join(AUGMENTATIONS)}",
@@ -269,6 +272,31 @@ class TrainConfig:
                 self.device in ("auto", "cpu", "cuda", "mps"),
                 f"unknown device {self.device!r}; choose auto, cpu, cuda or mps",
             ),
+            (
+                self.compile in COMPILE_MODES,
+                f"unknown --compile mode {self.compile!r}; choose from {', '.join(COMPILE_MODES)}",
+            ),
+        ]
+
+    def _range_checks(self) -> list[tuple[bool, str]]:
+        """The numeric settings, each within its bounds (None: not set)."""
+        between = lambda value, low, high: value is None or low <= value <= high
+        return [
+            (between(self.epochs, 1, 100_000), f"--epochs must be between 1 and 100,000, got {self.epochs}"),
+            (
+                between(self.batch_size, 1, MAX_BATCH),
+                f"--batch-size must be between 1 and {MAX_BATCH:,}, got {self.batch_size}",
+            ),
+            (
+                between(self.test_batch_size, 1, MAX_BATCH),
+                f"--test-batch-size must be between 1 and {MAX_BATCH:,}, got {self.test_batch_size}",
+            ),
+            (0 < self.lr <= MAX_LR, f"--lr must be in (0, {MAX_LR:g}], got {self.lr:g}"),
+            (between(self.momentum, 0, 1), f"--momentum must be in [0, 1], got {self.momentum}"),
+            (between(self.weight_decay, 0, 1), f"--weight-decay must be in [0, 1], got {self.weight_decay}"),
+            (0 <= self.label_smoothing < 1, f"--label-smoothing must be in [0, 1), got {self.label_smoothing}"),
+            (0 <= self.ema < 1, f"--ema must be a decay in [0, 1), got {self.ema}"),
+            (between(self.seed, 0, MAX_SEED), f"--seed must be between 0 and {MAX_SEED:,}, got {self.seed}"),
             (between(self.threads, 1, 1024), f"--threads must be between 1 and 1024, got {self.threads}"),
             (between(self.width, 1, MAX_WIDTH), f"--width must be between 1 and {MAX_WIDTH}, got {self.width}"),
             (
@@ -276,13 +304,14 @@ class TrainConfig:
                 f"--checkpoint-every must be at least 1, got {self.checkpoint_every}",
             ),
             (between(self.check_every, 1, 10**9), f"--check-every must be at least 1, got {self.check_every}"),
-            (
-                self.compile in COMPILE_MODES,
-                f"unknown --compile mode {self.compile!r}; choose from {', '.join(COMPILE_MODES)}",
-            ),
             (between(self.train_subset, 1, 10**9), f"--train-subset must be at least 1, got {self.train_subset}"),
             (between(self.val_split, 0, 10**9), f"--val-split must be at least 0, got {self.val_split}"),
             (between(self.patience, 1, 10**6), f"--patience must be at least 1, got {self.patience}"),
+        ]
+
+    def _data_checks(self) -> list[tuple[bool, str]]:
+        """Settings that only make sense with others: validation for --patience, a folder's options."""
+        return [
             (
                 self.patience is None or self.val_split > 0,
                 "--patience stops on validation accuracy: give --val-split N too (the test set never selects)",
@@ -297,24 +326,18 @@ class TrainConfig:
                 "--image-size, --channels and --test-split are for --dataset folder (other datasets come in one size)",
             ),
             (
-                self.dataset != "folder" or self.data_dir,
+                self.dataset != "folder" or bool(self.data_dir),
                 "--dataset folder needs --data-dir DIR: DIR/<class>/<images>, "
                 "or DIR/train/<class>/ and DIR/test/<class>/",
             ),
         ]
-        for ok, message in checks:
-            if not ok:
-                raise CnnlabError(message)
-        if self.image_size is not None:
-            parse_image_size(self.image_size)
-        return self
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 _TYPES = typing.get_type_hints(TrainConfig)
 
 
-def _allowed(key: str, value) -> bool:
+def _allowed(key: str, value: object) -> bool:
     """Whether `value` has the type of field `key` (an int where a float belongs is fine; a bool is no number)."""
     types = typing.get_args(_TYPES[key]) or (_TYPES[key],)
     if value is None:
@@ -349,6 +372,7 @@ HOW_TO_RUN = (
     "device",
     "compile",
     "tensorboard",
+    "channels_last",  # a memory layout: the same arithmetic (a script whose forward needs NCHW trains without it)
 )
 
 

@@ -2,6 +2,7 @@
 run sets when it starts and puts back when it ends."""
 
 import contextlib
+from collections.abc import Iterator
 
 import torch
 
@@ -30,7 +31,7 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
 
 
 @contextlib.contextmanager
-def torch_settings(threads: int | None = None, deterministic: bool = False):
+def torch_settings(threads: int | None = None, deterministic: bool = False) -> Iterator[None]:
     """Set torch's thread count and determinism for the block, then restore what was there."""
     saved = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark)
     try:

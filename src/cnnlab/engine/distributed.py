@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -38,7 +39,7 @@ class DistContext:
     def is_main(self) -> bool:
         return self.rank == 0
 
-    def sum(self, *values) -> list:
+    def sum(self, *values: float) -> list[float]:
         """All-reduce numbers (as float64) across ranks; identity in a single process."""
         if self.world == 1:
             return list(values)
@@ -55,10 +56,10 @@ class DistContext:
     def any(self, flag: bool) -> bool:
         return self.sum(float(flag))[0] > 0 if self.world > 1 else flag
 
-    def gather(self, obj) -> list:
+    def gather(self, obj: object) -> list[object]:
         if self.world == 1:
             return [obj]
-        result = [None] * self.world
+        result: list[object] = [None] * self.world
         dist.all_gather_object(result, obj)
         return result
 
@@ -92,7 +93,7 @@ class DistContext:
         if self.world > 1:
             dist.barrier()
 
-    def _device(self):
+    def _device(self) -> torch.device:
         return torch.device("cuda", self.local_rank) if dist.get_backend() == "nccl" else torch.device("cpu")
 
 
@@ -195,7 +196,7 @@ def cpu_count() -> int:
 
 
 @contextlib.contextmanager
-def _environment(**values: str):
+def _environment(**values: str) -> Iterator[None]:
     """Environment variables that the workers inherit, put back afterwards (tests call main() in-process)."""
     saved = {name: os.environ.get(name) for name in values}
     os.environ.update(values)
@@ -210,7 +211,7 @@ def _environment(**values: str):
 
 
 @contextlib.contextmanager
-def _launcher_quiet():
+def _launcher_quiet() -> Iterator[None]:
     """The launcher logs each signal it forwards and each worker it stops as warnings; the ranks and our own one
     line say what happened."""
     logging.disable(logging.ERROR)
@@ -221,7 +222,7 @@ def _launcher_quiet():
 
 
 @contextlib.contextmanager
-def _signal_handlers_kept():
+def _signal_handlers_kept() -> Iterator[None]:
     """The launcher installs handlers that raise its SignalException; ours (Ctrl-C's KeyboardInterrupt) come back."""
     names = ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT")  # what it handles; Windows lacks the last two
     signals = [getattr(signal, name) for name in names if hasattr(signal, name)]

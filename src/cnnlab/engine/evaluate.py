@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from cnnlab.data.augment import one_pixel_shifts
 from cnnlab.data.batches import iterate_batches, normalised_black
+from cnnlab.data.datasets import PerChannel
 from cnnlab.engine.distributed import SINGLE_PROCESS, DistContext
 from cnnlab.engine.metrics import confusion_matrix
 
@@ -25,7 +26,13 @@ class Evaluation:
         return 100.0 * self.correct / max(self.total, 1)
 
 
-def _log_probabilities(model, x, tta: bool, background, memory_format) -> torch.Tensor:
+def _log_probabilities(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    tta: bool,
+    background: torch.Tensor,
+    memory_format: torch.memory_format,
+) -> torch.Tensor:
     if not tta:
         return model(x)
     # The log of the mean probability: cross_entropy's log_softmax leaves it as it is.
@@ -35,18 +42,18 @@ def _log_probabilities(model, x, tta: bool, background, memory_format) -> torch.
 
 @torch.inference_mode()
 def evaluate(
-    model,
-    images,
-    labels,
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
     *,
-    mean,
-    std,
+    mean: PerChannel,
+    std: PerChannel,
     num_classes: int,
     batch_size: int = 1000,
-    memory_format=torch.contiguous_format,
+    memory_format: torch.memory_format = torch.contiguous_format,
     dist: DistContext = SINGLE_PROCESS,
     tta: bool = False,
-    amp_dtype=None,
+    amp_dtype: torch.dtype | None = None,
 ) -> Evaluation:
     """Evaluate `model` on uint8 `images`, normalised with the training data's `mean` and `std`.
 

@@ -6,8 +6,11 @@ import dataclasses
 import signal
 import threading
 import time
+import types
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import torch
 from tqdm import tqdm
@@ -21,14 +24,23 @@ from cnnlab.engine.config import TrainConfig, config_from_saved, dataset_notice,
 from cnnlab.engine.device import autocast_dtype, select_device, torch_settings
 from cnnlab.engine.distributed import DistContext, check_sync_bn, init_distributed
 from cnnlab.engine.evaluate import evaluate
-from cnnlab.engine.loop import EpochProgress, NonFiniteLoss, Step, compile_for_training, train_one_epoch
+from cnnlab.engine.loop import (
+    EpochProgress,
+    NonFiniteLoss,
+    Step,
+    channels_last_refusal,
+    compile_for_training,
+    train_one_epoch,
+)
 from cnnlab.engine.metrics import test_line
-from cnnlab.engine.run import build_model, check_run
+from cnnlab.engine.run import ModelCode, build_model, check_run, script_code
 from cnnlab.engine.rundir import RunFolder, is_run
 from cnnlab.engine.snapshots import snapshot_callbacks
 from cnnlab.engine.state import TrainState
 from cnnlab.engine.tensorboard import EventFile, log_epoch
-from cnnlab.files import write_json
+from cnnlab.external.spec import SCRIPT, parse_spec
+from cnnlab.external.trust import remember
+from cnnlab.files import MODEL_SOURCE, write_bytes, write_json
 from cnnlab.models import count_parameters
 
 
@@ -59,26 +71,27 @@ class TrainingInterrupted(CnnlabError):
 class StopOnSignal:
     """SIGINT/SIGTERM set a flag that the loop reads after each step, so a checkpoint can be written."""
 
-    def __init__(self):
-        self.signal, self.previous = None, {}
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        self.previous: dict[int, Any] = {}  # signal -> the handler it had
 
-    def __enter__(self):
+    def __enter__(self) -> "StopOnSignal":
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 self.previous[sig] = signal.signal(sig, self._handle)
         return self
 
-    def _handle(self, signum, frame):
+    def _handle(self, signum: int, frame: types.FrameType | None) -> None:
         if self.signal is not None:  # a second Ctrl-C: stop now
             raise KeyboardInterrupt
         self.signal = signum
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         for sig, handler in self.previous.items():
             signal.signal(sig, handler)
 
 
-def training_data(config: TrainConfig, log=print) -> ImageDataset:
+def training_data(config: TrainConfig, log: Callable[[str], object] = print) -> ImageDataset:
     """The dataset `config` trains on: `config.dataset`, or MNIST when found or downloadable, else mnist-sample,
     said in one line. A sweep loads it once for all its runs (fit_or_reuse)."""
     dataset, notice = load_training_dataset(
@@ -93,7 +106,7 @@ def training_data(config: TrainConfig, log=print) -> ImageDataset:
     return dataset
 
 
-def prepare_data(config: TrainConfig, dataset: ImageDataset | None, log) -> ImageDataset:
+def prepare_data(config: TrainConfig, dataset: ImageDataset | None, log: Callable[[str], object]) -> ImageDataset:
     """The run's dataset, checked, with its validation split held out, then subset."""
     dataset = training_data(config, log) if dataset is None else dataset
     dataset.check_trainable()
@@ -102,21 +115,25 @@ def prepare_data(config: TrainConfig, dataset: ImageDataset | None, log) -> Imag
     return dataset.subset(config.train_subset, config.seed) if config.train_subset else dataset
 
 
-def build_training_model(config: TrainConfig, dataset: ImageDataset, device, dist: DistContext) -> torch.nn.Module:
+def build_training_model(
+    config: TrainConfig, dataset: ImageDataset, device: torch.device, dist: DistContext, code: ModelCode | None = None
+) -> torch.nn.Module:
+    """`code`: the script the model is built from (a run's own copy when resuming)."""
     if dist.world > 1:  # torchrun by hand: before the run folder exists (cnnlab train --nproc checks it earlier)
         check_sync_bn(config.sync_bn, device)
     torch.manual_seed(config.seed)  # the same initial weights on every rank
-    model = build_model(config.model, dataset.info, config.width)
+    source = code.source if code else None
+    model = build_model(config.model, dataset.info, config.width, model_args=config.model_args, source=source)
     if dist.world > 1 and config.sync_bn:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    return model.to(device).to(memory_format=_memory_format(config))  # type: ignore[call-overload]  # torch's stubs lack it
+    return model.to(device)
 
 
-def _memory_format(config: TrainConfig):
+def _memory_format(config: TrainConfig) -> torch.memory_format:
     return torch.channels_last if config.channels_last else torch.contiguous_format
 
 
-def _augmentation(config: TrainConfig, epoch: int, skip: int):
+def _augmentation(config: TrainConfig, epoch: int, skip: int) -> Callable[[torch.Tensor, int], torch.Tensor] | None:
     """The batch augmentation of `epoch`, its randomness a function of (seed, epoch, step): exact on resume.
 
     The generator lives on the batch's device: random numbers drawn on the CPU would be copied to a GPU each
@@ -132,13 +149,32 @@ def _augmentation(config: TrainConfig, epoch: int, skip: int):
 class RunWriter:
     """What rank 0 writes into the run folder (the other ranks hold one with no folder, which writes nothing)."""
 
-    def __init__(self, folder: RunFolder | None, config: TrainConfig, dataset: ImageDataset, steps: int):
+    def __init__(
+        self,
+        folder: RunFolder | None,
+        config: TrainConfig,
+        dataset: ImageDataset,
+        steps: int,
+        code: ModelCode | None = None,
+    ):
         self.folder, self.config, self.info, self.steps = folder, config, dataset.info, steps
+        self.code = code.record() if code else None
         self.events = EventFile(folder.path) if folder is not None and config.tensorboard else None
+
+    def start(self, code: ModelCode | None, **facts: object) -> None:
+        """A new run's config.json, and the copy of the script its model is built from (model.py), whose hash
+        is remembered as code this user runs here (external/trust.py): the run reopens from it silently."""
+        if self.folder is None:
+            return
+        if code is not None:
+            write_bytes(self.folder.path / MODEL_SOURCE, code.source)
+            remember(code.source, origin=f"{code.model}, trained into {self.folder.path.resolve()}")
+        ckpt.write_config(self.folder.path, self.config, **facts, **({"code": self.code} if self.code else {}))
 
     def checkpoint(self, state: TrainState, name: str = ckpt.CHECKPOINT) -> None:
         if self.folder is not None:
-            ckpt.save_checkpoint(self.folder.path / name, config=self.config, info=self.info, state=state)
+            path = self.folder.path / name
+            ckpt.save_checkpoint(path, config=self.config, info=self.info, state=state, code=self.code)
             self.folder.commit()  # the new run now stands on its own: the run it replaced goes
 
     def epoch_end(self, state: TrainState) -> None:
@@ -154,9 +190,16 @@ class RunWriter:
             log_epoch(self.events, state.history[-1], learning_rate=lr, model=state.evaluated)
 
 
-def fit(config: TrainConfig, log=print, dataset: ImageDataset | None = None, resume: bool = False) -> FitResult:
+def fit(
+    config: TrainConfig,
+    log: Callable[[str], object] = print,
+    dataset: ImageDataset | None = None,
+    resume: bool = False,
+    trust_code: bool = False,
+) -> FitResult:
     """Train `config.model` as configured into the run folder `config.out`; with `resume`, continue the run
-    there exactly where its last checkpoint was taken."""
+    there exactly where its last checkpoint was taken (a model built by a script: from the run's copy of it,
+    which must be code trained here, or `trust_code`)."""
     device = select_device(config.device)
     dist = init_distributed(device.type, config.batch_size)
     log = log if dist.is_main else (lambda *_: None)  # only rank 0 prints, writes metrics and checkpoints
@@ -165,26 +208,22 @@ def fit(config: TrainConfig, log=print, dataset: ImageDataset | None = None, res
     with torch_settings(config.threads, config.deterministic):
         device = dist.local_device(device)
         data = prepare_data(config, dataset, log).to(device)
-        # The data folder saved absolute: evaluate, export and resume find it from any working directory.
-        config = dataclasses.replace(
-            config,
-            dataset=data.name,
-            out=config.out or _default_out(config, data.name),
-            data_dir=config.data_dir and str(Path(config.data_dir).resolve()),
-        )
+        config = _settled(config, data.name)
         steps = steps_per_epoch(len(data.train_labels), config.batch_size, dist.world)
-        state = TrainState.create(build_training_model(config, data, device, dist), config, steps)
+        code = _model_code(config, resume, trust_code)
+        model = build_training_model(config, data, device, dist, code)
+        config = _layout_for(model, config, data, log) if code is not None else config
+        model = model.to(memory_format=_memory_format(config))  # type: ignore[call-overload]  # torch's stubs lack it
+        state = TrainState.create(model, config, steps)
         with _open_folder(config, dist, resume) as folder:
             if resume:
-                state.load_state_dict(check_run(config.out, resumable=True).checkpoint)
-            writer = RunWriter(folder if dist.is_main else None, config, data, steps)
-            if folder is not None and not resume:
-                ckpt.write_config(
-                    folder.path, config, device=str(device), torch=torch.__version__, threads=torch.get_num_threads()
-                )
-            log(_start_line(config, data, state, device, dist, resume))
-            if (notice := dataset_notice(config)) is not None:
-                log(notice)
+                assert config.out is not None  # set above
+                state.load_state_dict(check_run(config.out, resumable=True, trust_code=trust_code).checkpoint)
+            writer = RunWriter(folder if dist.is_main else None, config, data, steps, code)
+            if not resume:
+                writer.start(code, device=str(device), torch=torch.__version__, threads=torch.get_num_threads())
+            for line in _start_lines(config, data, state, device, dist, resume, code):
+                log(line)
             compiled, compile_seconds = _compiled(config, data, state, log) if config.compile != "off" else (None, 0.0)
             with StopOnSignal() as stopper:
                 for epoch in range(state.epoch + 1, config.epochs + 1):
@@ -216,7 +255,69 @@ def fit(config: TrainConfig, log=print, dataset: ImageDataset | None = None, res
     )
 
 
-def _end_epoch(config: TrainConfig, state: TrainState, row: dict, writer: "RunWriter", log) -> bool:
+def _settled(config: TrainConfig, dataset: str) -> TrainConfig:
+    """The settings as the run records them: the dataset's name, the run folder, and the data folder absolute (so
+    evaluate, export and resume find it from any working directory)."""
+    return dataclasses.replace(
+        config,
+        dataset=dataset,
+        out=config.out or _default_out(config, dataset),
+        data_dir=config.data_dir and str(Path(config.data_dir).resolve()),
+    )
+
+
+def _start_lines(
+    config: TrainConfig,
+    data: ImageDataset,
+    state: TrainState,
+    device: torch.device,
+    dist: DistContext,
+    resume: bool,
+    code: ModelCode | None,
+) -> list[str]:
+    """What a run says as it starts: the run, a script's model and its copy, any notice about the dataset."""
+    lines = [_start_line(config, data, state, device, dist, resume)]
+    if code is not None:
+        lines.append(f"The model: {code.described or code.model}; {_copied(code, resume)}")
+    if (notice := dataset_notice(config)) is not None:
+        lines.append(notice)
+    return lines
+
+
+def _model_code(config: TrainConfig, resume: bool, trust_code: bool) -> ModelCode | None:
+    """The script the model is built from: the one named, as it is now, for a new run; the run's own copy when
+    resuming (the original may have been edited or deleted since)."""
+    if parse_spec(config.model).kind != SCRIPT:
+        return None
+    if resume:
+        assert config.out is not None  # resume_run names the run
+        return check_run(config.out, resumable=True, trust_code=trust_code).code
+    return script_code(config.model)
+
+
+def _layout_for(
+    model: torch.nn.Module, config: TrainConfig, data: ImageDataset, log: Callable[[str], object]
+) -> TrainConfig:
+    """`config`, in NCHW memory layout when a learner's forward fails on channels-last batches (`x.view(n, -1)`
+    needs a contiguous tensor: the lecture's own CNN does it)."""
+    if not config.channels_last:
+        return config
+    refusal = channels_last_refusal(model, (data.in_channels, *data.input_size), data.train_labels.device)
+    if refusal is None:
+        return config
+    log(f"{config.model}'s forward needs NCHW batches ({refusal}): training without channels_last")
+    return dataclasses.replace(config, channels_last=False)
+
+
+def _copied(code: ModelCode, resume: bool) -> str:
+    if resume:
+        return f"rebuilt from the run's copy ({MODEL_SOURCE}, SHA-256 {code.sha256[:16]}...)"
+    return f"the script copied into the run as {MODEL_SOURCE} (SHA-256 {code.sha256[:16]}...), which it reopens from"
+
+
+def _end_epoch(
+    config: TrainConfig, state: TrainState, row: dict, writer: "RunWriter", log: Callable[[str], object]
+) -> bool:
     """Record the epoch, report it, save it; True when early stopping ends the run here."""
     state.epoch, state.progress = row["epoch"], None
     state.history.append(row)
@@ -236,9 +337,10 @@ def _end_epoch(config: TrainConfig, state: TrainState, row: dict, writer: "RunWr
     return False
 
 
-def _open_folder(config: TrainConfig, dist: DistContext, resume: bool):
+def _open_folder(config: TrainConfig, dist: DistContext, resume: bool) -> "RunFolder | _NoFolder":
     """Rank 0 creates (or, resuming, reopens) and locks the run folder; the other ranks wait for it."""
     folder = None
+    assert config.out is not None  # fit() sets it before opening the folder
     if dist.is_main:
         folder = RunFolder.open_existing(config.out) if resume else RunFolder.create(config.out, config.overwrite)
     dist.barrier()
@@ -248,14 +350,16 @@ def _open_folder(config: TrainConfig, dist: DistContext, resume: bool):
 class _NoFolder:
     path = None
 
-    def __enter__(self):
+    def __enter__(self) -> None:
         return None
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         return None
 
 
-def _compiled(config, data: ImageDataset, state: TrainState, log) -> tuple[torch.nn.Module, float]:
+def _compiled(
+    config: TrainConfig, data: ImageDataset, state: TrainState, log: Callable[[str], object]
+) -> tuple[torch.nn.Module, float]:
     """The training model under torch.compile, compiled on each batch shape of an epoch before training starts."""
     n, size = len(data.train_labels), config.batch_size
     shapes = [min(size, n)] + ([n % size] if n > size and n % size else [])  # full batches, then the last one
@@ -348,7 +452,9 @@ def _train_epoch(
     return state.progress
 
 
-def _epoch_batches(config: TrainConfig, data: ImageDataset, dist: DistContext, epoch: int, skip: int):
+def _epoch_batches(
+    config: TrainConfig, data: ImageDataset, dist: DistContext, epoch: int, skip: int
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """This rank's batches of `epoch`, from step `skip` on (a resumed epoch continues its own order)."""
     order = epoch_order(len(data.train_labels), config.seed, epoch, data.train_labels.device)
     return iterate_batches(
@@ -365,7 +471,7 @@ def _epoch_batches(config: TrainConfig, data: ImageDataset, dist: DistContext, e
     )
 
 
-def _step_checkpoints(every: int, state: TrainState, writer: RunWriter):
+def _step_checkpoints(every: int, state: TrainState, writer: RunWriter) -> Callable[[Step], None]:
     def save(step: Step) -> None:
         if step.number % every == 0:
             state.progress = step.sums()
@@ -374,11 +480,13 @@ def _step_checkpoints(every: int, state: TrainState, writer: RunWriter):
     return save
 
 
-def _tracer(model, trace: dict):
-    watched = next(m for m in model.modules() if getattr(m, "weight", None) is not None and m.weight.dim() > 1)
+def _tracer(model: torch.nn.Module, trace: dict) -> Callable[[Step], None]:
+    weights = (getattr(m, "weight", None) for m in model.modules())
+    weight = next(w for w in weights if isinstance(w, torch.Tensor) and w.dim() > 1)
 
     def record(step: Step) -> None:
-        trace["grad_norms"].append(watched.weight.grad.norm().item())
+        assert weight.grad is not None  # called after each backward pass
+        trace["grad_norms"].append(weight.grad.norm().item())
         trace["train_loss"].append(step.loss.item())
         trace["train_error"].append(100.0 * (1 - (step.output.argmax(1) == step.labels).float().mean().item()))
 
@@ -386,7 +494,7 @@ def _tracer(model, trace: dict):
 
 
 @contextlib.contextmanager
-def _last_checkpoint_named(state: TrainState):
+def _last_checkpoint_named(state: TrainState) -> Iterator[None]:
     """Say, when a NaN stops the run, which checkpoint is the last good one."""
     try:
         yield
@@ -399,13 +507,20 @@ def _last_checkpoint_named(state: TrainState):
         raise NonFiniteLoss(f"{e}; {last}") from None
 
 
-def _distributed(model, dist: DistContext):
+def _distributed(model: torch.nn.Module, dist: DistContext) -> torch.nn.Module:
     return torch.nn.parallel.DistributedDataParallel(model) if dist.world > 1 else model
 
 
-def _evaluate_epoch(config, data: ImageDataset, model, progress: EpochProgress, dist, epoch: int) -> dict:
+def _evaluate_epoch(
+    config: TrainConfig,
+    data: ImageDataset,
+    model: torch.nn.Module,
+    progress: EpochProgress,
+    dist: DistContext,
+    epoch: int,
+) -> dict:
     start = time.perf_counter()
-    options = dict(
+    options: dict[str, Any] = dict(
         mean=data.mean,
         std=data.std,
         num_classes=data.num_classes,
@@ -424,7 +539,7 @@ def _evaluate_epoch(config, data: ImageDataset, model, progress: EpochProgress, 
         "test_correct": test.correct,
         "test_total": test.total,
     }
-    if data.val_images is not None:
+    if data.val_images is not None and data.val_labels is not None:
         val = evaluate(model, data.val_images, data.val_labels, **options)
         row.update(val_loss=round(val.loss, 6), val_accuracy=val.accuracy)
     row.update(
@@ -440,7 +555,9 @@ def _best_epoch(history: list[dict]) -> int:
     return max(history, key=lambda r: (r["val_accuracy"], -r["epoch"]))["epoch"]
 
 
-def _start_line(config, data, state, device, dist, resume) -> str:
+def _start_line(
+    config: TrainConfig, data: ImageDataset, state: TrainState, device: torch.device, dist: DistContext, resume: bool
+) -> str:
     parts = [
         f"{'Resuming' if resume else 'Training'} {config.model} ({count_parameters(state.model):,} parameters) "
         f"on {data.name} ({len(data.train_labels):,} train / "
@@ -464,18 +581,21 @@ def _start_line(config, data, state, device, dist, resume) -> str:
 
 
 def _default_out(config: TrainConfig, dataset_name: str) -> str:
-    return str(Path("runs") / f"{config.model}-{dataset_name}-{datetime.now():%Y%m%d-%H%M%S}")
+    return str(Path("runs") / f"{parse_spec(config.model).slug}-{dataset_name}-{datetime.now():%Y%m%d-%H%M%S}")
 
 
 # What `--resume` may change: how the run executes, and `epochs` to extend a constant-rate run.
 RESUME_CHANGES = ("epochs", "progress", "threads", "checkpoint_every", "check_every", "device")
 
 
-def resume_run(run_dir, log=print, **changes) -> FitResult:
+def resume_run(
+    run_dir: str | Path, log: Callable[[str], object] = print, trust_code: bool = False, **changes: Any
+) -> FitResult:
     """Continue the run in `run_dir` from its last checkpoint, with the settings it was started with.
 
     `changes` may set RESUME_CHANGES: `epochs` extends a finished constant-rate run (a one-cycle schedule
-    was planned for its epochs and cannot be stretched)."""
+    was planned for its epochs and cannot be stretched). `trust_code`: the user's consent to run the run's copy
+    of its script, for a model built from one that was not trained here."""
     flag = lambda name: "--no-progress" if name == "progress" else "--" + name.replace("_", "-")
     refused = sorted(k for k, v in changes.items() if v is not None and k not in RESUME_CHANGES)
     if refused:
@@ -483,7 +603,8 @@ def resume_run(run_dir, log=print, **changes) -> FitResult:
             f"--resume continues a run with its own settings; it cannot change "
             f"{', '.join(map(flag, refused))} (it can change {', '.join(map(flag, RESUME_CHANGES))})"
         )
-    run = check_run(run_dir, resumable=True)  # a run folder, its checkpoint whole and agreeing with config.json
+    # a run folder, its checkpoint whole and agreeing with config.json
+    run = check_run(run_dir, resumable=True, trust_code=trust_code)
     config = config_from_saved({**run.checkpoint["config"], "out": str(run_dir), "overwrite": False}, str(run_dir))
     given = {k: v for k, v in changes.items() if v is not None}
     if given.get("epochs", config.epochs) != config.epochs and config.schedule != "constant":
@@ -497,19 +618,27 @@ def resume_run(run_dir, log=print, **changes) -> FitResult:
             f"{run_dir}: the run already finished its {config.epochs} epochs"
             + ("" if run.checkpoint.get("stopped_early") else "; pass --epochs N to extend it")
         )
-    return fit(config, log=log, resume=True)
+    return fit(config, log=log, resume=True, trust_code=trust_code)
 
 
-def fit_or_reuse(config: TrainConfig, log=print, dataset: ImageDataset | None = None) -> str:
-    """For sweeps (compare, depth, overfit): reuse a finished run of the same settings in `config.out`, resume
-    an unfinished one, or else train (on `dataset` when the sweep loaded it once for all its runs), a folder
-    holding anything else being replaced only with `overwrite`. Returns what it did: "reused", "resumed" or
-    "trained"."""
+def fit_or_reuse(
+    config: TrainConfig,
+    log: Callable[[str], object] = print,
+    dataset: ImageDataset | None = None,
+    trust_code: bool = False,
+) -> str:
+    """For sweeps (compare, depth, overfit): reuse a finished run of the same settings in `config.out` (a
+    script's model: of the script as it is now), resume an unfinished one, or else train (on `dataset` when the
+    sweep loaded it once for all its runs), a folder holding anything else being replaced only with `overwrite`.
+    Returns what it did: "reused", "resumed" or "trained"."""
     out = Path(config.out or "")
-    if is_run(out) and (out / ckpt.CHECKPOINT).is_file() and same_settings(ckpt.read_config(out), config):
-        if check_run(out, resumable=True).is_finished():
-            return "reused"
-        resume_run(out, log=log, progress=config.progress)
-        return "resumed"
+    if is_run(out) and (out / ckpt.CHECKPOINT).is_file():
+        saved = ckpt.read_config(out)
+        code = script_code(config.model)
+        if same_settings(saved, config) and saved.get("code") == (code.record() if code else None):
+            if check_run(out, resumable=True, trust_code=trust_code).is_finished():
+                return "reused"
+            resume_run(out, log=log, trust_code=trust_code, progress=config.progress)
+            return "resumed"
     fit(config, log=log, dataset=dataset)
     return "trained"

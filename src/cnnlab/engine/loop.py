@@ -54,7 +54,7 @@ class NonFiniteLoss(CnnlabError):
     pass
 
 
-def _guard(loss: torch.Tensor, step: int, optimizer) -> None:
+def _guard(loss: torch.Tensor, step: int, optimizer: torch.optim.Optimizer) -> None:
     if not torch.isfinite(loss):
         raise NonFiniteLoss(
             f"training stopped: loss became {loss.item()} by step {step} of the epoch (learning "
@@ -62,14 +62,25 @@ def _guard(loss: torch.Tensor, step: int, optimizer) -> None:
         )
 
 
-def _loss(model, images, labels, amp_dtype, label_smoothing: float) -> tuple[torch.Tensor, torch.Tensor]:
+def _loss(
+    model: Callable[[torch.Tensor], torch.Tensor],
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    amp_dtype: torch.dtype | None,
+    label_smoothing: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
     with torch.autocast(images.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
         output = model(images).float()
     return F.cross_entropy(output, labels, label_smoothing=label_smoothing), output
 
 
 def compile_for_training(
-    model, batches: Iterable, *, mode: str, amp_dtype=None, label_smoothing: float = 0.0
+    model: torch.nn.Module,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    *,
+    mode: str,
+    amp_dtype: torch.dtype | None = None,
+    label_smoothing: float = 0.0,
 ) -> tuple[torch.nn.Module, float]:
     """`torch.compile(model, mode=mode)`, compiled now by a forward and backward pass on each of `batches` (one
     per batch shape the epoch will show: compiled for fixed shapes, a new shape would compile again mid-epoch).
@@ -92,17 +103,17 @@ def compile_for_training(
 
 
 def train_one_epoch(
-    model,
-    batches: Iterable,
+    model: torch.nn.Module,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
     *,
-    optimizer,
-    scheduler=None,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
     label_smoothing: float = 0.0,
-    ema=None,
-    amp_dtype=None,
+    ema: torch.optim.swa_utils.AveragedModel | None = None,
+    amp_dtype: torch.dtype | None = None,
     start: EpochProgress | None = None,
-    callbacks=(),
-    should_stop=lambda: False,
+    callbacks: Iterable[Callable[[Step], object]] = (),
+    should_stop: Callable[[], bool] = lambda: False,
     check_every: int = 1,
 ) -> tuple[EpochProgress, bool]:
     """Train on every batch; returns the epoch's sums and whether it ran to the end (False: `should_stop`).
@@ -145,3 +156,26 @@ def train_one_epoch(
     if check_every > 1:
         _guard(loss_sum, step, optimizer)
     return sums(), finished
+
+
+def channels_last_refusal(model: torch.nn.Module, input_shape: tuple, device: torch.device | str) -> str | None:
+    """Why `model` cannot run on channels-last batches (its weights still NCHW), or None when it can: a
+    learner's `x.view(n, -1)` needs a contiguous tensor (the lecture's own CNN does it)."""
+    x = torch.zeros(2, *input_shape, device=device).to(memory_format=torch.channels_last)
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            model.eval()(x)
+        return None
+    except Exception as e:  # whatever the learner's forward raises on it
+        return str(e).split(" (")[0].strip().splitlines()[0][:80] if str(e).strip() else type(e).__name__
+    finally:
+        model.train(was_training)
+
+
+def fastest_layout(
+    model: torch.nn.Module, input_shape: tuple, device: torch.device | str = "cpu"
+) -> torch.memory_format:
+    """channels_last (measured faster on CPU for these nets), unless `model`'s forward refuses it."""
+    refused = channels_last_refusal(model, input_shape, device) is not None
+    return torch.contiguous_format if refused else torch.channels_last

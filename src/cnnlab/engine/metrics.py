@@ -1,5 +1,7 @@
 """Evaluation metrics and their plain-text tables."""
 
+from collections.abc import Sequence
+
 import torch
 
 from cnnlab.tables import format_table
@@ -21,7 +23,7 @@ def test_line(loss: float, correct: int, total: int) -> str:
     return f"Test set: Average loss: {loss:.4f}, Accuracy: {correct}/{total} ({100.0 * correct / total:.2f}%)"
 
 
-def format_confusion(confusion: torch.Tensor, classes) -> str:
+def format_confusion(confusion: torch.Tensor, classes: Sequence[str]) -> str:
     headers = ["true \\ predicted"] + list(classes)
     rows = [[name] + confusion[i].tolist() for i, name in enumerate(classes)]
     return format_table(headers, rows)

@@ -15,6 +15,7 @@ import fcntl
 import fnmatch
 import os
 import shutil
+import types
 from pathlib import Path
 
 from cnnlab import CnnlabError
@@ -104,7 +105,7 @@ class RunFolder:
         self.path, self.lock, self.replaced = path, lock, replaced
 
     @classmethod
-    def create(cls, path, overwrite: bool = False) -> "RunFolder":
+    def create(cls, path: str | Path, overwrite: bool = False) -> "RunFolder":
         path = Path(path)
         replaced = None
         if path.exists() and not path.is_dir():
@@ -143,7 +144,7 @@ class RunFolder:
         return aside
 
     @classmethod
-    def open_existing(cls, path) -> "RunFolder":
+    def open_existing(cls, path: str | Path) -> "RunFolder":
         """An existing run, locked for resuming."""
         path = Path(path)
         if not path.is_dir() or not is_run(path):
@@ -159,7 +160,9 @@ class RunFolder:
     def __enter__(self) -> "RunFolder":
         return self
 
-    def __exit__(self, kind, error, trace) -> None:
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: types.TracebackType | None
+    ) -> None:
         if self.replaced is not None:  # failed before its first checkpoint: the old run comes back
             shutil.rmtree(self.path, ignore_errors=True)
             os.replace(self.replaced, self.path)

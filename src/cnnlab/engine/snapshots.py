@@ -12,15 +12,17 @@ the random generators and so the training itself are left exactly as they were (
 import io
 import zipfile
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 import torch
 
 from cnnlab import CnnlabError
 from cnnlab.data.batches import normalise
-from cnnlab.data.datasets import ImageDataset
+from cnnlab.data.datasets import ImageDataset, PerChannel
 from cnnlab.engine.loop import Step
 from cnnlab.files import atomic_write, read_bounded
 
@@ -59,7 +61,9 @@ def is_due(step: int) -> bool:
 class SnapshotWriter:
     """Takes snapshots of `model` with `probe` into `folder`."""
 
-    def __init__(self, model: torch.nn.Module, folder: Path, probe: torch.Tensor, label: int, mean, std):
+    def __init__(
+        self, model: torch.nn.Module, folder: Path, probe: torch.Tensor, label: int, mean: PerChannel, std: PerChannel
+    ):
         found = first_convolution(model)
         if found is None:
             raise CnnlabError(f"model {type(model).__name__} has no convolution to take snapshots of")
@@ -71,7 +75,7 @@ class SnapshotWriter:
     def take(self, step: int, epoch: int) -> Path:
         seen: list[torch.Tensor] = []
 
-        def capture(module, inputs, output):
+        def capture(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> NoReturn:
             seen.append(output[0, :MAX_MAPS].float().cpu())
             raise _Captured  # the rest of the network is not needed: stop the forward pass here
 
@@ -86,7 +90,8 @@ class SnapshotWriter:
             self.model.train(training)
             handle.remove()
         kernels = self.conv.weight.detach().float().cpu().numpy()
-        maps = seen[0].numpy().astype(np.float16)  # pictures: half the bytes
+        half = np.finfo(np.float16).max  # pictures: half the bytes, a diverging run's huge values clipped
+        maps = np.clip(seen[0].numpy(), -half, half).astype(np.float16)
         return atomic_write(
             self.folder / f"snapshot-{step:07d}.npz",
             lambda f: np.savez_compressed(
@@ -102,7 +107,9 @@ class SnapshotWriter:
         )
 
 
-def snapshot_callbacks(model, folder: Path, data: ImageDataset, *, epoch: int, steps: int, skip: int) -> list:
+def snapshot_callbacks(
+    model: torch.nn.Module, folder: Path, data: ImageDataset, *, epoch: int, steps: int, skip: int
+) -> list[Callable[[Step], None]]:
     """The step callback for epoch `epoch` (`steps` steps, `skip` of them done before a resume), in a list: empty
     for a model with no convolution. A fresh run's first epoch also takes the snapshot of the initial weights."""
     if first_convolution(model) is None or not len(data.test_labels):
@@ -119,7 +126,7 @@ def snapshot_callbacks(model, folder: Path, data: ImageDataset, *, epoch: int, s
     return [take]
 
 
-def read_snapshots(folder) -> list[Snapshot]:
+def read_snapshots(folder: str | Path) -> list[Snapshot]:
     """The run's snapshots in step order; a file that is not one (cut short, edited) is left out."""
     paths = sorted(Path(folder).glob(PATTERN))[-MAX_SNAPSHOTS:]
     snapshots = [s for s in map(_read, paths) if s is not None]

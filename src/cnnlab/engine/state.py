@@ -14,7 +14,7 @@ from cnnlab.engine.config import TrainConfig
 from cnnlab.engine.loop import EpochProgress
 
 
-def build_optimizer(model, config: TrainConfig) -> torch.optim.Optimizer:
+def build_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
     if config.optimizer == "sgd":
         return torch.optim.SGD(
             model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
@@ -23,7 +23,9 @@ def build_optimizer(model, config: TrainConfig) -> torch.optim.Optimizer:
     return optimizer_class(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
 
 
-def build_scheduler(optimizer, config: TrainConfig, steps_per_epoch: int):
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LRScheduler | None:
     if config.schedule == "constant":
         return None
     if config.schedule == "step":  # He et al.: the rate divided by 10 at half and at three quarters of training
@@ -98,7 +100,7 @@ class TrainState:
     stopped_early: bool = False  # early stopping ended the run before its last epoch
 
     @classmethod
-    def create(cls, model, config: TrainConfig, steps_per_epoch: int) -> "TrainState":
+    def create(cls, model: torch.nn.Module, config: TrainConfig, steps_per_epoch: int) -> "TrainState":
         optimizer = build_optimizer(model, config)
         # The average is what gets evaluated and saved as the run's weights; BatchNorm statistics are averaged too.
         ema = WeightAverage(model, config.ema) if config.ema else None

@@ -5,35 +5,42 @@ does not show the fully connected layer's input (the lecture's "320"), while thi
 forward hooks and torch.utils.flop_counter, so its totals match `cnnlab models` by construction.
 """
 
+import contextlib
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any, cast
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from cnnlab import CnnlabError
-from cnnlab.models import count_flops, count_parameters, create_model
+from cnnlab.external.spec import ONNX, REGISTRY, ModelSpec, build_model_from_spec, describe_model, parse_spec
+from cnnlab.models import count_flops, count_parameters
 from cnnlab.models.local import conv_output_size
 from cnnlab.tables import format_table
 
 
-def _shape(t) -> str:
+def _shape(t: object) -> str:
+    if isinstance(t, (tuple, list)) and t:  # nn.LSTM's (output, (h, c)), nn.MultiheadAttention's (output, weights)
+        t = t[0]
     return "x".join(map(str, t.shape[1:])) if isinstance(t, torch.Tensor) else "-"
 
 
-def summary_rows(model: torch.nn.Module, input_shape) -> list[list]:
-    """One row per call of a leaf module (or of a direct child): name, type, in/out shape, params, FLOPs."""
+def summary_rows(model: torch.nn.Module, input_shape: Sequence[int]) -> list[list]:
+    """One row per call of a leaf module, of a direct child, or of a module with weights of its own (whose children
+    it may not call: nn.MultiheadAttention's out_proj): name, type, in/out shape, params, FLOPs."""
     rows: list[list] = []
     counting = [False]
     names = {module: name for name, module in model.named_modules() if name}
     children = set(model.children())
 
-    def hook(module, inputs, output):
+    def hook(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], kwargs: dict, output: object) -> None:
         if counting[0]:
             return
         counting[0] = True
         with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            module(*inputs)
+            module(*inputs, **kwargs)
         counting[0] = False
         first_call = all(row[0] != names[module] for row in rows)
         params = sum(p.numel() for p in module.parameters()) if first_call else 0
@@ -41,7 +48,8 @@ def summary_rows(model: torch.nn.Module, input_shape) -> list[list]:
             [names[module], type(module).__name__, _shape(inputs[0]), _shape(output), params, counter.get_total_flops()]
         )
 
-    handles = [m.register_forward_hook(hook) for m in names if m in children or not list(m.children())]
+    shown = [m for m in names if m in children or not list(m.children()) or list(m.parameters(recurse=False))]
+    handles = [m.register_forward_hook(hook, with_kwargs=True) for m in shown]
     model.eval()
     try:
         with torch.no_grad():
@@ -52,29 +60,49 @@ def summary_rows(model: torch.nn.Module, input_shape) -> list[list]:
     return rows
 
 
-def summary(name: str, input_shape=(1, 28, 28)) -> str:
-    """`cnnlab summary`: model `name` layer by layer (input and output shape, parameters, FLOPs), then totals."""
-    with torch.device("meta"):  # shapes, parameters and FLOPs need no real tensors: a huge --input costs nothing
-        model = create_model(name, in_channels=input_shape[0], input_size=tuple(input_shape[1:]))
-    try:
-        rows = summary_rows(model, input_shape)
-    except RuntimeError as e:
-        raise CnnlabError(
-            f"model {name!r} cannot take input {'x'.join(map(str, input_shape))}: "
-            f"{str(e).strip().splitlines()[0][:160]}"
-        ) from None
+def summary(name: str, input_shape: tuple[int, int, int] | None = None, model_args: dict | None = None) -> str:
+    """`cnnlab summary`: model `name` (a registered name or a spec: net.py:Net, model.onnx) layer by layer (input
+    and output shape, parameters, FLOPs), then totals; first, for a model from outside the package, where it
+    comes from. `input_shape` (C, H, W): by default 1x28x28, an ONNX graph's own."""
+    model, input_shape = _summary_model(parse_spec(name), input_shape, model_args)
+    if not any(True for _ in model.parameters()):  # an ONNX graph run by onnxruntime: read from the graph
+        from cnnlab.external.onnx_graph import graph_parameters, graph_summary
+
+        rows, parameters = graph_summary(model), graph_parameters(model)
+        flops = sum(row[5] for row in rows)
+    else:
+        try:
+            rows = summary_rows(model, input_shape)
+        except RuntimeError as e:
+            raise CnnlabError(
+                f"model {name!r} cannot take input {'x'.join(map(str, input_shape))}: "
+                f"{str(e).strip().splitlines()[0][:160]}"
+            ) from None
+        parameters, flops = count_parameters(model), count_flops(model, input_shape)
     table = [[n, t, i, o, f"{p:,}" if p else "-", f"{f:,}" if f else "-"] for n, t, i, o, p, f in rows]
-    table.append(
-        [
-            "total",
-            "",
-            "x".join(map(str, input_shape)),
-            rows[-1][3],
-            f"{count_parameters(model):,}",
-            f"{count_flops(model, input_shape):,}",
-        ]
+    table.append(["total", "", "x".join(map(str, input_shape)), rows[-1][3], f"{parameters:,}", f"{flops:,}"])
+    described = describe_model(name, model)
+    return (f"{described}\n\n" if described else "") + format_table(
+        ["layer", "type", "input", "output", "parameters", "FLOPs"], table
     )
-    return format_table(["layer", "type", "input", "output", "parameters", "FLOPs"], table)
+
+
+def _summary_model(
+    spec: ModelSpec, input_shape: Sequence[int] | None, model_args: dict | None
+) -> tuple[torch.nn.Module, tuple]:
+    """The model to summarise, and its input shape."""
+    if spec.kind == ONNX:
+        given: dict[str, Any] = dict(in_channels=input_shape[0], input_size=input_shape[1:]) if input_shape else {}
+        model = build_model_from_spec(spec, **{"in_channels": None, "input_size": None, **given}, num_classes=None)
+        return model, tuple(cast(tuple, model.input_shape))
+    input_shape = tuple(input_shape or (1, 28, 28))
+    shape: dict[str, Any] = dict(
+        in_channels=input_shape[0], num_classes=None, input_size=input_shape[1:], model_args=model_args
+    )
+    # Shapes, parameters and FLOPs need no real tensors (a huge --input costs nothing), but a learner's
+    # constructor may compute with real ones (a dummy forward to size its fc).
+    with torch.device("meta") if spec.kind == REGISTRY else contextlib.nullcontext():
+        return build_model_from_spec(spec, **shape), input_shape
 
 
 @dataclass(frozen=True)
@@ -146,7 +174,7 @@ def shape(
     return dataclasses.replace(conv, pool=pool, pooled=(conv.output - pool) // pool + 1)
 
 
-def params(input_shape, out_channels: int, kernel: int, stride: int = 1, padding: int = 0) -> str:
+def params(input_shape: tuple[int, int, int], out_channels: int, kernel: int, stride: int = 1, padding: int = 0) -> str:
     """Parameters and FLOPs of FC, locally connected and conv layers mapping the same input to the same output."""
     c, h, w = input_shape
     if out_channels < 1 or kernel < 1 or stride < 1 or padding < 0:

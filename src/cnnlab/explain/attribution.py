@@ -13,16 +13,19 @@ Captum computes both (`Occlusion`, `LayerGradCam`); tests/test_attribution.py ch
 answer is known by hand and against Grad-CAM written out directly.
 """
 
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn as nn
 from captum.attr import LayerAttribution, LayerGradCam, Occlusion
 
 from cnnlab import CnnlabError
 from cnnlab.data.batches import normalise, normalised_black
-from cnnlab.engine.run import SavedRun, open_run
+from cnnlab.engine.run import OpenOptions, SavedRun, open_run
 from cnnlab.plotting import pyplot, save_figure
 
 OCCLUSION, GRAD_CAM = "occlusion", "grad-cam"
@@ -43,7 +46,23 @@ class Attribution:
     stride: int | None = None
 
 
-def logits_of(model: nn.Module):
+@contextmanager
+def watching(modules: Iterable[nn.Module], hook: Callable[[nn.Module, object], object]) -> Iterator[None]:
+    """Inside the block, `hook(module, output)` runs after each of `modules`; its return value is dropped (a forward
+    hook that returned one would replace the module's output)."""
+
+    def after(module: nn.Module, inputs: object, output: object) -> None:
+        hook(module, output)
+
+    handles = [module.register_forward_hook(after) for module in modules]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def logits_of(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
     """`model` as a function returning class scores before softmax: the output of its last leaf module of the
     output's shape (the lecture nets end in `F.log_softmax` after `fc`: Grad-CAM takes the logit, as its paper
     does), or the output itself when no module gives one."""
@@ -51,13 +70,9 @@ def logits_of(model: nn.Module):
     leaves = [m for m in model.modules() if not any(m.children()) and not isinstance(m, (nn.Softmax, nn.LogSoftmax))]
 
     def forward(x: torch.Tensor) -> torch.Tensor:
-        seen: list[torch.Tensor] = []
-        handles = [m.register_forward_hook(lambda m, i, o: seen.append(o)) for m in leaves]
-        try:
+        seen: list[object] = []
+        with watching(leaves, lambda m, o: seen.append(o)):
             output = model(x)
-        finally:
-            for handle in handles:
-                handle.remove()
         return next((o for o in reversed(seen) if isinstance(o, torch.Tensor) and o.shape == output.shape), output)
 
     return forward
@@ -65,15 +80,10 @@ def logits_of(model: nn.Module):
 
 def convolutions(model: nn.Module, x: torch.Tensor) -> list[str]:
     """The model's convolutions (nn.Conv2d) by qualified name, in the order its forward pass calls them."""
-    names = {module: name for name, module in model.named_modules() if isinstance(module, nn.Conv2d)}
+    names: dict[nn.Module, str] = {m: name for name, m in model.named_modules() if isinstance(m, nn.Conv2d)}
     called: list[str] = []
-    handles = [m.register_forward_hook(lambda m, i, o: called.append(names[m])) for m in names]
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        for handle in handles:
-            handle.remove()
+    with watching(names, lambda m, o: called.append(names[m])), torch.no_grad():
+        model(x)
     return list(dict.fromkeys(called))
 
 
@@ -81,21 +91,9 @@ def default_layer(model: nn.Module, x: torch.Tensor) -> str:
     """Grad-CAM's usual layer, the last convolution, leaving out the branches of a block that concatenates
     them (an Inception branch sees only its own channels): `conv2` for the lecture's cnn and inception."""
     outputs: dict[str, int | None] = {}  # channels of each module's output (its first call)
-
-    def record(name: str, output) -> None:  # a hook that returned a value would replace the output
-        outputs.setdefault(name, _channels(output))
-
-    handles = [
-        module.register_forward_hook(lambda m, i, o, name=name: record(name, o))
-        for name, module in model.named_modules()
-        if name
-    ]
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        for handle in handles:
-            handle.remove()
+    name_of = {module: name for name, module in model.named_modules() if name}
+    with watching(name_of, lambda m, o: outputs.setdefault(name_of[m], _channels(o))), torch.no_grad():
+        model(x)
     convs = convolutions(model, x)
     if not convs:
         raise CnnlabError(f"model {type(model).__name__} has no convolution: Grad-CAM needs one")
@@ -104,11 +102,11 @@ def default_layer(model: nn.Module, x: torch.Tensor) -> str:
     return (whole or convs)[-1]
 
 
-def _channels(output) -> int | None:
+def _channels(output: object) -> int | None:
     return output.shape[1] if isinstance(output, torch.Tensor) and output.dim() == 4 else None
 
 
-def check_target(target: int | None, num_classes: int, classes=None) -> None:
+def check_target(target: int | None, num_classes: int, classes: Sequence[str] | None = None) -> None:
     if target is not None and not 0 <= target < num_classes:
         named = f" ({', '.join(map(str, classes))})" if classes is not None and len(classes) <= 12 else ""
         raise CnnlabError(
@@ -217,11 +215,19 @@ def explain_input(
     raise CnnlabError(f"unknown attribution {method!r}; choose {' or '.join(METHODS)}")
 
 
-def attribution_picture(run, out: Path, *, first: int = 0, data_dir=None) -> Path:
+def attribution_picture(
+    run: str | Path,
+    out: Path,
+    *,
+    first: int = 0,
+    data_dir: str | Path | None = None,
+    dataset_name: str | None = None,
+    options: OpenOptions = OpenOptions(),
+) -> Path:
     """The first test image of each class (up to MAX_PICTURED, from index `first` on), each with occlusion and
     Grad-CAM (at the default layer) for the class the model predicts (`cnnlab viz RUN --what attribution`)."""
-    saved = open_run(run)
-    dataset = saved.load_dataset(data_dir=data_dir)
+    saved = open_run(run, options)
+    dataset = saved.load_dataset(dataset_name, data_dir=data_dir)
     labels = dataset.test_labels.tolist()
     if not 0 <= first < len(labels):
         raise CnnlabError(f"--image must be between 0 and {len(labels) - 1}, got {first}")
@@ -247,7 +253,9 @@ def attribution_picture(run, out: Path, *, first: int = 0, data_dir=None) -> Pat
     return save_figure(fig, out)
 
 
-def _draw_column(axes, image: torch.Tensor, results: list[Attribution], classes, label: int, index: int) -> None:
+def _draw_column(
+    axes: np.ndarray, image: torch.Tensor, results: list[Attribution], classes: Sequence[str], label: int, index: int
+) -> None:
     picture = image.permute(1, 2, 0).numpy()
     picture = picture[..., 0] if picture.shape[2] == 1 else picture
     for ax in axes:

@@ -41,7 +41,7 @@ class Conv:
     def of(cls, name: str, module: nn.Conv2d) -> "Conv":
         return cls(name, module.in_channels, module.out_channels, module.kernel_size[0])
 
-    def __str__(self):
+    def __str__(self) -> str:
         return f"{self.name}: {self.kernel}x{self.kernel}, {self.in_channels} -> {self.out_channels}"
 
     @property
@@ -176,7 +176,7 @@ def explain_case(case: Case) -> str:
     return "\n".join(lines)
 
 
-def custom_case(input_shape, reduce: int, out_channels: int, kernel: int) -> Case:
+def custom_case(input_shape: tuple[int, int, int], reduce: int, out_channels: int, kernel: int) -> Case:
     channels, height, width = input_shape
     for flag, value in (("--reduce", reduce), ("--out-channels", out_channels), ("--kernel", kernel)):
         if value < 1:
@@ -191,17 +191,29 @@ def custom_case(input_shape, reduce: int, out_channels: int, kernel: int) -> Cas
     )
 
 
-def bottleneck(block: str | None = None, input_shape=None, reduce=None, out_channels=None, kernel=None) -> str:
+def bottleneck(
+    block: str | None = None,
+    input_shape: tuple[int, int, int] | None = None,
+    reduce: int | None = None,
+    out_channels: int | None = None,
+    kernel: int | None = None,
+) -> str:
     """The lecture's blocks and GoogLeNet's (all three, or `block`), or a branch described by the other four."""
     return "\n\n".join(
         [FORMULAS] + [explain_case(case) for case in _cases(block, input_shape, reduce, out_channels, kernel)]
     )
 
 
-def _cases(block, input_shape, reduce, out_channels, kernel) -> list[Case]:
+def _cases(
+    block: str | None,
+    input_shape: tuple[int, int, int] | None,
+    reduce: int | None,
+    out_channels: int | None,
+    kernel: int | None,
+) -> list[Case]:
     custom = (input_shape, reduce, out_channels, kernel)
     if any(v is not None for v in custom):
-        if block is not None or any(v is None for v in custom):
+        if block is not None or input_shape is None or reduce is None or out_channels is None or kernel is None:
             raise CnnlabError(
                 "describe a branch with all of --input, --reduce, --out-channels and --kernel (and no --block)"
             )

@@ -1,15 +1,18 @@
 """`cnnlab compare`: several models, the same budget and recipe, one leaderboard and one scatter plot."""
 
 import dataclasses
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
 
+from cnnlab import CnnlabError
 from cnnlab.data.batches import normalise
 from cnnlab.engine.checkpoint import read_metrics
 from cnnlab.engine.config import build_config
 from cnnlab.engine.fit import fit_or_reuse, training_data
-from cnnlab.engine.run import open_run
+from cnnlab.engine.run import OpenOptions, open_run, script_code
+from cnnlab.external.spec import parse_spec
 from cnnlab.files import write_csv, write_text
 from cnnlab.models import count_flops, count_parameters
 from cnnlab.plotting import pyplot, save_figure
@@ -17,23 +20,36 @@ from cnnlab.tables import format_table
 from cnnlab.timing import images_per_second
 
 
-def inference_rate(model, input_shape, batch_size=1024) -> float:
+def inference_rate(model: torch.nn.Module, input_shape: Sequence[int], batch_size: int = 1024) -> float:
     x = normalise(torch.randint(0, 256, (batch_size, *input_shape), dtype=torch.uint8), 0.1307, 0.3081)
     with torch.inference_mode():
         return images_per_second(lambda: model(x), batch_size, repeats=1, budget_s=0.5)[0]
 
 
-def compare(models, out_dir, log=print, **settings) -> list[dict]:
+def compare(
+    models: Sequence[str],
+    out_dir: str | Path,
+    log: Callable[[str], object] = print,
+    trust_code: bool = False,
+    **settings: object,
+) -> list[dict]:
+    """Train (or reuse) each model of `models` (registered names or scripts, net.py:Net) with the same
+    `settings` into out_dir/<model>, then rank them. `trust_code`: reuse runs of scripts not trained here."""
     out_dir = Path(out_dir)
     rows = []
-    # every name and setting is checked before the first model trains
-    configs = [build_config({**settings, "model": name, "out": str(out_dir / name)}) for name in models]
+    # every name, script and setting is checked before the first model trains
+    folders = [out_dir / parse_spec(name).slug for name in models]
+    if len(set(folders)) < len(folders):
+        raise CnnlabError(f"--models {','.join(models)}: two of them would share a run folder; name each once")
+    configs = [build_config({**settings, "model": name, "out": str(run_dir)}) for name, run_dir in zip(models, folders)]
+    for config in configs:
+        script_code(config.model)  # a script that cannot be loaded is said now, not after the others trained
     data = training_data(configs[0], log)
-    for name, config in zip(models, configs):
-        run_dir = out_dir / name
-        if fit_or_reuse(dataclasses.replace(config, dataset=data.name), log=log, dataset=data) == "reused":
+    for name, config, run_dir in zip(models, configs, folders):
+        config = dataclasses.replace(config, dataset=data.name)
+        if fit_or_reuse(config, log=log, dataset=data, trust_code=trust_code) == "reused":
             log(f"{name}: reusing the finished run in {run_dir}")
-        run = open_run(run_dir)
+        run = open_run(run_dir, OpenOptions(trust_code=trust_code))
         model, shape = run.model, (run.info.in_channels, *run.info.input_size)
         metrics = read_metrics(run_dir)
         rows.append(
@@ -72,7 +88,7 @@ def compare(models, out_dir, log=print, **settings) -> list[dict]:
     return rows
 
 
-def _scatter(rows, path: Path) -> None:
+def _scatter(rows: list[dict], path: Path) -> None:
     fig, ax = pyplot().subplots(figsize=(7, 4.5))
     for r in rows:
         ax.scatter(r["parameters"], r["test_accuracy"], s=40)

@@ -11,13 +11,17 @@ output: Huang et al.'s Figure 5).
 
 import json
 import statistics
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
+from matplotlib.axes import Axes
 from matplotlib.ticker import FormatStrFormatter, NullFormatter
 from tqdm import tqdm
 
 from cnnlab import CnnlabError
+from cnnlab.data.datasets import ImageDataset
 from cnnlab.engine.checkpoint import read_metrics
 from cnnlab.engine.config import build_config
 from cnnlab.engine.fit import fit_or_reuse, training_data
@@ -41,7 +45,7 @@ PRESETS = {"quick": dict(depths=(8, 20, 56), epochs=3, train_subset=12000, width
 RECIPE_FOR = {"cifar10": "he-cifar", "cifar100": "he-cifar"}
 
 
-def resolve_settings(preset: str | None = None, **given) -> dict:
+def resolve_settings(preset: str | None = None, **given: object) -> dict:
     """DEFAULTS, then the preset's settings, then those given (None: not given)."""
     if preset is not None and preset not in PRESETS:
         raise CnnlabError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
@@ -60,7 +64,7 @@ def model_name(family: str, depth: int) -> str:
     return f"{family}-{depth}"
 
 
-def _check(families, depths, seeds) -> None:
+def _check(families: Sequence[str], depths: Sequence[int], seeds: Sequence[int]) -> None:
     for family in families:
         if family not in CONNECTIONS:
             raise CnnlabError(f"unknown family {family!r}; choose from {', '.join(CONNECTIONS)}")
@@ -75,7 +79,7 @@ def _check(families, depths, seeds) -> None:
         raise CnnlabError("--seeds needs at least one seed")
 
 
-def _mean(values):
+def _mean(values: Sequence[float]) -> float:
     return statistics.fmean(values) if values else float("nan")
 
 
@@ -91,20 +95,20 @@ def _read_trace(run_dir: Path) -> dict:
 
 def run_depth(
     *,
-    preset=None,
-    families=None,
-    depths=None,
-    seeds=(0,),
-    out="runs/depth",
-    epochs=None,
-    train_subset=None,
-    width=None,
-    dataset=None,
-    data_dir=None,
-    recipe=None,
-    overwrite=False,
-    progress=True,
-    log=print,
+    preset: str | None = None,
+    families: Sequence[str] | None = None,
+    depths: Sequence[int] | None = None,
+    seeds: Sequence[int] = (0,),
+    out: str | Path = "runs/depth",
+    epochs: int | None = None,
+    train_subset: int | None = None,
+    width: int | None = None,
+    dataset: str | None = None,
+    data_dir: str | None = None,
+    recipe: str | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+    log: Callable[[str], object] = print,
 ) -> list[dict]:
     """Train every (family, depth, seed) with one budget; write the table and figures into `out`.
     Finished runs of the same settings are reused, unfinished ones resumed; with `overwrite`, runs of other
@@ -114,7 +118,7 @@ def run_depth(
     )
     families, depths = settings["families"], settings["depths"]
     _check(families, depths, seeds)
-    recipe = recipe or RECIPE_FOR.get(dataset, "depth")
+    recipe = recipe or RECIPE_FOR.get(dataset or "", "depth")
     data = training_data(build_config({"dataset": dataset, "data_dir": data_dir, "recipe": recipe}), log)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -159,7 +163,7 @@ def run_depth(
     return rows
 
 
-def _train_all(configs: list, data, progress: bool, log) -> None:
+def _train_all(configs: list, data: ImageDataset, progress: bool, log: Callable[[str], object]) -> None:
     for config in tqdm(configs, desc="depth sweep", unit="run", disable=not progress):
         if fit_or_reuse(config, log=lambda line: None, dataset=data) == "reused":
             log(f"{config.model} seed {config.seed}: finished earlier, kept")
@@ -168,7 +172,7 @@ def _train_all(configs: list, data, progress: bool, log) -> None:
             log(f"{config.model} seed {config.seed}: final training loss {final:.4f}")
 
 
-def _subset(subset: int | None, data, preset: str | None, log) -> int | None:
+def _subset(subset: int | None, data: ImageDataset, preset: str | None, log: Callable[[str], object]) -> int | None:
     """The training subset: a preset's cut to the dataset when it has fewer images (said in one line); what the
     user gave (`preset` None) as given."""
     images = len(data.train_labels)
@@ -178,7 +182,7 @@ def _subset(subset: int | None, data, preset: str | None, log) -> int | None:
     return images
 
 
-def _summarise(family: str, depth: int, run_dirs: list[Path], width) -> dict:
+def _summarise(family: str, depth: int, run_dirs: list[Path], width: int | None) -> dict:
     histories = [read_metrics(d) for d in run_dirs]
     traces = [_read_trace(d) for d in run_dirs]
     finals = [h[-1] for h in histories]
@@ -201,7 +205,7 @@ def _summarise(family: str, depth: int, run_dirs: list[Path], width) -> dict:
     }
 
 
-def _table(rows):
+def _table(rows: list[dict]) -> tuple[list[str], list[list]]:
     headers = [
         "model",
         "connection",
@@ -228,7 +232,7 @@ def _table(rows):
     return headers, body
 
 
-def _write_tables(rows, out: Path, seeds) -> None:
+def _write_tables(rows: list[dict], out: Path, seeds: Sequence[int]) -> None:
     headers, body = _table(rows)
     note = (
         f"Mean over seeds {', '.join(map(str, seeds))}. The gradient norm is the first layer's, median over "
@@ -266,7 +270,7 @@ def _write_tables(rows, out: Path, seeds) -> None:
     )
 
 
-def smooth(values, window: int) -> list[float]:
+def smooth(values: Sequence[float], window: int) -> list[float]:
     """Trailing moving average over `window` values (fewer at the start)."""
     total, out = 0.0, []
     for i, value in enumerate(values):
@@ -275,14 +279,14 @@ def smooth(values, window: int) -> list[float]:
     return out
 
 
-def _per_step(row, key: str) -> tuple[list[float], int]:
+def _per_step(row: dict, key: str) -> tuple[list[float], int]:
     """The seeds' mean of a per-step trace, smoothed over a quarter epoch, and that window."""
     steps = row["traces"][0]["steps_per_epoch"]
     window = max(1, steps // 4)
     return smooth([_mean(values) for values in zip(*(t[key] for t in row["traces"]))], window), window
 
 
-def _percent_axis(ax) -> None:
+def _percent_axis(ax: Axes) -> None:
     """Log scale labelled 0.5, 1, 2, 5, 10, ... rather than in powers of ten."""
     ax.set_yscale("log")
     low, high = ax.get_ylim()
@@ -295,7 +299,7 @@ def _percent_axis(ax) -> None:
     ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
 
 
-def _plot(rows, out: Path) -> list[Path]:
+def _plot(rows: list[dict], out: Path) -> list[Path]:
     plt = pyplot()
     families = list(dict.fromkeys(r["family"] for r in rows))
     palette = plt.rcParams["axes.prop_cycle"].by_key()["color"]
@@ -358,13 +362,14 @@ def _plot(rows, out: Path) -> list[Path]:
     return written
 
 
-def reuse(model) -> list[torch.Tensor]:
+def reuse(model: torch.nn.Module) -> list[torch.Tensor]:
     """For each dense block, a (layers x sources) matrix: how strongly layer l's first (1x1) convolution
     weighs the block's input (source 0) and each earlier layer's k new channels (sources 1 .. l-1):
     mean |weight x BatchNorm scale| over the source's channels, each row divided by its largest entry.
     Entries above the diagonal (later layers' outputs) are NaN."""
     blocks: dict[str, list] = {}
-    for name, layer in model.features.named_children():
+    features: Any = model.features  # a DenseNetBC's: its layers are read by their names
+    for name, layer in features.named_children():
         if "_layer" in name:  # denseblockB_layerI
             with torch.no_grad():
                 strength = layer.conv1.weight.abs().mean((0, 2, 3)) * layer.norm1.weight.abs()  # per input channel
@@ -381,7 +386,7 @@ def reuse(model) -> list[torch.Tensor]:
     return matrices
 
 
-def _plot_reuse(row, path: Path) -> Path:
+def _plot_reuse(row: dict, path: Path) -> Path:
     matrices = reuse(open_run(row["run_dir"]).model)
     fig, axes = pyplot().subplots(1, len(matrices), figsize=(4.2 * len(matrices), 4), squeeze=False)
     for b, (ax, matrix) in enumerate(zip(axes[0], matrices), start=1):

@@ -3,6 +3,7 @@ each with its top 3: for the lab's clickable matrix and `cnnlab evaluate RUN --e
 
 Works for every run: digits, CIFAR and folders of your own images (class names, colour)."""
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import torch
 from cnnlab import CnnlabError
 from cnnlab.data.batches import iterate_batches
 from cnnlab.data.datasets import DatasetInfo, ImageDataset
-from cnnlab.engine.run import open_run
+from cnnlab.engine.run import OpenOptions, open_run
 from cnnlab.plotting import pyplot, save_figure
 
 TOP_K = 3
@@ -51,7 +52,7 @@ def probabilities_of_test_set(model: torch.nn.Module, dataset: ImageDataset, inf
 
 
 def confusion_cell(
-    probabilities: torch.Tensor, labels: torch.Tensor, *, true: int, predicted: int, classes
+    probabilities: torch.Tensor, labels: torch.Tensor, *, true: int, predicted: int, classes: Sequence[str]
 ) -> ConfusionCell:
     """The images of class `true` predicted as `predicted`, the most confident in that prediction first."""
     for name, value in (("true", true), ("predicted", predicted)):
@@ -68,7 +69,7 @@ def confusion_cell(
     return ConfusionCell(true, predicted, list(classes), examples)
 
 
-def parse_cell(text: str, classes) -> tuple[int, int]:
+def parse_cell(text: str, classes: Sequence[str]) -> tuple[int, int]:
     """ "T:P" -> (true, predicted): each a class index or a class name ("4:9", "cat:dog")."""
     parts = str(text).split(":")
     if len(parts) != 2 or not all(parts):
@@ -88,9 +89,16 @@ def parse_cell(text: str, classes) -> tuple[int, int]:
     return one(parts[0]), one(parts[1])
 
 
-def run_cell(run, cell: str, *, dataset_name=None, data_dir=None) -> tuple[ConfusionCell, ImageDataset]:
+def run_cell(
+    run: str | Path,
+    cell: str,
+    *,
+    dataset_name: str | None = None,
+    data_dir: str | Path | None = None,
+    options: OpenOptions = OpenOptions(),
+) -> tuple[ConfusionCell, ImageDataset]:
     """The confusion cell "T:P" of a run on its own test set (or on `dataset_name`'s, of the same classes)."""
-    saved = open_run(run)
+    saved = open_run(run, options)
     dataset = saved.load_dataset(dataset_name, data_dir)
     true, predicted = parse_cell(cell, dataset.classes)
     probabilities = probabilities_of_test_set(saved.model, dataset, saved.info)

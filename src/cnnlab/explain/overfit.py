@@ -7,6 +7,7 @@ the same validation images (`--val-split`); early stopping and the selected epoc
 only reported.
 """
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,17 +40,17 @@ CURES: dict[str, dict[str, Any]] = {  # name -> what it changes from the baselin
 
 
 def run_overfit(
-    out,
+    out: str | Path,
     *,
-    cures=tuple(CURES),
-    epochs=None,
-    train_subset=None,
-    val_split=None,
-    seed=0,
-    dataset=None,
-    data_dir=None,
-    overwrite=False,
-    log=print,
+    cures: Sequence[str] = tuple(CURES),
+    epochs: int | None = None,
+    train_subset: int | None = None,
+    val_split: int | None = None,
+    seed: int = 0,
+    dataset: str | None = None,
+    data_dir: str | None = None,
+    overwrite: bool = False,
+    log: Callable[[str], object] = print,
 ) -> list[dict]:
     """Train the baseline and each cure (finished runs in `out` are reused); write a table and a figure."""
     unknown = [c for c in cures if c not in CURES]
@@ -76,12 +77,12 @@ def run_overfit(
     for cure, config in configs.items():
         done = fit_or_reuse(config, log=lambda line: None, dataset=data)
         log(f"{cure}: {'finished earlier, kept' if done == 'reused' else 'trained'}")
-    rows = [_row(cure, read_metrics(config.out)) for cure, config in configs.items()]
+    rows = [_row(cure, read_metrics(out / cure)) for cure in configs]
     table = _table(rows)
     out.mkdir(parents=True, exist_ok=True)
     write_text(out / "overfit_table.md", table + "\n")
     write_csv(out / "overfit_table.csv", [list(rows[0])] + [list(r.values()) for r in rows])
-    _plot({cure: read_metrics(config.out) for cure, config in configs.items()}, out / "overfit_curves.png")
+    _plot({cure: read_metrics(out / cure) for cure in configs}, out / "overfit_curves.png")
     log(table)
     log(f"wrote {out}/overfit_table.md, overfit_table.csv and overfit_curves.png")
     return rows
@@ -114,7 +115,7 @@ def _table(rows: list[dict]) -> str:
     return format_table(headers, body)
 
 
-def scaled_to(images: int, name: str, given: dict, log) -> dict:
+def scaled_to(images: int, name: str, given: dict, log: Callable[[str], object]) -> dict:
     """The validation split and training subset of the baseline, cut to a dataset of `images` training images
     when they do not fit in it (a quarter held out, at most the rest trained on), said in one line; what the
     user gave is kept as given. {} when the defaults fit."""

@@ -5,6 +5,7 @@ Max pooling keeps each window's largest value: where a feature fired, not how mu
 covered. Average pooling keeps each window's mean, so a strong, thin stroke is diluted by its neighbours.
 """
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -12,7 +13,7 @@ import torch.nn.functional as F
 
 from cnnlab import CnnlabError
 from cnnlab.data.batches import normalise
-from cnnlab.engine.run import open_run
+from cnnlab.engine.run import OpenOptions, default_output, open_run
 from cnnlab.files import check_output
 from cnnlab.models.shapes import conv_output_size
 from cnnlab.plotting import pyplot, save_figure
@@ -61,7 +62,7 @@ def _grid_lines(grid: torch.Tensor) -> list[str]:
     return ["  ".join(c.rjust(width) for c in row) for row in cells]
 
 
-def pool_example(grid=LECTURE_EXAMPLE, window: int = 2, stride: int = 2) -> str:
+def pool_example(grid: Sequence[Sequence[float]] = LECTURE_EXAMPLE, window: int = 2, stride: int = 2) -> str:
     """The input, its max-pooled and its average-pooled grid side by side, then each window worked out."""
     values = torch.tensor(grid, dtype=torch.float64)
     height, width = values.shape
@@ -98,16 +99,23 @@ def pool_example(grid=LECTURE_EXAMPLE, window: int = 2, stride: int = 2) -> str:
     return "\n".join(lines)
 
 
-def _first_conv_name(model) -> str:
+def _first_conv_name(model: torch.nn.Module) -> str:
     for name, module in model.named_modules():
         if isinstance(module, torch.nn.Conv2d):
             return name
     raise CnnlabError(f"model {type(model).__name__} has no convolution layer to pool the output of")
 
 
-def feature_maps(run, image_index: int = 0, layer: str | None = None, data_dir=None):
+def feature_maps(
+    run: str | Path,
+    image_index: int = 0,
+    layer: str | None = None,
+    data_dir: str | Path | None = None,
+    *,
+    options: OpenOptions = OpenOptions(),
+) -> tuple[str, torch.Tensor, torch.Tensor]:
     """The output of `layer` (default: the first convolution) for one test image: (name, image, maps)."""
-    saved = open_run(run)
+    saved = open_run(run, options)
     model, info = saved.model, saved.info
     convs = {name: m for name, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)}
     name = layer or _first_conv_name(model)
@@ -129,18 +137,20 @@ def feature_maps(run, image_index: int = 0, layer: str | None = None, data_dir=N
 
 
 def pool_picture(
-    run,
-    out,
+    run: str | Path,
+    out: str | Path,
     image_index: int = 0,
     window: int = 2,
     stride: int = 2,
     layer: str | None = None,
     channels: int = 4,
-    data_dir=None,
-):
+    data_dir: str | Path | None = None,
+    *,
+    options: OpenOptions = OpenOptions(),
+) -> Path:
     """A picture: the test image, then for the `channels` most active channels of `layer`'s output the map,
     its max pooling and its average pooling, each row on one colour scale."""
-    name, image, maps = feature_maps(run, image_index, layer, data_dir)
+    name, image, maps = feature_maps(run, image_index, layer, data_dir, options=options)
     height, width = maps.shape[1:]
     _check_window(height, width, window, stride)
     if channels < 1:
@@ -170,14 +180,15 @@ def pool_command(
     grid: str | None = None,
     window: int = 2,
     stride: int = 2,
-    run=None,
-    out=None,
+    run: str | Path | None = None,
+    out: str | Path | None = None,
     image_index: int = 0,
     layer: str | None = None,
     channels: int = 4,
-    data_dir=None,
+    data_dir: str | Path | None = None,
     *,
     overwrite: bool = False,
+    options: OpenOptions = OpenOptions(),
 ) -> str:
     """`cnnlab pool`: the worked example (the lecture's grid, or `grid`), or with `run` a picture of its
     feature maps pooled (default RUN_DIR/pool-<image>.png, replaced if there); returns what to print. `out`
@@ -186,8 +197,7 @@ def pool_command(
         return pool_example(parse_grid(grid) if grid is not None else LECTURE_EXAMPLE, window, stride)
     if grid is not None:
         raise CnnlabError("--grid and --run do not go together: the grid is printed, a run's maps are drawn")
-    run = Path(run)
-    default = out is None  # a picture cnnlab names inside the run folder is its own to replace
-    out = (run if run.is_dir() else run.parent) / f"pool-{image_index}.png" if default else out
-    check_output(out, overwrite=overwrite or (default and run.is_dir()))
-    return f"wrote {pool_picture(run, out, image_index, window, stride, layer, channels, data_dir)}"
+    default, replaces = default_output(run, f"pool-{image_index}.png")
+    check_output(out or default, overwrite=overwrite or (out is None and replaces and Path(run).is_dir()))
+    picture = pool_picture(run, out or default, image_index, window, stride, layer, channels, data_dir, options=options)
+    return f"wrote {picture}"

@@ -13,7 +13,8 @@ conv1 10x24x24, mp + ReLU 10x12x12, conv2 20x8x8, mp + ReLU 20x4x4, flatten 320,
 Where fx cannot trace `forward` (Python control flow on a tensor's values or sizes, such as the tutorial's
 `num_flat_features` loop), the same steps are recorded while the model runs: forward hooks for the
 modules and a TorchFunctionMode for the functions between them. `Trace.notes` says so, and says which
-steps could not be drawn (a module that returns a tuple) and why.
+steps are not drawn as they are, and why: a module that returns a tuple (nn.MultiheadAttention) is drawn from
+its first tensor; one that returns no tensor is not drawn.
 
 A block whose output is the channel concatenation of some of its own convolutions (lecture 11's
 InceptionA) lists those as its branches. Every convolution a stage or branch shows is kept as a
@@ -28,7 +29,9 @@ import dataclasses
 import functools
 import re
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.fx
@@ -86,7 +89,7 @@ class ReceptiveField:
     stride: tuple[int, int]
     offset: tuple[int, int]
 
-    def through(self, module) -> "ReceptiveField":
+    def through(self, module: "nn.Module | Window") -> "ReceptiveField":
         """The field after one more window (a module or `Window`: kernel k, stride s, padding p, dilation d)."""
         k, s, p, d = (
             _pair(getattr(module, a, 1 if a == "dilation" else 0))
@@ -173,7 +176,11 @@ class _Op:
 
 
 def leaf_modules(model: nn.Module) -> dict[str, nn.Module]:
-    """Top-level modules by qualified name: the model's children, a container's children in its place."""
+    """Top-level modules by qualified name: the model's children, a container's children in its place; of an
+    fx graph (an ONNX file rebuilt as layers), the modules it calls (its other modules are folders)."""
+    if isinstance(model, torch.fx.GraphModule):
+        called = [str(n.target) for n in model.graph.nodes if n.op == "call_module"]
+        return {name: model.get_submodule(name) for name in called}
     leaves = {}
     for name, child in model.named_children():
         items = child.named_children() if type(child) in CONTAINERS else [(None, child)]
@@ -184,6 +191,9 @@ def leaf_modules(model: nn.Module) -> dict[str, nn.Module]:
 
 def trace(model: nn.Module, x: torch.Tensor) -> Trace:
     """Run `model` (eval mode) on one normalised input (1, C, H, W) and read every stage."""
+    intermediate = getattr(model, "intermediate", None)
+    if callable(intermediate):  # an ONNX graph run by onnxruntime: its nodes' outputs
+        return _graph_outputs(model, intermediate, x)
     recorder = _Recorder(model)
     with recorder.watching_parts(), torch.inference_mode():
         ops, output, notes = recorder.run(x)
@@ -191,6 +201,25 @@ def trace(model: nn.Module, x: torch.Tensor) -> Trace:
     stages.append(Stage("softmax", torch.softmax(output[0].float(), 0)))  # softmax of log_softmax is the same
     stages, shown, map_stages = _thin(stages)
     return Trace(stages, output[0], shown, convs, notes, map_stages)
+
+
+def _graph_outputs(model: nn.Module, intermediate: Callable, x: torch.Tensor) -> Trace:
+    """The stages of a model that runs elsewhere (external/onnx_graph.OnnxRuntimeModel) and gives every node's
+    output, in graph order, as (node name, op type, tensor): each one that has the input's batch of one is a
+    stage. No weights are at hand, so no cell is a multiply-add."""
+    with torch.inference_mode():
+        outputs = intermediate(x)
+        output = model(x)
+    stages = [
+        Stage(f"{node} ({op})" if node != op else op, _values(values))
+        for node, op, values in outputs
+        if values.dim() >= 2 and values.shape[0] == 1 and _kind(op) not in PASSING | FINAL
+    ]
+    stages.append(Stage("softmax", torch.softmax(output[0].float(), 0)))
+    stages, shown, map_stages = _thin(stages)
+    note = f"{getattr(model, 'note', '') or 'this graph runs in onnxruntime'}: every node's maps are shown, "
+    note += "but not a multiply-add (its weights stay inside onnxruntime)"
+    return Trace(stages, output[0], shown, {}, [note], map_stages)
 
 
 class _Recorder:
@@ -220,6 +249,8 @@ class _Recorder:
 
     def _graph(self) -> "torch.fx.GraphModule | str":
         """The model's fx graph with its top-level modules as leaves (cached), or why fx cannot trace it."""
+        if isinstance(self.model, torch.fx.GraphModule):  # an ONNX file rebuilt as layers: its own graph already
+            return self.model
         cached = self._graphs.get(self.model)
         if cached is None or cached[0] != self.model.training:
             tracer = _LeafTracer(set(self.leaves.values()))
@@ -236,8 +267,12 @@ class _Recorder:
         self.calls[name] = self.calls.get(name, 0) + 1
         return name if self.calls[name] == 1 else f"{name} (call {self.calls[name]})"
 
-    def module_op(self, module: nn.Module, name: str, args: tuple, output, inputs: list[int]) -> _Op | None:
+    def module_op(self, module: nn.Module, name: str, args: tuple, output: object, inputs: list[int]) -> _Op | None:
         """The step of one leaf module's call; None (and a note) when it cannot be drawn."""
+        if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
+            # nn.MultiheadAttention's (output, weights), nn.LSTM's (output, (h, c)): the rest of forward reads on
+            self.notes.append(f"{name} gives a {type(output).__name__}: its first tensor is drawn")
+            output = output[0]
         if not isinstance(output, torch.Tensor):
             self.notes.append(f"{name} gives a {type(output).__name__}, not one tensor: not drawn")
             return None
@@ -248,12 +283,18 @@ class _Recorder:
         parts = self.parts.pop(module, [])
         return _Op(name, _kind(type(module).__name__), inputs, output.detach().clone(), module, conv=conv, parts=parts)
 
-    def function_op(self, function, args: tuple, kwargs: dict, output, inputs: list[int]) -> _Op | None:
+    def function_op(
+        self, function: Callable[..., object] | str, args: tuple, kwargs: dict, output: object, inputs: list[int]
+    ) -> _Op | None:
         """The step of one function `forward` applies, or None when it makes no tensor (x.size(0))."""
         if not isinstance(output, torch.Tensor):
             return None
         name = _function_name(function)
         kind = _kind(name)
+        if kind == "getitem" and args and isinstance(args[0], (tuple, list)):
+            kind = "identity"  # an element of a module's tuple: shown with the module (its first tensor)
+        elif kind == "getitem" and len(args) == 2:
+            name = _index_text(args[1])  # x[:, 0], a vision transformer's class token: "[:, 0]"
         named = dict(zip(PARAMETERS.get(kind, ()), args[1:])) | dict(kwargs)
         op = _Op(name, kind, inputs, output.detach().clone())
         kernel = named.get("kernel_size")
@@ -300,7 +341,7 @@ class _GraphRun(torch.fx.Interpreter):
         output = self.run(x)
         return self.ops, output
 
-    def run_node(self, n: torch.fx.Node):
+    def run_node(self, n: torch.fx.Node) -> Any:
         output = super().run_node(n)
         if n.op == "placeholder":
             self.step[n] = -1
@@ -319,6 +360,8 @@ class _GraphRun(torch.fx.Interpreter):
         if op is not None:
             self.step[n] = len(self.ops)
             self.ops.append(op)
+        elif _tensors(output) and inputs:  # torch.chunk's tuple: what reads its parts reads its input
+            self.step[n] = inputs[0]
         return output
 
 
@@ -347,7 +390,11 @@ class _EagerRun(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         output = func(*args, **(kwargs or {}))
         if self.depth == 0:
-            self._add(self.recorder.function_op(func, args, kwargs or {}, output, self._inputs(args, kwargs)), output)
+            inputs = self._inputs(args, kwargs)
+            op = self.recorder.function_op(func, args, kwargs or {}, output, inputs)
+            if op is None and _tensors(output) and inputs:  # torch.chunk's tuple, as in the fx graph
+                self._known(output, inputs[0])
+            self._add(op, output)
         return output
 
     def _enter(self) -> None:
@@ -366,9 +413,15 @@ class _EagerRun(TorchFunctionMode):
 
     def _add(self, op: _Op | None, output) -> None:
         if op is not None:
-            self.alive.append(output)
-            self.step[id(output)] = len(self.ops)
+            self._known(output, len(self.ops))
             self.ops.append(op)
+
+    def _known(self, output, step: int) -> None:
+        """`output` (or each tensor of its tuple: indexed in Python, unseen here) as made by `step`."""
+        for tensor in output if isinstance(output, (tuple, list)) else (output,):
+            if isinstance(tensor, torch.Tensor):
+                self.alive.append(tensor)
+                self.step[id(tensor)] = step
 
 
 class _Hooks:
@@ -381,6 +434,23 @@ class _Hooks:
     def __exit__(self, *exc):
         for handle in self.handles:
             handle.remove()
+
+
+def _index_text(index) -> str:
+    """ "[:, 0]" for x[:, 0], "[..., 1:]" for x[..., 1:]: a tensor's indexing as forward writes it."""
+
+    def part(p: object) -> str:
+        if isinstance(p, slice):
+            text = ("" if p.start is None else str(p.start)) + ":" + ("" if p.stop is None else str(p.stop))
+            return text + ("" if p.step is None else f":{p.step}")
+        return "..." if p is Ellipsis else "tensor" if isinstance(p, torch.Tensor) else str(p)
+
+    return "[" + ", ".join(map(part, index if isinstance(index, tuple) else (index,)))[:40] + "]"
+
+
+def _tensors(output) -> bool:
+    """Whether `output` is a tuple or list of tensors (torch.chunk's, torch.split's), not torch.Size."""
+    return isinstance(output, (tuple, list)) and any(isinstance(t, torch.Tensor) for t in output)
 
 
 def _function_name(function) -> str:
@@ -462,7 +532,10 @@ def _stage(op: _Op, rf: ReceptiveField | None, convs: dict[str, ConvCall], befor
     """The step as a stage; `before`: the field and the values of what it read, for its branches' fields."""
     values = _values(op.output)
     if op.module is not None:
-        name = f"{op.name}: {type(op.module).__name__}" if op.name.isdigit() else op.name  # a Sequential's "0"
+        # A convolution called again is named as its call is ("conv (call 2)"), as the inspector names it; a
+        # Sequential's modules have numbers for names, so they say what they are ("layer1.3: MaxPool2d").
+        base = op.conv.name if op.conv is not None else op.name
+        name = f"{base}: {type(op.module).__name__}" if op.name.rsplit(".", 1)[-1].isdigit() else base
     elif op.kind in RESHAPES and op.output.dim() == 2:
         name = "flatten"
     elif op.kind in ("mean", "adaptiveavgpool2d") and values.numel() == op.output.shape[1]:

@@ -2,7 +2,9 @@
 where the model looks (attribution.py's picture)."""
 
 import math
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from matplotlib.colors import LogNorm
@@ -11,7 +13,7 @@ from cnnlab import CnnlabError
 from cnnlab.data.batches import iterate_batches, normalise
 from cnnlab.engine.checkpoint import read_metrics
 from cnnlab.engine.evaluate import evaluate
-from cnnlab.engine.run import open_run
+from cnnlab.engine.run import OpenOptions, default_output, is_model_file, open_run
 from cnnlab.explain.stages import trace
 from cnnlab.files import check_output
 from cnnlab.plotting import pyplot, save_figure
@@ -19,7 +21,7 @@ from cnnlab.plotting import pyplot, save_figure
 WHAT = ("curves", "confusion", "errors", "filters", "features", "attribution")
 
 
-def curves(run_dirs, out: Path) -> Path:
+def curves(run_dirs: Iterable[str | Path], out: Path) -> Path:
     """Training loss and test accuracy against epoch, one line per run."""
     fig, (loss_ax, acc_ax) = pyplot().subplots(1, 2, figsize=(11, 4))
     for run in run_dirs:
@@ -40,9 +42,16 @@ def curves(run_dirs, out: Path) -> Path:
     return save_figure(fig, out)
 
 
-def confusion(run, out: Path, data_dir=None) -> Path:
-    saved = open_run(run)
-    dataset = saved.load_dataset(data_dir=data_dir)
+def confusion(
+    run: str | Path,
+    out: Path,
+    data_dir: str | Path | None = None,
+    *,
+    dataset_name: str | None = None,
+    options: OpenOptions = OpenOptions(),
+) -> Path:
+    saved = open_run(run, options)
+    dataset = saved.load_dataset(dataset_name, data_dir=data_dir)
     result = evaluate(
         saved.model,
         dataset.test_images,
@@ -79,10 +88,18 @@ def confusion(run, out: Path, data_dir=None) -> Path:
     return save_figure(fig, out)
 
 
-def errors(run, out: Path, data_dir=None, limit: int = 36) -> Path:
+def errors(
+    run: str | Path,
+    out: Path,
+    data_dir: str | Path | None = None,
+    limit: int = 36,
+    *,
+    dataset_name: str | None = None,
+    options: OpenOptions = OpenOptions(),
+) -> Path:
     """A grid of misclassified test images with true and predicted label and the model's confidence."""
-    saved = open_run(run)
-    dataset = saved.load_dataset(data_dir=data_dir)
+    saved = open_run(run, options)
+    dataset = saved.load_dataset(dataset_name, data_dir=data_dir)
     with torch.inference_mode():  # in batches: a deep net's activations for 10,000 images at once run to GBs
         probabilities = torch.cat(
             [
@@ -112,12 +129,13 @@ def errors(run, out: Path, data_dir=None, limit: int = 36) -> Path:
     return save_figure(fig, out)
 
 
-def filters(run, out: Path) -> Path:
+def filters(run: str | Path, out: Path, *, options: OpenOptions = OpenOptions()) -> Path:
     """The first convolution's kernels, one small image per (output, input) channel pair."""
-    model = open_run(run).model
+    model = open_run(run, options).model
     conv = next((m for m in model.modules() if isinstance(m, torch.nn.Conv2d)), None)
     if conv is None:
-        raise CnnlabError(f"{run}: model {type(model).__name__} has no convolution layer")
+        weights = "" if any(True for _ in model.parameters()) else " (its graph runs through onnxruntime: no weights)"
+        raise CnnlabError(f"{run}: model {type(model).__name__} has no convolution layer{weights}")
     weight = conv.weight.detach()[:, 0]  # (O, k, k), first input channel
     cols = min(10, len(weight))
     rows = math.ceil(len(weight) / cols)
@@ -133,10 +151,19 @@ def filters(run, out: Path) -> Path:
     return save_figure(fig, out)
 
 
-def features(run, out: Path, image_index: int = 0, data_dir=None, channels: int = 8) -> Path:
+def features(
+    run: str | Path,
+    out: Path,
+    image_index: int = 0,
+    data_dir: str | Path | None = None,
+    channels: int = 8,
+    *,
+    dataset_name: str | None = None,
+    options: OpenOptions = OpenOptions(),
+) -> Path:
     """One test image and its feature maps stage by stage (the lab's stages: `stages.trace`), shapes in the titles."""
-    saved = open_run(run)
-    model, info, dataset = saved.model, saved.info, saved.load_dataset(data_dir=data_dir)
+    saved = open_run(run, options)
+    model, info, dataset = saved.model, saved.info, saved.load_dataset(dataset_name, data_dir=data_dir)
     if not 0 <= image_index < len(dataset.test_labels):
         raise CnnlabError(f"--image must be between 0 and {len(dataset.test_labels) - 1}, got {image_index}")
     x = normalise(dataset.test_images[image_index : image_index + 1], info.mean, info.std)
@@ -169,28 +196,43 @@ def features(run, out: Path, image_index: int = 0, data_dir=None, channels: int 
     return save_figure(fig, out)
 
 
-def draw(runs, what: str, out=None, data_dir=None, image_index: int = 0, *, overwrite: bool = False) -> Path:
-    """Dispatch for `cnnlab viz`: the picture is saved in the (first) run directory (replacing the one there)
-    unless `out` is given, which replaces an existing file only with `overwrite`."""
+def draw(
+    runs: Sequence[str | Path],
+    what: str,
+    out: str | Path | None = None,
+    data_dir: str | Path | None = None,
+    image_index: int = 0,
+    *,
+    overwrite: bool = False,
+    dataset_name: str | None = None,
+    options: OpenOptions = OpenOptions(),
+) -> Path:
+    """Dispatch for `cnnlab viz`: the picture is saved in the (first) run directory (replacing the one there;
+    for a model file, model.onnx, in the current folder, replacing nothing) unless `out` is given, which
+    replaces an existing file only with `overwrite`."""
     if what not in WHAT:
         raise CnnlabError(f"unknown picture {what!r}; choose from {', '.join(WHAT)}")
     run = Path(runs[0])
-    if not run.is_dir():
+    model_file = is_model_file(run)
+    if not run.is_dir() and not (model_file and run.is_file()):
         raise CnnlabError(f"run directory {run} does not exist")
-    default = run / (f"{what}-{image_index}.png" if what == "features" else f"{what}.png")
-    out = check_output(out or default, overwrite=overwrite or not out)  # before drawing, which may take a while
+    if model_file and what == "curves":
+        raise CnnlabError(f"{run} is a model file: it has no training curves (filters, features, confusion, ...)")
+    default, replaces = default_output(run, f"{what}-{image_index}.png" if what == "features" else f"{what}.png")
+    out = check_output(out or default, overwrite=overwrite or (replaces and not out))  # before drawing: it may be slow
     if what == "curves":
         return curves(runs, out)
     if len(runs) > 1:
         raise CnnlabError(f"--what {what} takes one run directory, got {len(runs)}")
-    if what == "confusion":
-        return confusion(run, out, data_dir)
-    if what == "errors":
-        return errors(run, out, data_dir)
     if what == "filters":
-        return filters(run, out)
+        return filters(run, out, options=options)
+    opened: dict[str, Any] = dict(dataset_name=dataset_name, options=options)
     if what == "attribution":
         from cnnlab.explain.attribution import attribution_picture  # Captum: imported only for this picture
 
-        return attribution_picture(run, out, first=image_index, data_dir=data_dir)
-    return features(run, out, image_index, data_dir)
+        return attribution_picture(run, out, first=image_index, data_dir=data_dir, **opened)
+    if what == "confusion":
+        return confusion(run, out, data_dir, **opened)
+    if what == "errors":
+        return errors(run, out, data_dir, **opened)
+    return features(run, out, image_index, data_dir, **opened)

@@ -29,7 +29,7 @@ from cnnlab import CnnlabError
 from cnnlab.external.onnx_ops import DEFAULT_DOMAINS, NotConverted, Signature, convert
 from cnnlab.files import read_bounded
 
-__all__ = ["load_onnx", "OnnxRuntimeModel", "graph_summary", "graph_parameters", "MAX_BYTES"]
+__all__ = ["load_onnx", "OnnxRuntimeModel", "runtime_model", "graph_summary", "graph_parameters", "MAX_BYTES"]
 
 MAX_BYTES = 512 * 2**20  # the .onnx file and its external weights together
 MAX_VALUES = 3 * 1024 * 1024  # C x H x W of one input image
@@ -295,7 +295,7 @@ def _classes(path: Path, model: nn.Module, signature: Signature, note: str) -> i
     return scores.shape[1]
 
 
-def load_onnx(path, *, input_size: tuple[int, int] | None = None, max_bytes: int = MAX_BYTES) -> nn.Module:
+def load_onnx(path: str | Path, *, input_size: tuple[int, int] | None = None, max_bytes: int = MAX_BYTES) -> nn.Module:
     """The ONNX model at `path` as an `nn.Module` taking (N, C, H, W) float images, in eval mode: a GraphModule of
     real layers when every node converts and agrees with onnxruntime, else an `OnnxRuntimeModel`.
 
@@ -347,7 +347,7 @@ def _weights(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
     }
 
 
-def _runtime(model: nn.Module) -> OnnxRuntimeModel:
+def runtime_model(model: nn.Module) -> OnnxRuntimeModel:
     """A model load_onnx returned, as the onnxruntime model of its graph."""
     if isinstance(model, OnnxRuntimeModel):
         return model
@@ -356,7 +356,7 @@ def _runtime(model: nn.Module) -> OnnxRuntimeModel:
 
 def graph_parameters(model: nn.Module) -> int:
     """The elements of the graph's trained tensors, each counted once (a model load_onnx returned)."""
-    shapes = _weights(onnx.load_from_string(_runtime(model).onnx_bytes)).values()
+    shapes = _weights(onnx.load_from_string(runtime_model(model).onnx_bytes)).values()
     return sum(int(np.prod(shape)) for shape in shapes)
 
 
@@ -376,7 +376,7 @@ def graph_summary(model: nn.Module) -> list[list]:
     [node name, op type, input shape, output shape (without the batch, "10x24x24"), parameters (the elements
     of the trained tensors it reads), FLOPs (2 per multiply-add of Conv, ConvTranspose, Gemm and MatMul, as
     count_flops counts PyTorch's)]. Read from the graph through onnxruntime: both kinds load_onnx returns."""
-    runtime = _runtime(model)
+    runtime = runtime_model(model)
     graph = onnx.load_from_string(runtime.onnx_bytes)
     weights, producers = _weights(graph), {name: node for node in graph.graph.node for name in node.output}
     session, entries = runtime._get("intermediate")

@@ -304,14 +304,14 @@ class _Builder:
             self.buffers[id(const)] = self.graph.get_attr(path)
         return self.buffers[id(const)]
 
-    def function(self, fn: Callable, *args, name: str = "", **kwargs) -> Dyn:
+    def function(self, fn: Callable, *args: Any, name: str = "", **kwargs: Any) -> Dyn:
         """`fn(*args, **kwargs)` as a node; a `Dyn` argument is its node, a `Const` one a buffer."""
 
-        def graph_arg(a):
+        def graph_arg(a: Any) -> Any:
             return a.node if isinstance(a, Dyn) else self.buffer(a) if isinstance(a, Const) else a
 
-        def probe_arg(i):
-            def arg(a):
+        def probe_arg(i: int) -> Callable[[Any], Any]:
+            def arg(a: Any) -> Any:
                 if isinstance(a, Const):
                     return torch.from_numpy(np.array(a.array))
                 return a.probes[i] if isinstance(a, Dyn) else a
@@ -405,7 +405,7 @@ _CONVERTERS: dict[str, Callable[[_Builder, _Call], list[Value]]] = {}
 
 
 def _converts(*ops: str):
-    def register(fn):
+    def register(fn: Callable[[_Builder, _Call], list[Value]]) -> Callable[[_Builder, _Call], list[Value]]:
         for op in ops:
             _CONVERTERS[op] = fn
         return fn

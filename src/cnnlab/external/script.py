@@ -32,6 +32,7 @@ import sys
 import tokenize
 import traceback
 import types
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +48,7 @@ MAX_SCRIPT_BYTES = 1 << 20  # a long script is 50 kB
 DEFINITIONS = (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
 BLOCKS = (ast.If, ast.For, ast.AsyncFor, ast.While, ast.With, ast.AsyncWith, ast.Try, ast.Match)
 NOT_RUN = "cnnlab does not load"
+SCRIPT_MODULE = "cnnlab_script_"  # the prefix of the modules scripts are compiled into
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,14 @@ class ScriptModel:
     def label(self) -> str:
         return f"{self.path.name}:{self.name}"
 
+    def describe(self) -> str:
+        """What was taken from the script, in one line."""
+        uses = [name for name in self.taken if name != self.name]
+        return (
+            f"{self.name} ({self.kind}, line {self.line}) from {self.path}, with what it uses: "
+            f"{', '.join(uses) or 'nothing else'}; nothing else of the script ran"
+        )
+
 
 @dataclass
 class _Binding:
@@ -79,19 +89,27 @@ class _Binding:
     alias: ast.alias | None = None
 
 
-def load_script(path, name: str | None = None, *, source: bytes | None = None) -> ScriptModel:
+def load_script(path: str | Path, name: str | None = None, *, source: bytes | None = None) -> ScriptModel:
     """The model `name` of the script at `path` (its bytes `source` when given, e.g. a run's trusted copy)."""
     path = Path(path)
-    if source is None:
-        if not path.exists():
-            raise CnnlabError(f"no such file: {path}")
-        source = read_bounded(path, MAX_SCRIPT_BYTES)
-    script = _Script(source, path)
+    # A learner's deprecated calls (F.log_softmax(x) with no dim) are theirs to see when they run their script;
+    # around cnnlab's answers they are noise, repeated by every command that opens the run. The stages replay
+    # the same forward through torch.fx's interpreter, which the warnings then name as their caller.
+    warnings.filterwarnings("ignore", category=UserWarning, module=SCRIPT_MODULE)
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\.fx\.interpreter")
+    script = _Script(read_script(path) if source is None else source, path)
     target = name or script.default_target()
     return script.take(target)
 
 
-def describe_failure(error: BaseException, path) -> str:
+def read_script(path: str | Path) -> bytes:
+    """The bytes of the script at `path`, read bounded."""
+    if not Path(path).exists():
+        raise CnnlabError(f"no such file: {path}")
+    return read_bounded(path, MAX_SCRIPT_BYTES)
+
+
+def describe_failure(error: BaseException, path: str | Path) -> str:
     """ "line 24 (`x = self.fc(x)`): RuntimeError: ..." for an exception raised in the script's code."""
     message = (str(error).strip().splitlines() or [""])[0][:200]
     what = f"{type(error).__name__}: {message}" if message else type(error).__name__
@@ -337,7 +355,7 @@ class _Script:
         return arguments
 
     def _compile(self, needed: dict[str, _Binding]) -> types.ModuleType:
-        """The needed statements alone, in source order, run in a new module named after the source's hash."""
+        """The needed statements alone, in source order, run once in a module named after their hash."""
         statements: dict[int, ast.stmt] = {}
         for binding in needed.values():
             node = binding.node
@@ -351,9 +369,12 @@ class _Script:
             code = compile(ast.Module(body=body, type_ignores=[]), str(self.path), "exec")
         except SyntaxError as e:
             raise CnnlabError(f"{self.path}, line {e.lineno}: syntax error: {e.msg}") from None
-        digest = hashlib.sha256(self.source + str(self.path).encode()).hexdigest()
-        stem = re.sub(r"\W", "_", self.path.stem)
-        module = types.ModuleType(f"cnnlab_script_{stem}_{digest[:12]}")
+        taken = ",".join(sorted(needed)).encode()
+        digest = hashlib.sha256(self.source + str(self.path).encode() + taken).hexdigest()
+        name = f"{SCRIPT_MODULE}{re.sub(r'[^0-9A-Za-z_]', '_', self.path.stem)}_{digest[:12]}"
+        if name in sys.modules:  # the same statements of the same source: the same classes, not run twice
+            return sys.modules[name]
+        module = types.ModuleType(name)
         module.__file__ = str(self.path)
         sys.modules[module.__name__] = module  # dataclasses, pickle and inspect.getsource look modules up there
         lines = self.text.splitlines(keepends=True)
@@ -361,6 +382,7 @@ class _Script:
         try:
             exec(code, module.__dict__)
         except Exception as e:
+            del sys.modules[name]
             raise CnnlabError(f"{self.path}: {describe_failure(e, self.path)}") from None
         return module
 

@@ -12,8 +12,10 @@ says in one line what it expects when it does not.
 import inspect
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import torch
 import torch.nn as nn
@@ -44,6 +46,13 @@ class ModelSpec:
         """How messages name it: "cnn", "lenet.py:LeNet"."""
         return self.text if self.path is None else f"{self.path.name}{f':{self.member}' if self.member else ''}"
 
+    @property
+    def slug(self) -> str:
+        """How a folder is named after it: "cnn", "net-Net" (no path, no colon)."""
+        if self.path is None:
+            return self.text
+        return re.sub(r"[^\w.-]", "_", self.path.stem + (f"-{self.member}" if self.member else ""))
+
 
 def parse_spec(text: str) -> ModelSpec:
     """What `--model` names: a script `path.py[:Name]`, an `.onnx` file, else a registered name."""
@@ -63,34 +72,50 @@ def parse_model_args(text: str | None) -> dict:
     if not text:
         return {}
     if len(text) > MAX_MODEL_ARGS:
-        raise CnnlabError(f"--model-args is {len(text):,} characters; at most {MAX_MODEL_ARGS:,}")
+        raise CnnlabError(f"{len(text):,} characters of model arguments; at most {MAX_MODEL_ARGS:,}")
     try:
         value = json.loads(text)
     except (ValueError, RecursionError) as e:
-        raise CnnlabError(f"--model-args is not JSON ({str(e)[:80]}): write it as '{{\"width\": 32}}'") from None
+        raise CnnlabError(f"not JSON ({str(e)[:80]}): write it as '{{\"width\": 32}}'") from None
     if not isinstance(value, dict):
-        raise CnnlabError(f"--model-args must be a JSON object such as '{{\"width\": 32}}', got {text[:60]}")
+        raise CnnlabError(f"expected a JSON object such as '{{\"width\": 32}}', got {text[:60]}")
     return value
+
+
+def describe_model(spec: "str | ModelSpec", model: nn.Module) -> str | None:
+    """What the model `spec` built comes from, when it is from outside the package, in one line."""
+    spec = parse_spec(spec) if isinstance(spec, str) else spec
+    if spec.kind == SCRIPT and spec.path is not None:
+        return load_script(spec.path, spec.member).describe()
+    if spec.kind == ONNX:
+        parity = cast(float | None, model.parity)
+        rebuilt = "rebuilt as PyTorch layers" + (f", {parity:.1e} from onnxruntime's scores" if parity else "")
+        return f"{spec.path}: ONNX opset {model.opset}, {cast(str, model.note) or rebuilt}"
+    return None
 
 
 def build_model_from_spec(
     spec: "str | ModelSpec",
     *,
-    in_channels: int,
-    num_classes: int,
-    input_size,
+    in_channels: int | None,
+    num_classes: int | None,
+    input_size: Sequence[int] | None,
     width: int | None = None,
     model_args: dict | None = None,
     source: bytes | None = None,
 ) -> nn.Module:
-    """The model `spec` names, shaped for the data; `source`: a script's bytes to build from (a run's copy)."""
+    """The model `spec` names, shaped for the data; `source`: a script's bytes to build from (a run's copy).
+    `num_classes` None: the model's own count (a summary needs no dataset); `in_channels` and `input_size`
+    None: an ONNX graph's own input (its other specs need them)."""
     spec = parse_spec(spec) if isinstance(spec, str) else spec
+    if spec.kind == ONNX and spec.path is not None:
+        return _onnx_model(spec.path, in_channels=in_channels, num_classes=num_classes, input_size=input_size)
+    if in_channels is None or input_size is None:
+        raise CnnlabError(f"{spec.text}: the input's shape is needed to build it")
     size = tuple(input_size)
     if spec.kind == REGISTRY:
         options = dict(in_channels=in_channels, num_classes=num_classes, input_size=size, width=width)
         return create_model(spec.text, **options, **(model_args or {}))
-    if spec.kind == ONNX:
-        raise CnnlabError(f"{spec.text}: ONNX files are not models cnnlab opens yet")
     assert spec.path is not None
     script = load_script(spec.path, spec.member, source=source)
     arguments = script_arguments(
@@ -100,6 +125,20 @@ def build_model_from_spec(
     check_model(
         model, label=script.label, path=script.path, in_channels=in_channels, input_size=size, num_classes=num_classes
     )
+    return model
+
+
+def _onnx_model(path: Path, *, in_channels: int | None, num_classes: int | None, input_size) -> nn.Module:
+    """The ONNX graph at `path` as a module (external/onnx_graph.py), checked against the data's shape."""
+    from cnnlab.external.onnx_graph import load_onnx  # onnxruntime: imported only when a file asks for it
+
+    model = load_onnx(path, input_size=None if input_size is None else tuple(input_size))
+    takes, classes = cast(tuple, model.input_shape), cast(int, model.num_classes)  # set by load_onnx on both kinds
+    if in_channels is not None and takes[0] != in_channels:
+        given = "x".join(map(str, (in_channels, *input_size)))
+        raise CnnlabError(f"{path} takes {'x'.join(map(str, takes))} images, not {given}")
+    if num_classes is not None and classes != num_classes:
+        raise CnnlabError(f"{path} gives {classes} scores an image; the data has {num_classes} classes")
     return model
 
 
@@ -117,7 +156,13 @@ def build_script_model(script: ScriptModel, arguments: dict) -> nn.Module:
 
 
 def script_arguments(
-    script: ScriptModel, *, in_channels: int, num_classes: int, input_size, width=None, model_args=None
+    script: ScriptModel,
+    *,
+    in_channels: int,
+    num_classes: int | None,
+    input_size: Sequence[int],
+    width: int | None = None,
+    model_args: dict | None = None,
 ) -> dict:
     """The script's own arguments, then the dataset's shape where the signature names it, then `model_args`."""
     parameters, label = script.parameters, script.label
@@ -128,7 +173,7 @@ def script_arguments(
     arguments = dict(script.arguments)
     given = {"in_channels": in_channels, "num_classes": num_classes}
     for meaning, names in DATASET_NAMES.items():
-        arguments |= {name: given[meaning] for name in names if name in parameters}
+        arguments |= {name: given[meaning] for name in names if name in parameters and given[meaning] is not None}
     if "input_size" in parameters and isinstance(parameters["input_size"].default, (tuple, list)):
         arguments["input_size"] = tuple(input_size)  # (H, W); an int input_size is an MLP's feature count
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
@@ -151,8 +196,17 @@ def script_arguments(
     return arguments
 
 
-def check_model(model: nn.Module, *, label: str, path, in_channels: int, input_size, num_classes: int) -> None:
-    """One forward pass (eval mode, a batch of 2 zeros) on the dataset's shape: it runs, and gives 2 x classes."""
+def check_model(
+    model: nn.Module,
+    *,
+    label: str,
+    path: str | Path,
+    in_channels: int,
+    input_size: Sequence[int],
+    num_classes: int | None,
+) -> None:
+    """One forward pass (eval mode, a batch of 2 zeros) on the dataset's shape: it runs, and gives 2 x classes
+    (2 x any number when `num_classes` is None)."""
     given = "x".join(map(str, (in_channels, *input_size)))
     was_training = model.training
     model.eval()
@@ -162,17 +216,18 @@ def check_model(model: nn.Module, *, label: str, path, in_channels: int, input_s
     except Exception as e:
         expects = _runs_on(model, in_channels, tuple(input_size))
         raise CnnlabError(
-            f"{label} fails on the dataset's {given} images, at {describe_failure(e, path)}"
+            f"{label} fails on {given} images, at {describe_failure(e, path)}"
             f"{f'; it runs on {expects}' if expects else ''}"
         ) from None
     finally:
         model.train(was_training)
     if not isinstance(output, torch.Tensor):
         raise CnnlabError(f"{label} returns a {type(output).__name__}, not one tensor of class scores")
-    if tuple(output.shape) != (2, num_classes):
+    if output.dim() != 2 or output.shape[0] != 2 or num_classes not in (None, output.shape[1]):
+        classes = num_classes or "classes"
         raise CnnlabError(
             f"{label} gives {'x'.join(map(str, output.shape))} for a batch of 2 {given} images; cnnlab needs "
-            f"2x{num_classes}: one score per class ({num_classes} classes), e.g. a last nn.Linear(..., {num_classes})"
+            f"2x{classes}: one score per class, e.g. from a last nn.Linear(..., {classes})"
         )
 
 

@@ -1,5 +1,8 @@
 """`cnnlab export`: a trained run as ONNX (dynamic batch) or TorchScript, verified against PyTorch.
 
+A model file (model.onnx) exports too: rebuilt as PyTorch layers, to TorchScript, or to ONNX again (the graph as
+cnnlab rebuilt it, one self-contained file); run through onnxruntime, only to ONNX, as its graph in one file.
+
 The model is exported and verified in memory, then written in one atomic write: a full disk or a bad
 destination leaves nothing behind.
 """
@@ -11,7 +14,8 @@ import torch
 
 from cnnlab import CnnlabError
 from cnnlab.data.batches import normalise
-from cnnlab.engine.run import SavedRun, open_run
+from cnnlab.engine.run import OpenOptions, SavedRun, default_output, open_run
+from cnnlab.external.onnx_graph import OnnxRuntimeModel
 from cnnlab.files import check_output, write_output
 from cnnlab.inference.onnx import onnx_session, to_onnx
 
@@ -19,7 +23,7 @@ FORMATS = {"onnx": "model.onnx", "torchscript": "model.torchscript.pt"}
 TOLERANCE = 1e-4
 
 
-def _verification_batch(run: SavedRun, data_dir=None, n=256) -> tuple[torch.Tensor, str]:
+def _verification_batch(run: SavedRun, data_dir: str | Path | None = None, n: int = 256) -> tuple[torch.Tensor, str]:
     """Up to `n` normalised test images, and what they are in words."""
     info = run.info
     try:
@@ -37,32 +41,48 @@ def _verification_batch(run: SavedRun, data_dir=None, n=256) -> tuple[torch.Tens
     return normalise(images, info.mean, info.std), what
 
 
-def _torchscript(model, example) -> bytes:
+def _torchscript(model: torch.nn.Module, example: torch.Tensor) -> bytes:
     buffer = io.BytesIO()
     with torch.no_grad():
         torch.jit.save(torch.jit.trace(model, example), buffer)
     return buffer.getvalue()
 
 
-def export(run_dir, fmt: str = "onnx", out=None, data_dir=None, *, overwrite: bool = False) -> tuple[Path, float, str]:
+def export(
+    run_dir: str | Path,
+    fmt: str = "onnx",
+    out: str | Path | None = None,
+    data_dir: str | Path | None = None,
+    *,
+    overwrite: bool = False,
+    options: OpenOptions = OpenOptions(),
+) -> tuple[Path, float, str]:
     """Export and verify on up to 256 test images; returns (path, largest absolute difference from PyTorch,
     what it was checked on). The default RUN_DIR/model.onnx (or .torchscript.pt) is replaced; `out` replaces an
     existing file only with `overwrite`, and never one of the run's own files."""
     if fmt not in FORMATS:
         raise CnnlabError(f"unknown format {fmt!r}; choose onnx or torchscript")
-    run = open_run(run_dir)
-    path = Path(out) if out else Path(run_dir) / FORMATS[fmt]
+    run = open_run(run_dir, options)
+    default, replaces = default_output(run_dir, FORMATS[fmt])
+    path = Path(out) if out else default
     if not path.parent.is_dir():
         raise CnnlabError(f"cannot write {path}: folder {path.parent} does not exist")
     if path.is_dir():
         raise CnnlabError(f"cannot write {path}: it is a folder")
-    overwrite = overwrite or not out
+    overwrite = overwrite or (replaces and not out)
     check_output(path, overwrite=overwrite)  # before the export and its check, which take seconds
+    if isinstance(run.model, OnnxRuntimeModel) and fmt != "onnx":
+        raise CnnlabError(
+            f"{run_dir} {run.model.note}: it has no PyTorch layers to trace; --format onnx writes its graph as one file"
+        )
     model = run.model.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]  # torch's stubs lack it
     x, checked_on = _verification_batch(run, data_dir)
     with torch.inference_mode():
         expected = model(x)
-    if fmt == "onnx":
+    if isinstance(model, OnnxRuntimeModel):  # its own graph, external weights taken in, run the same way
+        data = model.onnx_bytes
+        actual = OnnxRuntimeModel(data, model.signature)(x)
+    elif fmt == "onnx":
         data = to_onnx(model, x[:2])
         actual = torch.from_numpy(onnx_session(data).run(None, {"input": x.numpy()})[0])
     else:

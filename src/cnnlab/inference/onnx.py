@@ -77,7 +77,7 @@ class _Calibration(CalibrationDataReader):
     def __init__(self, images: np.ndarray, batch_size: int = 256):
         self.batches = iter(images[i : i + batch_size] for i in range(0, len(images), batch_size))
 
-    def get_next(self):
+    def get_next(self) -> dict[str, np.ndarray] | None:
         batch = next(self.batches, None)
         return None if batch is None else {"input": batch}
 

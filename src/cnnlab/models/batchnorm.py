@@ -13,6 +13,9 @@ size until each pooling (28, 14, 7, 3): the image's border (a garment's outline)
 Fashion-MNIST.
 """
 
+from typing import Any
+
+import torch
 import torch.nn as nn
 
 from cnnlab.models.registry import register_model
@@ -44,16 +47,16 @@ class BatchNormCNN(nn.Module):
 
     def __init__(
         self,
-        widths=(8, 24),
-        kernel_sizes=(5, 5),
-        pools=(True, True),
+        widths: tuple[int, ...] = (8, 24),
+        kernel_sizes: tuple[int, ...] = (5, 5),
+        pools: tuple[bool, ...] = (True, True),
         hidden: int = 0,
         in_channels: int = 1,
         num_classes: int = 10,
-        input_size=(28, 28),
-        strides=None,
-        paddings=None,
-    ):
+        input_size: tuple[int, int] = (28, 28),
+        strides: tuple[int, ...] | None = None,
+        paddings: tuple[int, ...] | None = None,
+    ) -> None:
         super().__init__()
         self.num_classes = num_classes
         channels = (in_channels, *widths)
@@ -74,47 +77,47 @@ class BatchNormCNN(nn.Module):
             else nn.Linear(flat, num_classes)
         )
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.features(x).flatten(1))
 
 
 @register_model("cnn-bn-8-24")
-def cnn_bn_8_24(**kwargs):
+def cnn_bn_8_24(**kwargs: Any) -> BatchNormCNN:
     """Lecture-shaped CNN with BatchNorm, widths 8 and 24 (the fast recipe's model)."""
     return BatchNormCNN((8, 24), **kwargs)
 
 
 @register_model("cnn-bn-32-64")
-def cnn_bn_32_64(**kwargs):
+def cnn_bn_32_64(**kwargs: Any) -> BatchNormCNN:
     """Lecture-shaped CNN with BatchNorm, widths 32 and 64."""
     return BatchNormCNN((32, 64), **kwargs)
 
 
 @register_model("cnn-bn-32-64-64-fc256")
-def cnn_bn_32_64_64_fc256(**kwargs):
+def cnn_bn_32_64_64_fc256(**kwargs: Any) -> BatchNormCNN:
     """5x5 conv 32, pool, 3x3 conv 64, 3x3 conv 64, pool (BatchNorm), hidden layer 256 (the best recipe's model)."""
     return BatchNormCNN((32, 64, 64), (5, 3, 3), (True, False, True), hidden=256, **kwargs)
 
 
 @register_model("cnn-bn-p32-64-128-fc256")
-def cnn_bn_p32_64_128_fc256(**kwargs):
+def cnn_bn_p32_64_128_fc256(**kwargs: Any) -> BatchNormCNN:
     """Padded 3x3 convs 32, 64, 128, each pooled (BatchNorm), hidden layer 256."""
     return BatchNormCNN((32, 64, 128), (3, 3, 3), (True, True, True), hidden=256, paddings=(1, 1, 1), **kwargs)
 
 
 @register_model("cnn-bn-p32-64-192-fc256")
-def cnn_bn_p32_64_192_fc256(**kwargs):
+def cnn_bn_p32_64_192_fc256(**kwargs: Any) -> BatchNormCNN:
     """Padded 3x3 convs 32, 64, 192, each pooled (BatchNorm), hidden layer 256 (best on Fashion-MNIST)."""
     return BatchNormCNN((32, 64, 192), (3, 3, 3), (True, True, True), hidden=256, paddings=(1, 1, 1), **kwargs)
 
 
 @register_model("cnn-bn-s16-32-64")
-def cnn_bn_s16_32_64(**kwargs):
+def cnn_bn_s16_32_64(**kwargs: Any) -> BatchNormCNN:
     """4x4 stride-2 conv 16, 3x3 conv 32, pool, 3x3 conv 64 (BatchNorm), linear (the fast recipe's model)."""
     return BatchNormCNN((16, 32, 64), (4, 3, 3), (False, True, False), strides=(2, 1, 1), **kwargs)
 
 
 @register_model("cnn-bn-s8-24")
-def cnn_bn_s8_24(**kwargs):
+def cnn_bn_s8_24(**kwargs: Any) -> BatchNormCNN:
     """cnn-bn-8-24 with a stride-2 first convolution in place of convolution + pooling (a quarter of its work)."""
     return BatchNormCNN((8, 24), pools=(False, True), strides=(2, 1), **kwargs)

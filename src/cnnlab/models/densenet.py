@@ -6,6 +6,7 @@ compressing by 0.5, 2x2 average pool), then BN-ReLU, global average pool, linear
 """
 
 from collections import OrderedDict
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -24,7 +25,7 @@ class _DenseLayer(nn.Module):
         self.norm2 = nn.BatchNorm2d(4 * growth_rate)
         self.conv2 = nn.Conv2d(4 * growth_rate, growth_rate, 3, padding=1, bias=False)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.conv1(F.relu(self.norm1(x)))
         out = self.conv2(F.relu(self.norm2(out)))
         return torch.cat([x, out], 1)  # (N, in + k, H, W)
@@ -51,7 +52,7 @@ class DenseNetBC(nn.Module):
         growth_rate: int = 12,
         in_channels: int = 1,
         num_classes: int = 10,
-        input_size=(28, 28),
+        input_size: tuple[int, int] = (28, 28),
         compression: float = 0.5,
     ):
         super().__init__()
@@ -83,26 +84,26 @@ class DenseNetBC(nn.Module):
             elif isinstance(m, nn.Linear):
                 nn.init.zeros_(m.bias)
 
-    def forward_features(self, x):
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return F.relu(self.features(x))
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.forward_features(x).mean((2, 3)))
 
 
 @register_model("densenet-bc-40-12")
-def densenet_bc_40_12(**kwargs):
+def densenet_bc_40_12(**kwargs: Any) -> DenseNetBC:
     """DenseNet-BC, L = 40, k = 12."""
     return DenseNetBC(40, 12, **kwargs)
 
 
 @register_model("densenet-bc-22-8")
-def densenet_bc_22_8(**kwargs):
+def densenet_bc_22_8(**kwargs: Any) -> DenseNetBC:
     """A small DenseNet-BC (L = 22, k = 8) that trains in minutes on a CPU."""
     return DenseNetBC(22, 8, **kwargs)
 
 
-def _register(depth: int, growth_rate: int):
+def _register(depth: int, growth_rate: int) -> None:
     register_model(f"densenet-bc-{depth}-{growth_rate}")(lambda **kw: DenseNetBC(depth, growth_rate, **kw))
 
 

@@ -5,6 +5,8 @@ The one change: flatten sizes (the lecture's hard-coded 320 and 1408) are derive
 so the same classes run on 1x28x28 and 3x32x32.
 """
 
+from typing import Any
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -18,7 +20,7 @@ __all__ = ["Net", "InceptionA", "InceptionNet"]
 class Net(nn.Module):
     """Lecture 10: two 5x5 convolutions, each max-pooled and ReLU'd, then one fully connected layer."""
 
-    def __init__(self, in_channels: int = 1, num_classes: int = 10, input_size=(28, 28)):
+    def __init__(self, in_channels: int = 1, num_classes: int = 10, input_size: tuple[int, int] = (28, 28)):
         super().__init__()
         self.num_classes = num_classes
         self.conv1 = nn.Conv2d(in_channels, 10, kernel_size=5)
@@ -26,12 +28,12 @@ class Net(nn.Module):
         self.mp = nn.MaxPool2d(2)
         self.fc = nn.Linear(flat_features(self.forward_features, in_channels, input_size), num_classes)
 
-    def forward_features(self, x):
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = F.relu(self.mp(self.conv1(x)))  # (N, 10, 12, 12) for 28x28
         x = F.relu(self.mp(self.conv2(x)))  # (N, 20, 4, 4)
         return x
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.forward_features(x).flatten(1)  # (N, 320)
         x = self.fc(x)
         return F.log_softmax(x, dim=1)
@@ -53,7 +55,7 @@ class InceptionA(nn.Module):
 
         self.branch_pool = nn.Conv2d(in_channels, 24, kernel_size=1)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         branch1x1 = self.branch1x1(x)
 
         branch5x5 = self.branch5x5_1(x)
@@ -73,7 +75,7 @@ class InceptionA(nn.Module):
 class InceptionNet(nn.Module):
     """Lecture 11's Net: conv, Inception, conv, Inception, then one fully connected layer."""
 
-    def __init__(self, in_channels: int = 1, num_classes: int = 10, input_size=(28, 28)):
+    def __init__(self, in_channels: int = 1, num_classes: int = 10, input_size: tuple[int, int] = (28, 28)):
         super().__init__()
         self.num_classes = num_classes
         self.conv1 = nn.Conv2d(in_channels, 10, kernel_size=5)
@@ -85,26 +87,26 @@ class InceptionNet(nn.Module):
         self.mp = nn.MaxPool2d(2)
         self.fc = nn.Linear(flat_features(self.forward_features, in_channels, input_size), num_classes)
 
-    def forward_features(self, x):
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = F.relu(self.mp(self.conv1(x)))  # (N, 10, 12, 12) for 28x28
         x = self.incept1(x)  # (N, 88, 12, 12)
         x = F.relu(self.mp(self.conv2(x)))  # (N, 20, 4, 4)
         x = self.incept2(x)  # (N, 88, 4, 4)
         return x
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.forward_features(x).flatten(1)  # (N, 1408)
         x = self.fc(x)
         return F.log_softmax(x, dim=1)
 
 
 @register_model("cnn")
-def cnn(**kwargs):
+def cnn(**kwargs: Any) -> Net:
     """The lecture 10 CNN: 8,490 parameters on 1x28x28."""
     return Net(**kwargs)
 
 
 @register_model("inception")
-def inception(**kwargs):
+def inception(**kwargs: Any) -> InceptionNet:
     """The lecture 11 toy Inception net: 97,298 parameters on 1x28x28."""
     return InceptionNet(**kwargs)

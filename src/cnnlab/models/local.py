@@ -6,6 +6,7 @@ locally connected layers; `mlp` is the fully connected net of lecture 9 (784-520
 """
 
 import math
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -22,7 +23,16 @@ __all__ = ["LocallyConnected2d", "LocallyConnectedNet", "MLP"]
 class LocallyConnected2d(nn.Module):
     """Like Conv2d, but with separate weights (and bias) at every output position."""
 
-    def __init__(self, in_channels, out_channels, input_size, kernel_size, stride=1, padding=0, bias=True):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        input_size: int | tuple[int, int],
+        kernel_size: int | tuple[int, int],
+        stride: int | tuple[int, int] = 1,
+        padding: int | tuple[int, int] = 0,
+        bias: bool = True,
+    ) -> None:
         super().__init__()
         self.kernel_size, self.stride, self.padding = _pair(kernel_size), _pair(stride), _pair(padding)
         self.output_size = tuple(
@@ -40,7 +50,7 @@ class LocallyConnected2d(nn.Module):
         if self.bias is not None:
             nn.init.uniform_(self.bias, -bound, bound)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         patches = F.unfold(x, self.kernel_size, padding=self.padding, stride=self.stride)  # (N, C*kh*kw, L)
         out = torch.einsum("ncl,loc->nol", patches, self.weight)  # (N, O, L)
         out = out.reshape(x.shape[0], -1, *self.output_size)
@@ -50,7 +60,7 @@ class LocallyConnected2d(nn.Module):
 class LocallyConnectedNet(Net):
     """The lecture CNN, conv1 and conv2 made locally connected; pooling, ReLU and fc unchanged."""
 
-    def __init__(self, in_channels: int = 1, num_classes: int = 10, input_size=(28, 28)):
+    def __init__(self, in_channels: int = 1, num_classes: int = 10, input_size: tuple[int, int] = (28, 28)):
         super().__init__(in_channels, num_classes, input_size)
         h, w = _pair(input_size)
         conv1 = LocallyConnected2d(in_channels, 10, (h, w), 5)
@@ -63,7 +73,9 @@ class MLP(nn.Module):
     """Lecture 9's fully connected classifier: 784-520-320-240-120-10 with ReLU; `dropout` > 0 drops hidden
     activations with that probability during training (the overfitting experiment's cure)."""
 
-    def __init__(self, in_channels: int = 1, num_classes: int = 10, input_size=(28, 28), dropout: float = 0.0):
+    def __init__(
+        self, in_channels: int = 1, num_classes: int = 10, input_size: tuple[int, int] = (28, 28), dropout: float = 0.0
+    ):
         super().__init__()
         self.num_classes = num_classes
         self.dropout = nn.Dropout(dropout)
@@ -72,29 +84,29 @@ class MLP(nn.Module):
         self.l1, self.l2, self.l3, self.l4 = (nn.Linear(a, b) for a, b in zip(widths, widths[1:]))
         self.l5 = nn.Linear(widths[-1], num_classes)
 
-    def forward_features(self, x):
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = x.flatten(1)
         for layer in (self.l1, self.l2, self.l3, self.l4):
             x = self.dropout(F.relu(layer(x)))
         return x
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.l5(self.forward_features(x))
 
 
 @register_model("lcn")
-def lcn(**kwargs):
+def lcn(**kwargs: Any) -> LocallyConnectedNet:
     """The lecture CNN with locally connected layers in place of its convolutions."""
     return LocallyConnectedNet(**kwargs)
 
 
 @register_model("mlp")
-def mlp(**kwargs):
+def mlp(**kwargs: Any) -> MLP:
     """Lecture 9's fully connected net."""
     return MLP(**kwargs)
 
 
 @register_model("mlp-dropout")
-def mlp_dropout(**kwargs):
+def mlp_dropout(**kwargs: Any) -> MLP:
     """Lecture 9's fully connected net with dropout 0.5 after every hidden layer."""
     return MLP(dropout=0.5, **kwargs)

@@ -4,16 +4,21 @@ import difflib
 import fnmatch
 import re
 from collections.abc import Callable
+from typing import Any, TypeVar
+
+import torch.nn as nn
 
 from cnnlab import CnnlabError
 
-_entrypoints: dict[str, Callable] = {}  # registered name -> factory
+_entrypoints: dict[str, Callable[..., nn.Module]] = {}  # registered name -> factory
+
+Factory = TypeVar("Factory", bound=Callable[..., nn.Module])
 
 
-def register_model(name: str):
+def register_model(name: str) -> Callable[[Factory], Factory]:
     """Register a factory under `name` (explicit, so names can carry hyphens: `resnet-20`)."""
 
-    def decorate(factory):
+    def decorate(factory: Factory) -> Factory:
         if name in _entrypoints:
             raise ValueError(f"model {name!r} is registered twice")
         _entrypoints[name] = factory
@@ -22,7 +27,7 @@ def register_model(name: str):
     return decorate
 
 
-def _natural_key(name: str):
+def _natural_key(name: str) -> list[int | str]:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
 
 
@@ -30,7 +35,7 @@ def list_models(pattern: str = "*") -> list[str]:
     return sorted((n for n in _entrypoints if fnmatch.fnmatch(n, pattern)), key=_natural_key)
 
 
-def create_model(name: str, **kwargs):
+def create_model(name: str, **kwargs: Any) -> nn.Module:
     """Build a registered model; keyword arguments that are None mean "the model's default"."""
     if name not in _entrypoints:
         close = difflib.get_close_matches(name, _entrypoints, n=3)

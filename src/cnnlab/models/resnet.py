@@ -7,6 +7,9 @@ block; `plain-N` is the same network without it. Downsampling shortcuts use the 
 same layers and parameters and differ only in the additions.
 """
 
+from collections.abc import Callable
+
+import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
@@ -19,7 +22,14 @@ DEPTHS = (8, 14, 20, 32, 44, 56, 110)
 class BasicBlock(nn.Module):
     """conv3x3-BN-ReLU-conv3x3-BN, plus the input (when `shortcut`), then ReLU."""
 
-    def __init__(self, in_planes: int, planes: int, stride: int, shortcut: bool, norm_layer=nn.BatchNorm2d):
+    def __init__(
+        self,
+        in_planes: int,
+        planes: int,
+        stride: int,
+        shortcut: bool,
+        norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d,
+    ):
         super().__init__()
         self.conv1 = nn.Conv2d(in_planes, planes, 3, stride=stride, padding=1, bias=False)
         self.bn1 = norm_layer(planes)
@@ -27,7 +37,7 @@ class BasicBlock(nn.Module):
         self.bn2 = norm_layer(planes)
         self.shortcut, self.stride, self.extra_channels = shortcut, stride, planes - in_planes
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
         if self.shortcut:
@@ -46,8 +56,8 @@ class CifarResNet(nn.Module):
         width: int = 16,
         in_channels: int = 1,
         num_classes: int = 10,
-        input_size=(28, 28),
-        norm_layer=nn.BatchNorm2d,
+        input_size: tuple[int, int] = (28, 28),
+        norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d,
     ):
         super().__init__()
         if (depth - 2) % 6 or depth < 8:
@@ -65,12 +75,14 @@ class CifarResNet(nn.Module):
         self._init_weights()
 
     @staticmethod
-    def _make_stage(in_planes, planes, blocks, stride, shortcut, norm_layer):
+    def _make_stage(
+        in_planes: int, planes: int, blocks: int, stride: int, shortcut: bool, norm_layer: Callable[[int], nn.Module]
+    ) -> nn.Sequential:
         layers = [BasicBlock(in_planes, planes, stride, shortcut, norm_layer)]
         layers += [BasicBlock(planes, planes, 1, shortcut, norm_layer) for _ in range(blocks - 1)]
         return nn.Sequential(*layers)
 
-    def _init_weights(self):
+    def _init_weights(self) -> None:
         for m in self.modules():  # He et al. 2015 (arXiv:1502.01852) for convs, BN as identity
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -78,15 +90,15 @@ class CifarResNet(nn.Module):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
 
-    def forward_features(self, x):
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = F.relu(self.bn1(self.conv1(x)))
         return self.layer3(self.layer2(self.layer1(x)))
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.forward_features(x).mean((2, 3)))
 
 
-def _register(depth: int):
+def _register(depth: int) -> None:
     register_model(f"resnet-{depth}")(lambda **kw: CifarResNet(depth, shortcut=True, **kw))
     register_model(f"plain-{depth}")(lambda **kw: CifarResNet(depth, shortcut=False, **kw))
 

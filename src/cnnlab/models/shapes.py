@@ -1,5 +1,7 @@
 """Shape arithmetic shared by the model families: conv output sizes and flatten sizes derived from the input."""
 
+from collections.abc import Callable
+
 import torch
 import torch.nn as nn
 
@@ -9,7 +11,9 @@ def conv_output_size(size: int, kernel: int, stride: int = 1, padding: int = 0, 
     return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
 
 
-def flat_features(features, in_channels: int, input_size) -> int:
+def flat_features(
+    features: Callable[[torch.Tensor], torch.Tensor], in_channels: int, input_size: tuple[int, int]
+) -> int:
     """How many values `features` (a function, or a module: run in eval mode, so that BatchNorm's
     running statistics stay untouched) gives for one image."""
     if isinstance(features, nn.Module):

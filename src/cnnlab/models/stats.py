@@ -1,5 +1,7 @@
 """Parameter and FLOP counts (torch.utils.flop_counter: a multiply-add counts as 2 FLOPs)."""
 
+from collections.abc import Sequence
+
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -13,7 +15,7 @@ def count_parameters(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def count_flops(model: torch.nn.Module, input_shape) -> int:
+def count_flops(model: torch.nn.Module, input_shape: Sequence[int]) -> int:
     """Forward FLOPs for one input of `input_shape` (C, H, W)."""
     was_training = model.training
     model.eval()
@@ -24,7 +26,7 @@ def count_flops(model: torch.nn.Module, input_shape) -> int:
     return counter.get_total_flops()
 
 
-def models_table(pattern: str = "*", input_shape=(1, 28, 28)) -> str:
+def models_table(pattern: str = "*", input_shape: Sequence[int] = (1, 28, 28)) -> str:
     """Name, parameters and forward FLOPs per image of every registered model matching `pattern`."""
     names = list_models(pattern)
     if not names:

@@ -10,6 +10,8 @@
 Layers keep the lecture's names where they still do the same job, so state_dicts can be compared key by key.
 """
 
+from typing import Any
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -35,7 +37,7 @@ class NaiveInceptionA(nn.Module):
 
         self.branch_pool = nn.Conv2d(in_channels, 24, kernel_size=1)  # kept: it sets the pool branch's width
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         branch1x1 = self.branch1x1(x)
 
         branch5x5 = self.branch5x5_2(x)
@@ -53,7 +55,7 @@ class NaiveInceptionA(nn.Module):
 class NaiveInceptionNet(InceptionNet):
     """Lecture 11's Net with NaiveInceptionA blocks; everything else, forward included, is the lecture's."""
 
-    def __init__(self, in_channels: int = 1, num_classes: int = 10, input_size=(28, 28)):
+    def __init__(self, in_channels: int = 1, num_classes: int = 10, input_size: tuple[int, int] = (28, 28)):
         super().__init__(in_channels, num_classes, input_size)  # fc sized by the lecture's blocks: also 88 channels
         self.incept1 = NaiveInceptionA(in_channels=10)  # type: ignore[assignment]  # same interface, other block
         self.incept2 = NaiveInceptionA(in_channels=20)  # type: ignore[assignment]
@@ -63,7 +65,7 @@ class AvgPoolNet(Net):
     """Lecture 10's Net averaging each 2x2 window instead of taking its maximum. The layer keeps the
     lecture's name `mp`, so forward is the lecture's line for line."""
 
-    def __init__(self, in_channels: int = 1, num_classes: int = 10, input_size=(28, 28)):
+    def __init__(self, in_channels: int = 1, num_classes: int = 10, input_size: tuple[int, int] = (28, 28)):
         super().__init__(in_channels, num_classes, input_size)
         self.mp = nn.AvgPool2d(2)  # type: ignore[assignment]  # the lecture's name, another pooling
 
@@ -72,7 +74,7 @@ class StridedNet(nn.Module):
     """Lecture 10's Net with each max pool replaced by a learned 2x2, stride-2 convolution over all channels:
     the same output shapes (10x12x12, then 20x4x4 on 28x28), so fc still takes 320."""
 
-    def __init__(self, in_channels: int = 1, num_classes: int = 10, input_size=(28, 28)):
+    def __init__(self, in_channels: int = 1, num_classes: int = 10, input_size: tuple[int, int] = (28, 28)):
         super().__init__()
         self.num_classes = num_classes
         self.conv1 = nn.Conv2d(in_channels, 10, kernel_size=5)
@@ -81,30 +83,30 @@ class StridedNet(nn.Module):
         self.down2 = nn.Conv2d(20, 20, kernel_size=2, stride=2)
         self.fc = nn.Linear(flat_features(self.forward_features, in_channels, input_size), num_classes)
 
-    def forward_features(self, x):
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = F.relu(self.down1(self.conv1(x)))  # (N, 10, 12, 12) for 28x28
         x = F.relu(self.down2(self.conv2(x)))  # (N, 20, 4, 4)
         return x
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.forward_features(x).flatten(1)  # (N, 320)
         x = self.fc(x)
         return F.log_softmax(x, dim=1)
 
 
 @register_model("inception-naive")
-def inception_naive(**kwargs):
+def inception_naive(**kwargs: Any) -> NaiveInceptionNet:
     """The lecture 11 net without 1x1 reductions: 94,642 parameters on 1x28x28."""
     return NaiveInceptionNet(**kwargs)
 
 
 @register_model("cnn-avgpool")
-def cnn_avgpool(**kwargs):
+def cnn_avgpool(**kwargs: Any) -> AvgPoolNet:
     """The lecture 10 CNN with average pooling: 8,490 parameters, as cnn."""
     return AvgPoolNet(**kwargs)
 
 
 @register_model("cnn-strided")
-def cnn_strided(**kwargs):
+def cnn_strided(**kwargs: Any) -> StridedNet:
     """The lecture 10 CNN with 2x2 stride-2 convolutions in place of pooling: 10,520 parameters on 1x28x28."""
     return StridedNet(**kwargs)

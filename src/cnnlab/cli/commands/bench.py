@@ -3,7 +3,7 @@ suite."""
 
 import argparse
 
-from cnnlab.cli.options import int_range, ints, names, percent, sizes
+from cnnlab.cli.options import add_open_options, int_range, ints, names, open_options, percent, sizes
 
 NAME = "bench"
 HELP = "seconds per epoch against the lecture's pipeline; inference images/s"
@@ -22,7 +22,13 @@ def _epochs(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data-dir", metavar="DIR", help="folder holding MNIST's IDX files (default: cache or download)"
     )
-    parser.add_argument("--models", type=names, default="cnn,inception", metavar="A,B", help="(default: cnn,inception)")
+    parser.add_argument(
+        "--models",
+        type=names,
+        default="cnn,inception",
+        metavar="A,B",
+        help="registered names, or your own networks: file.py[:Name] (default: cnn,inception)",
+    )
     parser.add_argument("--quick", action="store_true", help="a tenth of the data, figures scaled per epoch")
     parser.add_argument(
         "--no-reference",
@@ -53,7 +59,7 @@ def _inference_and_gpu(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--inference",
         metavar="RUN_DIR",
-        help="instead: every inference backend on a trained run "
+        help="instead: every inference backend on a trained run or a model file, model.onnx "
         "(accuracy, int8's change, images/s per batch size, latency)",
     )
     parser.add_argument(
@@ -78,6 +84,7 @@ def _inference_and_gpu(parser: argparse.ArgumentParser) -> None:
         metavar="NAME",
         help="device for --gpu (default: cuda; cpu with --quick runs its code paths in seconds)",
     )
+    add_open_options(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -87,7 +94,8 @@ def run(args: argparse.Namespace) -> int:
         gpu_bench(args.data_dir, args.out or "benchmarks/results/gpu", args.device, args.quick)
         return 0
     if args.inference:
-        inference_bench(args.inference, args.data_dir, args.batches, args.threads, args.out or "benchmarks/results")
+        out = args.out or "benchmarks/results"
+        inference_bench(args.inference, args.data_dir, args.batches, args.threads, out, options=open_options(args))
         return 0
     args.out = args.out or "benchmarks/results"
     if args.target is not None:

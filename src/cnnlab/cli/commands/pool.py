@@ -2,6 +2,8 @@
 
 import argparse
 
+from cnnlab.cli.options import RUN_DATA_ORDER, add_open_options, add_overwrite_option, open_options
+
 NAME = "pool"
 HELP = "max and average pooling side by side: the lecture's 4x4 example, or a run's feature maps as a picture"
 
@@ -16,7 +18,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--window", type=int, default=2, metavar="K", help="KxK windows (default: 2)")
     parser.add_argument("--stride", type=int, default=2, metavar="S", help="(default: 2)")
     parser.add_argument(
-        "--run", metavar="RUN_DIR", help="instead, pool the feature maps of this trained run as a picture"
+        "--run",
+        metavar="RUN_DIR",
+        help="instead, pool the feature maps of this trained run (or model file, model.onnx) as a picture",
     )
     parser.add_argument("--out", metavar="FILE.png", help="with --run (default: RUN_DIR/pool-<image>.png)")
     parser.add_argument("--image", type=int, default=0, metavar="N", help="with --run: test image index (default: 0)")
@@ -30,12 +34,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="C",
         help="with --run: how many channels, the most active first (default: 4)",
     )
-    parser.add_argument("--data-dir", metavar="DIR", help="with --run: folder holding the dataset's IDX files")
     parser.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="with --out: replace an existing file (default: refuse); a run's own files are never replaced",
+        "--data-dir", metavar="DIR", help=f"with --run: folder holding the dataset's files (default: {RUN_DATA_ORDER})"
     )
+    add_overwrite_option(parser, "the --out file")
+    add_open_options(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -53,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
             args.channels,
             args.data_dir,
             overwrite=args.overwrite,
+            options=open_options(args),
         )
     )
     return 0

@@ -2,12 +2,14 @@
 
 import argparse
 
+from cnnlab.cli.options import add_open_options, add_overwrite_option, open_options
+
 NAME = "predict"
 HELP = "classify image files (PNG, JPEG, BMP, GIF, ...) with a trained run"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run", metavar="RUN_DIR")
+    parser.add_argument("run", metavar="RUN_DIR", help="run folder (or checkpoint file), or a model file: model.onnx")
     parser.add_argument("images", nargs="+", metavar="IMAGE_OR_DIR")
     parser.add_argument("--top-k", type=int, default=3, metavar="K", help="(default: 3)")
     parser.add_argument("--json", action="store_true", help="one JSON object per file")
@@ -17,16 +19,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="FILE.png",
         help="save the inputs the model sees (28x28 digits, or the fitted images), 16 a row, at most 256",
     )
-    parser.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace an existing --show-input file (default: refuse); a run's own files are never replaced",
-    )
+    add_overwrite_option(parser, "the --show-input file")
+    add_open_options(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     from cnnlab.inference.predict import predict_files
 
     return predict_files(
-        args.run, args.images, args.top_k, args.backend, args.json, args.show_input, overwrite=args.overwrite
+        args.run,
+        args.images,
+        args.top_k,
+        args.backend,
+        args.json,
+        args.show_input,
+        overwrite=args.overwrite,
+        options=open_options(args),
     )

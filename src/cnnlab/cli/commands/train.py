@@ -6,7 +6,7 @@ import functools
 import json
 
 from cnnlab import CnnlabError
-from cnnlab.cli.options import MAX_PORT, add_data_options, channels, config_flags, int_range
+from cnnlab.cli.options import MAX_PORT, TRUST_HELP, add_data_options, channels, config_flags, int_range, model_args
 from cnnlab.engine.config import RECIPES, describe_recipe
 
 NAME = "train"
@@ -55,7 +55,18 @@ def _data(group) -> None:
 
 
 def _model(group) -> None:
-    group.add_argument("--model", metavar="NAME", help="a name from `cnnlab models` (default: cnn)")
+    group.add_argument(
+        "--model",
+        metavar="NAME",
+        help="a name from `cnnlab models`, or your own network: file.py[:Name] (a class, a function that returns "
+        "a model, or a variable; see docs/own-network.md) (default: cnn)",
+    )
+    group.add_argument(
+        "--model-args",
+        type=model_args,
+        metavar="JSON",
+        help="""constructor arguments of the model, e.g. '{"hidden": 64}' (default: none)""",
+    )
     group.add_argument("--width", type=int, metavar="W", help="base width for families that have one")
 
 
@@ -148,6 +159,7 @@ def _run_control(group) -> None:
         help="continue an interrupted run exactly where it stopped "
         "(with --epochs N: extend a finished constant-rate run)",
     )
+    group.add_argument("--trust-code", action="store_true", help="with --resume: " + TRUST_HELP)
     group.add_argument("--checkpoint-every", type=int, metavar="N", help="also checkpoint every N steps")
     group.add_argument(
         "--check-every",
@@ -212,7 +224,7 @@ def run(args: argparse.Namespace) -> int:
         raise CnnlabError("--resume takes the run's own settings: --config and --print-config do not apply")
     config = None
     if args.resume:
-        train = functools.partial(resume_run, args.resume, log=print, **config_flags(args))
+        train = functools.partial(resume_run, args.resume, log=print, trust_code=args.trust_code, **config_flags(args))
     else:
         config = build_config(config_flags(args), args.config)  # checked once, before any process starts
         if args.print_config:
@@ -276,11 +288,14 @@ def worker_command(args: argparse.Namespace) -> list[str]:
     """What each DDP process runs, rebuilt from what was parsed (never the literal argv, whose spellings
     only this parser knows), without --nproc."""
     given = {**config_flags(args), "resume": args.resume, "config": args.config, "plot": args.plot or None}
+    given["trust_code"] = args.trust_code or None
     command = ["--debug", NAME] if args.debug else [NAME]
     for name, value in given.items():
         flag = NEGATED.get(name) or "--" + name.replace("_", "-")
         if isinstance(value, bool):  # a switch: given, so present
             command.append(flag)
+        elif isinstance(value, dict):  # --model-args: JSON, as its parser reads it (not Python's repr)
+            command.append(f"{flag}={json.dumps(value)}")
         elif value is not None:
             command.append(f"{flag}={value}")  # one word: a value that starts with '-' stays a value
     return command

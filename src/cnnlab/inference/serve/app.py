@@ -7,6 +7,7 @@ from pathlib import Path
 from fastapi import FastAPI
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
+from cnnlab.engine.run import OpenOptions
 from cnnlab.inference.serve.connections import RequestClock
 from cnnlab.inference.serve.encoding import FiniteJSONResponse
 from cnnlab.inference.serve.errors import ERROR_HANDLERS
@@ -23,10 +24,12 @@ def create_app(
     workers: int = WORKERS,
     queue: int = QUEUE,
     body_seconds: float = BODY_SECONDS,
+    options: OpenOptions = OpenOptions(),
 ) -> FastAPI:
-    """The lab over one or more trained runs (paths), each loaded once, answering to `host` and loopback names."""
+    """The lab over one or more trained runs (paths: run folders or model files, opened with `options`), each
+    loaded once, answering to `host` and loopback names."""
     paths = [run_dirs] if isinstance(run_dirs, (str, Path)) else run_dirs
-    lab = Lab(paths, admission=Admission(workers=workers, queue=queue))
+    lab = Lab(paths, admission=Admission(workers=workers, queue=queue), options=options)
     app = FastAPI(
         title="cnnlab",
         description=lab.description,

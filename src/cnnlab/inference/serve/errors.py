@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cnnlab.inference.decode import ImageError, NotAnImageError
+from cnnlab.inference.numbers import NotANumberError
 
 Handler = Callable[[Request, Any], Coroutine[Any, Any, Response]]
 
@@ -40,9 +41,15 @@ def answer_with(status: int) -> Handler:
     return handler
 
 
+async def not_a_number(request: Request, error: Exception) -> Response:
+    # Ink that is not one line of digits: said so in a field the page can tell from other refusals.
+    return JSONResponse({"detail": str(error), "not_a_number": True}, 422)
+
+
 ERROR_HANDLERS: dict[int | type[Exception], Handler] = {
     StarletteHTTPException: unparsable_body,
     RequestValidationError: invalid_request,
     ImageError: answer_with(422),  # a blank image, too many pixels
     NotAnImageError: answer_with(415),
+    NotANumberError: not_a_number,
 }

@@ -20,13 +20,15 @@ from cnnlab.data.batches import normalise
 from cnnlab.data.datasets import ImageDataset
 from cnnlab.engine.checkpoint import CONFIG, METRICS
 from cnnlab.engine.evaluate import evaluate
+from cnnlab.engine.run import OpenOptions
 from cnnlab.engine.snapshots import Snapshot, read_snapshots
 from cnnlab.explain.attribution import convolutions, default_layer, explain_input
 from cnnlab.explain.mistakes import confusion_cell, probabilities_of_test_set
-from cnnlab.explain.stages import Stage, explain_cell, trace
+from cnnlab.explain.stages import ReceptiveField, Stage, explain_cell, trace
 from cnnlab.files import read_bounded
 from cnnlab.inference.decode import load_image
-from cnnlab.inference.predict import Predictor, is_unsure
+from cnnlab.inference.numbers import read_number
+from cnnlab.inference.predict import UNSURE_BELOW, Predictor, is_unsure
 from cnnlab.inference.serve.bodies import Attribution, Cell
 from cnnlab.inference.serve.limits import Admission
 from cnnlab.models import count_parameters
@@ -41,9 +43,9 @@ MAX_SNAPSHOTS_SENT = 120  # a longer run's snapshots are thinned evenly (the fir
 class LabRun:
     """One served run: its model, description, curves and confusion matrix."""
 
-    def __init__(self, run_dir: str | Path):
+    def __init__(self, run_dir: str | Path, options: OpenOptions = OpenOptions()):
         self.dir = Path(run_dir)
-        self.predictor = Predictor(run_dir)
+        self.predictor = Predictor(run_dir, options=options)
         self.run = self.predictor.run
         self.digits = self.predictor.digits
         self.lock = threading.Lock()
@@ -79,6 +81,7 @@ class LabRun:
             "input_size": list(info.input_size),
             "convolutions": convs,  # Grad-CAM's choices, in the order the forward pass calls them
             "grad_cam_layer": default_layer(run.model, blank) if convs else None,
+            "origin": run.origin,  # a model file: what it is, how its inputs are scaled (shown with the stages)
         }
 
     def prepare(self, data: bytes, name: str) -> np.ndarray:
@@ -102,11 +105,30 @@ class LabRun:
         return normalise(x, self.run.info.mean, self.run.info.std)
 
     def predict(self, prepared: np.ndarray) -> dict:
-        """The top classes; with the digit as 28x28 ints, or an image run's input as the PNG the model sees."""
+        """The top classes; with the digit as 28x28 ints, or an image run's input as the PNG the model sees. A
+        digit's answer has a number's fields too: "number" (its class), and "digits" (the one digit, boxed by
+        its 28x28 field)."""
         with self.lock:
             top = self.predictor.top_k(prepared, TOP_K)
-        seen = {"input": prepared.tolist()} if self.digits else {"seen": png_data_url(prepared)}
-        return {"predictions": top, "unsure": is_unsure(top), **seen}
+        if not self.digits:
+            return {"predictions": top, "unsure": is_unsure(top), "seen": png_data_url(prepared)}
+        pixels, unsure = prepared.tolist(), is_unsure(top)
+        digit = {"box": [0, 0, 28, 28], "top": top, "unsure": unsure, "split_unsure": False, "input": pixels}
+        return {"predictions": top, "unsure": unsure, "input": pixels, "number": top[0]["class"], "digits": [digit]}
+
+    def read(self, data: bytes, name: str) -> dict:
+        """An uploaded image of a digit or of a line of digits (a digit run) -> POST /predict's answer: the
+        reading (`Reading.as_json`, boxes in the upload's pixels) with each digit's 28x28 input; for one digit
+        also its "predictions" and "input", as a digit was always answered. NotANumberError (a 422) for ink
+        that is not one line of digits."""
+        image = load_image(data, name, max_pixels=SERVED_PIXELS, max_side=DECODE_SIDE)
+        reading = read_number(image, classifier=_Locked(self), unsure_below=UNSURE_BELOW, name=name, top_k=TOP_K)
+        answer = reading.as_json(scale=_decoded_scale(data, image))
+        for fields, digit in zip(answer["digits"], reading.digits):
+            fields["input"] = digit.input.tolist()
+        if len(reading.digits) == 1:
+            answer |= {"predictions": reading.digits[0].top, "input": reading.digits[0].input.tolist()}
+        return answer
 
     def activations(self, digit: np.ndarray) -> dict:
         with self.lock:
@@ -118,7 +140,7 @@ class LabRun:
             "input": digit.tolist(),
             "shown": traced.shown,
             "map_stages": traced.map_stages,  # listed, of how many: `shown` in numbers, for the page's own words
-            "notes": traced.notes,
+            "notes": ([self.run.origin] if self.run.origin else []) + traced.notes,
             "stages": [stage_json(s) for s in traced.stages],
         }
 
@@ -243,8 +265,8 @@ class LabRun:
 class Lab:
     """The served runs, in the order given, and the admission queue their CPU work goes through."""
 
-    def __init__(self, run_dirs: Iterable[str | Path], *, admission: Admission):
-        self.runs = [LabRun(run_dir) for run_dir in run_dirs]
+    def __init__(self, run_dirs: Iterable[str | Path], *, admission: Admission, options: OpenOptions = OpenOptions()):
+        self.runs = [LabRun(run_dir, options) for run_dir in run_dirs]
         self.admission = admission
         if len({run.digits for run in self.runs}) > 1:
             listed = lambda digits: ", ".join(str(run.dir) for run in self.runs if run.digits == digits)
@@ -266,6 +288,25 @@ class Lab:
     async def input_of(self, file: UploadFile, run: LabRun) -> np.ndarray:
         """An upload decoded and prepared for `run`, through the admission queue."""
         return await self.admission.run(run.prepare, await file.read(), file.filename or "upload")
+
+
+class _Locked:
+    """A run's predictor for the number reader, one forward pass at a time (the stage hooks are per model); the
+    reader's own work on the image runs outside the lock."""
+
+    def __init__(self, run: LabRun):
+        self.run = run
+        self.classes = run.predictor.classes
+
+    def probabilities(self, inputs: np.ndarray) -> torch.Tensor:
+        with self.run.lock:
+            return self.run.predictor.probabilities(inputs)
+
+
+def _decoded_scale(data: bytes, image: Image.Image) -> float:
+    """The upload's pixels per pixel of `image`, its decode (reduced by the decoder for a large photo)."""
+    with Image.open(io.BytesIO(data)) as original:  # decoded once already: only its header is read again
+        return original.width / image.width
 
 
 def _read_text(path: Path) -> str:
@@ -316,8 +357,8 @@ def stage_json(stage: Stage) -> dict:
     }
 
 
-def field_json(field) -> dict | None:
-    return field and {"size": field.size, "stride": field.stride, "offset": field.offset}
+def field_json(field: ReceptiveField | None) -> dict | None:
+    return None if field is None else {"size": field.size, "stride": field.stride, "offset": field.offset}
 
 
 def snapshot_json(snapshot: Snapshot) -> dict:

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
@@ -19,6 +19,7 @@ from fastapi import FastAPI
 
 from cnnlab import CnnlabError
 from cnnlab.engine.checkpoint import CHECKPOINT
+from cnnlab.engine.run import OpenOptions, is_model_file
 from cnnlab.inference.serve.app import create_app
 from cnnlab.inference.serve.connections import HEADER_SECONDS, WatchedLoop
 
@@ -66,21 +67,29 @@ class LabServer(uvicorn.Server):
             print(self.banner, flush=True)
 
 
-def serve(run_dirs: Sequence[str | Path], *, host: str = "127.0.0.1", port: int = 8000) -> None:
+def serve(
+    run_dirs: Sequence[str | Path],
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    options: OpenOptions = OpenOptions(),
+) -> None:
     """Serve the lab until Ctrl-C; every run is loaded and the port bound before "serving on" is printed."""
     if not 1 <= port <= 65535:
         raise CnnlabError(f"--port must be between 1 and 65535, got {port}")
     for run_dir in run_dirs:
-        if not Path(run_dir).is_dir():
-            raise CnnlabError(f"{run_dir} is not a run directory (a folder `cnnlab train --out` wrote)")
+        if not Path(run_dir).is_dir() and not (is_model_file(run_dir) and Path(run_dir).is_file()):
+            raise CnnlabError(f"{run_dir} is not a run directory (a folder `cnnlab train --out` wrote), nor a .onnx")
     listener = bind(host, port)  # a wrong --host or a taken port is said before the runs are loaded
     try:
-        app = create_app(run_dirs, host=host)
+        app = create_app(run_dirs, host=host, options=options)
     except BaseException:
         listener.close()
         raise
     names = ", ".join(str(r) for r in run_dirs)
-    banner = f"cnnlab: serving {names} on http://{host}:{port}/ (API docs at /docs)"
+    # A model file's line first (how its inputs are scaled, its classes' names), as evaluate and predict say it.
+    origins = [lab_run.run.origin for lab_run in app.state.lab.runs if lab_run.run.origin]
+    banner = "\n".join([*origins, f"cnnlab: serving {names} on http://{host}:{port}/ (API docs at /docs)"])
     LabServer(server_config(app), banner=banner).run(sockets=[listener])
 
 
@@ -91,7 +100,9 @@ class AlongsideLab:
     whole process, which would catch the training's own forward passes. The port is checked before training
     starts, so that a taken port is said at once."""
 
-    def __init__(self, run_dir: str | Path, *, host: str = "127.0.0.1", port: int = 8000, log=print):
+    def __init__(
+        self, run_dir: str | Path, *, host: str = "127.0.0.1", port: int = 8000, log: Callable[[str], object] = print
+    ):
         self.run_dir, self.host, self.port, self.log = Path(run_dir), host, port, log
         bind(host, port).close()  # one clear line now, rather than after the first epoch
         self.url = f"http://{host}:{port}/"
@@ -145,10 +156,10 @@ class AlongsideLab:
 
 
 @contextmanager
-def serving_in_thread(run_dirs: Sequence[str | Path]) -> Iterator[str]:
+def serving_in_thread(run_dirs: Sequence[str | Path], options: OpenOptions = OpenOptions()) -> Iterator[str]:
     """The lab over these runs on a free local port, in a background thread (tests, screenshots): yields its URL."""
     listener = bind("127.0.0.1", 0)
-    server = LabServer(server_config(create_app(run_dirs)))
+    server = LabServer(server_config(create_app(run_dirs, options=options)))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
     thread.start()
     while not server.started:

@@ -14,7 +14,8 @@ export async function getJSON(url, options) {
   const body = await response.json().catch(() => ({}));
   if (!response.ok) {
     const detail = Array.isArray(body.detail) ? body.detail.map(d => d.msg).join("; ") : body.detail;
-    throw Object.assign(new Error(messageFor(response.status, String(detail || response.statusText))), { status: response.status });
+    const message = body.not_a_number ? t("error.not_number", { detail }) : messageFor(response.status, String(detail || response.statusText));
+    throw Object.assign(new Error(message), { status: response.status });
   }
   return body;
 }

@@ -1,10 +1,12 @@
 // The lab: draw a digit (or take a test digit) and watch it go through every stage of each served run
 // (POST /activations); click a cell to see where it looks and the multiply-add that makes it (inspector.js);
 // where the model looks (where.js); kernels; the stride explorer; training curves, mistakes and snapshots.
+// A number drawn on the wide pad or photographed is read first (numbers.js), then its digits go through the runs.
 import { SAME_SITE, getJSON, postJSON } from "./api.js";
 import { explorer } from "./explorer.js";
-import { currentLanguage, onLanguage, startLanguage, t, useLanguage } from "./i18n.js";
+import { currentLanguage, onLanguage, startLanguage, t, translateStatic, useLanguage } from "./i18n.js";
 import { inspector } from "./inspector.js";
+import { numberView } from "./numbers.js";
 import { drawingPad } from "./pad.js";
 import { bars, cellAt, decodeStage, digitCanvas, exactValues, fmt, legend, make, mapCanvas, scaleFor } from "./render.js";
 import { training } from "./training.js";
@@ -12,7 +14,8 @@ import { whereView } from "./where.js";
 
 const MAX_MAPS = 32;  // deep stages have up to 132 channels: the first 32 are drawn
 const NARROW = "(max-width: 760px)";  // the phone layout: one column, views below the pad
-const state = { runs: [], results: [], input: null, source: null, selected: null, view: "layers", busy: false };
+const state = { runs: [], results: [], input: null, source: null, selected: null, view: "layers", busy: false, mode: "digit" };
+const PADS = { digit: [280, 280], number: [560, 280] };  // the pad's pixels: a square for a digit, wide for a number
 window.lab = state;  // for the browser tests, and for a curious learner's console
 
 const $ = id => document.getElementById(id);
@@ -31,12 +34,13 @@ function schedule(delay) {
 }
 
 // The pad's drawing or a photo as a PNG (preprocessed by the server like any photo), or a digit's 28x28 pixels
-// as they are.
+// as they are. A number (the wide pad, or a photo in number mode) is read first; its chosen digit goes on.
 async function send(pixels = null, photo = null) {
   if (inFlight) { dirty = pixels || "pad"; return; }
   inFlight = true;
   try {
     let first;
+    if (!pixels && state.mode === "number") pixels = await readNumber(photo);
     if (pixels) {
       first = await postJSON("/activations?run=0", { pixels });
     } else {
@@ -44,7 +48,7 @@ async function send(pixels = null, photo = null) {
       form.append("file", photo || await pad.png(), photo ? photo.name : "drawing.png");
       first = await getJSON("/activations?run=0", { method: "POST", headers: SAME_SITE, body: form });
     }
-    if (photo) { pad.clear(); pad.paint(first.input); }  // the photo as the model sees it, to draw on
+    if (photo && state.mode === "digit") { pad.clear(); pad.paint(first.input); }  // the photo as the model sees it, to draw on
     const rest = await Promise.all(state.runs.slice(1).map((_, i) => postJSON(`/activations?run=${i + 1}`, { pixels: first.input })));
     Object.assign(state, { results: [first, ...rest], input: first.input });
     hint();
@@ -58,8 +62,44 @@ async function send(pixels = null, photo = null) {
   }
 }
 
+// The number on the pad, or in a photo: read by POST /predict, shown with its boxes (numbers.js); returns the
+// pixels of the digit to follow through the layers.
+async function readNumber(photo) {
+  const form = new FormData();
+  form.append("file", photo || await pad.png(), photo ? photo.name : "number.png");
+  try {
+    number.show(await getJSON("/predict?run=0", { method: "POST", headers: SAME_SITE, body: form }), photo && await createImageBitmap(photo));
+  } catch (err) {
+    number.clear();  // no boxes of an earlier reading beside the error
+    throw err;
+  }
+  return number.selected.input;
+}
+
+// A digit of the number clicked: through every run, and into the inspector as a digit opened from a mistake is.
+async function pickDigit(pixels) {
+  state.busy = true;
+  await send(pixels);
+  if (state.view === "layers") strongestCell();
+}
+
+// One digit on a square pad, or a number on a wide one: the pad is cleared, and everything found on it.
+function useMode(mode) {
+  state.mode = mode;
+  document.querySelector(".lab").classList.toggle("number-mode", mode === "number");
+  for (const button of document.querySelectorAll("#mode button")) button.setAttribute("aria-pressed", button.dataset.mode === mode);
+  [$("pad").width, $("pad").height] = [$("pad-boxes").width, $("pad-boxes").height] = PADS[mode];
+  $("pad-title").dataset.i18n = mode === "number" ? "pad.title.number" : "pad.title";
+  $("pad-upload").dataset.i18n = mode === "number" ? "pad.upload.number" : "pad.upload";
+  translateStatic($("pad-card"));
+  $("clear").click();
+}
+
+for (const button of document.querySelectorAll("#mode button")) button.addEventListener("click", () => useMode(button.dataset.mode));
+
 // A digit that did not come from the pen (a test image): on the pad, and through every run as it is.
 export async function openDigit(pixels, source, inspect = false) {
+  if (state.mode === "number") useMode("digit");
   pad.clear();
   pad.paint(pixels);
   state.source = source;
@@ -74,6 +114,11 @@ function hint() {
     : t(touchOnly() ? "pad.after.touch" : "pad.after");
 }
 
+function startHint() {
+  if (state.mode === "number") return t("pad.hint.number");
+  return t(touchOnly() ? "pad.hint.touch" : "pad.hint");
+}
+
 $("digit-file").addEventListener("change", () => {
   const file = $("digit-file").files[0];
   if (!file) return;
@@ -85,8 +130,9 @@ $("digit-file").addEventListener("change", () => {
 
 $("clear").addEventListener("click", () => {
   pad.clear();
+  number.clear();
   Object.assign(state, { results: [], input: null, selected: null, source: null });
-  $("answer").textContent = t(touchOnly() ? "pad.hint.touch" : "pad.hint");
+  $("answer").textContent = startHint();
   inspect.close();
   renderAll();
 });
@@ -299,13 +345,16 @@ function tip(event, text) {
   box.style.top = `${event.clientY + 14}px`;
 }
 
-// The strongest cell of the first convolution's maps: where a test digit opened from a mistake is inspected.
+// The strongest cell of the first convolution's maps, in the first run whose stages show a convolution alone
+// (a block of convolution, batch norm and pooling has no one multiply-add): where a test digit opened from a
+// mistake, or a number's digit, is inspected.
 function strongestCell() {
-  const result = state.results[0], stageIndex = result && result.stages.findIndex(s => s.conv);
-  if (!result || stageIndex < 0) return;
-  const stage = result.stages[stageIndex], values = exactValues(stage), [, h, w] = stage.shape;
+  const runIndex = state.results.findIndex(r => r && r.stages.some(s => s.conv));
+  if (runIndex < 0) return;
+  const stages = state.results[runIndex].stages, stageIndex = stages.findIndex(s => s.conv);
+  const stage = stages[stageIndex], values = exactValues(stage), [, h, w] = stage.shape;
   const best = values.reduce((b, v, i) => (v > values[b] ? i : b), 0);
-  inspect.select({ runIndex: 0, stageIndex, channel: Math.floor(best / (h * w)), cell: [Math.floor(best / w) % h, best % w], branch: null });
+  inspect.select({ runIndex, stageIndex, channel: Math.floor(best / (h * w)), cell: [Math.floor(best / w) % h, best % w], branch: null });
 }
 
 // ---- kernels: the first convolution's filters next to what each found in the drawing ----
@@ -377,6 +426,7 @@ async function classify(file) {
 
 // ---- start: the language first (every string comes from its catalog), then the runs ----
 const inspect = inspector({ state, box: $("inspector"), layout: document.querySelector(".lab") });
+const number = numberView({ overlay: $("pad-boxes"), card: $("number-card"), onPick: pickDigit });
 const explorerView = explorer($("view-explorer"));
 const where = whereView($("where-columns"), { columns });
 let trainingView = null;
@@ -391,6 +441,8 @@ onLanguage(() => {
   aboutLine();
   if (uploading()) seenHint(state.runs[0]);
   if (state.results.length && !uploading()) hint();
+  if (!state.results.length && !uploading()) $("answer").textContent = startHint();
+  number.render();
   inspect.refresh();
   trainingView.refresh();
   renderAll();
@@ -399,7 +451,7 @@ $("language").addEventListener("change", () => useLanguage($("language").value))
 
 startLanguage().then(async () => {
   $("language").value = currentLanguage();
-  $("answer").textContent = t(touchOnly() ? "pad.hint.touch" : "pad.hint");
+  $("answer").textContent = startHint();
   state.runs = await getJSON("/runs");
   aboutLine();
   trainingView = training($("training-columns"), state.runs, { open: openDigit, show: showView });

@@ -10,7 +10,7 @@ from cnnlab.explain.arithmetic import shape
 router = APIRouter()
 
 
-@router.get("/shape")
+@router.get("/shape", response_model=None)
 def conv_shape(
     size: Annotated[int, Query(ge=1, le=10_000)],
     kernel: Annotated[int, Query(ge=1, le=1000)],
@@ -18,7 +18,7 @@ def conv_shape(
     padding: Annotated[int, Query(ge=0, le=1000)] = 0,
     dilation: Annotated[int, Query(ge=1, le=1000)] = 1,
     pool: Annotated[int | None, Query(ge=1, le=1000)] = None,
-):
+) -> dict:
     """`cnnlab shape`: a convolution's (then pooling's) output size, formula and numbers written out."""
     try:
         result = shape(size, kernel, stride, padding, dilation, pool)

@@ -15,18 +15,18 @@ router = APIRouter(include_in_schema=False)
 
 
 @router.get("/")
-def index():
+def index() -> FileResponse:
     return FileResponse(STATIC / "index.html")
 
 
 @router.get("/favicon.ico")
-def favicon():
+def favicon() -> FileResponse:
     """The page names its icon; this answers browsers and tools that ask for the old default path anyway."""
     return FileResponse(STATIC / "favicon.svg", media_type="image/svg+xml")
 
 
 @router.get("/docs")
-def docs():
+def docs() -> FileResponse:
     return FileResponse(STATIC / "docs.html")  # Swagger UI, started by docs.js: no inline script
 
 
